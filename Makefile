@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (both idempotent).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install only when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+## the whole test suite (CI runs this)
+test: install
+	$(BIN)/python -m pytest -q
+
+## everything but the tests marked slow
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+## the main job on its embedded default (tiny scale, this CPU)
+demo: install
+	$(BIN)/moenas demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

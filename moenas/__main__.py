@@ -1,0 +1,5 @@
+import sys
+
+from moenas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `moenas` subcommand; each exposes ``register(subparsers)``."""

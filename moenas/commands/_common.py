@@ -1,0 +1,65 @@
+"""Helpers shared by the subcommands: output formatting and input loading."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from moenas.arch import Arch, SearchSpace, UserError, load_archs
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain fixed-width table (no dependency; readable in any terminal or log)."""
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join([line, sep, *body])
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+    return str(v)
+
+
+def _numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def load_space(name: str) -> SearchSpace:
+    return SearchSpace.load(name)
+
+
+def read_archs(path: str | Path, space: SearchSpace | None = None) -> list[Arch]:
+    """Archs from a JSON or JSON-lines file; validated against ``space`` when given."""
+    archs = load_archs(path)
+    if space is not None:
+        for a in archs:
+            space.validate(a)
+    return archs
+
+
+def write_new_file(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    """Write ``text``; refuse to replace an existing file unless ``overwrite``."""
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise UserError(f"{p} exists; pass --overwrite to replace it")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def iter_lines(archs: Iterable[Arch]) -> str:
+    return "".join(a.to_json() + "\n" for a in archs)

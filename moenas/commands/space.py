@@ -1,0 +1,102 @@
+"""`moenas space`: sample, validate and describe archs of a search space."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from moenas.arch import SearchSpace, UserError, load_arch, load_archs
+from moenas.arch.cost import protocol_cost
+from moenas.arch.protocol import LatencyProtocol
+
+from ._common import print_json, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("space", help="sample, validate and describe archs of a search space",
+                       description="Sample, validate and describe archs of a search space.")
+    ssub = p.add_subparsers(dest="space_command", metavar="ACTION", parser_class=type(p))
+    s = ssub.add_parser("sample", help="print N sampled archs as JSON lines")
+    s.add_argument("--space", default="tiny", help="shipped space name (tiny, hat-wmt, automoe-wmt) or a YAML file [tiny]")
+    s.add_argument("--n", type=int, default=10, help="how many archs [10]")
+    s.add_argument("--seed", type=int, default=0, help="random seed [0]")
+    s.set_defaults(func=_sample)
+    v = ssub.add_parser("validate", help="check archs (JSON or JSON lines) against a space")
+    v.add_argument("file", help="ARCH.json or ARCHS.jsonl")
+    v.add_argument("--space", default="tiny", help="space name or YAML file [tiny]")
+    v.set_defaults(func=_validate)
+    st = ssub.add_parser("stats", help="params, active params, FLOPs and bytes per component")
+    st.add_argument("file", help="ARCH.json")
+    st.add_argument("--space", default=None, help="also validate against this space")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    for f, default in (("batch", 1), ("src-len", 30), ("decoder-steps", 30), ("beam", 5)):
+        st.add_argument(f"--{f}", type=int, default=default, help=f"latency protocol {f} [{default}]")
+    st.set_defaults(func=_stats)
+    i = ssub.add_parser("info", help="describe a space: genes, allowed values, size")
+    i.add_argument("--space", default="tiny")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    space = SearchSpace.load(args.space)
+    for a in space.sample_n(args.n, seed=args.seed):
+        sys.stdout.write(a.to_json() + "\n")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    space = SearchSpace.load(args.space)
+    archs = load_archs(args.file)
+    bad = 0
+    for n, a in enumerate(archs, 1):
+        for v in space.violations(a):
+            bad += 1
+            sys.stderr.write(f"{args.file}: arch {n} ({a.arch_id}): {v}\n")
+    if bad:
+        return 2
+    print(f"{len(archs)} arch(s) valid in space {space.name!r}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    arch = load_arch(args.file)
+    if args.space:
+        SearchSpace.load(args.space).validate(arch)
+    protocol = LatencyProtocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam)
+    cost = protocol_cost(arch, protocol)
+    s = cost.summary()
+    if args.json:
+        print_json({"arch_id": arch.arch_id, "protocol": protocol.to_dict(), **s})
+        return 0
+    n_moe = sum(layer.is_moe for _, _, layer in arch.layers)
+    print(f"arch {arch.arch_id}: encoder {len(arch.encoder.layers)} x {arch.encoder.embed_dim}, "
+          f"decoder {len(arch.decoder.layers)} x {arch.decoder.embed_dim}, {n_moe} MoE layer(s), top-{arch.top_k}")
+    print(f"params: {s['params_total'] / 1e6:.2f} M total, {s['params_active'] / 1e6:.2f} M active per token "
+          f"({s['params_embedding'] / 1e6:.2f} M embeddings)")
+    rows = []
+    for comp in ("encoder", "decoder"):
+        rows.append([comp, s[f"flops_{comp}"] / 1e9, s[f"bytes_{comp}"] / 1e6,
+                     s[f"flops_{comp}_experts"] / 1e9 + s[f"flops_{comp}_ffn"] / 1e9, s[f"flops_{comp}_attention"] / 1e9])
+    rows.append(["total", s["flops_total"] / 1e9, s["bytes_total"] / 1e6, "", ""])
+    print(f"protocol: batch {protocol.batch}, source {protocol.src_len} tokens, {protocol.decoder_steps} decoder steps, beam {protocol.beam}, uniform routing")
+    print(table(rows, ["component", "GFLOPs", "MB moved", "FFN GFLOPs", "attn GFLOPs"]))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    space = SearchSpace.load(args.space)
+    d = {"name": space.name, "vocab_size": space.vocab_size, "qkv_dim": space.qkv_dim, "top_k": list(space.top_k),
+         "encoder": {k: list(v) for k, v in vars(space.encoder).items() if v is not None},
+         "decoder": {k: list(v) for k, v in vars(space.decoder).items() if v is not None},
+         "size": space.size(), "log10_size": space.log10_size(), "encoding_length": len(space.feature_names())}
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"space {space.name}: {space.size():.3e} archs, vocabulary {space.vocab_size}, qkv {space.qkv_dim}, top-k {list(space.top_k)}")
+    rows = [[stack, gene, ", ".join(map(str, vals))] for stack in ("encoder", "decoder") for gene, vals in d[stack].items()]
+    print(table(rows, ["stack", "gene", "allowed"]))
+    return 0
