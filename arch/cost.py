@@ -18,6 +18,7 @@ expert received; without it every expert gets the expected share tokens*k/E (uni
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -194,8 +195,11 @@ class ProtocolCost:
         return out
 
 
+@lru_cache(maxsize=1 << 16)
 def protocol_cost(arch: Arch, protocol: LatencyProtocol = LatencyProtocol()) -> ProtocolCost:
-    """Params plus encoder and decoder cost under ``protocol`` with uniform routing."""
+    """Params plus encoder and decoder cost under ``protocol`` with uniform routing (memoised:
+    search and feature extraction ask for the same archs many times; treat the result as
+    read-only)."""
     return ProtocolCost(
         params=param_count(arch),
         encoder=encoder_cost(arch, protocol.batch, protocol.src_len),

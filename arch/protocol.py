@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import UserError
 
-ROUTINGS = ("random-router", "uniform", "checkpoint")
+ROUTINGS = ("seeded-random", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,11 @@ class LatencyProtocol:
     src_len: int = 30
     decoder_steps: int = 30
     beam: int = 5
-    # How MoE layers are routed while timing: the seeded random router of a freshly built model
-    # ("random-router"), or a trained supernet's routers ("checkpoint").
-    routing: str = "random-router"
+    # How MoE layers are routed while timing: the router of build_model(arch, model_seed) on
+    # random source tokens ("seeded-random"), or a trained supernet's routers ("checkpoint").
+    routing: str = "seeded-random"
+    model_seed: int = 0
+    input_seed: int = 0
 
     def __post_init__(self) -> None:
         for f in ("batch", "src_len", "decoder_steps", "beam"):
@@ -43,7 +45,12 @@ class LatencyProtocol:
 
     @property
     def protocol_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        key = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def arch_seed(self, arch_id: str) -> int:
+        """Seed for one arch's random inputs: the same arch always gets the same inputs."""
+        return int(hashlib.sha256(f"{self.input_seed}:{arch_id}".encode()).hexdigest()[:8], 16)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LatencyProtocol":

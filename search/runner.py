@@ -1,0 +1,91 @@
+"""Where fitness evaluations run, injected into the search as an object (pymoo-style).
+
+A fitness function maps a batch of archs to one float each (validation loss, lower is better).
+``InProcessRunner`` calls it in this process (HAT's loop); ``ProcessPoolRunner`` spreads
+batches over worker processes (each worker builds its own evaluator once, so the supernet is
+loaded once per worker, not per batch). A Ray or Dask runner is the same three methods.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+from moenas.arch import Arch
+
+FitnessFn = Callable[[Sequence[Arch]], Sequence[float]]
+
+
+class Runner(Protocol):
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]: ...
+
+
+def _batches(archs: Sequence[Arch], size: int) -> list[Sequence[Arch]]:
+    return [archs[i:i + size] for i in range(0, len(archs), size)]
+
+
+@dataclass
+class InProcessRunner:
+    batch_size: int = 16
+
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
+        return [float(v) for b in _batches(archs, self.batch_size) for v in fitness(b)]
+
+
+_WORKER_FITNESS: FitnessFn | None = None
+
+
+def _init_worker(factory: Callable[[], FitnessFn]) -> None:
+    global _WORKER_FITNESS
+    _WORKER_FITNESS = factory()
+
+
+def _run_batch(arch_json: list[str]) -> list[float]:
+    assert _WORKER_FITNESS is not None
+    return [float(v) for v in _WORKER_FITNESS([Arch.from_json(s) for s in arch_json])]
+
+
+@dataclass
+class ProcessPoolRunner:
+    """Batches over ``workers`` processes. ``factory`` (picklable) builds the fitness in each
+    worker; the ``fitness`` argument of :meth:`evaluate` is ignored in favour of it."""
+
+    factory: Callable[[], FitnessFn]
+    workers: int = 2
+    batch_size: int = 16
+    _pool: cf.ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
+
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(self.factory,))
+        jobs = [[a.to_json() for a in b] for b in _batches(archs, self.batch_size)]
+        return [v for part in self._pool.map(_run_batch, jobs) for v in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+class CachedFitness:
+    """Fitness memoised by arch_id: an arch is evaluated at most once per search."""
+
+    def __init__(self, fitness: FitnessFn, runner: Runner | None = None, cache: dict[str, float] | None = None):
+        self.fitness = fitness
+        self.runner = runner or InProcessRunner()
+        self.cache: dict[str, float] = dict(cache or {})
+        self.evaluations = 0
+        self.hits = 0
+
+    def __call__(self, archs: Sequence[Arch]) -> list[float]:
+        todo: dict[str, Arch] = {}
+        for a in archs:
+            if a.arch_id in self.cache:
+                self.hits += 1
+            else:
+                todo.setdefault(a.arch_id, a)
+        if todo:
+            values = self.runner.evaluate(self.fitness, list(todo.values()))
+            self.cache.update(zip(todo, values))
+            self.evaluations += len(todo)
+        return [self.cache[a.arch_id] for a in archs]
