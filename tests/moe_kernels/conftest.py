@@ -1,0 +1,51 @@
+"""Test setup for moenas.moe_kernels.
+
+Without a CUDA GPU the Triton kernels run under the Triton interpreter. Triton decides this when
+a kernel is *decorated* (``knobs.runtime.interpret`` reads ``TRITON_INTERPRET`` then), and our
+kernels are decorated on the first Triton launch, so setting the variable while this conftest is
+imported (collection time, before any test runs) is early enough. It is set only when no GPU is
+present, so that a GPU machine tests the compiled kernels, and only if the user did not set it.
+Other test folders are unaffected: they never launch these kernels on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def device() -> str:
+    return DEVICE
+
+
+@pytest.fixture
+def nan_fill():
+    """Fill every buffer the Triton kernels must write with NaN before the launch."""
+    from moenas.moe_kernels import launch
+
+    old = launch.DEBUG_FILL
+    launch.DEBUG_FILL = float("nan")
+    try:
+        yield
+    finally:
+        launch.DEBUG_FILL = old
+
+
+@pytest.fixture
+def small_config():
+    """Small blocks (tl.dot needs >= 16) so that tiny shapes span several and partial tiles."""
+    from moenas.moe_kernels import GemmConfig, MoEKernelConfig, WgradConfig
+
+    g = GemmConfig(block_m=16, block_n=16, block_k=16, group_m=2, num_warps=4, num_stages=1)
+    return MoEKernelConfig(
+        up=g, down=g,
+        wgrad=WgradConfig(block_h=16, block_d=16, block_r=16, num_warps=4, num_stages=1),
+    )
