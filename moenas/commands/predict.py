@@ -1,0 +1,46 @@
+"""`moenas predict`: predicted latency (mean and interval) of archs from a saved predictor."""
+from __future__ import annotations
+
+import argparse
+
+from moenas.arch import UserError
+
+from ._common import print_json, read_archs, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predicted latency of archs (mean and interval)",
+                       description="Predict the latency (ms) of each arch in ARCH.json or ARCHS.jsonl with a saved "
+                                   "predictor: mean and a confidence interval.")
+    p.add_argument("--predictor", required=True, metavar="P", help="predictor directory (from `moenas fit`)")
+    p.add_argument("archs", metavar="ARCH.json|ARCHS.jsonl", help="one arch (JSON) or many (JSON lines)")
+    p.add_argument("--confidence", type=float, default=0.9, help="interval confidence [0.9]")
+    p.add_argument("--json", action="store_true", help="print JSON (one object with a list of predictions)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moenas.arch import SearchSpace
+    from moenas.predictor import Predictor
+
+    if not 0 < args.confidence < 1:
+        raise UserError(f"--confidence must be in (0, 1), got {args.confidence}")
+    pred = Predictor.load(args.predictor)
+    space_name = pred.metadata.get("space")
+    space = None
+    if space_name:
+        try:
+            space = SearchSpace.load(space_name)
+        except UserError:
+            space = None
+    archs = read_archs(args.archs, space)
+    p = pred.predict(archs, confidence=args.confidence)
+    rows = [{"arch_id": a.arch_id, **r} for a, r in zip(archs, p.records())]
+    if args.json:
+        print_json({"predictor": args.predictor, "target": pred.metadata.get("target"),
+                    "device": pred.metadata.get("device"), "confidence": args.confidence, "predictions": rows})
+        return 0
+    print(table([[r["arch_id"], r["mean_ms"], r["lower_ms"], r["upper_ms"]] for r in rows],
+                ["arch_id", "mean ms", f"{args.confidence:.0%} low", f"{args.confidence:.0%} high"]))
+    print(f"{pred.metadata.get('target')} latency on {pred.metadata.get('device')} ({pred.metadata.get('chosen')})")
+    return 0

@@ -1,0 +1,114 @@
+"""Training / holdout data for predictors, read through ``moenas.data.profiles``.
+
+One predictor = one device, one backend, one protocol, one component; files that disagree on
+any of these are refused with a one-line UserError naming the files and values.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from moenas.arch import Arch, UserError
+
+from .names import TARGETS
+
+PROTOCOL_COLUMNS = ("batch", "src_len", "decoder_steps", "beam", "routing", "model_seed", "input_seed")
+
+
+@dataclass
+class Dataset:
+    archs: list[Arch]
+    y: np.ndarray                  # median latency, ms
+    arch_ids: list[str]
+    target: str
+    protocol: dict[str, Any]
+    protocol_id: str
+    space: str | None
+    device: str
+    backend: str
+    fingerprint_id: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    noise_floor: float | None = None  # MAPE % between repeat measurements
+    sha256: str = ""
+    paths: list[str] = field(default_factory=list)
+    synthetic: bool = False
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, idx: Sequence[int]) -> "Dataset":
+        idx = list(idx)
+        return Dataset([self.archs[i] for i in idx], self.y[idx], [self.arch_ids[i] for i in idx], self.target,
+                       self.protocol, self.protocol_id, self.space, self.device, self.backend, self.fingerprint_id,
+                       self.fingerprint, self.noise_floor, self.sha256, self.paths, self.synthetic)
+
+    def describe(self) -> dict[str, Any]:
+        return {"paths": self.paths, "sha256": self.sha256, "n_archs": len(self), "target": self.target,
+                "protocol": self.protocol, "protocol_id": self.protocol_id, "space": self.space,
+                "device": self.device, "backend": self.backend, "fingerprint_id": self.fingerprint_id,
+                "noise_floor_mape": self.noise_floor, "synthetic": self.synthetic}
+
+
+def _one(values: pd.Series, what: str, path: str) -> Any:
+    vals = values.dropna().unique()
+    if len(vals) == 0:
+        raise UserError(f"{path}: column {what} is empty")
+    if len(vals) > 1:
+        raise UserError(f"{path}: rows with {len(vals)} different {what} values ({', '.join(map(str, vals[:4]))}); "
+                        f"a predictor is fitted per {what}: split the dataset")
+    v = vals[0]
+    return v.item() if hasattr(v, "item") else v
+
+
+def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
+    """Read, check and join profile datasets into one (arch, median latency) table."""
+    from moenas.data.profiles import latency_table, noise_floor, read_profiles
+
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
+    if not paths:
+        raise UserError("no dataset given (--data FILE.parquet)")
+    frames, infos, digest = [], [], hashlib.sha256()
+    for p in paths:
+        df, meta = read_profiles(p)
+        if len(df) == 0:
+            raise UserError(f"{p}: the dataset is empty (no measurements)")
+        missing = [c for c in PROTOCOL_COLUMNS[:4] if c not in df.columns or df[c].isna().all()]
+        if missing:
+            raise UserError(f"{p}: missing protocol columns {', '.join(missing)}")
+        info = {"path": str(p), "meta": meta}
+        for col in ("protocol_id", "fingerprint_id", "device", "backend"):
+            info[col] = str(_one(df[col], col, str(p)))
+        info["space"] = str(_one(df["space"], "space", str(p))) if df["space"].notna().any() else meta.get("space")
+        first = df.iloc[0]
+        info["protocol"] = {c: (first[c].item() if hasattr(first[c], "item") else first[c])
+                            for c in PROTOCOL_COLUMNS if c in df.columns and not pd.isna(first[c])}
+        frames.append(df)
+        infos.append(info)
+        digest.update(Path(p).read_bytes())
+    for col, what in (("protocol_id", "latency protocols"), ("fingerprint_id", "devices"), ("backend", "backends"),
+                      ("space", "search spaces")):
+        vals = {i["path"]: i[col] for i in infos}
+        if len(set(vals.values())) > 1:
+            raise UserError(f"the datasets were measured under different {what} "
+                            f"({'; '.join(f'{k}: {v}' for k, v in vals.items())}); fit one predictor per {col.replace('_id', '')}")
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    table = latency_table(df, target)
+    table = table.drop_duplicates("arch_id", keep="last")
+    table = table[np.isfinite(table["median_ms"].to_numpy(float)) & (table["median_ms"].to_numpy(float) > 0)]
+    if len(table) == 0:
+        raise UserError(f"{', '.join(map(str, paths))}: no valid {target} measurements")
+    archs = [Arch.from_json(j) for j in table["arch_json"]]
+    i0 = infos[0]
+    return Dataset(
+        archs=archs, y=table["median_ms"].to_numpy(float), arch_ids=list(table["arch_id"]), target=target,
+        protocol=i0["protocol"], protocol_id=i0["protocol_id"], space=i0["space"], device=i0["device"],
+        backend=i0["backend"], fingerprint_id=i0["fingerprint_id"], fingerprint=dict(i0["meta"].get("fingerprint") or {}),
+        noise_floor=noise_floor(df, target), sha256=digest.hexdigest(), paths=[str(p) for p in paths],
+        synthetic=any(bool(i["meta"].get("synthetic")) for i in infos) or i0["backend"] == "synthetic",
+    )

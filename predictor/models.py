@@ -1,0 +1,400 @@
+"""Latency models: scikit-learn estimators from a list of Arch to milliseconds, with intervals.
+
+Every model follows the scikit-learn conventions (parameters in ``__init__``, fitted attributes
+end in ``_``, ``fit`` returns self) and the same contract, checked by one parametrised test over
+:data:`MODELS`:
+
+- ``fit(archs, y_ms)``; ``predict(archs) -> mean_ms``;
+- ``predict_interval(archs, confidence=0.9) -> (mean, lower, upper)``, lower <= mean <= upper.
+
+Intervals are split-conformal on relative (log-ratio) residuals, with cross-validation
+standing in for a held-out calibration split (CV+ style): ``fit`` refits the model on K-1 folds
+K times, keeps the out-of-fold |log(y / y_hat)|, and the interval at confidence c is
+y_hat * exp(±q) with q the ceil((n+1)c)-th smallest residual. The width is thus relative,
+which matches latencies spanning 10x; its real coverage is what ``evaluate`` reports.
+
+Models (the core estimators work on the full feature matrix of :class:`ArchFeatures`):
+
+``flops-linear``  latency = c0 + sum_i a_i FLOPs_i + b_i bytes_i per component (encoder,
+                  decoder), non-negative, least squares on relative error: the roofline baseline.
+``hat-mlp``       HAT's predictor: its 10 features scaled by their max, 3 hidden ReLU layers of
+                  400, MSE on latency / mean latency (HAT: / 200 ms).
+``gbt``           gradient-boosted trees on all features, log latency.
+``rf``            random forest on all features, log latency.
+``hybrid``        flops-linear times exp(GBT on the log-ratio residual).
+``auto``          picks one of the above by K-fold cross-validated MAPE, then refits it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import KFold
+from sklearn.neural_network import MLPRegressor
+from sklearn.preprocessing import MaxAbsScaler
+
+from moenas.arch import UserError
+
+from .names import MODELS
+from .features import COST_FEATURES, GROUPS, HAT_FEATURES, ArchFeatures, as_archs
+
+MIN_TRAIN = 8  # archs; fewer cannot be cross-validated for the interval
+# auto's default candidates: hat-mlp is left out (it is the published baseline, ~10x slower to fit
+# and never better here); pass candidates=... to include it.
+AUTO_CANDIDATES = ("flops-linear", "gbt", "rf", "hybrid")
+
+
+# ---- core regressors on a feature matrix ---------------------------------------------------------
+
+
+class ColumnModel(RegressorMixin, BaseEstimator):
+    """Base for the cores: they receive the full feature matrix plus its column names."""
+
+    def _cols(self, names: Sequence[str], wanted: Sequence[str]) -> list[int]:
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise UserError(f"features {', '.join(missing)} are missing")
+        return [list(names).index(w) for w in wanted]
+
+
+class RooflineLinear(ColumnModel):
+    """latency = c0 + sum_j w_j x_j, w >= 0, c0 >= 0, minimising squared *relative* error.
+
+    x = FLOPs and bytes of the encoder and decoder (in GFLOP / GB so the solver is well scaled)."""
+
+    def __init__(self, columns: Sequence[str] = ("flops_encoder", "bytes_encoder", "flops_decoder", "bytes_decoder")):
+        self.columns = columns
+
+    def fit(self, X, y, names=None):
+        self.idx_ = self._cols(names, self.columns)
+        Z = X[:, self.idx_] / 1e9
+        Z1 = np.column_stack([np.ones(len(Z)), Z])
+        w = 1.0 / np.asarray(y)  # rows scaled by 1/y: least squares on relative error
+        from scipy.optimize import nnls
+
+        coef, _ = nnls(Z1 * w[:, None], np.ones(len(y)))
+        self.intercept_ = float(coef[0])
+        self.coef_ = coef[1:]
+        return self
+
+    def predict(self, X):
+        p = self.intercept_ + (X[:, self.idx_] / 1e9) @ self.coef_
+        return np.maximum(p, 1e-6)
+
+
+class LogTreeModel(ColumnModel):
+    """Trees (``kind`` = gbt | rf) on log latency, on all columns or ``columns``."""
+
+    def __init__(self, kind: str = "gbt", n_estimators: int = 400, learning_rate: float = 0.05, max_depth: int | None = 4,
+                 min_samples_leaf: int = 2, subsample: float = 0.8, max_features: float | str | None = 0.5,
+                 columns: Sequence[str] | None = None, random_state: int = 0):
+        self.kind = kind
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.subsample = subsample
+        self.max_features = max_features
+        self.columns = columns
+        self.random_state = random_state
+
+    def _make(self):
+        if self.kind == "gbt":
+            return GradientBoostingRegressor(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                                             max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+                                             subsample=self.subsample, max_features=self.max_features,
+                                             random_state=self.random_state)
+        if self.kind == "rf":
+            return RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                         min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
+                                         n_jobs=1, random_state=self.random_state)
+        raise UserError(f"unknown tree kind {self.kind!r}")
+
+    def fit(self, X, y, names=None):
+        self.idx_ = list(range(X.shape[1])) if self.columns is None else self._cols(names, self.columns)
+        self.model_ = self._make().fit(X[:, self.idx_], np.log(y))
+        return self
+
+    def predict(self, X):
+        return np.exp(self.model_.predict(X[:, self.idx_]))
+
+
+class HatMLP(ColumnModel):
+    """HAT's latency MLP: features / max (HAT: fixed norms [640, 6, 2048, ...]), ReLU layers of
+    400, MSE on latency / lat_norm (HAT: 200 ms; here the training mean)."""
+
+    def __init__(self, hidden_layer_sizes: Sequence[int] = (400, 400, 400), max_iter: int = 300,
+                 learning_rate_init: float = 1e-3, random_state: int = 0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.max_iter = max_iter
+        self.learning_rate_init = learning_rate_init
+        self.random_state = random_state
+
+    def fit(self, X, y, names=None):
+        self.idx_ = self._cols(names, HAT_FEATURES)
+        self.scaler_ = MaxAbsScaler().fit(X[:, self.idx_])
+        self.lat_norm_ = float(np.mean(y))
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        self.mlp_ = MLPRegressor(hidden_layer_sizes=tuple(self.hidden_layer_sizes), activation="relu", solver="adam",
+                                 learning_rate_init=self.learning_rate_init, max_iter=self.max_iter,
+                                 batch_size=min(128, len(y)), tol=1e-7, n_iter_no_change=50,
+                                 random_state=self.random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.mlp_.fit(self.scaler_.transform(X[:, self.idx_]), np.asarray(y) / self.lat_norm_)
+        return self
+
+    def predict(self, X):
+        p = self.mlp_.predict(self.scaler_.transform(X[:, self.idx_])) * self.lat_norm_
+        return np.maximum(p, 1e-3 * self.lat_norm_)
+
+
+class HybridModel(ColumnModel):
+    """The analytical (roofline) model times a learned correction: GBT on log(y / base)."""
+
+    def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, max_depth: int = 3,
+                 random_state: int = 0):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.random_state = random_state
+
+    def fit(self, X, y, names=None):
+        self.base_ = RooflineLinear().fit(X, y, names)
+        ratio = np.asarray(y) / self.base_.predict(X)
+        self.residual_ = LogTreeModel("gbt", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                                      max_depth=self.max_depth, random_state=self.random_state).fit(X, ratio, names)
+        return self
+
+    def predict(self, X):
+        return self.base_.predict(X) * self.residual_.predict(X)
+
+
+def make_core(name: str, random_state: int = 0, **params) -> ColumnModel:
+    if name == "flops-linear":
+        return RooflineLinear(**params)
+    if name == "hat-mlp":
+        return HatMLP(random_state=random_state, **params)
+    if name == "gbt":
+        return LogTreeModel("gbt", random_state=random_state, **params)
+    if name == "rf":
+        defaults = dict(n_estimators=200, max_depth=None, min_samples_leaf=1, max_features=0.5)
+        return LogTreeModel("rf", random_state=random_state, **{**defaults, **params})
+    if name == "hybrid":
+        return HybridModel(random_state=random_state, **params)
+    raise UserError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+
+
+# ---- conformal intervals -------------------------------------------------------------------------
+
+
+def conformal_halfwidth(abs_log_residuals: np.ndarray, confidence: float) -> float:
+    """Half-width q in log space: the ceil((n+1)c)-th smallest |log(y/y_hat)| (capped at the max)."""
+    if not 0.0 < confidence < 1.0:
+        raise UserError(f"confidence must be in (0, 1), got {confidence}")
+    r = np.sort(np.asarray(abs_log_residuals, dtype=float))
+    if r.size == 0:
+        return math.inf
+    k = min(int(math.ceil((r.size + 1) * confidence)), r.size)
+    return float(r[k - 1])
+
+
+def oof_predictions(core: ColumnModel, X: np.ndarray, y: np.ndarray, names: list[str], folds: int,
+                    random_state: int) -> np.ndarray:
+    """Out-of-fold predictions of ``core`` (a fresh clone per fold)."""
+    n = len(y)
+    k = max(2, min(folds, n))
+    pred = np.empty(n)
+    for tr, te in KFold(k, shuffle=True, random_state=random_state).split(X):
+        pred[te] = clone(core).fit(X[tr], y[tr], names).predict(X[te])
+    return pred
+
+
+# ---- the public estimator -------------------------------------------------------------------------
+
+
+class LatencyModel(RegressorMixin, BaseEstimator):
+    """Arch list -> latency (ms) with a conformal interval. ``model`` names the core (see the
+    module docstring); ``protocol``/``space`` configure the features; ``folds`` is K for the
+    interval calibration (and for ``auto``'s choice); ``params`` go to the core."""
+
+    def __init__(self, model: str = "gbt", protocol: dict | None = None, space: str | None = None,
+                 folds: int = 5, random_state: int = 0, params: dict | None = None,
+                 candidates: Sequence[str] = AUTO_CANDIDATES):
+        self.model = model
+        self.protocol = protocol
+        self.space = space
+        self.folds = folds
+        self.random_state = random_state
+        self.params = params
+        self.candidates = candidates
+
+    def _check_y(self, archs: list, y) -> np.ndarray:
+        y = np.asarray(y, dtype=float).ravel()
+        if len(archs) != len(y):
+            raise UserError(f"{len(archs)} archs but {len(y)} latencies")
+        if len(y) < MIN_TRAIN:
+            raise UserError(f"need at least {MIN_TRAIN} measured archs to fit a predictor, got {len(y)}")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise UserError("latencies must be positive and finite")
+        return y
+
+    def fit(self, archs, y):
+        archs = as_archs(archs)
+        y = self._check_y(archs, y)
+        if self.model not in MODELS:
+            raise UserError(f"unknown model {self.model!r} (choose from {', '.join(MODELS)})")
+        self.features_ = ArchFeatures(protocol=self.protocol, space=self.space, groups=GROUPS).fit(archs)
+        X = self.features_.transform(archs)
+        names = self.features_.feature_names_
+        self.cv_scores_ = {}
+        if self.model == "auto":
+            best, best_oof = None, None
+            for cand in self.candidates:
+                core = make_core(cand, self.random_state)
+                oof = oof_predictions(core, X, y, names, self.folds, self.random_state)
+                self.cv_scores_[cand] = float(np.mean(np.abs(oof - y) / y) * 100)
+                if best is None or self.cv_scores_[cand] < self.cv_scores_[best]:
+                    best, best_oof = cand, oof
+            self.chosen_ = best
+            oof = best_oof
+        else:
+            self.chosen_ = self.model
+            oof = oof_predictions(make_core(self.model, self.random_state, **(self.params or {})), X, y, names,
+                                  self.folds, self.random_state)
+            self.cv_scores_[self.model] = float(np.mean(np.abs(oof - y) / y) * 100)
+        params = (self.params or {}) if self.model != "auto" else {}
+        self.core_ = make_core(self.chosen_, self.random_state, **params).fit(X, y, names)
+        self.oof_pred_ = oof
+        self.abs_log_residuals_ = np.abs(np.log(y / oof))
+        self.n_train_ = int(len(y))
+        return self
+
+    def predict(self, archs) -> np.ndarray:
+        return self.core_.predict(self.features_.transform(archs))
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        return self.core_.predict(X)
+
+    def predict_interval(self, archs, confidence: float = 0.9):
+        mean = self.predict(archs)
+        q = conformal_halfwidth(self.abs_log_residuals_, confidence)
+        return mean, mean * math.exp(-q), mean * math.exp(q)
+
+
+TRANSFER_FEATURES = ("flops_encoder", "flops_decoder", "bytes_encoder", "bytes_decoder", "hat.enc_layers",
+                     "hat.dec_layers", "moe.enc_experts_total", "moe.dec_experts_total")
+RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
+
+
+class TransferModel(RegressorMixin, BaseEstimator):
+    """Adapt a model fitted on one device to another from a few (~20) measurements.
+
+    log y_new = log y_base + a + z . beta, where z = [log y_base, log FLOPs and log bytes of the
+    encoder and decoder, layer counts, expert counts] standardised on the few samples. beta is
+    ridge-shrunk towards 0 (= "the new device is the old one times a constant"), the strength
+    picked from a grid by exact leave-one-out error, so with very few or very consistent samples
+    the correction stays a scale, and with a device that weighs FLOPs, bytes or operator counts
+    differently it bends accordingly. ``features`` chooses z's extra columns (``()`` = scale +
+    power of the base prediction only). The interval is recalibrated from the leave-one-out
+    residuals of the chosen fit. ``residual=True`` adds a small GBT on what is left (>= 10 samples).
+    """
+
+    def __init__(self, base: LatencyModel | None = None, features: Sequence[str] = TRANSFER_FEATURES,
+                 residual: bool = False, random_state: int = 0):
+        self.base = base
+        self.features = features
+        self.residual = residual
+        self.random_state = random_state
+
+    def _z(self, X: np.ndarray, lb: np.ndarray) -> np.ndarray:
+        names = self.base.features_.feature_names_
+        cols = [lb]
+        for f in self.features:
+            v = X[:, names.index(f)]
+            cols.append(np.log(np.maximum(v, 1.0)) if f.startswith(("flops", "bytes")) else v)
+        return np.column_stack(cols)
+
+    @staticmethod
+    def _ridge_loo(Z: np.ndarray, r: np.ndarray, lam: float) -> tuple[np.ndarray, float, np.ndarray]:
+        """(beta, intercept, leave-one-out residuals) of ridge r ~ a + Z beta (Z standardised)."""
+        n = len(r)
+        Zc = Z - Z.mean(0)
+        A = np.column_stack([np.ones(n), Zc])
+        P = np.eye(A.shape[1]) * lam
+        P[0, 0] = 0.0
+        G = np.linalg.solve(A.T @ A + P, A.T)
+        coef = G @ r
+        H = A @ G
+        res = r - A @ coef
+        loo = res / np.maximum(1.0 - np.diag(H), 1e-9)
+        return coef[1:], float(coef[0] - Z.mean(0) @ coef[1:]), loo
+
+    def fit(self, archs, y):
+        if self.base is None:
+            raise UserError("a transfer needs a base predictor")
+        archs = as_archs(archs)
+        y = np.asarray(y, dtype=float).ravel()
+        if len(y) != len(archs) or len(y) < 3:
+            raise UserError(f"a transfer needs at least 3 measured archs on the new device, got {len(y)}")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise UserError("latencies must be positive and finite")
+        X = self.base.features_.transform(archs)
+        lb, ly = np.log(self.base.predict_features(X)), np.log(y)
+        Z = self._z(X, lb)
+        self.z_mean_, self.z_std_ = Z.mean(0), np.where(Z.std(0) > 1e-12, Z.std(0), 1.0)
+        Zs = (Z - self.z_mean_) / self.z_std_
+        r = ly - lb
+        best = None
+        for lam in RIDGE_GRID:
+            beta, a, loo = self._ridge_loo(Zs, r, lam * len(y) / 20)
+            err = float(np.mean(loo ** 2))
+            if best is None or err < best[0]:
+                best = (err, lam, beta, a, loo)
+        _, self.alpha_, self.coef_, self.intercept_, loo = best
+        self.residual_model_ = None
+        if self.residual and len(y) >= 10:
+            ratio = np.exp(r - (self.intercept_ + Zs @ self.coef_))
+            self.residual_model_ = LogTreeModel("gbt", n_estimators=50, max_depth=2, learning_rate=0.1,
+                                                columns=list(COST_FEATURES), random_state=self.random_state).fit(
+                X, ratio, self.base.features_.feature_names_)
+        self.abs_log_residuals_ = np.abs(loo)
+        self.n_train_ = int(len(y))
+        self.features_ = self.base.features_
+        return self
+
+    @property
+    def scale_(self) -> float:
+        """Exponent of the base prediction in the correction (1 = pure scale)."""
+        return float(1.0 + self.coef_[0] / self.z_std_[0])
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        lb = np.log(self.base.predict_features(X))
+        Zs = (self._z(X, lb) - self.z_mean_) / self.z_std_
+        p = np.exp(lb + self.intercept_ + Zs @ self.coef_)
+        if self.residual_model_ is not None:
+            p = p * self.residual_model_.predict(X)
+        return p
+
+    def predict(self, archs) -> np.ndarray:
+        return self.predict_features(self.base.features_.transform(archs))
+
+    def predict_interval(self, archs, confidence: float = 0.9):
+        mean = self.predict(archs)
+        q = conformal_halfwidth(self.abs_log_residuals_, confidence)
+        return mean, mean * math.exp(-q), mean * math.exp(q)
+
+
+def make_model(name: str, protocol: dict | None = None, space: str | None = None, folds: int = 5,
+               random_state: int = 0, params: dict[str, Any] | None = None) -> LatencyModel:
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+    return LatencyModel(model=name, protocol=protocol, space=space, folds=folds, random_state=random_state,
+                        params=params)

@@ -1,0 +1,129 @@
+"""`moenas fit / evaluate / predict` in-process, on synthetic profile datasets (labelled as such)."""
+import json
+
+import pytest
+
+from moenas.cli import main
+from moenas.data.profiles import read_profiles, write_profiles
+from moenas.predictor.synthetic import PROTOCOL, make_profiles, write_synthetic
+
+FAST = ["--model", "gbt", "--folds", "3"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("profiles")
+    return {
+        "train": write_synthetic(d / "tiny_a.parquet", "tiny", 90, "a", seed=0),
+        "hold": write_synthetic(d / "tiny_a_hold.parquet", "tiny", 40, "a", seed=5),
+        "new": write_synthetic(d / "tiny_c.parquet", "tiny", 60, "c", seed=7),
+        "dir": d,
+    }
+
+
+@pytest.fixture(scope="module")
+def predictor(data):
+    out = data["dir"] / "pred"
+    assert main(["fit", "--data", str(data["train"]), *FAST, "--out", str(out), "--plots"]) == 0
+    return out
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_fit_writes_predictor_report_and_plots(predictor, data, capsys):
+    assert (predictor / "model.skops").is_file() and (predictor / "predictor.json").is_file()
+    assert (predictor / "cv_predicted_vs_measured.png").stat().st_size > 1000
+    assert (predictor / "learning_curve.png").is_file()
+    meta = json.loads((predictor / "predictor.json").read_text())
+    assert meta["metrics"]["learning_curve"][0]["n_train"] == 25 and meta["dataset"]["synthetic"]
+    # never overwrite an existing --out
+    assert main(["fit", "--data", str(data["train"]), *FAST, "--out", str(predictor)]) == 2
+    assert "--overwrite" in _err(capsys)
+
+
+def test_fit_json(data, capsys):
+    out = data["dir"] / "pred_json"
+    assert main(["fit", "--data", str(data["train"]), "--model", "flops-linear", "--out", str(out),
+                 "--no-learning-curve", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["chosen"] == "flops-linear" and {"mape", "kendall_tau", "within_10"} <= set(rep["report"]["cv"])
+
+
+def test_evaluate_and_predict(predictor, data, capsys, tmp_path):
+    capsys.readouterr()
+    assert main(["evaluate", "--predictor", str(predictor), "--data", str(data["hold"]), "--json",
+                 "--plots", str(tmp_path)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    h = rep["holdout"]
+    assert h["n"] == 40 and h["mape"] < 10 and 0 <= h["coverage"] <= 100 and h["noise_floor_mape"] > 0
+    assert (tmp_path / "holdout_predicted_vs_measured.png").is_file()
+    assert main(["evaluate", "--predictor", str(predictor), "--data", str(data["hold"])]) == 0
+    assert "Kendall" not in capsys.readouterr().err
+    archs = tmp_path / "a.jsonl"
+    df, _ = read_profiles(data["hold"])
+    archs.write_text("\n".join(df["arch_json"].unique()[:3]) + "\n")
+    assert main(["predict", "--predictor", str(predictor), str(archs), "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(preds) == 3 and all(p["lower_ms"] <= p["mean_ms"] <= p["upper_ms"] for p in preds)
+    assert main(["predict", "--predictor", str(predictor), str(archs)]) == 0
+    assert "arch_id" in capsys.readouterr().out
+
+
+def test_transfer_cli(predictor, data, capsys):
+    out = data["dir"] / "pred_c"
+    assert main(["fit", "--base", str(predictor), "--data", str(data["new"]), "--out", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)["report"]
+    assert rep["n_samples"] == 20 and {"transfer", "scratch_20", "base_uncorrected"} <= set(rep["holdout"]["rows"])
+
+
+def _rewrite(src, dst, fn_df=lambda d: d, fn_meta=lambda m: m):
+    df, meta = read_profiles(src)
+    write_profiles(dst, fn_df(df), fn_meta(meta))
+    return dst
+
+
+def _drop_columns(src, dst, cols):
+    """The same file without some columns (written with pyarrow: the writer would add them back)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(src)
+    pq.write_table(t.drop(cols).replace_schema_metadata(t.schema.metadata), dst)
+    return dst
+
+
+def test_bad_input_one_line_exit_2(predictor, data, capsys, tmp_path):
+    capsys.readouterr()
+    empty = _rewrite(data["train"], tmp_path / "empty.parquet", lambda d: d.iloc[:0])
+    assert main(["fit", "--data", str(empty), *FAST, "--out", str(tmp_path / "x")]) == 2
+    assert "empty" in _err(capsys)
+    nocols = _drop_columns(data["train"], tmp_path / "nocols.parquet", ["median_ms"])
+    assert main(["fit", "--data", str(nocols), *FAST, "--out", str(tmp_path / "x")]) == 2
+    assert "missing columns median_ms" in _err(capsys)
+    df, meta = make_profiles("tiny", 30, "a", seed=3, protocol={**PROTOCOL, "beam": 4})
+    other = tmp_path / "beam4.parquet"
+    write_profiles(other, df, meta)
+    assert main(["fit", "--data", str(data["train"]), str(other), *FAST, "--out", str(tmp_path / "x")]) == 2
+    assert "different latency protocols" in _err(capsys)
+    assert main(["evaluate", "--predictor", str(predictor), "--data", str(other)]) == 2
+    assert "another latency protocol" in _err(capsys)
+    assert main(["fit", "--data", str(data["train"]), "--model", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown model" in _err(capsys)
+    assert main(["evaluate", "--predictor", str(tmp_path / "missing"), "--data", str(data["hold"])]) == 2
+    assert "no such predictor" in _err(capsys)
+    assert main(["predict", "--predictor", str(tmp_path / "missing"), str(tmp_path / "a.json")]) == 2
+    assert "no such predictor" in _err(capsys)
+    assert main(["fit", "--data", str(tmp_path / "nofile.parquet"), *FAST, "--out", str(tmp_path / "x")]) == 2
+    assert "no such" in _err(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+def test_help(capsys):
+    for cmd in ("fit", "evaluate", "predict"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+    assert "--base" in capsys.readouterr().out

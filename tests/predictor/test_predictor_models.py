@@ -1,0 +1,76 @@
+"""One contract every latency model passes (optuna-style: parametrised over the registry)."""
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from moenas.arch import UserError
+from moenas.predictor import metrics as M
+from moenas.predictor.models import MODELS, LatencyModel, make_model
+from moenas.predictor.synthetic import DEVICES, true_latency
+from moenas.arch import SearchSpace
+
+# Small but faithful settings so the whole contract runs in seconds; defaults are benchmarked.
+FAST = {"hat-mlp": {"hidden_layer_sizes": (64, 64, 64), "max_iter": 150}, "gbt": {"n_estimators": 100},
+        "rf": {"n_estimators": 50}, "hybrid": {"n_estimators": 100}}
+
+
+def _data(space, n, seed=0, device="a"):
+    archs = SearchSpace.load(space).sample_n(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    y = true_latency(archs, DEVICES[device])["total"] * np.exp(rng.normal(0, 0.015, n))
+    return archs, y
+
+
+def _model(name, space, seed=0):
+    est = make_model(name, space=space, folds=3, random_state=seed, params=FAST.get(name))
+    if name == "auto":
+        est.set_params(candidates=("flops-linear", "hybrid"))
+    return est
+
+
+@pytest.mark.parametrize("space", ["tiny", "automoe-wmt"])
+@pytest.mark.parametrize("name", MODELS)
+def test_model_contract(name, space):
+    archs, y = _data(space, 60)
+    est = _model(name, space)
+    assert clone(est).get_params() == est.get_params()     # sklearn: params in __init__ only
+    assert est.fit(archs, y) is est                          # fit returns self
+    assert [k for k in vars(est) if k.endswith("_") and not k.startswith("_")]  # fitted attrs end in _
+    new, y_new = _data(space, 20, seed=1)
+    mean = est.predict(new)
+    assert mean.shape == (20,) and np.all(np.isfinite(mean)) and np.all(mean > 0)
+    m, lo, hi = est.predict_interval(new, confidence=0.9)
+    np.testing.assert_array_equal(m, mean)
+    assert np.all(lo <= m) and np.all(m <= hi) and np.all(lo > 0)
+    _, lo2, hi2 = est.predict_interval(new, confidence=0.5)
+    assert np.all(hi2 - lo2 <= hi - lo)                      # a lower confidence is never wider
+    assert M.mape(y_new, mean) < 30                          # learned something (flops-linear is crude)
+    again = _model(name, space).fit(archs, y).predict(new)   # same seed -> same predictions
+    np.testing.assert_allclose(again, mean, rtol=1e-12)
+    assert est.predict([a.to_json() for a in new[:3]]).shape == (3,)  # JSON strings work too
+
+
+def test_bad_training_input():
+    archs, y = _data("tiny", 20)
+    with pytest.raises(UserError, match="at least"):
+        LatencyModel("gbt").fit(archs[:3], y[:3])
+    with pytest.raises(UserError, match="positive"):
+        LatencyModel("gbt").fit(archs, -y)
+    with pytest.raises(UserError, match="archs but"):
+        LatencyModel("gbt").fit(archs, y[:5])
+    with pytest.raises(UserError, match="unknown model"):
+        make_model("nope")
+
+
+def test_interval_coverage_is_near_nominal():
+    archs, y = _data("tiny", 300)
+    est = make_model("hybrid", space="tiny", params=FAST["hybrid"]).fit(archs[:200], y[:200])
+    _, lo, hi = est.predict_interval(archs[200:], 0.9)
+    assert 80 <= M.coverage(y[200:], lo, hi) <= 99
+
+
+def test_auto_picks_by_cross_validation():
+    archs, y = _data("tiny", 80)
+    est = _model("auto", "tiny").fit(archs, y)
+    assert set(est.cv_scores_) == {"flops-linear", "hybrid"}
+    assert est.chosen_ == min(est.cv_scores_, key=est.cv_scores_.get)

@@ -1,0 +1,105 @@
+"""Persistence: round trip, metadata, and refusal of modified / untrusted / foreign predictors."""
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.preprocessing import FunctionTransformer
+
+from moenas.arch import SearchSpace, UserError
+from moenas.predictor import Predictor, fit_predictor
+from moenas.predictor import persist
+from moenas.predictor.dataset import Dataset
+from moenas.predictor.synthetic import DEVICES, PROTOCOL, true_latency
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    archs = SearchSpace.load("tiny").sample_n(60, seed=0)
+    y = true_latency(archs, DEVICES["a"])["total"]
+    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", dict(PROTOCOL), "pid", "tiny", "synthetic-cpu-a",
+                 "synthetic", "fid", noise_floor=1.5, sha256="abc", paths=["x.parquet"], synthetic=True)
+    pred, _ = fit_predictor(ds, "gbt", folds=3, params={"n_estimators": 50}, with_learning_curve=False)
+    d = tmp_path_factory.mktemp("pred") / "gbt"
+    pred.save(d)
+    return d, pred, archs
+
+
+def test_round_trip(saved):
+    d, pred, archs = saved
+    loaded = Predictor.load(d, protocol=PROTOCOL, space="tiny", target="total")
+    a, b = pred.predict(archs, 0.8), loaded.predict(archs, 0.8)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.upper, b.upper)
+    m = loaded.metadata
+    for key in ("model", "target", "space", "protocol", "device", "fingerprint_id", "features", "versions",
+                "metrics", "model_sha256", "dataset"):
+        assert key in m, key
+    assert m["dataset"]["sha256"] == "abc" and "scikit-learn" in m["versions"] and m["features"]["names"]
+    with pytest.raises(UserError, match="exists"):
+        pred.save(d)                                   # never overwrite without asking
+
+
+def test_mismatches_are_refused(saved):
+    d, _, _ = saved
+    with pytest.raises(UserError, match="protocol"):
+        Predictor.load(d, protocol={**PROTOCOL, "beam": 4})
+    with pytest.raises(UserError, match="space"):
+        Predictor.load(d, space="automoe-wmt")
+    with pytest.raises(UserError, match="latency"):
+        Predictor.load(d, target="encoder")
+    with pytest.raises(UserError, match="no such predictor"):
+        Predictor.load(d.parent / "missing")
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for f in (persist.MODEL_FILE, persist.META_FILE):
+        (dst / f).write_bytes((src / f).read_bytes())
+    return dst
+
+
+def test_modified_model_file_is_refused(saved, tmp_path):
+    d = _copy(saved[0], tmp_path / "p")
+    raw = bytearray((d / persist.MODEL_FILE).read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (d / persist.MODEL_FILE).write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="modified"):
+        Predictor.load(d)
+
+
+def test_untrusted_type_is_refused_not_executed(saved, tmp_path):
+    d = _copy(saved[0], tmp_path / "p")
+    # a file whose hash matches its metadata but which names os.system: must never be constructed
+    evil = FunctionTransformer(func=os.system, kw_args={"command": "touch PWNED"})
+    sio.dump(evil, d / persist.MODEL_FILE)
+    meta = json.loads((d / persist.META_FILE).read_text())
+    meta["model_sha256"] = persist._sha256(d / persist.MODEL_FILE)
+    (d / persist.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="untrusted"):
+        Predictor.load(d)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_foreign_or_newer_metadata_is_refused(saved, tmp_path):
+    d = _copy(saved[0], tmp_path / "p")
+    meta = json.loads((d / persist.META_FILE).read_text())
+    (d / persist.META_FILE).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(UserError, match="format version 99"):
+        Predictor.load(d)
+    (d / persist.META_FILE).write_text("{not json")
+    with pytest.raises(UserError, match="corrupt"):
+        Predictor.load(d)
+
+
+def test_other_sklearn_version_warns(saved, tmp_path):
+    d = _copy(saved[0], tmp_path / "p")
+    meta = json.loads((d / persist.META_FILE).read_text())
+    meta["versions"]["scikit-learn"] = "0.1.0"
+    (d / persist.META_FILE).write_text(json.dumps(meta))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        Predictor.load(d)
+    assert any("scikit-learn 0.1.0" in str(x.message) for x in w)
