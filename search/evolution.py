@@ -133,14 +133,19 @@ class Evolution:
         return cands
 
     def no_feasible_message(self) -> str:
+        """Why nothing is feasible, in the budget's own units where a constraint can say them."""
         small = self.space.smallest()
         g = self.constraints.G([small])[0]
-        parts = [f"{name} at {100 * (v + 1):.0f}% of its budget" for name, v in zip(self.constraints.names, g)]
-        detail = ""
-        for c in self.constraints.constraints:
+        parts = []
+        for c, v in zip(self.constraints.constraints, g):
+            if v <= 0:
+                continue
             if hasattr(c, "bound"):
-                detail = f"; the smallest arch's predicted latency bound is {float(c.bound([small])[0]):.3g} ms (budget {c.max_ms:g} ms)"
-        return f"no feasible arch found in space {self.space.name!r}: its smallest arch is at " + ", ".join(parts) + detail
+                parts.append(f"predicted latency bound {float(c.bound([small])[0]):.3g} ms over the budget of {c.max_ms:g} ms")
+            else:
+                parts.append(f"{c.name} at {100 * (v + 1):.0f}% of its budget")
+        return (f"no feasible arch in space {self.space.name!r}: even its smallest arch ({small.arch_id}) has "
+                + "; ".join(parts or ["no violation, yet no sampled arch was feasible"]))
 
     def initial_population(self) -> list[Candidate]:
         archs = self._feasible(lambda: self.space.sample(self.rng), self.config.population, set())

@@ -1,0 +1,71 @@
+"""`moenas search`: constrained evolutionary search with a supernet, a predictor and a budget."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from moenas.arch import SearchSpace, UserError
+
+from ._common import print_json, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="find the best archs under a latency / FLOPs / params budget",
+                       description="Evolutionary search (HAT/AutoMoE; NSGA-II with --objectives loss,latency). "
+                                   "Fitness = validation loss with inherited supernet weights; constraints are "
+                                   "checked before any evaluation; the winners are re-measured on this device.")
+    p.add_argument("--space", default="tiny", help="search space name or YAML [tiny]")
+    p.add_argument("--supernet", required=True, help="supernet checkpoint from `moenas train`")
+    p.add_argument("--predictor", required=True, help="predictor directory from `moenas fit`")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget (ms) on the predictor's device")
+    p.add_argument("--max-gflops", type=float, default=None, help="FLOPs budget under the latency protocol (GFLOPs)")
+    p.add_argument("--max-params", type=float, default=None, help="parameter budget (all experts)")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="the predictor's upper bound at this level must meet the latency budget [0.9]; 0 = use the mean")
+    p.add_argument("--population", type=int, default=125)
+    p.add_argument("--parents", type=int, default=25)
+    p.add_argument("--mutations", type=int, default=50)
+    p.add_argument("--crossovers", type=int, default=50)
+    p.add_argument("--mutate-prob", type=float, default=0.3)
+    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--objectives", default="loss", help="'loss' (single objective) or 'loss,latency' (NSGA-II) [loss]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid-sentences", type=int, default=None, help="fixed validation subset size [the checkpoint's]")
+    p.add_argument("--workers", type=int, default=1, help="processes evaluating fitness [1]")
+    p.add_argument("--random-baseline", action="store_true", help="also run random search with the same number of evaluations")
+    p.add_argument("--verify-top", type=int, default=3, help="re-measure the best and up to N-1 Pareto archs [3]; 0 = skip")
+    p.add_argument("--backend", default="onnxruntime", help="profiler backend for re-measurement [onnxruntime]")
+    p.add_argument("--device", default="cpu", help="device for re-measurement [cpu]")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for re-measurement [1]")
+    p.add_argument("--out", required=True, help="output directory (best_arch.json, pareto.csv, report.md, ...)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the results in an existing --out")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from moenas.search.search_job import SearchJob
+
+    job = SearchJob.from_args(args)
+    report, paths = job.run()
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    print_summary(report, paths)
+    return 0 if all(v.meets_budget is not False for v in report.verifications if v.role != "dense-baseline") else 1
+
+
+def print_summary(report, paths) -> None:
+    best = report.result.best
+    print(f"\nbest arch {best.arch.arch_id}: loss {best.loss:.4f}, predicted {best.latency:.3g} ms "
+          f"({len(report.result.evaluated)} archs evaluated)")
+    if report.verifications:
+        rows = [[v.role, v.arch_id, f"{v.loss:.4f}", f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
+                 "-" if v.measured_ms is None else f"{v.measured_ms:.3g}", f"{v.gflops:.3g}",
+                 {True: "yes", False: "NO", None: "?"}[v.meets_budget]] for v in report.verifications]
+        print(table(rows, ["role", "arch", "loss", "predicted ms [interval]", "measured ms", "GFLOPs", "in budget"]))
+    print(f"report: {paths['report_md']}")

@@ -1,0 +1,168 @@
+"""One search job end to end: inputs checked, evolution run, winners re-measured, report written.
+
+Shared by `moenas search` and the demo pipeline, so both do exactly the same thing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from moenas.arch import SearchSpace, UserError
+
+from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
+from .evolution import Evolution, EvolutionConfig, SearchResult, random_search
+from .fitness import SupernetFitness
+from .report import SearchReport
+from .runner import CachedFitness, InProcessRunner, ProcessPoolRunner
+from .verify import verify
+
+STATE_FILE = "search_state.json"
+
+
+@dataclass
+class SearchJob:
+    space: SearchSpace
+    supernet: str
+    predictor_path: str
+    out: Path
+    config: EvolutionConfig
+    max_latency_ms: float | None = None
+    max_gflops: float | None = None
+    max_params: float | None = None
+    confidence: float = 0.9
+    valid_sentences: int | None = None
+    workers: int = 1
+    random_baseline: bool = False
+    verify_top: int = 3
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    show_progress: bool = True
+    _predictor: Any = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> "SearchJob":
+        objectives = tuple(o.strip() for o in a.objectives.split(",") if o.strip())
+        cfg = EvolutionConfig(population=a.population, parents=a.parents, mutations=a.mutations, crossovers=a.crossovers,
+                              mutate_prob=a.mutate_prob, iterations=a.iterations, seed=a.seed, objectives=objectives)
+        return cls(space=SearchSpace.load(a.space), supernet=a.supernet, predictor_path=a.predictor, out=Path(a.out),
+                   config=cfg, max_latency_ms=a.max_latency_ms, max_gflops=a.max_gflops, max_params=a.max_params,
+                   confidence=a.confidence, valid_sentences=a.valid_sentences, workers=a.workers,
+                   random_baseline=a.random_baseline, verify_top=a.verify_top, backend=a.backend, device=a.device,
+                   threads=a.threads, resume=a.resume, overwrite=a.overwrite)
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def check_inputs(self) -> None:
+        if not Path(self.supernet).is_file():
+            raise UserError(f"{self.supernet}: no such supernet checkpoint")
+        if not Path(self.predictor_path).exists():
+            raise UserError(f"{self.predictor_path}: no such predictor")
+        for name, v in (("--max-latency-ms", self.max_latency_ms), ("--max-gflops", self.max_gflops), ("--max-params", self.max_params)):
+            if v is not None and v <= 0:
+                raise UserError(f"{name} must be > 0, got {v}")
+        if not 0 <= self.confidence < 1:
+            raise UserError(f"--confidence must be in [0, 1), got {self.confidence}")
+        done = self.out / "report.json"
+        if done.exists() and not (self.resume or self.overwrite):
+            raise UserError(f"{self.out} already holds a search report; pass --resume or --overwrite, or choose a new --out")
+        if (self.out / STATE_FILE).exists() and not (self.resume or self.overwrite):
+            raise UserError(f"{self.out} holds an unfinished search; pass --resume to continue it or --overwrite")
+
+    @property
+    def predictor(self):
+        if self._predictor is None:
+            from moenas.predictor import Predictor
+
+            self._predictor = Predictor.load(self.predictor_path, space=self.space.name)
+        return self._predictor
+
+    def constraints(self) -> ConstraintSet:
+        cons = []
+        if self.max_latency_ms is not None:
+            cons.append(LatencyConstraint(self.predictor, self.max_latency_ms, self.confidence or None))
+        if self.max_gflops is not None:
+            from .verify import protocol_of
+
+            cons.append(FlopsConstraint(self.max_gflops, protocol_of(self.predictor)))
+        if self.max_params is not None:
+            cons.append(ParamsConstraint(self.max_params))
+        return ConstraintSet(cons)
+
+    def settings(self) -> dict[str, Any]:
+        return {"space": self.space.name, "supernet": str(self.supernet), "predictor": str(self.predictor_path),
+                "max_latency_ms": self.max_latency_ms, "max_gflops": self.max_gflops, "max_params": self.max_params,
+                "confidence": self.confidence, "objectives": ",".join(self.config.objectives), **asdict(self.config),
+                "predictor_device": self.predictor.metadata.get("device"), "remeasure_backend": self.backend,
+                "remeasure_device": self.device, "threads": self.threads}
+
+    # ---- run -----------------------------------------------------------------------------------
+    def _latency(self, archs):
+        return self.predictor.predict(list(archs), confidence=self.confidence or 0.5).mean
+
+    def run(self) -> tuple[SearchReport, dict[str, Path]]:
+        self.check_inputs()
+        self.out.mkdir(parents=True, exist_ok=True)
+        fitness = SupernetFitness(self.supernet, self.valid_sentences)
+        fitness.check_space(self.space)
+        runner = (ProcessPoolRunner(lambda_factory(self.supernet, self.valid_sentences), self.workers)
+                  if self.workers > 1 else InProcessRunner())
+        cached = CachedFitness(fitness, runner)
+        constraints = self.constraints()
+        bars: list[tqdm] = []  # opened at the first finished iteration, so an early error prints alone
+
+        def progress(row: dict) -> None:
+            if not bars:
+                bars.append(tqdm(total=self.config.iterations + 1, desc="search", unit="iter", file=sys.stderr,
+                                 disable=not self.show_progress))
+            bar = bars[0]
+            bar.update(1)
+            bar.set_postfix(best=f"{row['best_loss']:.3f}", evals=row["evaluations"])
+
+        state = self.out / STATE_FILE
+        if self.overwrite and not self.resume and state.exists():
+            state.unlink()
+        evo = Evolution(self.space, cached, constraints, self.config, latency=self._latency, state_path=state,
+                        progress=progress)
+        try:
+            result = evo.run(resume=self.resume)
+        finally:
+            for bar in bars:
+                bar.close()
+            if isinstance(runner, ProcessPoolRunner):
+                runner.close()
+        baseline = self._random_baseline(fitness, constraints, cached.evaluations) if self.random_baseline else None
+        verifications = self._verify(result)
+        report = SearchReport(self.settings(), result, verifications, baseline)
+        return report, report.write(self.out)
+
+    def _random_baseline(self, fitness, constraints, n_evals: int) -> dict[str, Any]:
+        res = random_search(self.space, CachedFitness(fitness), constraints, n_evals, seed=self.config.seed + 1,
+                            latency=self._latency)
+        return {"method": "random search", "evaluations": n_evals, "best_loss": res.best.loss,
+                "best_arch_id": res.best.arch.arch_id, "best_predicted_latency_ms": res.best.latency}
+
+    def _verify(self, result: SearchResult):
+        """The best arch plus up to verify_top-1 other Pareto archs, re-measured when verify_top > 0."""
+        chosen = [("best", result.best)]
+        for c in result.pareto():
+            if len(chosen) >= max(self.verify_top, 1):
+                break
+            if c.arch.arch_id != result.best.arch.arch_id:
+                chosen.append(("pareto", c))
+        return verify(chosen, self.predictor, self.confidence or 0.5, self.max_latency_ms, measure=self.verify_top > 0,
+                      backend=self.backend, device=self.device, threads=self.threads)
+
+
+def lambda_factory(ckpt: str, valid_sentences: int | None):
+    """A picklable fitness factory for worker processes."""
+    import functools
+
+    return functools.partial(SupernetFitness, ckpt, valid_sentences)
