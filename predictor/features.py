@@ -98,7 +98,8 @@ class ArchArrays:
 
     glob: (n, 5) top_k, qkv_dim, vocab_size, enc embed, dec embed.
     enc: (n, Le, 1 + Xe) heads, expert sizes; dec: (n, Ld, 3 + Xd) heads, cross heads,
-    cross span, expert sizes.
+    cross span, expert sizes. From :func:`arch_arrays` these are views with the arch axis
+    contiguous in memory (for speed); the shapes and values are all that callers rely on.
     """
 
     def __init__(self, glob: np.ndarray, enc: np.ndarray, dec: np.ndarray):
@@ -111,7 +112,14 @@ class ArchArrays:
 
 def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None,
                 max_experts: tuple[int, int] | None = None) -> ArchArrays:
-    """One pure-Python pass over the archs (the only per-arch Python work in this module)."""
+    """One pure-Python pass over the archs (the only per-arch Python work in this module).
+
+    This pass bounds prediction throughput (~2 us per arch), so it is kept flat: every arch's
+    genes go onto one flat list (one numpy conversion at the end, no per-arch list), and the
+    zero padding of an expert tuple or of the missing layers is looked up, not rebuilt, per arch.
+    """
+    if not archs:
+        raise UserError("no archs given")
     if max_layers is None:
         max_layers = (max(len(a.encoder.layers) for a in archs), max(len(a.decoder.layers) for a in archs))
     if max_experts is None:
@@ -121,31 +129,52 @@ def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None
     xe, xd = max_experts
     we, wd = 1 + xe, 3 + xd
     width = 5 + le * we + ld * wd
-    rows = []
-    append = rows.append
-    for a in archs:  # hot loop: ~5 us per arch; keep it flat
+    pad_e: dict[tuple[int, ...], tuple[int, ...]] = {}   # expert sizes -> padded to xe slots
+    pad_d: dict[tuple[int, ...], tuple[int, ...]] = {}
+    absent_e = [(0,) * (we * (le - k)) for k in range(le + 1)]  # zeros for le - k absent layers
+    absent_d = [(0,) * (wd * (ld - k)) for k in range(ld + 1)]
+    flat: list[int] = []
+    put, put_all = flat.append, flat.extend
+    for a in archs:  # hot loop; an arch with too many layers or experts makes its row too long
         e, d = a.encoder, a.decoder
-        row = [a.top_k, a.qkv_dim, a.vocab_size, e.embed_dim, d.embed_dim]
-        ext = row.extend
-        for la in e.layers:
+        el, dl = e.layers, d.layers
+        put_all((a.top_k, a.qkv_dim, a.vocab_size, e.embed_dim, d.embed_dim))
+        for la in el:
             ex = la.experts
-            row.append(la.heads)
-            ext(ex)
-            ext((0,) * (xe - len(ex)))
-        ext((0,) * (we * (le - len(e.layers))))
-        for la in d.layers:
+            p = pad_e.get(ex)
+            if p is None:
+                p = pad_e[ex] = ex + (0,) * (xe - len(ex))
+            put(la.heads)
+            put_all(p)
+        put_all(absent_e[len(el)] if len(el) <= le else ())
+        for la in dl:
             ex = la.experts
-            row += (la.heads, la.cross_heads, la.cross_span)
-            ext(ex)
-            ext((0,) * (xd - len(ex)))
-        ext((0,) * (wd * (ld - len(d.layers))))
-        if len(row) != width:  # more layers or experts than the layout holds
+            p = pad_d.get(ex)
+            if p is None:
+                p = pad_d[ex] = ex + (0,) * (xd - len(ex))
+            put_all((la.heads, la.cross_heads, la.cross_span))
+            put_all(p)
+        put_all(absent_d[len(dl)] if len(dl) <= ld else ())
+    n = len(archs)
+    if len(flat) != n * width:  # every row is >= width, so only a too-long row changes the total
+        _check_layout(archs, max_layers, max_experts)
+    # gene-major memory (the arch axis contiguous): the features sum over the short layer and
+    # expert axes, and numpy reduces a short *contiguous* axis one arch at a time (~2x slower)
+    cols = np.ascontiguousarray(np.array(flat, dtype=np.float64).reshape(n, width).T)
+    return ArchArrays(cols[:5].T, cols[5:5 + le * we].reshape(le, we, n).transpose(2, 0, 1),
+                      cols[5 + le * we:].reshape(ld, wd, n).transpose(2, 0, 1))
+
+
+def _check_layout(archs: Sequence[Arch], max_layers: tuple[int, int], max_experts: tuple[int, int]) -> None:
+    """UserError naming the first arch with more layers or experts than the layout holds."""
+    (le, ld), (xe, xd) = max_layers, max_experts
+    for a in archs:
+        if (len(a.encoder.layers) > le or len(a.decoder.layers) > ld
+                or any(len(la.experts) > xe for la in a.encoder.layers)
+                or any(len(la.experts) > xd for la in a.decoder.layers)):
             raise UserError(f"arch {a.arch_id} has more layers or experts than this predictor knows "
                             f"(encoder <= {le} layers of <= {xe} experts, decoder <= {ld} of <= {xd})")
-        append(row)
-    n = len(rows)
-    flat = np.array(rows, dtype=np.float64).reshape(n, width)
-    return ArchArrays(flat[:, :5], flat[:, 5:5 + le * we].reshape(n, le, we), flat[:, 5 + le * we:].reshape(n, ld, wd))
+    raise AssertionError("arch_arrays: row length mismatch without an oversized arch")
 
 
 # ---- the cost model, vectorised -----------------------------------------------------------------
@@ -355,21 +384,19 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
         return np.asarray(self.feature_names_, dtype=object)
 
     def arrays(self, archs) -> ArchArrays:
-        archs = as_archs(archs)
-        if not archs:
-            raise UserError("no archs given")
-        return arch_arrays(archs, tuple(self.max_layers_), tuple(self.max_experts_))
+        return arch_arrays(as_archs(archs), tuple(self.max_layers_), tuple(self.max_experts_))
 
     def transform(self, archs, chunk: int = 8192) -> np.ndarray:
         """Feature matrix (n, n_features); computed in chunks so temporaries stay in cache."""
         archs = as_archs(archs)
         if not archs:
             raise UserError("no archs given")
+        layout = tuple(self.max_layers_), tuple(self.max_experts_)
         if len(archs) <= chunk:
-            return self.transform_arrays(self.arrays(archs))
+            return self.transform_arrays(arch_arrays(archs, *layout))
         out = np.empty((len(archs), self.n_features_out_))
         for i in range(0, len(archs), chunk):
-            out[i:i + chunk] = self.transform_arrays(self.arrays(archs[i:i + chunk]))
+            out[i:i + chunk] = self.transform_arrays(arch_arrays(archs[i:i + chunk], *layout))
         return out
 
     def transform_arrays(self, arr: ArchArrays) -> np.ndarray:

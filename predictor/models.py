@@ -46,6 +46,9 @@ MIN_TRAIN = 8  # archs; fewer cannot be cross-validated for the interval
 # auto's default candidates: hat-mlp is left out (it is the published baseline, ~10x slower to fit
 # and never better here); pass candidates=... to include it.
 AUTO_CANDIDATES = ("flops-linear", "gbt", "rf", "hybrid")
+# rows per call to a tree ensemble's predict: small enough to stay in cache, large enough that
+# scikit-learn's per-call overhead (input checks) is negligible; measured best of 1k-100k.
+TREE_CHUNK = 16384
 
 
 # ---- core regressors on a feature matrix ---------------------------------------------------------
@@ -120,7 +123,14 @@ class LogTreeModel(ColumnModel):
         return self
 
     def predict(self, X):
-        return np.exp(self.model_.predict(X[:, self.idx_]))
+        """exp(trees), computed TREE_CHUNK rows at a time: scikit-learn runs an ensemble one tree
+        at a time over all the rows it is given, so 100k rows (40 MB) would be re-read from memory
+        for each of the 400 trees; a chunk stays in cache. Same numbers, ~1.5x the throughput."""
+        Xs = X if np.array_equal(self.idx_, np.arange(X.shape[1])) else X[:, self.idx_]  # no copy of all columns
+        out = np.empty(len(Xs))
+        for i in range(0, len(Xs), TREE_CHUNK):
+            out[i:i + TREE_CHUNK] = self.model_.predict(Xs[i:i + TREE_CHUNK])
+        return np.exp(out)
 
 
 class HatMLP(ColumnModel):

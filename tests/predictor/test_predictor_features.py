@@ -55,3 +55,16 @@ def test_json_strings_and_errors():
         f.transform([])
     with pytest.raises(UserError, match="unknown feature group"):
         ArchFeatures(groups=("nope",)).fit(archs)
+
+
+def test_layout_errors_name_the_arch_and_mixed_batches_pad():
+    """arch_arrays checks the layout once per batch: an arch with too many experts in one layer
+    is found and named; archs of different depths in one batch are padded with zeros."""
+    sp = SearchSpace.load("tiny")
+    archs = sp.sample_n(40, seed=2)
+    f = ArchFeatures(space="tiny").fit(archs)
+    wide = Arch(StackArch(64, (LayerArch(2, (128,) * 5), LayerArch(2, (128,)))),  # 5 experts > tiny's 4
+                StackArch(64, (LayerArch(2, (128,), 2, 1),)), qkv_dim=128, vocab_size=8000)
+    with pytest.raises(UserError, match=wide.arch_id):
+        f.transform(archs[:3] + [wide])
+    np.testing.assert_array_equal(f.transform(archs), np.vstack([f.transform([a]) for a in archs]))

@@ -74,3 +74,16 @@ def test_auto_picks_by_cross_validation():
     est = _model("auto", "tiny").fit(archs, y)
     assert set(est.cv_scores_) == {"flops-linear", "hybrid"}
     assert est.chosen_ == min(est.cv_scores_, key=est.cv_scores_.get)
+
+
+@pytest.mark.parametrize("name", ["gbt", "rf", "hybrid"])
+def test_tree_predictions_do_not_depend_on_chunking(name, monkeypatch):
+    """Trees predict TREE_CHUNK rows at a time (for cache locality); the numbers must not change."""
+    from moenas.predictor import models
+
+    archs, y = _data("tiny", 40)
+    est = _model(name, "tiny").fit(archs, y)
+    X = est.features_.transform(SearchSpace.load("tiny").sample_n(50, seed=5))
+    whole = est.predict_features(X)
+    monkeypatch.setattr(models, "TREE_CHUNK", 7)  # several chunks and a ragged last one
+    np.testing.assert_array_equal(est.predict_features(X), whole)
