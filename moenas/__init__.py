@@ -1,0 +1,38 @@
+"""moenas: find fast sparse (Mixture-of-Experts) Transformers for a given machine.
+
+The public Python API, re-exported from the floors below (imported lazily, so that
+``import moenas`` stays cheap)::
+
+    from moenas import SearchSpace, Arch, build_model, protocol_cost, Predictor
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from moenas.arch import Arch, LayerArch, SearchSpace, StackArch, UserError, load_arch, load_archs, save_archs
+
+_LAZY = {
+    "build_model": "moenas.arch.model",
+    "SubTransformer": "moenas.arch.model",
+    "protocol_cost": "moenas.arch.cost",
+    "param_count": "moenas.arch.cost",
+    "LatencyProtocol": "moenas.arch.protocol",
+    "Predictor": "moenas.predictor",
+    "fit_predictor": "moenas.predictor",
+    "read_profiles": "moenas.data.profiles",
+    "latency_table": "moenas.data.profiles",
+    "moe_ffn": "moenas.moe_kernels",
+    "load_supernet": "moenas.search.trainer",
+    "validation_loss": "moenas.search.trainer",
+    "Evolution": "moenas.search.evolution",
+    "EvolutionConfig": "moenas.search.evolution",
+}
+
+__all__ = ["Arch", "LayerArch", "StackArch", "SearchSpace", "UserError", "load_arch", "load_archs", "save_archs", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'moenas' has no attribute {name!r}")

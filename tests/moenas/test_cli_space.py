@@ -76,3 +76,10 @@ def test_every_command_has_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["space", "sample", "--help"])
     assert e.value.code == 0 and "--seed" in capsys.readouterr().out
+
+
+def test_public_api_names_resolve():
+    import moenas
+
+    for name in moenas.__all__:
+        assert getattr(moenas, name) is not None, name
