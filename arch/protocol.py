@@ -3,6 +3,19 @@
 Batch 1, a 30-token source, 30 decoder steps with a KV cache at beam 5 (the decoder runs on
 batch * beam rows). Every field is configurable and recorded with each profile row, and the
 cost model evaluates FLOPs/bytes under the same protocol so features and timings line up.
+
+What the profiler times under it:
+
+batch 1, source 30 tokens, 30 decoder steps with a KV cache, beam 5 (decoder batch =
+batch * beam). Encoder = ``encode`` + ``cross_kv`` on (batch, src_len) random source tokens;
+decoder = ``decoder_steps`` incremental steps, step t feeding the t keys/values of the steps
+before it (step 0 has an empty cache), tokens drawn at random (no beam reordering: beam search
+bookkeeping is not part of the model's latency); total = encoder + decoder of the same
+repetition.
+
+Routing: ``seeded-random`` = the router of ``build_model(arch, model_seed)`` (random weights)
+applied to random source tokens (seed ``input_seed`` mixed with the arch id). The per-expert
+token counts of exactly these inputs are stored with each row.
 """
 from __future__ import annotations
 
@@ -13,7 +26,7 @@ from typing import Any
 
 from .errors import UserError
 
-ROUTINGS = ("seeded-random", "checkpoint")
+ROUTINGS = ("seeded-random",)
 
 
 @dataclass(frozen=True)
@@ -23,7 +36,8 @@ class LatencyProtocol:
     decoder_steps: int = 30
     beam: int = 5
     # How MoE layers are routed while timing: the router of build_model(arch, model_seed) on
-    # random source tokens ("seeded-random"), or a trained supernet's routers ("checkpoint").
+    # random source tokens. Another assumption (e.g. a trained supernet's routers) needs a new
+    # value here and its implementation in profiler/backends.py's Workload.
     routing: str = "seeded-random"
     model_seed: int = 0
     input_seed: int = 0

@@ -1,0 +1,269 @@
+"""The profile dataset: measured latencies in long format, on disk as Parquet + a JSON sidecar.
+
+One row per (measurement, component): every time an arch is timed, three rows are written
+(component = encoder, decoder, total) sharing a ``measurement_id``. An arch can have several
+measurements: ``repeat_index`` 0 is the first, 1 the noise-floor re-measurement, and a row
+taken while the reference model had drifted is kept with ``drift_flag`` = True and measured
+again later (the new rows have ``remeasured`` = True).
+
+``X.parquet`` holds the rows and, in its key-value metadata, a copy of the sidecar;
+``X.json`` (the sidecar, human-readable) holds the schema version, protocol, fingerprint,
+command, creation time, counts, reference-model checks and noise floor.
+
+Public API (the predictor codes against exactly this): :func:`read_profiles`,
+:func:`latency_table`, :func:`noise_floor`, the ``protocol_id`` / ``fingerprint_id`` columns
+and :data:`PROFILE_SCHEMA_VERSION`. The writer side (:func:`write_profiles`,
+:func:`merge_profiles`) is used by the profiler.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from moenas.arch.errors import UserError
+
+PROFILE_SCHEMA_VERSION = 1
+FORMAT = "moenas-profiles"
+META_KEY = b"moenas_profiles"
+COMPONENTS = ("encoder", "decoder", "total")
+SHIPPED_DIR = Path(__file__).parent / "profiles"
+
+# column -> pandas dtype. Order = order on disk.
+COLUMNS: dict[str, str] = {
+    "arch_id": "string", "arch_json": "string", "space": "string", "component": "string",
+    "backend": "string", "device": "string",
+    "median_ms": "float64", "p10_ms": "float64", "p90_ms": "float64", "mean_ms": "float64", "std_ms": "float64",
+    "ci_lo_ms": "float64", "ci_hi_ms": "float64", "ci_rel": "float64",
+    "n_runs": "Int64", "n_warmup": "Int64", "precision_reached": "boolean", "target_rel": "float64",
+    "threads_intra": "Int64", "threads_inter": "Int64", "session_options": "string",
+    "batch": "Int64", "src_len": "Int64", "decoder_steps": "Int64", "beam": "Int64", "routing": "string",
+    "model_seed": "Int64", "input_seed": "Int64", "protocol_id": "string",
+    "expert_counts": "string", "op_profile": "string",
+    "cpu_model": "string", "cpu_cores": "Int64", "gpu_name": "string", "gpu_driver": "string",
+    "os": "string", "python": "string", "onnxruntime_version": "string", "torch_version": "string",
+    "triton_version": "string", "moenas_version": "string", "versions": "string", "fingerprint_id": "string",
+    "export_method": "string", "timestamp": "string", "run_id": "string", "measurement_id": "string",
+    "drift_flag": "boolean", "remeasured": "boolean", "repeat_index": "Int64", "reference_ratio": "float64",
+    "ref_before_ms": "float64", "ref_after_ms": "float64",
+}
+REQUIRED = ("arch_id", "arch_json", "component", "backend", "device", "median_ms", "repeat_index",
+            "drift_flag", "protocol_id", "fingerprint_id")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
+
+
+def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows (dicts) -> a frame with exactly :data:`COLUMNS` (missing -> NA), typed."""
+    df = pd.DataFrame(list(rows))
+    for c, t in COLUMNS.items():
+        if c not in df:
+            df[c] = pd.Series(np.nan if t == "float64" else pd.NA, index=df.index, dtype=t)
+    df = df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
+    return df.astype({c: t for c, t in COLUMNS.items()})
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(rows, metadata) of a profile dataset; UserError if missing, corrupt, foreign or lacking
+    required columns. Metadata is the copy inside the Parquet file (written atomically with the
+    rows; the ``.json`` sidecar is the same text for people and other tools)."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such profile dataset")
+    try:
+        table = pq.read_table(p)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+        raise UserError(f"{p}: not a readable Parquet file ({type(e).__name__}); corrupt or not a profile dataset") from None
+    kv = table.schema.metadata or {}
+    if META_KEY not in kv:
+        raise UserError(f"{p}: not a moenas profile dataset (no {META_KEY.decode()} metadata)")
+    try:
+        meta = json.loads(kv[META_KEY])
+    except json.JSONDecodeError:
+        raise UserError(f"{p}: its embedded metadata is corrupt") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{p}: not a moenas profile dataset (format {meta.get('format')!r})")
+    if meta.get("schema_version") != PROFILE_SCHEMA_VERSION:
+        raise UserError(f"{p}: profile schema version {meta.get('schema_version')!r} is not supported (this moenas reads {PROFILE_SCHEMA_VERSION})")
+    df = table.to_pandas()
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise UserError(f"{p}: missing columns {', '.join(missing)}")
+    for c, t in COLUMNS.items():
+        if c not in df:
+            df[c] = pd.Series(np.nan if t == "float64" else pd.NA, index=df.index, dtype=t)
+    df = df.astype({c: t for c, t in COLUMNS.items() if c in df})
+    return df, meta
+
+
+# ---- derived tables ---------------------------------------------------------------------------
+
+
+def valid_rows(df: pd.DataFrame, component: str = "total", repeat_index: int | None = 0) -> pd.DataFrame:
+    """Rows of ``component`` (and ``repeat_index`` unless None) that are not drift-flagged,
+    keeping the latest per arch (a re-measurement supersedes an earlier one)."""
+    if component not in COMPONENTS:
+        raise UserError(f"unknown component {component!r} (choose from {', '.join(COMPONENTS)})")
+    sel = df[(df["component"] == component) & (~df["drift_flag"].fillna(False).astype(bool))]
+    if repeat_index is not None:
+        sel = sel[sel["repeat_index"] == repeat_index]
+    return sel.sort_values("timestamp", kind="stable").drop_duplicates("arch_id", keep="last")
+
+
+def latency_table(df: pd.DataFrame, component: str = "total") -> pd.DataFrame:
+    """One row per arch_id from first measurements (repeat_index 0); rows flagged for drift and
+    not re-measured are dropped (a re-measurement replaces them). Columns: arch_id, arch_json,
+    median_ms, p10_ms, p90_ms, ci_rel."""
+    cols = ["arch_id", "arch_json", "median_ms", "p10_ms", "p90_ms", "ci_rel"]
+    out = valid_rows(df, component, 0)[cols].sort_values("arch_id").reset_index(drop=True)
+    return out
+
+
+def noise_floor(df: pd.DataFrame, component: str = "total") -> float | None:
+    """MAPE (percent) between the first measurement (repeat_index 0) and the noise-floor
+    re-measurement (repeat_index 1) of the same archs; None without such pairs."""
+    a = valid_rows(df, component, 0).set_index("arch_id")["median_ms"]
+    b = valid_rows(df, component, 1).set_index("arch_id")["median_ms"]
+    common = a.index.intersection(b.index)
+    if len(common) == 0:
+        return None
+    x, y = a.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
+    return float(np.mean(np.abs(y - x) / x) * 100.0)
+
+
+def noise_pairs(df: pd.DataFrame, component: str = "total") -> int:
+    a = valid_rows(df, component, 0)["arch_id"]
+    b = valid_rows(df, component, 1)["arch_id"]
+    return len(set(a) & set(b))
+
+
+def counts(df: pd.DataFrame) -> dict[str, Any]:
+    tot = df[df["component"] == "total"]
+    return {
+        "rows": int(len(df)),
+        "measurements": int(len(tot)),
+        "archs": int(tot["arch_id"].nunique()),
+        "archs_valid": int(len(latency_table(df))) if len(df) else 0,
+        "flagged_measurements": int(tot["drift_flag"].fillna(False).astype(bool).sum()),
+        "remeasured_measurements": int(tot["remeasured"].fillna(False).astype(bool).sum()),
+        "noise_pairs": noise_pairs(df) if len(df) else 0,
+    }
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a dataset is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
+    """Atomically write rows + metadata (Parquet, zstd; then the JSON sidecar). The metadata's
+    format, schema version, counts and noise floor are filled in; returns the metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    df = to_frame(df.to_dict("records")) if not set(COLUMNS) <= set(df.columns) else df
+    meta = dict(meta)
+    meta["format"] = FORMAT
+    meta["schema_version"] = PROFILE_SCHEMA_VERSION
+    meta.setdefault("created", now_iso())
+    meta["updated"] = now_iso()
+    meta["counts"] = counts(df) if len(df) else {"rows": 0}
+    nf = noise_floor(df) if len(df) else None
+    meta["noise_floor"] = {"component": "total", "mape_percent": nf,
+                           "pairs": noise_pairs(df) if len(df) else 0,
+                           "by_component": {c: noise_floor(df, c) for c in COMPONENTS} if len(df) else {}}
+    table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
+    _atomic_write(p, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    _atomic_write(_sidecar(p), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"))
+    return meta
+
+
+def check_compatible(metas: list[tuple[str, dict[str, Any]]], allow_mixed: bool = False) -> None:
+    """UserError unless every dataset has the same protocol_id and fingerprint_id."""
+    if allow_mixed or len(metas) < 2:
+        return
+    for key, what in (("protocol_id", "protocols"), ("fingerprint_id", "device fingerprints")):
+        vals = {name: m.get(key) for name, m in metas}
+        if len(set(vals.values())) > 1:
+            desc = ", ".join(f"{n}: {v}" for n, v in vals.items())
+            raise UserError(f"refusing to merge datasets with different {what} ({desc}); pass --allow-mixed to merge anyway")
+
+
+def merge_profiles(paths: list[str | Path], out: str | Path, allow_mixed: bool = False,
+                   overwrite: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """Join profile datasets (e.g. shards) into one; duplicate measurement rows kept once."""
+    if not paths:
+        raise UserError("merge needs at least one input dataset")
+    o = Path(out)
+    if o.exists() and not overwrite:
+        raise UserError(f"{o} exists; pass --overwrite to replace it")
+    parts = [(str(p), *read_profiles(p)) for p in paths]
+    check_compatible([(n, m) for n, _, m in parts], allow_mixed)
+    # rows too: a dataset's rows must agree with its own metadata
+    if not allow_mixed:
+        ids = {c: set() for c in ("protocol_id", "fingerprint_id")}
+        for _, df, _ in parts:
+            for c in ids:
+                ids[c] |= set(df[c].dropna().unique())
+        for c, v in ids.items():
+            if len(v) > 1:
+                raise UserError(f"refusing to merge rows with different {c} values ({', '.join(sorted(v))}); pass --allow-mixed")
+    df = pd.concat([d for _, d, _ in parts], ignore_index=True)
+    df = df.drop_duplicates(["measurement_id", "component"], keep="last").reset_index(drop=True)
+    first = parts[0][2]
+    meta = {k: first.get(k) for k in ("protocol", "protocol_id", "fingerprint", "fingerprint_id", "space")}
+    meta["created"] = now_iso()
+    meta["command"] = command
+    meta["merged_from"] = [{"path": n, "protocol_id": m.get("protocol_id"), "fingerprint_id": m.get("fingerprint_id"),
+                            "counts": m.get("counts"), "runs": m.get("runs")} for n, _, m in parts]
+    meta["mixed"] = bool(allow_mixed)
+    meta["reference"] = {"checks": [c for _, _, m in parts for c in (m.get("reference") or {}).get("checks", [])]}
+    meta["runs"] = [r for _, _, m in parts for r in (m.get("runs") or [])]
+    return write_profiles(o, df, meta)
+
+
+def shipped(name: str) -> Path:
+    """Path of a dataset shipped under data/profiles/ (e.g. ``shipped("tiny-cpu-ort")``)."""
+    p = SHIPPED_DIR / (name if name.endswith(".parquet") else f"{name}.parquet")
+    if not p.is_file():
+        have = ", ".join(sorted(q.stem for q in SHIPPED_DIR.glob("*.parquet"))) or "none"
+        raise UserError(f"no shipped profile dataset {name!r} (shipped: {have})")
+    return p

@@ -1,0 +1,145 @@
+"""`moenas profile`: time archs on this machine into a profile dataset; `moenas profile merge`.
+
+    moenas profile --space tiny --n 400 --seed 0 --backend onnxruntime --device cpu --threads 1 \\
+        --out profiles/tiny.parquet [--archs FILE.jsonl] [--shard I/N] [--resume] [--op-profile] \\
+        [--repeat-check K] [--json]
+    moenas profile merge A.parquet B.parquet ... --out C.parquet [--allow-mixed]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from moenas.arch import SearchSpace, UserError
+
+from ._common import print_json, read_archs, table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "profile", help="time archs on this machine (encoder, decoder, total) into a profile dataset",
+        description="Sample (or read) archs, export them to ONNX, time them under the latency protocol "
+                    "and append rows to a Parquet profile dataset. `moenas profile merge` joins datasets.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", help="search space name or YAML (sampled from unless --archs; archs are validated against it)")
+    p.add_argument("--n", type=int, default=100, help="archs to sample")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--archs", help="JSON / JSON-lines file of archs to time instead of sampling")
+    p.add_argument("--backend", default="onnxruntime", help="timing backend (onnxruntime, torch, ...)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 = least noise on shared machines)")
+    p.add_argument("--inter-threads", type=int, default=1, help="inter-op threads")
+    p.add_argument("--out", help="output dataset (.parquet; a .json sidecar is written next to it)")
+    p.add_argument("--resume", action="store_true", help="continue an existing dataset, skipping measured archs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--allow-mixed", action="store_true", help="resume a dataset from another protocol/machine anyway")
+    p.add_argument("--shard", help="I/N: time only archs I, I+N, I+2N, ... (0-based)")
+    p.add_argument("--repeat-check", type=int, default=0, metavar="K", help="re-measure K archs at the end (noise floor)")
+    p.add_argument("--op-profile", action="store_true", help="also record time per operator type (onnxruntime)")
+    # protocol
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--src-len", type=int, default=30)
+    p.add_argument("--decoder-steps", type=int, default=30)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--routing", default="seeded-random", help="routing assumption for MoE layers")
+    p.add_argument("--model-seed", type=int, default=0, help="build_model seed (weights, router)")
+    # measurement
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--min-runs", type=int, default=10)
+    p.add_argument("--max-runs", type=int, default=200)
+    p.add_argument("--max-seconds", type=float, default=30.0, help="cap on timed seconds per arch")
+    p.add_argument("--target", type=float, default=0.02, help="target half-width of the median's 95%% CI, relative")
+    p.add_argument("--ref-every", type=int, default=10, help="re-time the reference model every N archs")
+    p.add_argument("--drift-threshold", type=float, default=0.05, help="relative reference change that flags rows")
+    p.add_argument("--ref-wait", type=float, default=10.0, help="seconds between reference retries after drift")
+    p.add_argument("--ref-retries", type=int, default=3, help="reference retries after a drifted check before going on")
+    p.add_argument("--export-method", default="torchscript", choices=["torchscript", "dynamo"])
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+    sub = p.add_subparsers(dest="profile_command", metavar="[merge]", parser_class=type(p))
+    m = sub.add_parser("merge", help="join profile datasets (e.g. shards) into one",
+                       description="Join profile datasets; refuses different protocols or device fingerprints unless --allow-mixed.")
+    m.add_argument("inputs", nargs="+", help="datasets to join")
+    m.add_argument("--out", required=True)
+    m.add_argument("--allow-mixed", action="store_true")
+    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=run_merge)
+
+
+def run_merge(args) -> int:
+    from moenas.data.profiles import merge_profiles
+
+    meta = merge_profiles(args.inputs, args.out, allow_mixed=args.allow_mixed, overwrite=args.overwrite,
+                          command=["moenas", *sys.argv[1:]])
+    if args.json:
+        print_json({"out": args.out, "counts": meta["counts"], "noise_floor": meta["noise_floor"]})
+    else:
+        c = meta["counts"]
+        print(f"merged {len(args.inputs)} datasets -> {args.out}: {c['archs']} archs, {c['rows']} rows")
+    return 0
+
+
+def run(args) -> int:
+    from moenas.profiler.protocol import Protocol
+    from moenas.profiler.runner import ProfileConfig, Profiler, parse_shard
+    from moenas.profiler.stats import StopRule
+
+    if not args.out:
+        raise UserError("--out is required")
+    out = Path(args.out)
+    if out.suffix != ".parquet":
+        raise UserError(f"--out {out}: expected a .parquet path")
+    space = SearchSpace.load(args.space) if args.space else None
+    if args.archs:
+        archs = read_archs(args.archs, space)
+        seen, uniq = set(), []
+        for a in archs:
+            if a.arch_id not in seen:
+                seen.add(a.arch_id)
+                uniq.append(a)
+        archs = uniq
+    else:
+        if space is None:
+            raise UserError("give --space (to sample archs) or --archs FILE")
+        if args.n < 1:
+            raise UserError("--n must be >= 1")
+        archs = space.sample_n(args.n, seed=args.seed)
+    try:
+        protocol = Protocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
+                            routing=args.routing, model_seed=args.model_seed)
+        rule = StopRule(warmup=args.warmup, min_runs=args.min_runs, max_runs=args.max_runs,
+                        max_seconds=args.max_seconds, target_rel=args.target)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.op_profile and args.backend != "onnxruntime":
+        raise UserError("--op-profile needs --backend onnxruntime")
+    cfg = ProfileConfig(
+        archs=archs, out=out, space=space, backend=args.backend, device=args.device, threads_intra=args.threads,
+        threads_inter=args.inter_threads, protocol=protocol, rule=rule, resume=args.resume, overwrite=args.overwrite,
+        allow_mixed=args.allow_mixed, shard=parse_shard(args.shard), repeat_check=args.repeat_check,
+        op_profile=args.op_profile, ref_every=args.ref_every, drift_threshold=args.drift_threshold,
+        ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
+        progress=not args.no_progress and not args.json,
+    )
+    summary = Profiler(cfg).run()
+    if args.json:
+        print_json(summary)
+        return 0
+    nf = summary["noise_floor_mape_percent"]
+    rng = "-" if summary["median_ms_min"] is None else f"{summary['median_ms_min']:.3g} .. {summary['median_ms_max']:.3g}"
+    rows = [
+        ["archs measured (valid)", summary["archs_valid"]],
+        ["new measurements", summary["new_measurements"]],
+        ["median latency, total (ms)", rng],
+        ["noise floor (MAPE %)", "-" if nf is None else f"{nf:.2f} ({summary['noise_pairs']} pairs)"],
+        ["rows flagged for drift", summary["rows_flagged"]],
+        ["precision reached", "-" if summary["precision_reached_share"] is None else f"{100 * summary['precision_reached_share']:.0f}%"],
+        ["overhead (not in timed runs)", "-" if summary["overhead_fraction"] is None else f"{100 * summary['overhead_fraction']:.0f}%"],
+        ["wall time (s)", summary["wall_s"]],
+    ]
+    print(table(rows, ["", str(out)]))
+    return 0

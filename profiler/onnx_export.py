@@ -1,0 +1,319 @@
+"""Export one Arch to two ONNX graphs: the encoder and one incremental decoder step.
+
+encoder.onnx
+    src (batch, src_len) int64  ->  cross_{i}_k, cross_{i}_v for every decoder layer i,
+    each (batch, cross_heads_i, cross_span_i * src_len, qkv_dim / cross_heads_i) float32.
+    It runs ``encode`` and ``cross_kv`` (the cross-attention keys/values are computed once per
+    sentence, as fairseq caches them).
+decoder.onnx
+    tokens (batch, 1) int64, cross_{i}_k/v (as above), past_{i}_k/v (batch, heads_i, past_len,
+    head_dim) float32  ->  logits (batch, vocab) and present_{i}_k/v (batch, heads_i,
+    past_len + 1, head_dim). ``past_len`` may be 0 (the first step).
+
+Batch, source length and past length are dynamic. The MoE layers keep their real dispatch: for
+each expert the exported graph gathers the token rows routed to it (NonZero + Gather), runs
+the expert on those rows only and scatters them back, so an expert that receives no token runs
+on an empty tensor and the work scales with T*k routed rows, not T*E.
+
+Two exporters are supported: ``torchscript`` (``torch.onnx.export(dynamo=False)``, the
+default: ~10x faster to export on CPU and exact to ~1e-6) and ``dynamo``
+(``torch.export`` based). The TorchScript path exports without parameters and without the
+exporter's constant folding, then declares the weights as external-data initializers that
+sessions receive straight from the torch tensors' memory (``ExportedArch.session``): no
+protobuf copy of ~300 MB of weights per automoe-wmt graph, and onnxruntime folds the same
+constants at session creation (identical optimized graphs, checked). ``manifest.json`` next to the graphs records the names, shapes,
+arch, seed, exporter, opset and software versions.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from moenas.arch import Arch, UserError
+from moenas.arch.model import SubTransformer, build_model
+
+MANIFEST = "manifest.json"
+FORMAT = "moenas-onnx-export"
+FORMAT_VERSION = 1
+DEFAULT_OPSET = 17
+METHODS = ("torchscript", "dynamo")
+
+
+# ---- wrappers with flat tensor inputs/outputs -----------------------------------------------
+class EncoderGraph(nn.Module):
+    """src -> flat (k_0, v_0, k_1, v_1, ...) cross keys/values, one pair per decoder layer."""
+
+    def __init__(self, model: SubTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        states, _ = self.model.encode(src)
+        return tuple(t for k, v, _ in self.model.cross_kv(states, None) for t in (k, v))
+
+
+class DecoderStepGraph(nn.Module):
+    """(tokens, cross k/v ..., past k/v ...) -> (logits, present k/v ...)."""
+
+    def __init__(self, model: SubTransformer):
+        super().__init__()
+        self.model = model
+        self.n = len(model.dec_layers)
+
+    def forward(self, tokens: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.n
+        cross = [(flat[2 * i], flat[2 * i + 1], None) for i in range(n)]
+        cache = [(flat[2 * n + 2 * i], flat[2 * n + 2 * i + 1]) for i in range(n)]
+        logits, new = self.model.step(tokens, cache, cross)
+        return (logits, *(t for kv in new for t in kv))
+
+
+# ---- names and shapes -----------------------------------------------------------------------
+def io_spec(arch: Arch) -> dict[str, Any]:
+    """Input/output names and symbolic shapes of both graphs (what the manifest records)."""
+    q = arch.qkv_dim
+    enc_out, dec_in_past, dec_out = [], [], []
+    for i, layer in enumerate(arch.decoder.layers):
+        ch = layer.cross_heads or layer.heads
+        for kv in "kv":
+            enc_out.append({"name": f"cross_{i}_{kv}", "dtype": "float32",
+                            "shape": ["batch", ch, f"mem_len_{i}", q // ch]})
+            dec_in_past.append({"name": f"past_{i}_{kv}", "dtype": "float32",
+                                "shape": ["batch", layer.heads, "past_len", q // layer.heads]})
+            dec_out.append({"name": f"present_{i}_{kv}", "dtype": "float32",
+                            "shape": ["batch", layer.heads, "past_len_plus_1", q // layer.heads]})
+    return {
+        "encoder": {"inputs": [{"name": "src", "dtype": "int64", "shape": ["batch", "src_len"]}], "outputs": enc_out},
+        "decoder": {
+            "inputs": [{"name": "tokens", "dtype": "int64", "shape": ["batch", 1]}] + enc_out + dec_in_past,
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", arch.vocab_size]}] + dec_out,
+        },
+        # mem_len_i = cross_span_i * src_len
+        "cross_span": [layer.cross_span or 1 for layer in arch.decoder.layers],
+    }
+
+
+def example_inputs(arch: Arch, batch: int = 2, src_len: int = 7, past_len: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs of the right shapes (used for tracing and in tests)."""
+    g = torch.Generator().manual_seed(seed)
+    q = arch.qkv_dim
+    feeds: dict[str, torch.Tensor] = {
+        "src": torch.randint(4, arch.vocab_size, (batch, src_len), generator=g),
+        "tokens": torch.randint(4, arch.vocab_size, (batch, 1), generator=g),
+    }
+    for i, layer in enumerate(arch.decoder.layers):
+        ch = layer.cross_heads or layer.heads
+        span = layer.cross_span or 1
+        for kv in "kv":
+            feeds[f"cross_{i}_{kv}"] = torch.randn(batch, ch, span * src_len, q // ch, generator=g)
+            feeds[f"past_{i}_{kv}"] = torch.randn(batch, layer.heads, past_len, q // layer.heads, generator=g)
+    return feeds
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"torch": torch.__version__}
+    for pkg in ("onnx", "onnxruntime", "onnxscript", "moenas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# ---- export -----------------------------------------------------------------------------------
+@dataclass
+class ExportedArch:
+    """Both graphs plus the manifest; nothing touches disk until :meth:`save`.
+
+    ``graphs[part]`` is a serialized ONNX model. On the fast path (TorchScript export) its
+    weights are initializers marked as external data, and the arrays live in ``weights``
+    (shared with the torch model, no copy). :meth:`session` hands them to onnxruntime
+    through ``SessionOptions.add_external_initializers``, so no protobuf ever holds the weights.
+    :attr:`encoder` / :attr:`decoder` give self-contained model bytes (weights inline) for
+    saving or for any other consumer."""
+
+    arch: Arch
+    graphs: dict[str, bytes]
+    weights: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    _full: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def encoder(self) -> bytes:
+        return self.model_bytes("encoder")
+
+    @property
+    def decoder(self) -> bytes:
+        return self.model_bytes("decoder")
+
+    def model_bytes(self, part: str) -> bytes:
+        """Self-contained ONNX bytes of ``part`` ('encoder' or 'decoder')."""
+        if part not in self._full:
+            external = _external_names(self.graphs[part], self.weights)
+            if not external:
+                self._full[part] = self.graphs[part]
+            else:
+                import onnx
+
+                proto = onnx.load_from_string(self.graphs[part])
+                for init in proto.graph.initializer:
+                    if init.name in external:
+                        init.ClearField("external_data")
+                        init.data_location = onnx.TensorProto.DEFAULT
+                        init.raw_data = self.weights[init.name].tobytes()
+                self._full[part] = proto.SerializeToString()
+        return self._full[part]
+
+    def session(self, part: str, options=None, providers=None):
+        """An onnxruntime InferenceSession for ``part`` (weights supplied from memory)."""
+        import onnxruntime as ort
+
+        options = options or ort.SessionOptions()
+        names = sorted(_external_names(self.graphs[part], self.weights))
+        values = [ort.OrtValue.ortvalue_from_numpy(self.weights[n]) for n in names]
+        if names:
+            options.add_external_initializers(names, values)
+        sess = ort.InferenceSession(self.graphs[part], options, providers=providers or ["CPUExecutionProvider"])
+        sess._moenas_weights = values  # keep the shared buffers alive as long as the session
+        return sess
+
+    def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
+        out = Path(out_dir)
+        if (out / MANIFEST).exists() and not overwrite:
+            raise UserError(f"{out} already holds an export; pass --overwrite to replace it")
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out} exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "encoder.onnx").write_bytes(self.encoder)
+        (out / "decoder.onnx").write_bytes(self.decoder)
+        (out / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "ExportedArch":
+        d = Path(out_dir)
+        try:
+            manifest = json.loads((d / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise UserError(f"{d}: no {MANIFEST} (not a moenas export)") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{d / MANIFEST}: malformed JSON ({e.msg})") from None
+        if manifest.get("format") != FORMAT:
+            raise UserError(f"{d}: not a moenas export")
+        arch = Arch.from_dict(manifest["arch"])
+        graphs = {p: (d / manifest[p]["file"]).read_bytes() for p in ("encoder", "decoder")}
+        return cls(arch, graphs, {}, manifest)
+
+
+def _external_names(graph: bytes, weights: dict[str, Any]) -> set[str]:
+    """Names of ``graph``'s initializers whose data is in ``weights`` (cheap: the weightless
+    graph is small)."""
+    if not weights:
+        return set()
+    import onnx
+
+    proto = onnx.load_from_string(graph)
+    return {i.name for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL and i.name in weights}
+
+
+def _export_one(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
+                dynamic_axes: dict[str, dict[int, str]], method: str, opset: int,
+                weights: dict[str, Any]) -> bytes:
+    """Serialized graph of ``module``. TorchScript path: exported without parameters (they
+    become graph inputs named like ``model.enc_layers.0.attn.q_proj.weight``), which are then
+    turned into external-data initializers whose arrays go into ``weights``."""
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "torchscript":
+            f = io.BytesIO()
+            torch.onnx.export(module, args, f, dynamo=False, input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=False,
+                              export_params=False)
+            proto = onnx.load_from_string(f.getvalue())
+            params = {n: p.detach() for n, p in module.named_parameters()}
+            keep = []
+            for inp in proto.graph.input:
+                if inp.name in input_names:
+                    keep.append(inp)
+                    continue
+                if inp.name not in params:
+                    raise RuntimeError(f"export: unexpected graph input {inp.name!r}")
+                arr = params[inp.name].contiguous().numpy()
+                if arr.dtype != np.float32:
+                    raise RuntimeError(f"export: parameter {inp.name} is {arr.dtype}, expected float32")
+                weights[inp.name] = arr
+                tp = onnx.TensorProto(name=inp.name, data_type=onnx.TensorProto.FLOAT, dims=list(arr.shape),
+                                      data_location=onnx.TensorProto.EXTERNAL)
+                entry = tp.external_data.add()
+                entry.key, entry.value = "location", "moenas-in-memory"
+                proto.graph.initializer.append(tp)
+            del proto.graph.input[:]
+            proto.graph.input.extend(keep)
+            return proto.SerializeToString()
+        # dynamo: every axis named in dynamic_axes becomes Dim.AUTO
+        auto = torch.export.Dim.AUTO
+        shapes = tuple({ax: auto for ax in dynamic_axes.get(name, {})} for name in input_names[: len(args)])
+        if len(args) > 1:  # forward(tokens, *flat): dynamic_shapes mirrors the call signature
+            shapes = (shapes[0], shapes[1:])
+        prog = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
+                                 dynamic_shapes=shapes, opset_version=max(opset, 18), optimize=True, verbose=False)
+        return onnx.ModelProto.SerializeToString(prog.model_proto)
+
+
+def export_arch(arch: Arch, seed: int = 0, method: str = "torchscript", opset: int = DEFAULT_OPSET,
+                model: SubTransformer | None = None) -> ExportedArch:
+    """Export ``arch`` (weights from ``build_model(arch, seed)`` unless ``model`` is given)."""
+    if method not in METHODS:
+        raise UserError(f"unknown export method {method!r} (choose from {', '.join(METHODS)})")
+    model = (model or build_model(arch, seed)).eval()
+    spec = io_spec(arch)
+    ex = example_inputs(arch)
+    enc_in = [s["name"] for s in spec["encoder"]["inputs"]]
+    enc_out = [s["name"] for s in spec["encoder"]["outputs"]]
+    dec_in = [s["name"] for s in spec["decoder"]["inputs"]]
+    dec_out = [s["name"] for s in spec["decoder"]["outputs"]]
+
+    def axes(entries: list[dict]) -> dict[str, dict[int, str]]:
+        return {e["name"]: {i: d for i, d in enumerate(e["shape"]) if isinstance(d, str)} for e in entries}
+
+    weights: dict[str, Any] = {}
+    with torch.no_grad():
+        enc = _export_one(EncoderGraph(model), (ex["src"],), enc_in, enc_out,
+                          axes(spec["encoder"]["inputs"] + spec["encoder"]["outputs"]), method, opset, weights)
+        dec = _export_one(DecoderStepGraph(model), tuple(ex[n] for n in dec_in), dec_in, dec_out,
+                          axes(spec["decoder"]["inputs"] + spec["decoder"]["outputs"]), method, opset, weights)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch_id": arch.arch_id,
+        "arch": arch.to_dict(),
+        "seed": seed,
+        "method": method,
+        "opset": opset if method == "torchscript" else max(opset, 18),
+        "versions": _versions(),
+        "encoder": {"file": "encoder.onnx", **spec["encoder"]},
+        "decoder": {"file": "decoder.onnx", **spec["decoder"]},
+        "cross_span": spec["cross_span"],
+    }
+    return ExportedArch(arch, {"encoder": enc, "decoder": dec}, weights, manifest)
+
+
+def export_to_dir(arch: Arch, out_dir: str | Path, seed: int = 0, method: str = "torchscript",
+                  opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
+    """Export and write ``encoder.onnx``, ``decoder.onnx`` and ``manifest.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    if (out / MANIFEST).exists() and not overwrite:  # refuse before spending time on the export
+        raise UserError(f"{out} already holds an export; pass --overwrite to replace it")
+    return export_arch(arch, seed=seed, method=method, opset=opset).save(out, overwrite=overwrite)

@@ -1,0 +1,450 @@
+"""A profiling run: archs -> export -> timed measurements -> rows in a profile dataset.
+
+Order of work (see profiler/README.md for the why):
+  1. reference model timed (baseline, or the baseline stored in the dataset on --resume);
+  2. each arch not yet in the dataset: export (in memory), sessions, warm-up, repeats until the
+     median's 95% CI is within ±target or a cap; three rows (encoder, decoder, total) appended
+     and the dataset rewritten atomically every ``flush_every`` archs;
+  3. every ``ref_every`` archs the reference is timed again; if its median moved by more than
+     ``drift_threshold`` from the baseline, the rows measured since the previous check are
+     flagged, the profiler waits for the reference to come back (bounded retries), and the
+     flagged archs are measured again (new rows with ``remeasured`` = True);
+  4. noise floor: ``repeat_check`` archs (evenly spaced over the list) are measured a second
+     time at the end (``repeat_index`` = 1);
+  5. a final reference check covers the last interval.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from moenas.arch import Arch, SearchSpace, UserError
+from moenas.data.profiles import COMPONENTS, now_iso, read_profiles, to_frame, write_profiles
+
+from .backends import Backend, Workload, get_backend
+from .fingerprint import fingerprint
+from .protocol import Protocol
+from .stats import Measurement, StopRule, measure
+
+REFERENCE_SEED = "moenas-reference"
+
+
+def reference_arch(space: SearchSpace | None) -> Arch:
+    """The fixed reference model: a deterministic sample of the profiled space (tiny if none)."""
+    sp = space or SearchSpace.load("tiny")
+    return sp.sample(random.Random(REFERENCE_SEED))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'I/N' (0-based I < N) -> (I, N)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def shard_archs(archs: list[Arch], shard: tuple[int, int] | None) -> list[Arch]:
+    """Round-robin split: shard (i, n) gets archs i, i+n, i+2n, ... (deterministic)."""
+    return archs if shard is None else archs[shard[0]::shard[1]]
+
+
+def repeat_subset(archs: list[Arch], k: int) -> list[Arch]:
+    """``k`` archs evenly spaced over the list (deterministic)."""
+    if k <= 0 or not archs:
+        return []
+    k = min(k, len(archs))
+    return [archs[(j * len(archs)) // k] for j in range(k)]
+
+
+@dataclass
+class ProfileConfig:
+    archs: list[Arch]
+    out: Path
+    space: SearchSpace | None = None
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    threads_intra: int = 1
+    threads_inter: int = 1
+    protocol: Protocol = field(default_factory=Protocol)
+    rule: StopRule = field(default_factory=StopRule)
+    ref_rule: StopRule = field(default_factory=lambda: StopRule(warmup=3, min_runs=10, max_runs=60, max_seconds=10.0))
+    resume: bool = False
+    overwrite: bool = False
+    allow_mixed: bool = False
+    shard: tuple[int, int] | None = None
+    repeat_check: int = 0
+    op_profile: bool = False
+    ref_every: int = 10
+    drift_threshold: float = 0.05
+    ref_retries: int = 3
+    ref_wait_s: float = 10.0
+    max_remeasure: int = 2
+    flush_every: int = 1
+    export_method: str = "torchscript"
+    command: list[str] | None = None
+    progress: bool = True
+    on_measured: Callable[[int, dict[str, Any]], None] | None = None  # test hook: (count, row)
+
+
+class Profiler:
+    def __init__(self, cfg: ProfileConfig):
+        self.cfg = cfg
+        self.backend: Backend = get_backend(cfg.backend, cfg.device, cfg.threads_intra, cfg.threads_inter)
+        self.fp = fingerprint(cfg.device)
+        import torch
+
+        torch.set_num_threads(cfg.threads_intra)  # the untimed torch work (export, expert counts) too
+        self.session_options = self.backend.session_options()
+        self.run_id = uuid.uuid4().hex[:12]
+        self.records: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {}
+        self.interval: list[str] = []  # measurement ids since the last reference check
+        self.queue: list[tuple[Arch, int]] = []  # (arch, repeat_index) to measure again
+        self.attempts: dict[tuple[str, int], int] = {}
+        self.seconds = {"timed": 0.0, "warmup": 0.0, "export": 0.0, "build": 0.0, "session": 0.0,
+                        "reference_run": 0.0, "op_profile": 0.0, "reference_model": 0.0, "write": 0.0}
+        self.new_measurements = 0
+        self._unflushed = 0
+        self._last_ref: float | None = None
+
+    # ---- dataset I/O ------------------------------------------------------------------------
+    def _open(self) -> None:
+        cfg = self.cfg
+        p = cfg.protocol
+        out = cfg.out
+        if out.exists() and not cfg.resume and not cfg.overwrite:
+            raise UserError(f"{out} exists; pass --resume to continue it or --overwrite to replace it")
+        if out.exists() and cfg.resume:
+            df, meta = read_profiles(out)  # UserError on corrupt/foreign; nothing written
+            if not cfg.allow_mixed:
+                if meta.get("protocol_id") != p.protocol_id:
+                    raise UserError(f"{out}: measured under protocol {meta.get('protocol_id')} "
+                                    f"({json.dumps(meta.get('protocol'))}), this run uses {p.protocol_id}; "
+                                    "use the same protocol flags or pass --allow-mixed")
+                if meta.get("fingerprint_id") != self.fp["fingerprint_id"]:
+                    raise UserError(f"{out}: measured on another machine/software (fingerprint "
+                                    f"{meta.get('fingerprint_id')} vs {self.fp['fingerprint_id']}); pass --allow-mixed to continue anyway")
+            self.records = df.to_dict("records")
+            self.meta = meta
+        else:
+            self.meta = {"created": now_iso()}
+        ref = reference_arch(cfg.space)
+        self.meta.update({
+            "space": cfg.space.name if cfg.space else self.meta.get("space"),
+            "protocol": p.to_dict(), "protocol_id": p.protocol_id,
+            "fingerprint": self.fp, "fingerprint_id": self.fp["fingerprint_id"],
+            "command": cfg.command,
+            "measurement": {"stop_rule": asdict(cfg.rule), "ci": "distribution-free (binomial order statistics) CI of the median",
+                            "reference_stop_rule": asdict(cfg.ref_rule)},
+            "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; total = encoder + decoder",
+        })
+        refmeta = self.meta.setdefault("reference", {})
+        if refmeta.get("arch_id") not in (None, ref.arch_id) or refmeta.get("fingerprint_id") not in (None, self.fp["fingerprint_id"]):
+            refmeta.clear()  # another reference model or machine: its checks do not apply
+        refmeta.update({"arch_id": ref.arch_id, "arch_json": ref.to_json(), "threshold": cfg.drift_threshold,
+                        "fingerprint_id": self.fp["fingerprint_id"],
+                        "rule": "baseline = fastest reference median so far; a row is flagged when the reference "
+                                "check before or after it is > threshold slower than the baseline"})
+        refmeta.setdefault("checks", [])
+        self.ref = ref
+        self.meta.setdefault("runs", []).append({
+            "run_id": self.run_id, "started": now_iso(), "command": cfg.command, "backend": cfg.backend,
+            "device": cfg.device, "threads_intra": cfg.threads_intra, "threads_inter": cfg.threads_inter,
+            "shard": list(cfg.shard) if cfg.shard else None, "n_archs": len(cfg.archs),
+        })
+
+    def _flush(self, force: bool = False) -> None:
+        self._unflushed += 1
+        if not force and self._unflushed < self.cfg.flush_every:
+            return
+        t = time.perf_counter()
+        self.meta["runs"][-1]["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
+        self.meta = write_profiles(self.cfg.out, to_frame(self.records), self.meta)
+        self._unflushed = 0
+        self.seconds["write"] += time.perf_counter() - t
+
+    # ---- measuring ----------------------------------------------------------------------------
+    def _workload(self, arch: Arch) -> Workload:
+        return Workload(arch, self.cfg.protocol, self.cfg.export_method)
+
+    def _timed(self, arch: Arch, rule: StopRule) -> tuple[Measurement, Workload, dict | None]:
+        w = self._workload(arch)
+        t = time.perf_counter()
+        runner = self.backend.prepare(w)
+        self.seconds["session"] += time.perf_counter() - t - w.seconds["export"] - w.seconds["build"]
+        try:
+            m = measure(runner.step, rule)
+        finally:
+            runner.close()
+        ops = None
+        if self.cfg.op_profile:
+            t = time.perf_counter()
+            ops = self.backend.op_profile(w)
+            self.seconds["op_profile"] += time.perf_counter() - t
+        self.seconds["timed"] += m.timed_s
+        self.seconds["warmup"] += m.warmup_s
+        self.seconds["export"] += w.seconds["export"]
+        self.seconds["build"] += w.seconds["build"]
+        return m, w, ops
+
+    def measure_arch(self, arch: Arch, repeat_index: int = 0, remeasured: bool = False) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        m, w, ops = self._timed(arch, cfg.rule)
+        t = time.perf_counter()
+        counts = w.reference()["expert_counts"]
+        self.seconds["reference_run"] += time.perf_counter() - t
+        w.drop_onnx()
+        mid = uuid.uuid4().hex[:16]
+        p = cfg.protocol
+        fp = self.fp
+        versions = {k: fp[k] for k in ("onnxruntime_version", "torch_version", "triton_version", "moenas_version", "python")}
+        base = {
+            "arch_id": arch.arch_id, "arch_json": arch.to_json(), "space": cfg.space.name if cfg.space else None,
+            "backend": cfg.backend, "device": cfg.device, "n_warmup": m.n_warmup, "target_rel": cfg.rule.target_rel,
+            "threads_intra": cfg.threads_intra, "threads_inter": cfg.threads_inter,
+            "session_options": json.dumps(self.session_options, sort_keys=True),
+            **{k: v for k, v in p.to_dict().items()}, "protocol_id": p.protocol_id,
+            "expert_counts": json.dumps(counts, sort_keys=True),
+            **{k: fp[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_driver", "os", "python",
+                                   "onnxruntime_version", "torch_version", "triton_version", "moenas_version")},
+            "versions": json.dumps(versions, sort_keys=True), "fingerprint_id": fp["fingerprint_id"],
+            "export_method": cfg.export_method if self.backend.needs_onnx else None,
+            "timestamp": now_iso(), "run_id": self.run_id, "measurement_id": mid,
+            "drift_flag": False, "remeasured": remeasured, "repeat_index": repeat_index, "reference_ratio": None,
+            "ref_before_ms": self._last_ref, "ref_after_ms": None,
+        }
+        rows = []
+        for comp in COMPONENTS:
+            s = m.summaries[comp].to_dict()
+            op = None
+            if ops is not None:
+                op = ops.get(comp) if comp != "total" else _sum_ops(ops["encoder"], ops["decoder"])
+            rows.append({**base, "component": comp, **s, "op_profile": json.dumps(op) if op is not None else None})
+        self.records.extend(rows)
+        self.interval.append(mid)
+        self.new_measurements += 1
+        return rows
+
+    def _reference_ms(self) -> float:
+        t = time.perf_counter()
+        m, _, _ = self._timed_ref()
+        self.seconds["reference_model"] += time.perf_counter() - t
+        return m.summaries["total"].median_ms
+
+    def _timed_ref(self):
+        # exported and prepared once per run; every check re-times the same live sessions
+        if getattr(self, "_ref_runner", None) is None:
+            self._ref_w = self._workload(self.ref)
+            self._ref_runner = self.backend.prepare(self._ref_w)
+        return measure(self._ref_runner.step, self.cfg.ref_rule), self._ref_w, None
+
+    # ---- drift ----------------------------------------------------------------------------------
+    def _checks(self) -> list[dict[str, Any]]:
+        return self.meta["reference"]["checks"]
+
+    def _baseline(self) -> float:
+        """The quiet-machine speed of the reference: the fastest check so far (contention only
+        slows a 1-thread run down, so the minimum is the least disturbed estimate)."""
+        return min(c["median_ms"] for c in self._checks())
+
+    def _in_range(self, med: float) -> bool:
+        return med <= self._baseline() * (1.0 + self.cfg.drift_threshold)
+
+    def _check(self) -> bool:
+        """Time the reference, close the current interval, re-derive every row's drift flag.
+        Returns True when the machine is in range now."""
+        med = self._reference_ms()
+        self._checks().append({"at": now_iso(), "run_id": self.run_id, "median_ms": round(med, 4),
+                               "interval": len(self.interval)})
+        ids = set(self.interval)
+        for r in self.records:
+            if r["measurement_id"] in ids:
+                r["ref_after_ms"] = med
+        self.interval = []
+        self._last_ref = med
+        self._reflag()
+        ok = self._in_range(med)
+        self._checks()[-1]["in_range"] = ok
+        self.meta["reference"]["baseline_ms"] = self._baseline()
+        return ok
+
+    def _reflag(self) -> None:
+        """drift_flag = the reference check before or after a row's interval was more than
+        ``drift_threshold`` slower than the baseline. Archs left without a valid measurement are
+        queued for re-measurement (at most ``max_remeasure`` times each)."""
+        base = self._baseline()
+        for r in self.records:
+            before, after = r.get("ref_before_ms"), r.get("ref_after_ms")
+            if _isna(after) or _isna(before):
+                if r.get("run_id") != self.run_id:
+                    # an earlier run was killed before a check closed this row's interval:
+                    # unverified, so treated as drifted (and measured again)
+                    r["drift_flag"] = True
+                continue  # this run's open interval: the next check decides
+            ratio = max(before, after) / base
+            r["reference_ratio"] = ratio
+            r["drift_flag"] = bool(ratio > 1.0 + self.cfg.drift_threshold)
+        valid = {(r["arch_id"], int(r["repeat_index"])) for r in self.records if not _flag(r["drift_flag"])}
+        queued = {(a.arch_id, rep) for a, rep in self.queue}
+        for r in self.records:
+            key = (r["arch_id"], int(r["repeat_index"]))
+            if r["component"] != "total" or key in valid or key in queued:
+                continue
+            if not _flag(r["drift_flag"]):
+                continue
+            if self.attempts.get(key, 0) < self.cfg.max_remeasure:
+                self.queue.append((Arch.from_json(r["arch_json"]), key[1]))
+                queued.add(key)
+
+    def _wait_until_in_range(self, ok: bool) -> bool:
+        tries = 0
+        while not ok and tries < self.cfg.ref_retries:
+            time.sleep(self.cfg.ref_wait_s)
+            ok = self._check()
+            tries += 1
+        return ok
+
+    def _check_and_recover(self) -> None:
+        """Check the reference; while it is in range, re-measure queued archs in batches of
+        ``ref_every``, each batch closed by its own reference check (so one burst of load
+        only spoils one short interval)."""
+        ok = self._wait_until_in_range(self._check())
+        while ok and self.queue:
+            batch, self.queue = self.queue[: self.cfg.ref_every], self.queue[self.cfg.ref_every:]
+            for arch, rep in batch:
+                key = (arch.arch_id, rep)
+                self.attempts[key] = self.attempts.get(key, 0) + 1
+                self.measure_arch(arch, repeat_index=rep, remeasured=True)
+                self._flush()
+            ok = self._wait_until_in_range(self._check())
+        self._flush(force=True)
+
+    # ---- the run --------------------------------------------------------------------------------
+    def _done(self, repeat_index: int) -> set[str]:
+        return {r["arch_id"] for r in self.records if int(r["repeat_index"]) == repeat_index}
+
+    def _valid(self, repeat_index: int) -> set[str]:
+        return {r["arch_id"] for r in self.records if int(r["repeat_index"]) == repeat_index and not _flag(r["drift_flag"])}
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self._open()
+        t_start = time.perf_counter()
+        archs = shard_archs(cfg.archs, cfg.shard)
+        done0 = self._done(0)  # resumed: flagged-only archs are queued again by the first check
+        todo = [a for a in archs if a.arch_id not in done0]
+        repeats = [a for a in repeat_subset(archs, cfg.repeat_check)]
+        total = len(todo) + len(repeats)
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, file=sys.stderr, disable=not cfg.progress, unit="arch",
+                   desc=f"profile {self.meta.get('space') or ''}".strip(), dynamic_ncols=True)
+        try:
+            self._check_and_recover()  # baseline (or drift since the stored baseline)
+            since = 0
+            for a in todo:
+                rows = self.measure_arch(a)
+                self._flush()
+                bar.update(1)
+                bar.set_postfix_str(f"{rows[-1]['median_ms']:.2f} ms")
+                if cfg.on_measured:
+                    cfg.on_measured(self.new_measurements, rows[-1])
+                since += 1
+                if since >= cfg.ref_every:
+                    self._check_and_recover()
+                    since = 0
+            if since:
+                self._check_and_recover()
+                since = 0
+            valid0 = self._valid(0)
+            done1 = self._done(1)
+            for a in repeats:
+                if a.arch_id in valid0 and a.arch_id not in done1:
+                    rows = self.measure_arch(a, repeat_index=1)
+                    self._flush()
+                    if cfg.on_measured:
+                        cfg.on_measured(self.new_measurements, rows[-1])
+                    since += 1
+                    if since >= cfg.ref_every:
+                        self._check_and_recover()
+                        since = 0
+                bar.update(1)
+            for _ in range(3):  # final check, then re-measure what it flagged (bounded)
+                if not (self.interval or self.queue):
+                    break
+                self._check_and_recover()
+        finally:
+            bar.close()
+            if getattr(self, "_ref_runner", None) is not None:
+                self._ref_runner.close()
+                self._ref_runner = None
+            if self._unflushed:
+                self._flush(force=True)
+        self.meta["runs"][-1]["finished"] = now_iso()
+        self.meta["runs"][-1]["wall_s"] = round(time.perf_counter() - t_start, 2)
+        self._flush(force=True)
+        return self.summary(time.perf_counter() - t_start)
+
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        from moenas.data.profiles import latency_table, noise_floor
+
+        df = to_frame(self.records)
+        lt = latency_table(df) if len(df) else None
+        timed = self.seconds["timed"]
+        return {
+            "out": str(self.cfg.out), "run_id": self.run_id, "new_measurements": self.new_measurements,
+            "archs_valid": 0 if lt is None else len(lt),
+            "median_ms_min": None if lt is None or not len(lt) else float(lt["median_ms"].min()),
+            "median_ms_max": None if lt is None or not len(lt) else float(lt["median_ms"].max()),
+            "noise_floor_mape_percent": noise_floor(df) if len(df) else None,
+            "noise_pairs": self.meta.get("noise_floor", {}).get("pairs"),
+            "rows": len(df), "rows_flagged": int(df["drift_flag"].fillna(False).astype(bool).sum()) if len(df) else 0,
+            "precision_reached_share": float(df[df["component"] == "total"]["precision_reached"].fillna(False).astype(bool).mean()) if len(df) else None,
+            "wall_s": round(wall_s, 2), "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "overhead_fraction": round(1.0 - timed / wall_s, 4) if wall_s > 0 else None,
+            "reference_checks": len(self.meta["reference"]["checks"]),
+        }
+
+
+def _isna(v: Any) -> bool:
+    import pandas as pd
+
+    return v is None or bool(pd.isna(v))
+
+
+def _flag(v: Any) -> bool:
+    return False if _isna(v) else bool(v)
+
+
+def _sum_ops(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = round(out.get(k, 0.0) + v, 6)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def measure_one(arch: Arch, backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
+                threads_inter: int = 1, protocol: Protocol = Protocol(), rule: StopRule = StopRule()) -> dict[str, Any]:
+    """Time one arch (no dataset): {component: Summary dict} plus expert counts and versions.
+    For re-measuring a search winner."""
+    be = get_backend(backend, device, threads_intra, threads_inter)
+    w = Workload(arch, protocol)
+    runner = be.prepare(w)
+    try:
+        m = measure(runner.step, rule)
+    finally:
+        runner.close()
+    return {"arch_id": arch.arch_id, **{c: m.summaries[c].to_dict() for c in COMPONENTS},
+            "expert_counts": w.reference()["expert_counts"], "protocol": protocol.to_dict(),
+            "session_options": be.session_options(), "fingerprint": fingerprint(device)}

@@ -1,0 +1,41 @@
+"""Every registered timing backend, on every device it has here, passes the shared contract."""
+import pytest
+
+from moenas.arch import UserError
+from moenas.profiler.backends import BACKENDS, Backend, Runner, available, get_backend, register_backend
+from moenas.profiler.testing import backend_cases, check_backend_contract
+
+
+@pytest.mark.parametrize("name, device", backend_cases())
+def test_backend_contract(name, device):
+    check_backend_contract(name, device)
+
+
+def test_shipped_backends_are_registered_with_cpu():
+    assert {"onnxruntime", "torch"} <= set(BACKENDS)
+    assert "cpu" in available()["onnxruntime"] and "cpu" in available()["torch"]
+
+
+def test_unknown_backend_or_missing_device_is_a_user_error():
+    with pytest.raises(UserError, match="unknown backend"):
+        get_backend("nope")
+    with pytest.raises(UserError, match="no device"):
+        get_backend("onnxruntime", "tpu")
+    if "cuda" not in available()["torch"]:
+        with pytest.raises(UserError, match="no device 'cuda'"):
+            get_backend("torch", "cuda")
+
+
+def test_a_new_backend_is_an_addition(monkeypatch):
+    """Registering a subclass is all it takes (this is how the Triton backend plugs in)."""
+    from moenas.profiler.backends import TorchBackend
+
+    monkeypatch.setitem(BACKENDS, "torch-copy", BACKENDS["torch"])
+
+    @register_backend
+    class TorchCopy(TorchBackend):
+        name = "torch-copy"
+
+    assert isinstance(get_backend("torch-copy", "cpu"), Backend)
+    check_backend_contract("torch-copy", "cpu")
+    BACKENDS.pop("torch-copy")

@@ -1,0 +1,110 @@
+"""Timing statistics on synthetic samples with known answers."""
+import math
+
+import numpy as np
+import pytest
+
+from moenas.profiler.stats import StopRule, ci_rel, measure, median_ci, median_ci_ranks, summarize
+
+
+def _coverage(n, l):
+    """P(x_(l) <= median <= x_(n+1-l)) = 1 - 2 P(Bin(n, 1/2) <= l - 1)."""
+    return 1 - 2 * sum(math.comb(n, j) for j in range(l)) / 2 ** n
+
+
+@pytest.mark.parametrize("n, expected", [
+    (5, None),          # too few samples for any 95% interval (coverage of [x1, x5] = 0.9375)
+    (6, (1, 6)),        # smallest n with one: coverage 0.969
+    (10, (2, 9)),       # textbook table value, coverage 0.979
+    (20, (6, 15)),      # coverage 0.959
+    (100, (40, 61)),    # coverage 0.965
+])
+def test_median_ci_ranks_match_the_binomial_table(n, expected):
+    assert median_ci_ranks(n, 0.95) == expected
+    if expected:
+        l = expected[0]
+        assert _coverage(n, l) >= 0.95 > _coverage(n, l + 1)
+
+
+def test_median_ci_covers_the_true_median_at_the_stated_rate():
+    rng = np.random.default_rng(0)
+    true_median = math.log(2)  # Exp(1)
+    hits = 0
+    trials = 2000
+    for _ in range(trials):
+        lo, hi = median_ci(rng.exponential(size=25))
+        hits += lo <= true_median <= hi
+    assert hits / trials >= 0.94  # nominal >= 0.957 for n = 25; allow Monte-Carlo error
+
+
+def test_summarize_known_values():
+    x = np.arange(1, 101, dtype=float)  # 1..100
+    s = summarize(x, target_rel=0.5)
+    assert s.median_ms == 50.5
+    assert s.mean_ms == 50.5
+    assert s.p10_ms == pytest.approx(np.percentile(x, 10))
+    assert s.p90_ms == pytest.approx(np.percentile(x, 90))
+    assert s.std_ms == pytest.approx(np.std(x, ddof=1))
+    assert (s.ci_lo_ms, s.ci_hi_ms) == (40.0, 61.0)
+    assert s.ci_rel == pytest.approx((61 - 50.5) / 50.5)
+    assert s.n_runs == 100 and s.precision_reached
+    assert not summarize(x, target_rel=0.01).precision_reached
+
+
+def test_ci_rel_is_infinite_below_six_samples_and_zero_for_constant_samples():
+    assert ci_rel([1.0] * 5) == math.inf
+    assert ci_rel([2.0] * 6) == 0.0
+
+
+class FakeStep:
+    """Returns pre-set seconds per call; counts calls."""
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.calls = 0
+
+    def __call__(self):
+        v = self.values[self.calls % len(self.values)]
+        self.calls += 1
+        return {"encoder": v * 0.1, "decoder": v * 0.9, "total": v}
+
+
+def test_measure_stops_at_min_runs_when_already_precise():
+    step = FakeStep([0.010])
+    m = measure(step, StopRule(warmup=3, min_runs=10, max_runs=100, max_seconds=1e9))
+    assert step.calls == 13 and m.n_warmup == 3
+    assert all(s.n_runs == 10 and s.precision_reached for s in m.summaries.values())
+    assert m.summaries["total"].median_ms == pytest.approx(10.0)
+
+
+def test_measure_runs_to_the_cap_when_too_noisy():
+    step = FakeStep([0.010, 0.020])  # median CI spans both values forever
+    m = measure(step, StopRule(warmup=0, min_runs=10, max_runs=40, max_seconds=1e9))
+    assert m.summaries["total"].n_runs == 40
+    assert not m.summaries["total"].precision_reached
+
+
+def test_measure_respects_the_time_cap():
+    t = [0.0]
+
+    def clock():
+        t[0] += 1.0  # every clock read is one "second" later
+        return t[0]
+
+    step = FakeStep([0.010, 0.020])
+    m = measure(step, StopRule(warmup=0, min_runs=10, max_runs=1000, max_seconds=5), clock=clock)
+    assert m.summaries["total"].n_runs == 10  # min_runs still honoured
+
+
+def test_measure_needs_every_component_precise():
+    calls = [0]
+
+    def step():
+        calls[0] += 1
+        noisy = 0.001 if calls[0] % 2 else 0.002
+        return {"encoder": noisy, "decoder": 0.1, "total": 0.1 + noisy}
+
+    m = measure(step, StopRule(warmup=0, min_runs=6, max_runs=30, max_seconds=1e9))
+    assert m.summaries["decoder"].precision_reached
+    assert not m.summaries["encoder"].precision_reached
+    assert m.summaries["total"].n_runs == 30
