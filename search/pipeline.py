@@ -27,9 +27,9 @@ from .report import Verification
 
 SCALES = {
     # tiny: minutes on a 2-core CPU. wmt: paper scale, hours to days; needs a real corpus.
-    "tiny": dict(space="tiny", corpus="default", profile_n=60, train_steps=500, population=40, parents=10,
+    "tiny": dict(space="tiny", corpus="default", profile_n=60, train_steps=300, train_max_tokens=1024, population=40, parents=10,
                  mutations=15, crossovers=15, iterations=8, valid_sentences=200, dense_candidates=48),
-    "wmt": dict(space="automoe-wmt", corpus=None, profile_n=2000, train_steps=40000, population=125, parents=25,
+    "wmt": dict(space="automoe-wmt", corpus=None, profile_n=2000, train_steps=40000, train_max_tokens=4096, population=125, parents=25,
                 mutations=50, crossovers=50, iterations=30, valid_sentences=1000, dense_candidates=200),
 }
 
@@ -42,7 +42,8 @@ class DemoConfig:
     corpus: str | None = "default"
     profile_n: int = 60
     reuse_profiles: bool = False      # fit on the shipped dataset instead of profiling this CPU
-    train_steps: int = 500
+    train_steps: int = 300
+    train_max_tokens: int = 1024
     supernet: str = "slice"
     sampling: str = "sandwich"
     max_latency_ms: float | None = None  # None: the median measured latency of the profiled archs
@@ -143,14 +144,28 @@ class Demo:
 
     # ---- 3. supernet --------------------------------------------------------------------------
     def train(self) -> Path:
-        from .trainer import TrainConfig, read_checkpoint, train
+        from .trainer import TrainConfig
 
         ckpt = self.path("supernet.pt")
         tcfg = TrainConfig(space=self.cfg.space, corpus=self.cfg.corpus, steps=self.cfg.train_steps, supernet=self.cfg.supernet,
                            sampling=self.cfg.sampling, seed=self.cfg.seed, valid_sentences=self.cfg.valid_sentences,
-                           bleu_sentences=0)
+                           max_tokens=self.cfg.train_max_tokens, bleu_sentences=0)
         self.facts["train_command"] = (f"moenas train --space {self.cfg.space} --corpus {self.cfg.corpus} --steps {self.cfg.train_steps} "
-                                       f"--supernet {self.cfg.supernet} --sampling {self.cfg.sampling} --out {ckpt}")
+                                       f"--supernet {self.cfg.supernet} --sampling {self.cfg.sampling} --max-tokens {self.cfg.train_max_tokens} --out {ckpt}")
+        import os
+
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or 1)  # training is not timed: use every core
+        try:
+            return self._train(tcfg, ckpt)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _train(self, tcfg, ckpt: Path) -> Path:
+        from .trainer import read_checkpoint, train
+
         if ckpt.exists():
             ck = read_checkpoint(ckpt)
             if ck.get("step", 0) >= self.cfg.train_steps:

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", default=None, help="'default' (gettext catalogs on this machine) or a folder of parallel text")
     p.add_argument("--reuse-profiles", action="store_true", help="fit on the shipped dataset instead of profiling this CPU")
     p.add_argument("--profile-n", type=int, default=None, help="archs to profile [tiny: 60]")
-    p.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 500]")
+    p.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 300]")
     p.add_argument("--iterations", type=int, default=None, help="evolution iterations [tiny: 8]")
     p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median profiled latency]")
     p.add_argument("--supernet", default=None, choices=["slice", "mos"], help="supernet kind [slice]")
