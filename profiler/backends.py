@@ -393,5 +393,22 @@ class TorchRunner(Runner):
             torch.cuda.empty_cache()
 
 
+@register_backend
+class TritonBackend(TorchBackend):
+    """Torch eager with the MoE layers on the grouped heterogeneous-expert Triton kernels
+    (moenas.moe_kernels), so GPU predictors can cover them. CUDA only: on a CPU the kernels
+    would run in Triton's interpreter, which times nothing real."""
+
+    name = "triton"
+    devices = ("cuda",)
+    moe_backend: ClassVar[str] = "triton"
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        from moenas.moe_kernels import triton_available
+
+        return ("cuda",) if torch.cuda.is_available() and triton_available("cuda") else ()
+
+
 def moe_layer_count(model: SubTransformer) -> int:
     return sum(isinstance(m, MoELayer) for m in model.modules())

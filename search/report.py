@@ -150,8 +150,8 @@ def plot_front(result: SearchResult, verifications: Sequence[Verification], budg
     ax.plot([c.latency for c in front], [c.loss for c in front], "o-", c="tab:blue", ms=4, label="Pareto front")
     for v in verifications:
         if v.measured_ms is not None:
-            ax.scatter([v.measured_ms], [v.loss], marker="*", s=120, zorder=5,
-                       c="tab:green" if v.meets_budget else "tab:red", label=f"{v.role} measured")
+            color = "tab:purple" if v.role == "dense-baseline" else ("tab:green" if v.meets_budget else "tab:red")
+            ax.scatter([v.measured_ms], [v.loss], marker="*", s=120, zorder=5, c=color, label=f"{v.role} measured")
             ax.errorbar([v.predicted_ms], [v.loss], xerr=[[v.predicted_ms - v.predicted_low_ms], [v.predicted_high_ms - v.predicted_ms]],
                         fmt="x", c="k", capsize=3)
     if budget_ms:

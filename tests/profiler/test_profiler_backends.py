@@ -39,3 +39,15 @@ def test_a_new_backend_is_an_addition(monkeypatch):
     assert isinstance(get_backend("torch-copy", "cpu"), Backend)
     check_backend_contract("torch-copy", "cpu")
     BACKENDS.pop("torch-copy")
+
+
+def test_triton_backend_is_registered_and_refused_without_a_gpu():
+    import torch
+
+    from moenas.profiler.backends import BACKENDS, TritonBackend
+
+    assert BACKENDS["triton"] is TritonBackend and TritonBackend.moe_backend == "triton"
+    if not torch.cuda.is_available():
+        assert TritonBackend.available_devices() == ()
+        with pytest.raises(UserError, match="cuda|device"):
+            get_backend("triton", "cuda")
