@@ -1,7 +1,7 @@
 """moenas: find fast sparse (Mixture-of-Experts) Transformers for a given machine.
 
 The public Python API, re-exported from the floors below (imported lazily, so that
-``import moenas`` stays cheap)::
+``import moenas`` stays cheap and ``moenas.moe_kernels`` imports nothing else of moenas)::
 
     from moenas import SearchSpace, Arch, build_model, protocol_cost, Predictor
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from moenas.arch import Arch, LayerArch, SearchSpace, StackArch, UserError, load_arch, load_archs, save_archs
-
 _LAZY = {
+    **{name: "moenas.arch" for name in ("Arch", "LayerArch", "StackArch", "SearchSpace", "UserError",
+                                         "load_arch", "load_archs", "save_archs")},
     "build_model": "moenas.arch.model",
     "SubTransformer": "moenas.arch.model",
     "protocol_cost": "moenas.arch.cost",
@@ -29,7 +29,7 @@ _LAZY = {
     "EvolutionConfig": "moenas.search.evolution",
 }
 
-__all__ = ["Arch", "LayerArch", "StackArch", "SearchSpace", "UserError", "load_arch", "load_archs", "save_archs", *_LAZY]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,20 @@
-"""Shared test set-up: one thread per test process, seeded RNGs."""
+"""Shared test set-up: one thread per test process, seeded RNGs, Triton's interpreter on CPU.
+
+TRITON_INTERPRET must be set before anything imports triton, and torch.utils.flop_counter
+(used by tests/arch) does: setting it in tests/moe_kernels/conftest.py alone was too late in a
+whole-suite run. A CUDA machine leaves it unset so the compiled kernels are tested."""
 import os
 import random
+import shutil
+import subprocess
+
+
+def _has_cuda() -> bool:  # without importing torch (which may import triton)
+    return shutil.which("nvidia-smi") is not None and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+if not _has_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import numpy as np
 import pytest
