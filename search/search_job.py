@@ -112,7 +112,7 @@ class SearchJob:
         self.out.mkdir(parents=True, exist_ok=True)
         fitness = SupernetFitness(self.supernet, self.valid_sentences)
         fitness.check_space(self.space)
-        runner = (ProcessPoolRunner(lambda_factory(self.supernet, self.valid_sentences), self.workers)
+        runner = (ProcessPoolRunner(fitness_factory(self.supernet, self.valid_sentences), self.workers)
                   if self.workers > 1 else InProcessRunner())
         cached = CachedFitness(fitness, runner)
         constraints = self.constraints()
@@ -161,7 +161,7 @@ class SearchJob:
                       backend=self.backend, device=self.device, threads=self.threads)
 
 
-def lambda_factory(ckpt: str, valid_sentences: int | None):
+def fitness_factory(ckpt: str, valid_sentences: int | None):
     """A picklable fitness factory for worker processes."""
     import functools
 

@@ -190,3 +190,18 @@ def test_fronts_crowding_and_hypervolume_on_known_points():
     # (1,5),(2,3),(3,1) against (5,6): 4*1 + 3*2 + 2*2 = 14
     assert hypervolume(F[:3], np.array([5.0, 6.0])) == pytest.approx(14.0)
     assert hypervolume(np.array([[6.0, 7.0]]), np.array([5.0, 6.0])) == 0.0
+
+
+def _factory():
+    return synthetic_loss
+
+
+def test_process_pool_runner_matches_in_process():
+    from moenas.search.runner import ProcessPoolRunner
+
+    archs = TINY.sample_n(9, seed=5)
+    runner = ProcessPoolRunner(_factory, workers=2, batch_size=4)
+    try:
+        assert runner.evaluate(None, archs) == InProcessRunner().evaluate(synthetic_loss, archs)
+    finally:
+        runner.close()
