@@ -16,7 +16,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from moenas.arch import Arch
-from moenas.arch.cost import protocol_cost
+from moenas.arch.cost import param_count, protocol_cost
 from moenas.arch.protocol import LatencyProtocol
 
 
@@ -69,8 +69,6 @@ class ParamsConstraint:
     name: str = "params"
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
-        from moenas.arch.cost import param_count
-
         return np.array([param_count(a).total for a in archs], dtype=float) / self.max_params - 1.0
 
 

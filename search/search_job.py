@@ -5,7 +5,6 @@ Shared by `moenas search` and the demo pipeline, so both do exactly the same thi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -2,12 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from pathlib import Path
 
-from moenas.arch import SearchSpace, UserError
 
 from ._common import print_json, table
 
