@@ -30,7 +30,7 @@ from moenas.data.profiles import COMPONENTS, now_iso, read_profiles, to_frame, w
 from .backends import Backend, Workload, get_backend
 from .fingerprint import fingerprint
 from .protocol import Protocol
-from .stats import Measurement, StopRule, measure
+from .stats import Measurement, StopRule, measure, measure_interleaved
 
 REFERENCE_SEED = "moenas-reference"
 
@@ -86,6 +86,8 @@ class ProfileConfig:
     repeat_check: int = 0
     op_profile: bool = False
     ref_every: int = 10
+    visit_runs: int = 5  # archs between two reference checks are timed round-robin, this many runs per visit; 0 = one at a time
+    visit_warmup: int = 1
     drift_threshold: float = 0.05
     ref_retries: int = 3
     ref_wait_s: float = 10.0
@@ -146,7 +148,10 @@ class Profiler:
             "fingerprint": self.fp, "fingerprint_id": self.fp["fingerprint_id"],
             "command": cfg.command,
             "measurement": {"stop_rule": asdict(cfg.rule), "ci": "distribution-free (binomial order statistics) CI of the median",
-                            "reference_stop_rule": asdict(cfg.ref_rule)},
+                            "reference_stop_rule": asdict(cfg.ref_rule),
+                            "interleave": {"group": cfg.ref_every, "visit_runs": cfg.visit_runs, "visit_warmup": cfg.visit_warmup,
+                                           "doc": "the archs of one reference interval are timed round-robin, visit_runs timed runs "
+                                                  "per visit after visit_warmup untimed ones; visit_runs 0 = one arch at a time"}},
             "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; total = encoder + decoder",
         })
         refmeta = self.meta.setdefault("reference", {})
@@ -178,29 +183,49 @@ class Profiler:
     def _workload(self, arch: Arch) -> Workload:
         return Workload(arch, self.cfg.protocol, self.cfg.export_method)
 
-    def _timed(self, arch: Arch, rule: StopRule) -> tuple[Measurement, Workload, dict | None]:
-        w = self._workload(arch)
-        t = time.perf_counter()
-        runner = self.backend.prepare(w)
-        self.seconds["session"] += time.perf_counter() - t - w.seconds["export"] - w.seconds["build"]
+    def _measure_group(self, items: list[tuple[Arch, int, bool]]) -> list[list[dict[str, Any]]]:
+        """Time (arch, repeat_index, remeasured) items: round-robin as one group when
+        ``visit_runs`` > 0 (see :func:`measure_interleaved`), else one after the other; all rows
+        of the group are appended before returning (one list of three rows per item)."""
+        if self.cfg.visit_runs <= 0 or len(items) == 1:
+            return [rows for it in items for rows in self._measure_batch([it])]
+        return self._measure_batch(items)
+
+    def _measure_batch(self, items: list[tuple[Arch, int, bool]]) -> list[list[dict[str, Any]]]:
+        cfg = self.cfg
+        works, runners = [], []
         try:
-            m = measure(runner.step, rule)
+            for arch, _, _ in items:
+                w = self._workload(arch)
+                t = time.perf_counter()
+                runners.append(self.backend.prepare(w))
+                works.append(w)
+                self.seconds["session"] += time.perf_counter() - t - w.seconds["export"] - w.seconds["build"]
+                self.seconds["export"] += w.seconds["export"]
+                self.seconds["build"] += w.seconds["build"]
+            ms = measure_interleaved([r.step for r in runners], cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup)
         finally:
-            runner.close()
-        ops = None
-        if self.cfg.op_profile:
-            t = time.perf_counter()
-            ops = self.backend.op_profile(w)
-            self.seconds["op_profile"] += time.perf_counter() - t
-        self.seconds["timed"] += m.timed_s
-        self.seconds["warmup"] += m.warmup_s
-        self.seconds["export"] += w.seconds["export"]
-        self.seconds["build"] += w.seconds["build"]
-        return m, w, ops
+            for r in runners:
+                r.close()
+        out = []
+        for (arch, rep, again), w, m in zip(items, works, ms):
+            self.seconds["timed"] += m.timed_s
+            self.seconds["warmup"] += m.warmup_s
+            ops = None
+            if cfg.op_profile:
+                t = time.perf_counter()
+                ops = self.backend.op_profile(w)
+                self.seconds["op_profile"] += time.perf_counter() - t
+            out.append(self._rows(arch, m, w, ops, rep, again))
+        return out
 
     def measure_arch(self, arch: Arch, repeat_index: int = 0, remeasured: bool = False) -> list[dict[str, Any]]:
+        """Time one arch alone and append its three rows."""
+        return self._measure_group([(arch, repeat_index, remeasured)])[0]
+
+    def _rows(self, arch: Arch, m: Measurement, w: Workload, ops: dict | None, repeat_index: int,
+              remeasured: bool) -> list[dict[str, Any]]:
         cfg = self.cfg
-        m, w, ops = self._timed(arch, cfg.rule)
         t = time.perf_counter()
         counts = w.reference()["expert_counts"]
         self.seconds["reference_run"] += time.perf_counter() - t
@@ -330,8 +355,8 @@ class Profiler:
             for arch, rep in batch:
                 key = (arch.arch_id, rep)
                 self.attempts[key] = self.attempts.get(key, 0) + 1
-                self.measure_arch(arch, repeat_index=rep, remeasured=True)
-                self._flush()
+            self._measure_group([(arch, rep, True) for arch, rep in batch])
+            self._flush(force=True)
             ok = self._wait_until_in_range(self._check())
         self._flush(force=True)
 
@@ -357,35 +382,24 @@ class Profiler:
                    desc=f"profile {self.meta.get('space') or ''}".strip(), dynamic_ncols=True)
         try:
             self._check_and_recover()  # baseline (or drift since the stored baseline)
-            since = 0
-            for a in todo:
-                rows = self.measure_arch(a)
-                self._flush()
-                bar.update(1)
-                bar.set_postfix_str(f"{rows[-1]['median_ms']:.2f} ms")
-                if cfg.on_measured:
-                    cfg.on_measured(self.new_measurements, rows[-1])
-                since += 1
-                if since >= cfg.ref_every:
+            for phase in (0, 1):
+                if phase == 0:
+                    items = [(a, 0, False) for a in todo]
+                else:  # noise floor: archs with a valid first measurement and no second one yet
+                    valid0, done1 = self._valid(0), self._done(1)
+                    items = [(a, 1, False) for a in repeats if a.arch_id in valid0 and a.arch_id not in done1]
+                    bar.update(len(repeats) - len(items))
+                for g in range(0, len(items), cfg.ref_every):
+                    # one group = one reference interval: timed together, closed by a check
+                    group = self._measure_group(items[g:g + cfg.ref_every])
+                    self._flush(force=True)
+                    for j, rows in enumerate(group, start=self.new_measurements - len(group) + 1):
+                        bar.update(1)
+                        bar.set_postfix_str(f"{rows[-1]['median_ms']:.2f} ms")
+                        if cfg.on_measured:
+                            cfg.on_measured(j, rows[-1])
                     self._check_and_recover()
-                    since = 0
-            if since:
-                self._check_and_recover()
-                since = 0
-            valid0 = self._valid(0)
-            done1 = self._done(1)
-            for a in repeats:
-                if a.arch_id in valid0 and a.arch_id not in done1:
-                    rows = self.measure_arch(a, repeat_index=1)
-                    self._flush()
-                    if cfg.on_measured:
-                        cfg.on_measured(self.new_measurements, rows[-1])
-                    since += 1
-                    if since >= cfg.ref_every:
-                        self._check_and_recover()
-                        since = 0
-                bar.update(1)
-            for _ in range(3):  # final check, then re-measure what it flagged (bounded)
+            for _ in range(3):  # re-measure what the last checks flagged (bounded)
                 if not (self.interval or self.queue):
                     break
                 self._check_and_recover()

@@ -50,7 +50,11 @@ def register(subparsers) -> None:
     p.add_argument("--max-runs", type=int, default=200)
     p.add_argument("--max-seconds", type=float, default=30.0, help="cap on timed seconds per arch")
     p.add_argument("--target", type=float, default=0.02, help="target half-width of the median's 95%% CI, relative")
-    p.add_argument("--ref-every", type=int, default=10, help="re-time the reference model every N archs")
+    p.add_argument("--ref-every", type=int, default=10,
+                   help="archs per group: timed round-robin together, then the reference model is re-timed")
+    p.add_argument("--visit-runs", type=int, default=5,
+                   help="timed runs per visit when a group is timed round-robin (0 = time each arch alone to the end)")
+    p.add_argument("--visit-warmup", type=int, default=1, help="untimed runs at the start of each later visit (re-warm caches)")
     p.add_argument("--drift-threshold", type=float, default=0.05, help="relative reference change that flags rows")
     p.add_argument("--ref-wait", type=float, default=10.0, help="seconds between reference retries after drift")
     p.add_argument("--ref-retries", type=int, default=3, help="reference retries after a drifted check before going on")
@@ -115,13 +119,18 @@ def run(args) -> int:
                         max_seconds=args.max_seconds, target_rel=args.target)
     except ValueError as e:
         raise UserError(str(e)) from None
+    for flag, value, low in (("--ref-every", args.ref_every, 1), ("--visit-runs", args.visit_runs, 0),
+                             ("--visit-warmup", args.visit_warmup, 0)):
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}")
     if args.op_profile and args.backend != "onnxruntime":
         raise UserError("--op-profile needs --backend onnxruntime")
     cfg = ProfileConfig(
         archs=archs, out=out, space=space, backend=args.backend, device=args.device, threads_intra=args.threads,
         threads_inter=args.inter_threads, protocol=protocol, rule=rule, resume=args.resume, overwrite=args.overwrite,
         allow_mixed=args.allow_mixed, shard=parse_shard(args.shard), repeat_check=args.repeat_check,
-        op_profile=args.op_profile, ref_every=args.ref_every, drift_threshold=args.drift_threshold,
+        op_profile=args.op_profile, ref_every=args.ref_every, visit_runs=args.visit_runs,
+        visit_warmup=args.visit_warmup, drift_threshold=args.drift_threshold,
         ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
         progress=not args.no_progress and not args.json,
     )

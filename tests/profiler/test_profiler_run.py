@@ -65,7 +65,7 @@ def test_resume_after_interrupt_skips_finished_archs(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Profiler(cfg(out, n=4, on_measured=stop_after_two)).run()
+        Profiler(cfg(out, n=4, ref_every=2, on_measured=stop_after_two)).run()
     df1, _ = read_profiles(out)
     assert df1["arch_id"].nunique() == 2  # every finished arch was kept
     Profiler(cfg(out, n=4, resume=True)).run()
@@ -193,6 +193,8 @@ def test_bad_resume_file_is_refused_and_not_overwritten(tmp_path, capsys, conten
     (["--backend", "torch", "--op-profile"], "--op-profile needs"),
     (["--space", "nope"], "unknown space"),
     (["--shard", "3/2"], "--shard"),
+    (["--ref-every", "0"], "--ref-every must be >= 1"),
+    (["--visit-runs", "-1"], "--visit-runs must be >= 0"),
 ])
 def test_bad_cli_input_exit_2(tmp_path, capsys, extra, message):
     args = ["profile", "--space", "tiny", "--n", "1", "--out", str(tmp_path / "y.parquet"), *FAST_FLAGS, *extra]

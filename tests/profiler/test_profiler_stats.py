@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from moenas.profiler.stats import StopRule, ci_rel, measure, median_ci, median_ci_ranks, summarize
+from moenas.profiler.stats import StopRule, ci_rel, measure, measure_interleaved, median_ci, median_ci_ranks, summarize
 
 
 def _coverage(n, l):
@@ -108,3 +108,51 @@ def test_measure_needs_every_component_precise():
     assert m.summaries["decoder"].precision_reached
     assert not m.summaries["encoder"].precision_reached
     assert m.summaries["total"].n_runs == 30
+
+
+def test_interleaved_visits_rotate_and_each_workload_stops_on_its_own():
+    log = []
+
+    def tagged(name, values):
+        inner = FakeStep(values)
+
+        def step():
+            log.append(name)
+            return inner()
+        return step
+
+    precise, noisy = tagged("a", [0.010]), tagged("b", [0.010, 0.020])
+    rule = StopRule(warmup=2, min_runs=6, max_runs=12, max_seconds=1e9)
+    ma, mb = measure_interleaved([precise, noisy], rule, visit_runs=3, visit_warmup=1)
+    # first visits: 2 warm-ups + 3 timed each; later visits: 1 warm-up + 3 timed
+    assert log[:10] == ["a"] * 5 + ["b"] * 5
+    assert log[10:18] == ["a"] * 4 + ["b"] * 4
+    # a is precise after its 2nd visit (6 runs) and leaves; b runs to max_runs (4 visits)
+    assert ma.summaries["total"].n_runs == 6 and ma.summaries["total"].precision_reached
+    assert mb.summaries["total"].n_runs == 12 and not mb.summaries["total"].precision_reached
+    assert (ma.n_warmup, mb.n_warmup) == (3, 5)
+    assert log.count("b") == 12 + 5
+
+
+def test_interleaved_time_cap_counts_each_workloads_own_runs():
+    t = [0.0]
+
+    def clock():
+        t[0] += 1.0
+        return t[0]
+
+    steps = [FakeStep([0.010, 0.020]), FakeStep([0.010, 0.020])]
+    ms = measure_interleaved(steps, StopRule(warmup=0, min_runs=4, max_runs=1000, max_seconds=6), visit_runs=2,
+                             visit_warmup=0, clock=clock)
+    for m in ms:
+        assert 4 <= m.summaries["total"].n_runs <= 8 and not m.summaries["total"].precision_reached
+
+
+def test_a_single_workload_is_timed_exactly_as_measure_does():
+    rule = StopRule(warmup=3, min_runs=10, max_runs=100, max_seconds=1e9)
+    a, b = FakeStep([0.010]), FakeStep([0.010])
+    m1 = measure(a, rule)
+    (m2,) = measure_interleaved([b], rule, visit_runs=5, visit_warmup=2)
+    assert a.calls == b.calls == 13 and m1.n_warmup == m2.n_warmup == 3
+    with pytest.raises(ValueError):
+        measure_interleaved([a], rule, visit_runs=0)
