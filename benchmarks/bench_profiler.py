@@ -10,7 +10,9 @@ Also times one export per exporter (torchscript vs dynamo) for the record.
     .venv/bin/python benchmarks/bench_profiler.py --quick    # 3 + 1, no dynamo comparison
     .venv/bin/python benchmarks/bench_profiler.py --dataset data/profiles/automoe-wmt-cpu-ort.parquet
         # the same figures read back from a real (long) profiling run's sidecar: its recorded
-        # seconds per activity and wall time; a long run is the honest measure of throughput
+        # seconds per activity and wall time; a long run is the honest measure of throughput.
+        # There n_archs counts measurements (first, drift re-measurements and noise-floor
+        # repeats), so archs_per_min is measurements per minute.
 
 Results: benchmarks/results/bench_profiler.csv (appended; device and versions in every row).
 """
