@@ -73,7 +73,8 @@ def run(cfg: Config) -> Result:
         pc = ProfileConfig(
             archs=space.sample_n(cfg.n_archs, seed=1234), out=Path(tmp) / "b.parquet", space=space,
             threads_intra=cfg.threads, rule=StopRule(warmup=cfg.warmup, max_seconds=cfg.max_seconds),
-            ref_every=cfg.ref_every, visit_runs=cfg.visit_runs, visit_warmup=cfg.visit_warmup, ref_retries=0, max_remeasure=0, drift_threshold=1e9, progress=False, export_method=cfg.export_method,
+            ref_every=cfg.ref_every, visit_runs=cfg.visit_runs, visit_warmup=cfg.visit_warmup, ref_retries=0,
+            max_remeasure=0, drift_threshold=1e9, progress=False, export_method=cfg.export_method,
         )
         t = time.perf_counter()
         s = Profiler(pc).run()
@@ -107,7 +108,7 @@ def from_dataset(path: Path) -> Result:
     sec = {k: sum(r["seconds"].get(k, 0.0) for r in runs) for k in runs[-1]["seconds"]}
     ids = {r["run_id"] for r in runs}
     tot = df[(df["component"] == "total") & df["run_id"].isin(ids)]
-    return _result(meta.get("space") or path.stem, len(tot), meta["protocol"].get("export_method", "torchscript"),
+    return _result(meta.get("space") or path.stem, len(tot), str(tot["export_method"].mode().iloc[0]),
                    sum(r["wall_s"] for r in runs), sec, float(latency_table(df)["median_ms"].median()),
                    float(tot["precision_reached"].astype(bool).mean()))
 

@@ -2,16 +2,17 @@
 
 Order of work (see profiler/README.md for the why):
   1. reference model timed (baseline, or the baseline stored in the dataset on --resume);
-  2. each arch not yet in the dataset: export (in memory), sessions, warm-up, repeats until the
-     median's 95% CI is within ±target or a cap; three rows (encoder, decoder, total) appended
-     and the dataset rewritten atomically every ``flush_every`` archs;
-  3. every ``ref_every`` archs the reference is timed again; if its median moved by more than
+  2. the archs not yet in the dataset, in groups of ``ref_every``: each group exported (in
+     memory), sessions built, then timed round-robin (``visit_runs`` per visit) until each arch's
+     median 95% CI is within ±target or a cap; three rows (encoder, decoder, total) per arch
+     appended and the dataset rewritten atomically after every group;
+  3. after every group the reference is timed again; if its median moved by more than
      ``drift_threshold`` from the baseline, the rows measured since the previous check are
      flagged, the profiler waits for the reference to come back (bounded retries), and the
      flagged archs are measured again (new rows with ``remeasured`` = True);
   4. noise floor: ``repeat_check`` archs (evenly spaced over the list) are measured a second
      time at the end (``repeat_index`` = 1);
-  5. a final reference check covers the last interval.
+  5. what the last checks flagged is measured again (bounded).
 """
 from __future__ import annotations
 
@@ -92,7 +93,6 @@ class ProfileConfig:
     ref_retries: int = 3
     ref_wait_s: float = 10.0
     max_remeasure: int = 2
-    flush_every: int = 1
     export_method: str = "torchscript"
     command: list[str] | None = None
     progress: bool = True
@@ -117,7 +117,6 @@ class Profiler:
         self.seconds = {"timed": 0.0, "warmup": 0.0, "export": 0.0, "build": 0.0, "session": 0.0,
                         "reference_run": 0.0, "op_profile": 0.0, "reference_model": 0.0, "write": 0.0}
         self.new_measurements = 0
-        self._unflushed = 0
         self._last_ref: float | None = None
 
     # ---- dataset I/O ------------------------------------------------------------------------
@@ -169,14 +168,10 @@ class Profiler:
             "shard": list(cfg.shard) if cfg.shard else None, "n_archs": len(cfg.archs),
         })
 
-    def _flush(self, force: bool = False) -> None:
-        self._unflushed += 1
-        if not force and self._unflushed < self.cfg.flush_every:
-            return
+    def _flush(self) -> None:
         t = time.perf_counter()
         self.meta["runs"][-1]["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         self.meta = write_profiles(self.cfg.out, to_frame(self.records), self.meta)
-        self._unflushed = 0
         self.seconds["write"] += time.perf_counter() - t
 
     # ---- measuring ----------------------------------------------------------------------------
@@ -187,7 +182,7 @@ class Profiler:
         """Time (arch, repeat_index, remeasured) items: round-robin as one group when
         ``visit_runs`` > 0 (see :func:`measure_interleaved`), else one after the other; all rows
         of the group are appended before returning (one list of three rows per item)."""
-        if self.cfg.visit_runs <= 0 or len(items) == 1:
+        if self.cfg.visit_runs <= 0:
             return [rows for it in items for rows in self._measure_batch([it])]
         return self._measure_batch(items)
 
@@ -218,10 +213,6 @@ class Profiler:
                 self.seconds["op_profile"] += time.perf_counter() - t
             out.append(self._rows(arch, m, w, ops, rep, again))
         return out
-
-    def measure_arch(self, arch: Arch, repeat_index: int = 0, remeasured: bool = False) -> list[dict[str, Any]]:
-        """Time one arch alone and append its three rows."""
-        return self._measure_group([(arch, repeat_index, remeasured)])[0]
 
     def _rows(self, arch: Arch, m: Measurement, w: Workload, ops: dict | None, repeat_index: int,
               remeasured: bool) -> list[dict[str, Any]]:
@@ -356,9 +347,9 @@ class Profiler:
                 key = (arch.arch_id, rep)
                 self.attempts[key] = self.attempts.get(key, 0) + 1
             self._measure_group([(arch, rep, True) for arch, rep in batch])
-            self._flush(force=True)
+            self._flush()
             ok = self._wait_until_in_range(self._check())
-        self._flush(force=True)
+        self._flush()
 
     # ---- the run --------------------------------------------------------------------------------
     def _done(self, repeat_index: int) -> set[str]:
@@ -392,7 +383,7 @@ class Profiler:
                 for g in range(0, len(items), cfg.ref_every):
                     # one group = one reference interval: timed together, closed by a check
                     group = self._measure_group(items[g:g + cfg.ref_every])
-                    self._flush(force=True)
+                    self._flush()
                     for j, rows in enumerate(group, start=self.new_measurements - len(group) + 1):
                         bar.update(1)
                         bar.set_postfix_str(f"{rows[-1]['median_ms']:.2f} ms")
@@ -408,11 +399,9 @@ class Profiler:
             if getattr(self, "_ref_runner", None) is not None:
                 self._ref_runner.close()
                 self._ref_runner = None
-            if self._unflushed:
-                self._flush(force=True)
         self.meta["runs"][-1]["finished"] = now_iso()
         self.meta["runs"][-1]["wall_s"] = round(time.perf_counter() - t_start, 2)
-        self._flush(force=True)
+        self._flush()
         return self.summary(time.perf_counter() - t_start)
 
     def summary(self, wall_s: float) -> dict[str, Any]:

@@ -180,27 +180,33 @@ def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: S
             for _ in range(visit_runs):
                 for k, sec in steps[i]().items():
                     samples[i].setdefault(k, []).append(sec * 1e3)
-                if _stop(samples[i], timed[i] + clock() - t1, rule, precise_check=visit_runs == 1):
+                if _capped(samples[i], timed[i] + clock() - t1, rule):
                     break
             t2 = clock()
             warm[i] += t1 - t0
             timed[i] += t2 - t1
             visits[i] += 1
-            if not _stop(samples[i], timed[i], rule, precise_check=True):
+            if not (_capped(samples[i], timed[i], rule) or _precise(samples[i], rule)):
                 still.append(i)
         active = still
     return [Measurement(samples[i], {k: summarize(v, rule.target_rel, rule.confidence) for k, v in samples[i].items()},
                         n_warm[i], timed[i], warm[i]) for i in range(n)]
 
 
-def _stop(samples: dict[str, list[float]], elapsed_s: float, rule: StopRule, precise_check: bool) -> bool:
-    """Caps always end a workload; precision is tested only where asked (after a visit), so a
-    visit's runs are not cut short by a lucky early interval."""
-    n = len(next(iter(samples.values()))) if samples else 0
-    if n >= rule.max_runs or (n >= rule.min_runs and elapsed_s >= rule.max_seconds):
-        return True
-    return precise_check and n >= rule.min_runs and all(ci_rel(v, rule.confidence) <= rule.target_rel
-                                                       for v in samples.values())
+def _runs(samples: dict[str, list[float]]) -> int:
+    return len(next(iter(samples.values()))) if samples else 0
+
+
+def _capped(samples: dict[str, list[float]], elapsed_s: float, rule: StopRule) -> bool:
+    """A cap ends a workload at once, even inside a visit."""
+    n = _runs(samples)
+    return n >= rule.max_runs or (n >= rule.min_runs and elapsed_s >= rule.max_seconds)
+
+
+def _precise(samples: dict[str, list[float]], rule: StopRule) -> bool:
+    """Tested only after a visit, so a visit's runs are not cut short by a lucky early interval."""
+    return _runs(samples) >= rule.min_runs and all(ci_rel(v, rule.confidence) <= rule.target_rel
+                                                   for v in samples.values())
 
 
 def mape(a: Sequence[float], b: Sequence[float]) -> float:

@@ -38,6 +38,18 @@ def _numeric(s: str) -> bool:
         return False
 
 
+def check_at_least(flag: str, value: float, low: float) -> None:
+    """Bad-input rule for a numeric flag: one-line UserError when ``value`` < ``low``."""
+    if value < low:
+        raise UserError(f"{flag} must be >= {low}, got {value}")
+
+
+def check_confidence(value: float, flag: str = "--confidence") -> None:
+    """An interval confidence must lie strictly between 0 and 1."""
+    if not 0 < value < 1:
+        raise UserError(f"{flag} must be in (0, 1), got {value}")
+
+
 def load_space(name: str) -> SearchSpace:
     return SearchSpace.load(name)
 

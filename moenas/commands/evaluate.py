@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moenas.arch import UserError
-
-from ._common import print_json, table
+from ._common import check_confidence, print_json, table
 from .fit import metric_headers, metric_rows
 
 
@@ -28,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from moenas.predictor import Predictor, load_dataset
     from moenas.predictor import metrics as M
 
-    if not 0 < args.confidence < 1:
-        raise UserError(f"--confidence must be in (0, 1), got {args.confidence}")
+    check_confidence(args.confidence)
     pred = Predictor.load(args.predictor)
     meta = pred.metadata
     ds = load_dataset(args.data, meta.get("target", "total"))

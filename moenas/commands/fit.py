@@ -6,7 +6,7 @@ from pathlib import Path
 
 from moenas.arch import UserError
 
-from ._common import print_json, table
+from ._common import check_at_least, check_confidence, print_json, table
 
 METRIC_COLS = [("rmse_ms", "RMSE ms"), ("mape", "MAPE %"), ("rmspe", "RMSPE %"), ("within_5", "±5% %"),
                ("within_10", "±10% %"), ("kendall_tau", "tau"), ("spearman_rho", "rho")]
@@ -56,10 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model not in MODELS:
         raise UserError(f"unknown model {args.model!r} (choose from {', '.join(MODELS)})")
-    if args.folds < 2:
-        raise UserError(f"--folds must be >= 2, got {args.folds}")
-    if not 0 < args.confidence < 1:
-        raise UserError(f"--confidence must be in (0, 1), got {args.confidence}")
+    check_at_least("--folds", args.folds, 2)
+    check_confidence(args.confidence)
     name = "transfer" if args.base else args.model
     out = Path(args.out or f"predictors/{name}-{args.target}")
     if out.exists() and not args.overwrite:

@@ -5,7 +5,7 @@ import argparse
 
 from moenas.arch import UserError
 
-from ._common import print_json, read_archs, table
+from ._common import check_confidence, print_json, read_archs, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from moenas.arch import SearchSpace
     from moenas.predictor import Predictor
 
-    if not 0 < args.confidence < 1:
-        raise UserError(f"--confidence must be in (0, 1), got {args.confidence}")
+    check_confidence(args.confidence)
     pred = Predictor.load(args.predictor)
     space_name = pred.metadata.get("space")
     space = None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from moenas.arch import SearchSpace, UserError
 
-from ._common import print_json, read_archs, table
+from ._common import check_at_least, print_json, read_archs, table
 
 
 def register(subparsers) -> None:
@@ -109,8 +109,7 @@ def run(args) -> int:
     else:
         if space is None:
             raise UserError("give --space (to sample archs) or --archs FILE")
-        if args.n < 1:
-            raise UserError("--n must be >= 1")
+        check_at_least("--n", args.n, 1)
         archs = space.sample_n(args.n, seed=args.seed)
     try:
         protocol = Protocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
@@ -119,10 +118,9 @@ def run(args) -> int:
                         max_seconds=args.max_seconds, target_rel=args.target)
     except ValueError as e:
         raise UserError(str(e)) from None
-    for flag, value, low in (("--ref-every", args.ref_every, 1), ("--visit-runs", args.visit_runs, 0),
-                             ("--visit-warmup", args.visit_warmup, 0)):
-        if value < low:
-            raise UserError(f"{flag} must be >= {low}")
+    check_at_least("--ref-every", args.ref_every, 1)
+    check_at_least("--visit-runs", args.visit_runs, 0)
+    check_at_least("--visit-warmup", args.visit_warmup, 0)
     if args.op_profile and args.backend != "onnxruntime":
         raise UserError("--op-profile needs --backend onnxruntime")
     cfg = ProfileConfig(

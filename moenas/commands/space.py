@@ -5,11 +5,11 @@ import argparse
 import json
 import sys
 
-from moenas.arch import SearchSpace, UserError, load_arch, load_archs
+from moenas.arch import SearchSpace, load_arch, load_archs
 from moenas.arch.cost import protocol_cost
 from moenas.arch.protocol import LatencyProtocol
 
-from ._common import print_json, table
+from ._common import check_at_least, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise UserError(f"--n must be >= 1, got {args.n}")
+    check_at_least("--n", args.n, 1)
     space = SearchSpace.load(args.space)
     for a in space.sample_n(args.n, seed=args.seed):
         sys.stdout.write(a.to_json() + "\n")

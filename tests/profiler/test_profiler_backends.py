@@ -2,7 +2,7 @@
 import pytest
 
 from moenas.arch import UserError
-from moenas.profiler.backends import BACKENDS, Backend, Runner, available, get_backend, register_backend
+from moenas.profiler.backends import BACKENDS, Backend, available, get_backend, register_backend
 from moenas.profiler.testing import backend_cases, check_backend_contract
 
 

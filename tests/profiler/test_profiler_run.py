@@ -1,7 +1,6 @@
 """Profiling runs end to end on tiny archs with a shrunken protocol: rows, resume after a kill,
 shards and merge, drift flagging and re-measurement, op profiles, bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
-from moenas.data.profiles import PROFILE_SCHEMA_VERSION, latency_table, merge_profiles, noise_floor, read_profiles
+from moenas.data.profiles import PROFILE_SCHEMA_VERSION, latency_table, noise_floor, read_profiles
 from moenas.profiler.protocol import Protocol
 from moenas.profiler.runner import ProfileConfig, Profiler, shard_archs
 from moenas.profiler.stats import StopRule

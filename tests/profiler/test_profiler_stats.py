@@ -134,7 +134,7 @@ def test_interleaved_visits_rotate_and_each_workload_stops_on_its_own():
     assert log.count("b") == 12 + 5
 
 
-def test_interleaved_time_cap_counts_each_workloads_own_runs():
+def test_interleaved_time_cap_stops_noisy_workloads():
     t = [0.0]
 
     def clock():
@@ -156,3 +156,18 @@ def test_a_single_workload_is_timed_exactly_as_measure_does():
     assert a.calls == b.calls == 13 and m1.n_warmup == m2.n_warmup == 3
     with pytest.raises(ValueError):
         measure_interleaved([a], rule, visit_runs=0)
+
+
+def test_interleaved_time_cap_counts_each_workloads_own_runs():
+    t = [0.0]
+
+    def clock():
+        t[0] += 1.0  # every clock read is one "second": a visit of 2 timed runs spans 3
+        return t[0]
+
+    steps = [FakeStep([0.010, 0.020]), FakeStep([0.010, 0.020])]
+    ms = measure_interleaved(steps, StopRule(warmup=0, min_runs=4, max_runs=1000, max_seconds=12), visit_runs=2,
+                             visit_warmup=0, clock=clock)
+    # each stops after 4 visits (12 s of its own timed runs), although the shared clock ran ~40 s
+    assert [m.summaries["total"].n_runs for m in ms] == [8, 8]
+    assert [m.timed_s for m in ms] == [12.0, 12.0] and t[0] > 24
