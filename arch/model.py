@@ -159,8 +159,11 @@ class SubTransformer(nn.Module):
         return self.dec_norm(x) @ self.dec_embed.weight.t()
 
     # ---- training / scoring ---------------------------------------------------------------
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: src (B, S), tgt_in (B, T) (starting with BOS) -> logits (B, T, V)."""
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, hidden: bool = False):
+        """Teacher forcing: src (B, S), tgt_in (B, T) (starting with BOS) -> logits (B, T, V).
+
+        ``hidden=True`` returns (final decoder states (B, T, Dd), output weight (V, Dd))
+        instead, so that training can fuse the projection into its loss (search/loss.py)."""
         states, pad = self.encode(src)
         cross = self.cross_kv(states, pad)
         t = tgt_in.shape[1]
@@ -168,6 +171,8 @@ class SubTransformer(nn.Module):
         x = self._embed(self.dec_embed, tgt_in)
         for layer, c in zip(self.dec_layers, cross):
             x, _ = layer(x, c, None, causal)
+        if hidden:
+            return self.dec_norm(x), self.dec_embed.weight
         return self.logits(x)
 
     def aux_loss(self) -> torch.Tensor:

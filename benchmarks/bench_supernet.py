@@ -31,7 +31,10 @@ from pathlib import Path
 import torch
 
 from moenas.arch import SearchSpace
-from moenas.search.trainer import TrainConfig, load_supernet, train, validation_data, validation_loss
+from moenas.search.checkpoint import load_supernet, validation_data
+from moenas.search.evaluation import validation_loss
+from moenas.search.train_config import TrainConfig
+from moenas.search.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
 

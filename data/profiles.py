@@ -18,8 +18,6 @@ and :data:`PROFILE_SCHEMA_VERSION`. The writer side (:func:`write_profiles`,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from moenas.arch.errors import UserError
+from moenas.arch.files import atomic_write, atomic_write_text
 
 PROFILE_SCHEMA_VERSION = 1
 FORMAT = "moenas-profiles"
@@ -174,22 +173,6 @@ def counts(df: pd.DataFrame) -> dict[str, Any]:
 # ---- writing ------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a dataset is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Atomically write rows + metadata (Parquet, zstd; then the JSON sidecar). The metadata's
     format, schema version, counts and noise floor are filled in; returns the metadata."""
@@ -211,8 +194,8 @@ def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> 
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
-    _atomic_write(p, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    _atomic_write(_sidecar(p), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"))
+    atomic_write(p, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    atomic_write_text(_sidecar(p), json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return meta
 
 

@@ -14,10 +14,10 @@ stale tokenizer.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from moenas.arch.files import atomic_write
 from moenas.arch.errors import UserError
 from moenas.arch.model import BOS, EOS, PAD, UNK
 
@@ -98,16 +98,5 @@ def get_tokenizer(corpus, vocab_size: int, cache_dir: str | Path | None = None) 
     if path.is_file():
         return SubwordTokenizer.load(path)
     tok = train_tokenizer(corpus.texts(), vocab_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        tok.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, tok.save)
     return SubwordTokenizer(tok, path)

@@ -23,8 +23,8 @@ _LAZY = {
     "read_profiles": "moenas.data.profiles",
     "latency_table": "moenas.data.profiles",
     "moe_ffn": "moenas.moe_kernels",
-    "load_supernet": "moenas.search.trainer",
-    "validation_loss": "moenas.search.trainer",
+    "load_supernet": "moenas.search.checkpoint",
+    "validation_loss": "moenas.search.evaluation",
     "Evolution": "moenas.search.evolution",
     "EvolutionConfig": "moenas.search.evolution",
 }

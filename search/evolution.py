@@ -15,7 +15,6 @@ The state after every iteration is a JSON file, so an interrupted search resumes
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from moenas.arch.files import atomic_write_text
 from moenas.arch import Arch, SearchSpace, UserError
 
 from .constraints import ConstraintSet
@@ -212,9 +212,7 @@ class Evolution:
                  "population": [c.arch.to_json() for c in pop], "cache": self.fitness.cache,
                  "evaluated": [c.row() for c in self.evaluated.values()], "history": self.history,
                  "counters": [self.fitness.evaluations, self.fitness.hits]}
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(state))
 
     def _load_state(self) -> tuple[list[Candidate] | None, int]:
         if self.state_path is None or not self.state_path.exists():

@@ -22,7 +22,7 @@ class SupernetFitness:
         if not self._state:
             import torch
 
-            from .trainer import load_supernet, validation_data
+            from .checkpoint import load_supernet, validation_data
 
             torch.set_num_threads(1)  # one evaluator per core; see DESIGN.md on thread noise
             net, meta = load_supernet(self.ckpt, self.device)
@@ -39,7 +39,7 @@ class SupernetFitness:
             raise UserError(f"supernet {self.ckpt} was trained on space {self.space.name!r}, not {space.name!r}")
 
     def __call__(self, archs: Sequence[Arch]) -> list[float]:
-        from .trainer import validation_loss
+        from .evaluation import validation_loss
 
         st = self._load()
         return validation_loss(st["net"], list(archs), st["batches"])

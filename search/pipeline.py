@@ -142,7 +142,7 @@ class Demo:
 
     # ---- 3. supernet --------------------------------------------------------------------------
     def train(self) -> Path:
-        from .trainer import TrainConfig
+        from .train_config import TrainConfig
 
         ckpt = self.path("supernet.pt")
         tcfg = TrainConfig(space=self.cfg.space, corpus=self.cfg.corpus, steps=self.cfg.train_steps, supernet=self.cfg.supernet,
@@ -162,7 +162,8 @@ class Demo:
             torch.set_num_threads(threads)
 
     def _train(self, tcfg, ckpt: Path) -> Path:
-        from .trainer import read_checkpoint, train
+        from .checkpoint import read_checkpoint
+        from .trainer import train
 
         if ckpt.exists():
             ck = read_checkpoint(ckpt)

@@ -99,8 +99,9 @@ def _key(name: str) -> str:  # parameter names may not contain "."
 class SuperNet(nn.Module):
     """Weight-sharing supernet over a search space; see the module docstring.
 
-    ``forward(src, tgt_in, arch=None)`` -> logits (B, T, V) of ``arch`` (or of the arch set by
-    :meth:`set_arch`); afterwards :attr:`aux_loss` holds that arch's load-balancing loss and
+    ``forward(src, tgt_in, arch=None, hidden=False)`` -> logits (B, T, V) of ``arch`` (or of
+    the arch set by :meth:`set_arch`), or with ``hidden`` (states, output weight) as
+    :meth:`SubTransformer.forward`; afterwards :attr:`aux_loss` holds that arch's load-balancing loss and
     :meth:`expert_counts` its routing counts."""
 
     def __init__(self, config: SupernetConfig):
@@ -225,16 +226,16 @@ class SuperNet(nn.Module):
             out[f"{dst}.fc2.weight"], out[f"{dst}.fc2.bias"] = w2, b2
 
     # ---- running ------------------------------------------------------------------------------
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, arch: Arch | None = None, hidden: bool = False):
         arch = arch or self.arch
         if arch is None:
             raise UserError("no arch: call set_arch(arch) or pass forward(src, tgt_in, arch)")
         model = self._template(arch)
         model.train(self.training)
-        logits = functional_call(model, self.params_for(arch), (src, tgt_in), strict=True)
-        self.aux_loss = model.aux_loss().to(logits.device)
+        out = functional_call(model, self.params_for(arch), (src, tgt_in), {"hidden": hidden}, strict=True)
+        self.aux_loss = model.aux_loss().to(src.device)
         self._last[:] = [model]
-        return logits
+        return out
 
     def expert_counts(self) -> dict[str, list[int]]:
         """Token-slots per expert in the last forward, keyed 'encoder.i' / 'decoder.i' (as

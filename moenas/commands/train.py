@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moenas.search.trainer import TrainConfig, train
+    from moenas.search.train_config import TrainConfig
+    from moenas.search.trainer import train
 
     if args.init_from and not args.arch:
         raise UserError("--init-from needs --arch (it initialises one sub-Transformer from a supernet)")

@@ -12,7 +12,8 @@ from moenas.data.profiles import shipped
 from moenas.predictor import Predictor
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import load_dataset
-from moenas.search.trainer import TrainConfig, train
+from moenas.search.train_config import TrainConfig
+from moenas.search.trainer import train
 
 TINY = SearchSpace.load("tiny")
 

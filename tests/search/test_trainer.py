@@ -10,8 +10,10 @@ import yaml
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
 from moenas.data.corpus import synthetic_pairs, write_parallel_dir
-from moenas.search.trainer import (TrainConfig, load_model, load_supernet, lr_at, meta_path, read_checkpoint, train,
-                                   validation_data, validation_loss)
+from moenas.search.checkpoint import load_model, load_supernet, meta_path, read_checkpoint, validation_data
+from moenas.search.evaluation import validation_loss
+from moenas.search.train_config import TrainConfig, lr_at
+from moenas.search.trainer import train
 
 MICRO = {
     "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],

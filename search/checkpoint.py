@@ -1,0 +1,159 @@
+"""Checkpoint I/O: what a training run writes and everything else reads back.
+
+A checkpoint is ``torch.save`` of tensors and primitive containers only (loadable with
+``torch.load(weights_only=True)``, so a hostile file runs no code): format and version, kind
+(``supernet`` or ``standalone``), the training config, the supernet config or the arch, model
+and optimizer state, step, arch-sampler RNG, data position and every rank's torch RNG state
+(what makes resume exact). A metadata JSON beside it (``<out>.json``) records the space,
+corpus fingerprint, tokenizer path, validation history and versions for people and tools.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from moenas.arch import Arch, UserError
+from moenas.arch.files import atomic_write, atomic_write_text
+from moenas.arch.model import SubTransformer
+from moenas.data.batching import Batch, encode_pairs, fixed_batches
+from moenas.data.corpus import load_corpus
+from moenas.data.tokenizer import SubwordTokenizer
+
+from .supernet import SuperNet, SupernetConfig, extract
+from .train_config import TrainConfig
+
+CKPT_FORMAT = "moenas-checkpoint"
+CKPT_VERSION = 1
+_REQUIRED = {"kind": str, "model": dict, "meta": dict, "train_config": dict}
+
+
+def meta_path(ckpt: str | Path) -> Path:
+    p = Path(ckpt)
+    return p.with_name(p.name + ".json")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict; UserError when missing, unreadable or not a moenas checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such checkpoint")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle/EOF errors of a damaged file
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{p}: not a readable moenas checkpoint ({msg[:160]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise UserError(f"{p}: not a moenas checkpoint")
+    if ck.get("version") != CKPT_VERSION:
+        raise UserError(f"{p}: checkpoint version {ck.get('version')!r} is not supported (this moenas reads {CKPT_VERSION})")
+    for key, typ in _REQUIRED.items():
+        if not isinstance(ck.get(key), typ):
+            raise UserError(f"{p}: damaged checkpoint ({key!r} is missing or not a {typ.__name__})")
+    if ck["kind"] not in ("supernet", "standalone"):
+        raise UserError(f"{p}: unknown checkpoint kind {ck['kind']!r}")
+    return ck
+
+
+def write_checkpoint(state: dict[str, Any], meta: dict[str, Any], out: Path) -> None:
+    """Atomically write the checkpoint, then its metadata sidecar."""
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
+    write_meta(meta, out)
+
+
+def write_meta(meta: dict[str, Any], out: Path) -> None:
+    atomic_write_text(meta_path(out), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _load_state(model: nn.Module, state: dict, ckpt: Any) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError(f"{ckpt}: weights do not fit the model ({str(e).splitlines()[0][:160]})") from None
+
+
+def load_supernet(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[SuperNet, dict[str, Any]]:
+    """(supernet in eval mode, metadata) from a supernet checkpoint written by ``train``."""
+    ck = read_checkpoint(ckpt)
+    if ck["kind"] != "supernet":
+        raise UserError(f"{ckpt}: holds a standalone sub-Transformer, not a supernet (use load_model)")
+    try:
+        net = SuperNet(SupernetConfig.from_dict(ck["supernet_config"]))
+    except (TypeError, KeyError, AttributeError) as e:
+        raise UserError(f"{ckpt}: damaged supernet config ({e})") from None
+    _load_state(net, ck["model"], ckpt)
+    return net.to(device).eval(), dict(ck["meta"])
+
+
+def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[SubTransformer, dict[str, Any]]:
+    """(SubTransformer in eval mode, metadata) from a standalone checkpoint (``train --arch``)."""
+    ck = read_checkpoint(ckpt)
+    if ck["kind"] != "standalone":
+        raise UserError(f"{ckpt}: holds a supernet; extract an arch with moenas.search.supernet.extract")
+    model = SubTransformer(Arch.from_json(ck["arch"]))
+    _load_state(model, ck["model"], ckpt)
+    return model.to(device).eval(), dict(ck["meta"])
+
+
+def model_for_arch(ckpt: str | Path, arch: Arch | None) -> tuple[SubTransformer, dict[str, Any]]:
+    """A trained SubTransformer from either kind of checkpoint: ``arch``'s inherited weights
+    from a supernet (the arch must lie in its space), or the standalone model (``arch`` None
+    or equal to the one it holds)."""
+    kind = read_checkpoint(ckpt)["kind"]
+    if kind == "supernet":
+        if arch is None:
+            raise UserError(f"{ckpt}: a supernet checkpoint needs an arch to extract")
+        net, meta = load_supernet(ckpt)
+        try:
+            net.space.validate(arch)
+        except UserError as e:
+            raise UserError(f"arch {arch.arch_id} is outside the space {net.space.name!r} of {ckpt}: {e}") from None
+        return extract(net, arch), meta
+    model, meta = load_model(ckpt)
+    if arch is not None and arch != model.arch:
+        raise UserError(f"{ckpt}: holds arch {model.arch.arch_id}, not {arch.arch_id}")
+    return model, meta
+
+
+def load_tokenizer(meta: dict[str, Any]) -> SubwordTokenizer:
+    path = meta.get("tokenizer")
+    if not isinstance(path, str):
+        raise UserError("checkpoint metadata names no tokenizer")
+    return SubwordTokenizer.load(path)
+
+
+def checkpoint_corpus(meta: dict[str, Any]):
+    """The corpus a checkpoint was trained on, checked against its recorded fingerprint."""
+    tcfg = TrainConfig.from_dict(meta["train_config"])
+    corpus = load_corpus(tcfg.corpus)
+    if corpus.fingerprint != meta["corpus_fingerprint"]:
+        raise UserError(f"corpus {tcfg.corpus!r} changed since training (fingerprint {corpus.fingerprint} != {meta['corpus_fingerprint']})")
+    return corpus
+
+
+def validation_data(meta: dict[str, Any], n_sentences: int | None = None, max_tokens: int | None = None,
+                    split: str = "valid") -> tuple[list[Batch], list[tuple[str, str]]]:
+    """The fixed validation subset a checkpoint was evaluated on: (batches, pairs). Reloads the
+    corpus and tokenizer recorded in ``meta`` and checks the corpus fingerprint."""
+    tcfg = TrainConfig.from_dict(meta["train_config"])
+    corpus = checkpoint_corpus(meta)
+    tok = load_tokenizer(meta)
+    pairs = getattr(corpus, split)[: n_sentences or tcfg.valid_sentences]
+    return fixed_batches(encode_pairs(tok, pairs, tcfg.max_len), max_tokens or tcfg.max_tokens), pairs
+
+
+def versions() -> dict[str, str]:
+    import tokenizers
+
+    try:
+        from importlib.metadata import version
+
+        moenas_v = version("moenas")
+    except Exception:
+        moenas_v = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "tokenizers": tokenizers.__version__,
+            "moenas": moenas_v}

@@ -1,0 +1,110 @@
+"""What a trained model is worth: validation loss, translations and BLEU.
+
+Every function takes a SuperNet (any arch of its space, inherited weights) or a
+SubTransformer (``arch`` = its own), runs in eval mode without gradients and restores the
+model's mode afterwards. Loss is token-level cross-entropy in nats without label smoothing;
+BLEU is sacrebleu's corpus BLEU (13a tokenisation) of detokenised outputs against the raw
+references.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from moenas.arch import Arch
+from moenas.arch.model import PAD, SubTransformer
+from moenas.data.batching import Batch, encode_pairs
+from moenas.data.tokenizer import SubwordTokenizer
+
+from .loss import linear_cross_entropy, run_model
+from .supernet import SuperNet, extract
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op on the CPU (fp32: these CPUs have no fast bf16)."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[float]:
+    """Cross-entropy (nats/token) of each arch on ``batches``: a list, one value per arch."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for arch in archs:
+            if isinstance(model, SuperNet):
+                model.space.validate(arch)
+            total, count = 0.0, 0
+            for b in batches:
+                b = b.to(device)
+                with autocast(device):
+                    states, weight = run_model(model, b.src, b.tgt_in, arch, hidden=True)
+                total += float(linear_cross_entropy(states.float(), weight.float(), b.tgt_out, reduction="sum"))
+                count += int(b.tgt_out.ne(PAD).sum())
+            out.append(total / max(count, 1))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _standalone(model: nn.Module, arch: Arch | None) -> SubTransformer:
+    if isinstance(model, SuperNet):
+        return extract(model, arch)
+    return model
+
+
+@torch.no_grad()
+def translate(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, sources: Sequence[str],
+              beam: int = 1, max_len: int = 64, batch_size: int = 32) -> list[str]:
+    """Detokenised translations of ``sources`` (in order), greedy (beam 1) or beam search.
+    Sentences are batched by length; each is truncated to ``max_len - 1`` subwords."""
+    if not sources:
+        return []
+    sub = _standalone(model, arch)
+    was_training = sub.training
+    sub.eval()
+    device = next(sub.parameters()).device
+    examples = encode_pairs(tokenizer, [(s, "") for s in sources], max_len)
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    hyps: dict[int, str] = {}
+    try:
+        for k in range(0, len(order), batch_size):
+            idx = order[k: k + batch_size]
+            src = torch.full((len(idx), max(len(examples[i][0]) for i in idx) + 1), PAD, dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids = examples[i][0] + [tokenizer.eos_id]
+                src[r, : len(ids)] = torch.tensor(ids)
+            for i, o in zip(idx, sub.generate(src.to(device), beam=beam, max_len=max_len)):
+                hyps[i] = tokenizer.decode(o)
+    finally:
+        sub.train(was_training)
+    return [hyps[i] for i in range(len(sources))]
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    import sacrebleu
+
+    if not hypotheses:
+        return float("nan")
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def bleu_score(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, pairs: Sequence[tuple[str, str]],
+               beam: int = 1, max_len: int = 64, batch_size: int = 32) -> float:
+    """Corpus BLEU of ``arch`` translating ``pairs`` (source, reference)."""
+    hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len, batch_size)
+    return corpus_bleu(hyps, [t for _, t in pairs])
+
+
+def translation_report(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer,
+                       pairs: Sequence[tuple[str, str]], n_samples: int = 3, beam: int = 1,
+                       max_len: int = 64) -> dict:
+    """{"bleu", "sentences", "samples": [{"source", "reference", "output"}] x n_samples}: BLEU
+    over ``pairs`` and the first ``n_samples`` of them as readable triples."""
+    hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len)
+    samples = [{"source": s, "reference": t, "output": h} for (s, t), h in list(zip(pairs, hyps))[:n_samples]]
+    return {"bleu": corpus_bleu(hyps, [t for _, t in pairs]), "sentences": len(pairs), "samples": samples}
