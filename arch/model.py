@@ -13,8 +13,6 @@ These are what ONNX export and latency profiling time (encoder = encode + cross_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,12 +97,6 @@ class DecoderLayer(nn.Module):
         x = x + self.drop(self.self_attn.attend(h, k, v, self_bias))
         x = x + self.drop(self.cross_attn.attend(self.norm2(x), *cross))
         return x + self.drop(self.ffn(self.norm3(x))), (k, v)
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]
-    score: float
 
 
 class SubTransformer(nn.Module):
@@ -206,42 +198,49 @@ class SubTransformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, beam: int = 5, max_len: int | None = None, len_penalty: float = 1.0) -> list[list[int]]:
-        """Beam search (beam=1: greedy). src (B, S) -> B token lists, without BOS/EOS.
-
-        Finished beams stay in the beam with their score frozen; the best hypothesis is chosen
-        by score / length**len_penalty (fairseq's normalisation)."""
-        bsz, src_len = src.shape
-        max_len = max_len or int(1.2 * src_len) + 10
+        """Beam search (beam=1: greedy). src (B, S) -> B token lists, without BOS/EOS."""
         states, pad = self.encode(src)
         cross = [tuple(None if t is None else t.repeat_interleave(beam, 0) for t in c) for c in self.cross_kv(states, pad)]
-        tokens = torch.full((bsz * beam, 1), BOS, dtype=torch.long, device=src.device)
-        scores = torch.zeros(bsz, beam, device=src.device)
-        scores[:, 1:] = float("-inf")  # all beams start identical: expand from beam 0 only
-        done = torch.zeros(bsz * beam, dtype=torch.bool, device=src.device)
-        lengths = torch.zeros(bsz * beam, device=src.device)
-        cache = None
-        vocab = self.arch.vocab_size
-        for _ in range(max_len):
-            logits, cache = self.step(tokens[:, -1:], cache, cross)
-            lp = F.log_softmax(logits.float(), dim=-1)
-            lp[done] = float("-inf")
-            lp[done, EOS] = 0.0  # a finished beam only "extends" with EOS at no cost
-            cand = (scores.reshape(-1, 1) + lp).reshape(bsz, beam * vocab)
-            scores, flat = cand.topk(beam, dim=-1)
-            sel = (torch.arange(bsz, device=src.device) * beam).unsqueeze(1).add(flat // vocab).reshape(-1)
-            tok = (flat % vocab).reshape(-1, 1)
-            lengths = lengths[sel] + (~done[sel]).float()
-            done = done[sel] | tok.squeeze(1).eq(EOS)
-            tokens = torch.cat([tokens[sel], tok], dim=1)
-            cache = [(k[sel], v[sel]) for k, v in cache]
-            if bool(done.all()):
-                break
-        norm = (scores.reshape(-1) / lengths.clamp(min=1) ** len_penalty).reshape(bsz, beam)
-        best = norm.argmax(dim=-1) + torch.arange(bsz, device=src.device) * beam
-        out = []
-        for row in tokens[best, 1:].tolist():
-            out.append(row[: row.index(EOS)] if EOS in row else row)
-        return out
+        return beam_search(lambda tokens, cache: self.step(tokens, cache, cross), src.shape[0], beam,
+                           max_len or int(1.2 * src.shape[1]) + 10, self.arch.vocab_size, src.device, len_penalty)
+
+
+def beam_search(step, bsz: int, beam: int, max_len: int, vocab: int, device: torch.device | str = "cpu",
+                len_penalty: float = 1.0) -> list[list[int]]:
+    """Batched beam search over any incremental decoder (the torch model, or the exported
+    ONNX graphs: one algorithm, so both decode alike).
+
+    ``step(tokens (B*beam, 1), cache | None) -> (logits (B*beam, V), cache)``, the cache a list
+    of (k, v) tensors whose first dim is B*beam (reordered here as beams are chosen). Finished
+    beams stay in the beam with their score frozen; the best hypothesis is chosen by
+    score / length**len_penalty (fairseq's normalisation). Returns B lists without BOS/EOS."""
+    tokens = torch.full((bsz * beam, 1), BOS, dtype=torch.long, device=device)
+    scores = torch.zeros(bsz, beam, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand from beam 0 only
+    done = torch.zeros(bsz * beam, dtype=torch.bool, device=device)
+    lengths = torch.zeros(bsz * beam, device=device)
+    cache = None
+    for _ in range(max_len):
+        logits, cache = step(tokens[:, -1:], cache)
+        lp = F.log_softmax(logits.float(), dim=-1)
+        lp[done] = float("-inf")
+        lp[done, EOS] = 0.0  # a finished beam only "extends" with EOS at no cost
+        cand = (scores.reshape(-1, 1) + lp).reshape(bsz, beam * vocab)
+        scores, flat = cand.topk(beam, dim=-1)
+        sel = (torch.arange(bsz, device=device) * beam).unsqueeze(1).add(flat // vocab).reshape(-1)
+        tok = (flat % vocab).reshape(-1, 1)
+        lengths = lengths[sel] + (~done[sel]).float()
+        done = done[sel] | tok.squeeze(1).eq(EOS)
+        tokens = torch.cat([tokens[sel], tok], dim=1)
+        cache = [(k[sel], v[sel]) for k, v in cache]
+        if bool(done.all()):
+            break
+    norm = (scores.reshape(-1) / lengths.clamp(min=1) ** len_penalty).reshape(bsz, beam)
+    best = norm.argmax(dim=-1) + torch.arange(bsz, device=device) * beam
+    out = []
+    for row in tokens[best, 1:].tolist():
+        out.append(row[: row.index(EOS)] if EOS in row else row)
+    return out
 
 
 def build_model(arch: Arch, seed: int | None = 0, dropout: float = 0.0, moe_backend: str = "torch") -> SubTransformer:

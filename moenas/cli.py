@@ -14,7 +14,7 @@ from moenas.arch.errors import UserError
 
 # Order = order in `moenas --help`. A module that fails to import (e.g. an optional extra is
 # missing) drops only its own command.
-COMMANDS = ["space", "export", "profile", "fit", "predict", "evaluate", "kernels", "train", "search", "demo"]
+COMMANDS = ["space", "export", "translate", "profile", "fit", "predict", "evaluate", "kernels", "train", "search", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -60,28 +60,36 @@ def _standalone(model: nn.Module, arch: Arch | None) -> SubTransformer:
 @torch.no_grad()
 def translate(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, sources: Sequence[str],
               beam: int = 1, max_len: int = 64, batch_size: int = 32) -> list[str]:
-    """Detokenised translations of ``sources`` (in order), greedy (beam 1) or beam search.
-    Sentences are batched by length; each is truncated to ``max_len - 1`` subwords."""
+    """Detokenised translations of ``sources`` (in order), greedy (beam 1) or beam search,
+    with ``arch``'s weights (inherited from a SuperNet, or the SubTransformer's own)."""
     if not sources:
         return []
     sub = _standalone(model, arch)
     was_training = sub.training
     sub.eval()
-    device = next(sub.parameters()).device
+    try:
+        return decode_sentences(sub.generate, tokenizer, sources, beam, max_len, batch_size,
+                                next(sub.parameters()).device)
+    finally:
+        sub.train(was_training)
+
+
+def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[str], beam: int = 1, max_len: int = 64,
+                     batch_size: int = 32, device: torch.device | str = "cpu") -> list[str]:
+    """Translate with any ``generate(src (B, S) ids, beam=, max_len=) -> B id lists`` (the torch
+    model's, or the ONNX translator's): sentences are encoded (+ EOS, each truncated to
+    ``max_len - 1`` subwords), batched by length, decoded and put back in input order."""
     examples = encode_pairs(tokenizer, [(s, "") for s in sources], max_len)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     hyps: dict[int, str] = {}
-    try:
-        for k in range(0, len(order), batch_size):
-            idx = order[k: k + batch_size]
-            src = torch.full((len(idx), max(len(examples[i][0]) for i in idx) + 1), PAD, dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids = examples[i][0] + [tokenizer.eos_id]
-                src[r, : len(ids)] = torch.tensor(ids)
-            for i, o in zip(idx, sub.generate(src.to(device), beam=beam, max_len=max_len)):
-                hyps[i] = tokenizer.decode(o)
-    finally:
-        sub.train(was_training)
+    for k in range(0, len(order), batch_size):
+        idx = order[k: k + batch_size]
+        src = torch.full((len(idx), max(len(examples[i][0]) for i in idx) + 1), PAD, dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids = examples[i][0] + [tokenizer.eos_id]
+            src[r, : len(ids)] = torch.tensor(ids)
+        for i, o in zip(idx, generate(src.to(device), beam=beam, max_len=max_len)):
+            hyps[i] = tokenizer.decode(o)
     return [hyps[i] for i in range(len(sources))]
 
 

@@ -1,43 +1,69 @@
-"""`moenas export ARCH.json --out DIR`: the arch's encoder and decoder step as ONNX graphs."""
+"""`moenas export [ARCH.json] --out DIR`: an arch's encoder and decoder step as ONNX graphs.
+
+  moenas export arch.json --out exp/                                  # seeded random weights (profiling)
+  moenas export best_arch.json --supernet runs/demo/supernet.pt --out model/   # inherited weights
+  moenas export --checkpoint runs/best.pt --out model/                 # a standalone trained model
+
+With --supernet or --checkpoint the directory also holds the tokenizer, and
+`moenas translate --model DIR` translates with it.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 
 from moenas.arch import SearchSpace, UserError
 
-from ._common import print_json, read_archs
+from ._common import check_at_least, print_json, read_archs
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export an arch to ONNX (encoder + incremental decoder step)",
-        description="Write encoder.onnx, decoder.onnx and manifest.json for one arch (the first of a JSON-lines file).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("arch", help="arch JSON file (or JSON lines: the first arch)")
+        "export", help="export an arch to ONNX (encoder + incremental decoder step), optionally with trained weights",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("arch", nargs="?", help="arch JSON file (or JSON lines: the first arch); optional with --checkpoint")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--space", help="validate the arch against this space first")
-    p.add_argument("--seed", type=int, default=0, help="weight seed (build_model)")
-    p.add_argument("--method", default="torchscript", choices=["torchscript", "dynamo"], help="exporter")
-    p.add_argument("--opset", type=int, default=17)
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--supernet", metavar="CKPT", help="export the arch with weights inherited from this supernet checkpoint")
+    w.add_argument("--checkpoint", metavar="CKPT", help="export the standalone model of this checkpoint (moenas train --arch)")
+    p.add_argument("--seed", type=int, default=0, help="weight seed without a checkpoint (build_model; default: 0)")
+    p.add_argument("--method", default="torchscript", choices=["torchscript", "dynamo"], help="exporter (default: torchscript)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 14-23 (default: 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from moenas.profiler.onnx_export import export_to_dir
+    from moenas.profiler.onnx_export import MANIFEST, export_to_dir
 
+    check_at_least("--opset", args.opset, 14)
+    if args.opset > 23:
+        raise UserError(f"--opset must be <= 23, got {args.opset}")
     space = SearchSpace.load(args.space) if args.space else None
-    archs = read_archs(args.arch, space)
-    if not archs:
-        raise UserError(f"{args.arch}: no arch in the file")
-    out = export_to_dir(archs[0], args.out, seed=args.seed, method=args.method, opset=args.opset, overwrite=args.overwrite)
-    import json
+    arch = None
+    if args.arch:
+        archs = read_archs(args.arch, space)
+        if not archs:
+            raise UserError(f"{args.arch}: no arch in the file")
+        arch = archs[0]
+    elif not args.checkpoint:
+        raise UserError("an ARCH file is needed (only --checkpoint, whose model holds its arch, goes without one)")
+    if args.supernet or args.checkpoint:
+        if args.method != "torchscript":
+            raise UserError("--method dynamo exports random weights only; trained weights use torchscript")
+        from moenas.search.deploy import export_trained
 
-    manifest = json.loads((out / "manifest.json").read_text())
+        out = export_trained(arch, args.supernet or args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
+    else:
+        out = export_to_dir(arch, args.out, seed=args.seed, method=args.method, opset=args.opset, overwrite=args.overwrite)
+    manifest = json.loads((out / MANIFEST).read_text())
     if args.json:
         print_json(manifest)
     else:
-        print(f"exported {manifest['arch_id']} to {out}/ (encoder.onnx, decoder.onnx, manifest.json; "
+        weights = manifest.get("weights", {}).get("source", f"random, seed {manifest['seed']}")
+        files = "encoder.onnx, decoder.onnx, manifest.json" + (", tokenizer.json" if manifest.get("tokenizer") else "")
+        print(f"exported {manifest['arch_id']} to {out}/ ({files}; weights: {weights}; "
               f"{manifest['method']}, opset {manifest['opset']})")
     return 0
