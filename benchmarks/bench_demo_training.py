@@ -32,25 +32,23 @@ from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
-TOKENS = 4_800_000  # ~10 minutes of training at ~8k tokens/s on the 2-core CPU
 TOKENS_PER_STEP = {1024: 1850, 2048: 3700, 4096: 7400, 8192: 14800}  # measured mean n_tokens per batch
 
 
-def _recipe(sampling: str, max_tokens: int, lr: float, schedule: str, warmup: int, **kw) -> dict:
-    cost = 1 if sampling == "uniform" else 2.6  # sandwich: largest + smallest + 1 random, measured step cost
-    steps = int(TOKENS / TOKENS_PER_STEP[max_tokens] / cost)
+def _recipe(sampling: str, max_tokens: int, lr: float, schedule: str, warmup: int, steps: int, **kw) -> dict:
     return dict(sampling=sampling, max_tokens=max_tokens, lr=lr, schedule=schedule, warmup=warmup, steps=steps,
                 sandwich_random=1, **kw)
 
 
+# Steps chosen so that each recipe costs about the same training time on the 2-core CPU (per-step
+# costs from benchmarks/bench_training.py on a quiet machine).
 RECIPES = {
-    "u2k-1e3-isqrt": _recipe("uniform", 2048, 1e-3, "inverse_sqrt", 200),  # the command, shorter
-    "u4k-3e3-cos": _recipe("uniform", 4096, 3e-3, "cosine", 100),
-    "u4k-2e3-cos": _recipe("uniform", 4096, 2e-3, "cosine", 100),
-    "u4k-5e3-cos": _recipe("uniform", 4096, 5e-3, "cosine", 100),
-    "s4k-3e3-cos": _recipe("sandwich", 4096, 3e-3, "cosine", 50),
-    "u8k-5e3-cos": _recipe("uniform", 8192, 5e-3, "cosine", 60),
-    "u4k-3e3-cos-d0": _recipe("uniform", 4096, 3e-3, "cosine", 100, dropout=0.0),
+    "u4k-3e3-cos": _recipe("uniform", 4096, 3e-3, "cosine", 100, 648),
+    "s4k-3e3-cos": _recipe("sandwich", 4096, 3e-3, "cosine", 50, 249),
+    "u2k-3e3-cos-d0": _recipe("uniform", 2048, 3e-3, "cosine", 100, 1200, dropout=0.0),
+    "u1k-3e3-cos-d0": _recipe("uniform", 1024, 3e-3, "cosine", 100, 1800, dropout=0.0),
+    "u2k-5e3-cos-d0": _recipe("uniform", 2048, 5e-3, "cosine", 100, 1200, dropout=0.0),
+    "s2k-3e3-cos-d0": _recipe("sandwich", 2048, 3e-3, "cosine", 100, 500, dropout=0.0),
 }
 
 

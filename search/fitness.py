@@ -1,7 +1,10 @@
-"""Fitness for search: validation loss with weights inherited from a trained supernet.
+"""Fitness for search: validation loss (or BLEU) with weights inherited from a trained supernet,
+and the translation quality of chosen archs for reports.
 
 The supernet and the fixed validation subset are loaded once, lazily, in the process that
-evaluates (so a ProcessPoolRunner worker loads its own copy once). Lower is better.
+evaluates (so a ProcessPoolRunner worker loads its own copy once). Lower is better:
+``metric="loss"`` returns nats/token (HAT and AutoMoE search on it); ``metric="bleu"`` returns
+-BLEU (greedy decoding of the validation subset, ~10x slower than the loss).
 """
 from __future__ import annotations
 
@@ -10,24 +13,32 @@ from typing import Any, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
 
+METRICS = ("loss", "bleu")
+
 
 @dataclass
 class SupernetFitness:
     ckpt: str
     valid_sentences: int | None = None  # size of the fixed validation subset (None: the checkpoint's)
     device: str = "cpu"
+    metric: str = "loss"
     _state: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise UserError(f"unknown fitness {self.metric!r} (choose from {', '.join(METRICS)})")
 
     def _load(self) -> dict[str, Any]:
         if not self._state:
             import torch
 
-            from .checkpoint import load_supernet, validation_data
+            from .checkpoint import load_supernet, load_tokenizer, validation_data
 
-            torch.set_num_threads(1)  # one evaluator per core; see DESIGN.md on thread noise
+            torch.set_num_threads(1)  # one evaluator per core; see docs/ARCHITECTURE.md on thread noise
             net, meta = load_supernet(self.ckpt, self.device)
             batches, pairs = validation_data(meta, n_sentences=self.valid_sentences)
-            self._state.update(net=net, meta=meta, batches=batches, n_pairs=len(pairs))
+            self._state.update(net=net, meta=meta, batches=batches, pairs=pairs, n_pairs=len(pairs),
+                               tok=load_tokenizer(meta))
         return self._state
 
     @property
@@ -39,10 +50,25 @@ class SupernetFitness:
             raise UserError(f"supernet {self.ckpt} was trained on space {self.space.name!r}, not {space.name!r}")
 
     def __call__(self, archs: Sequence[Arch]) -> list[float]:
-        from .evaluation import validation_loss
+        from .evaluation import bleu_score, validation_loss
 
         st = self._load()
+        if self.metric == "bleu":
+            return [-bleu_score(st["net"], a, st["tok"], st["pairs"]) for a in archs]
         return validation_loss(st["net"], list(archs), st["batches"])
 
+    def quality(self, arch: Arch, sentences: int = 200, samples: int = 3, split: str = "test") -> dict[str, Any]:
+        """Validation loss, BLEU on the first ``sentences`` pairs of ``split`` (greedy) and
+        ``samples`` source / reference / output triples, all with inherited weights."""
+        from .checkpoint import checkpoint_corpus
+        from .evaluation import translation_report, validation_loss
+
+        st = self._load()
+        pairs = getattr(checkpoint_corpus(st["meta"]), split)[:sentences]
+        rep = translation_report(st["net"], arch, st["tok"], pairs, n_samples=samples)
+        return {"val_loss": validation_loss(st["net"], [arch], st["batches"])[0], "bleu": rep["bleu"],
+                "bleu_split": split, "bleu_sentences": rep["sentences"], "samples": rep["samples"]}
+
     def __getstate__(self) -> dict[str, Any]:  # workers reload instead of pickling the model
-        return {"ckpt": self.ckpt, "valid_sentences": self.valid_sentences, "device": self.device, "_state": {}}
+        return {"ckpt": self.ckpt, "valid_sentences": self.valid_sentences, "device": self.device, "metric": self.metric,
+                "_state": {}}

@@ -29,6 +29,13 @@ class Verification:
     budget_ms: float | None
     gflops: float
     params_m: float
+    bleu: float | None = None          # inherited-weight BLEU on the test split (greedy)
+    val_loss: float | None = None      # validation loss (= loss unless the search's fitness was BLEU)
+    samples: list[dict[str, str]] = field(default_factory=list)  # source / reference / output triples
+
+    def add_quality(self, q: dict[str, Any]) -> None:
+        """Attach :meth:`SupernetFitness.quality`'s result."""
+        self.bleu, self.val_loss, self.samples = q["bleu"], q["val_loss"], q["samples"]
 
     @property
     def meets_budget(self) -> bool | None:
@@ -107,23 +114,45 @@ class SearchReport:
         ]
         if self.verifications:
             lines += ["## Re-measured on the device", "",
-                      "| arch | role | loss | predicted ms (interval) | measured ms | error | GFLOPs | params (M) | budget |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      f"Fitness: {s.get('fitness', 'loss')}. BLEU: greedy, inherited weights, the test split.", "",
+                      "| arch | role | val loss | BLEU | predicted ms (interval) | measured ms | error | GFLOPs | params (M) | budget |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for v in self.verifications:
-                meas = "not measured" if v.measured_ms is None else f"{v.measured_ms:.3g}"
-                err = "" if v.error_pct is None else f"{v.error_pct:+.1f}%"
-                verdict = {True: "meets", False: "**FAILS**", None: "unverified"}[v.meets_budget]
-                lines.append(f"| `{v.arch_id}` | {v.role} | {v.loss:.4f} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-{v.predicted_high_ms:.3g}) "
-                             f"| {meas} | {err} | {v.gflops:.3g} | {v.params_m:.2f} | {verdict} |")
+                lines.append(verification_row(v))
             failed = [v for v in self.verifications if v.meets_budget is False and v.role != "dense-baseline"]
             lines += ["", ("**Warning:** " + ", ".join(f"`{v.arch_id}`" for v in failed) +
                            " exceeded the budget when measured; it is not reported as meeting it.") if failed
                       else "Every searched arch that was re-measured met the budget on the device.", ""]
+            lines += translation_lines(self.verifications)
         if self.baseline:
             lines += ["## Baseline", "", "```", json.dumps(self.baseline, indent=2, default=str), "```", ""]
         lines += ["## Files", "", "`best_arch.json`, `pareto.csv` (non-dominated archs: loss vs predicted latency), "
                   "`evaluated.csv` (every evaluated arch), `history.csv` (per iteration), `pareto.png`, `report.json`.", ""]
         return "\n".join(lines)
+
+
+def verification_row(v: Verification) -> str:
+    """One Markdown table row: arch, role, loss, BLEU, predicted vs measured latency, cost, verdict."""
+    meas = "not measured" if v.measured_ms is None else f"{v.measured_ms:.3g}"
+    err = "" if v.error_pct is None else f"{v.error_pct:+.1f}%"
+    verdict = {True: "meets", False: "**FAILS**", None: "unverified"}[v.meets_budget] if v.role != "dense-baseline" else "-"
+    loss = v.val_loss if v.val_loss is not None else v.loss
+    bleu = "-" if v.bleu is None else f"{v.bleu:.1f}"
+    return (f"| `{v.arch_id}` | {v.role} | {loss:.4f} | {bleu} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-{v.predicted_high_ms:.3g}) "
+            f"| {meas} | {err} | {v.gflops:.3g} | {v.params_m:.2f} | {verdict} |")
+
+
+def translation_lines(verifications: Sequence[Verification]) -> list[str]:
+    """A Markdown section with each arch's source / reference / output triples."""
+    out = []
+    for v in verifications:
+        if not v.samples:
+            continue
+        out += [f"### Translations by `{v.arch_id}` ({v.role})", "", "| source | reference | output |", "|---|---|---|"]
+        cell = lambda t: t.replace("|", "\\|") or "(empty)"  # noqa: E731
+        out += [f"| {cell(x['source'])} | {cell(x['reference'])} | {cell(x['output'])} |" for x in v.samples]
+        out.append("")
+    return (["## Translations (test split, greedy, inherited weights)", ""] + out) if out else []
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -36,6 +36,8 @@ class SearchJob:
     max_params: float | None = None
     confidence: float = 0.9
     valid_sentences: int | None = None
+    fitness: str = "loss"             # or "bleu" (the candidates' loss column then holds -BLEU)
+    bleu_sentences: int = 200         # test-split sentences for the winners' BLEU; 0 = none
     workers: int = 1
     random_baseline: bool = False
     verify_top: int = 3
@@ -46,6 +48,7 @@ class SearchJob:
     overwrite: bool = False
     show_progress: bool = True
     _predictor: Any = field(default=None, init=False, repr=False)
+    _fitness: Any = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> "SearchJob":
@@ -54,7 +57,8 @@ class SearchJob:
                               mutate_prob=a.mutate_prob, iterations=a.iterations, seed=a.seed, objectives=objectives)
         return cls(space=SearchSpace.load(a.space), supernet=a.supernet, predictor_path=a.predictor, out=Path(a.out),
                    config=cfg, max_latency_ms=a.max_latency_ms, max_gflops=a.max_gflops, max_params=a.max_params,
-                   confidence=a.confidence, valid_sentences=a.valid_sentences, workers=a.workers,
+                   confidence=a.confidence, valid_sentences=a.valid_sentences, fitness=a.fitness,
+                   bleu_sentences=a.bleu_sentences, workers=a.workers,
                    random_baseline=a.random_baseline, verify_top=a.verify_top, backend=a.backend, device=a.device,
                    threads=a.threads, resume=a.resume, overwrite=a.overwrite)
 
@@ -67,6 +71,10 @@ class SearchJob:
         for name, v in (("--max-latency-ms", self.max_latency_ms), ("--max-gflops", self.max_gflops), ("--max-params", self.max_params)):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be > 0, got {v}")
+        if self.bleu_sentences < 0:
+            raise UserError(f"--bleu-sentences must be >= 0, got {self.bleu_sentences}")
+        if self.valid_sentences is not None and self.valid_sentences < 1:
+            raise UserError(f"--valid-sentences must be >= 1, got {self.valid_sentences}")
         if not 0 <= self.confidence < 1:
             raise UserError(f"--confidence must be in [0, 1), got {self.confidence}")
         done = self.out / "report.json"
@@ -98,7 +106,8 @@ class SearchJob:
     def settings(self) -> dict[str, Any]:
         return {"space": self.space.name, "supernet": str(self.supernet), "predictor": str(self.predictor_path),
                 "max_latency_ms": self.max_latency_ms, "max_gflops": self.max_gflops, "max_params": self.max_params,
-                "confidence": self.confidence, "objectives": ",".join(self.config.objectives), **asdict(self.config),
+                "confidence": self.confidence, "fitness": "validation loss" if self.fitness == "loss" else "-BLEU (validation)",
+                "objectives": ",".join(self.config.objectives), **asdict(self.config),
                 "predictor_device": self.predictor.metadata.get("device"), "remeasure_backend": self.backend,
                 "remeasure_device": self.device, "threads": self.threads}
 
@@ -109,9 +118,10 @@ class SearchJob:
     def run(self) -> tuple[SearchReport, dict[str, Path]]:
         self.check_inputs()
         self.out.mkdir(parents=True, exist_ok=True)
-        fitness = SupernetFitness(self.supernet, self.valid_sentences)
+        fitness = SupernetFitness(self.supernet, self.valid_sentences, metric=self.fitness)
         fitness.check_space(self.space)
-        runner = (ProcessPoolRunner(fitness_factory(self.supernet, self.valid_sentences), self.workers)
+        self._fitness = fitness
+        runner = (ProcessPoolRunner(fitness_factory(self.supernet, self.valid_sentences, self.fitness), self.workers)
                   if self.workers > 1 else InProcessRunner())
         cached = CachedFitness(fitness, runner)
         constraints = self.constraints()
@@ -156,12 +166,20 @@ class SearchJob:
                 break
             if c.arch.arch_id != result.best.arch.arch_id:
                 chosen.append(("pareto", c))
-        return verify(chosen, self.predictor, self.confidence or 0.5, self.max_latency_ms, measure=self.verify_top > 0,
+        rows = verify(chosen, self.predictor, self.confidence or 0.5, self.max_latency_ms, measure=self.verify_top > 0,
                       backend=self.backend, device=self.device, threads=self.threads)
+        for v, (_, c) in zip(rows, chosen):
+            self.add_quality(v, c.arch)
+        return rows
+
+    def add_quality(self, v, arch) -> None:
+        """Validation loss, test BLEU and translation samples of one verified arch."""
+        if self.bleu_sentences > 0:
+            v.add_quality(self._fitness.quality(arch, self.bleu_sentences))
 
 
-def fitness_factory(ckpt: str, valid_sentences: int | None):
+def fitness_factory(ckpt: str, valid_sentences: int | None, metric: str = "loss"):
     """A picklable fitness factory for worker processes."""
     import functools
 
-    return functools.partial(SupernetFitness, ckpt, valid_sentences)
+    return functools.partial(SupernetFitness, ckpt, valid_sentences, metric=metric)

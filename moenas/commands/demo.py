@@ -9,20 +9,43 @@ from ._common import print_json, table
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline: profile, fit, train, search, re-measure, compare",
-                       description="Profile archs on this CPU, fit and evaluate a latency predictor, train a supernet "
-                                   "on the embedded corpus, search under a latency budget, re-measure the winner and "
-                                   "compare it with a dense arch of similar validation loss. Stages whose output "
-                                   "exists in --out are reused, so an interrupted demo continues.")
+                       description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~20 archs measured "
+                                   "here), train a supernet on the embedded corpus, search under a latency budget, "
+                                   "re-measure the winner, compare it with a dense arch of similar validation loss (BLEU "
+                                   "and translations of both), and export the winner with its weights. Stages whose "
+                                   "output exists in --out are reused, so an interrupted demo continues.")
     p.add_argument("--scale", default="tiny", choices=["tiny", "wmt"],
                    help="tiny: minutes on a CPU [default]; wmt: paper scale (automoe-wmt space, needs --corpus DIR, hours)")
     p.add_argument("--out", default="runs/demo", help="output folder [runs/demo]")
     p.add_argument("--corpus", default=None, help="'default' (gettext catalogs on this machine) or a folder of parallel text")
-    p.add_argument("--reuse-profiles", action="store_true", help="fit on the shipped dataset instead of profiling this CPU")
-    p.add_argument("--profile-n", type=int, default=None, help="archs to profile [tiny: 60]")
-    p.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 300]")
-    p.add_argument("--iterations", type=int, default=None, help="evolution iterations [tiny: 8]")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median profiled latency]")
-    p.add_argument("--supernet", default=None, choices=["slice", "mos"], help="supernet kind [slice]")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="profile --profile-n archs here and fit on them alone, instead of adapting the shipped predictor")
+    p.add_argument("--reuse-profiles", action="store_true", help="use the shipped dataset as is (no measurement on this machine)")
+    p.add_argument("--profile-n", type=int, default=None, help="with --from-scratch: archs to profile [tiny: 60]")
+    p.add_argument("--transfer-n", type=int, default=None, help="archs measured here to adapt the shipped predictor [tiny: 20]")
+    p.add_argument("--transfer-holdout", type=int, default=None, help="more archs measured here to check it [tiny: 10]")
+    p.add_argument("--profile-seconds", type=float, default=None,
+                   help="cap on timed seconds per profiled arch, for a quick look [the profiler's stop rule]")
+    p.add_argument("--drift-threshold", type=float, default=None,
+                   help="reference-model deviation that flags and re-measures profiled rows [0.05]")
+    p.add_argument("--predictor-model", default=None, help="latency model to fit (see moenas fit --help) [auto]")
+    g = p.add_argument_group("supernet training (defaults measured: benchmarks/bench_demo_training.py)")
+    g.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 560]")
+    g.add_argument("--train-max-tokens", type=int, default=None, help="tokens per batch [tiny: 4096]")
+    g.add_argument("--train-lr", type=float, default=None, help="peak learning rate [3e-3]")
+    g.add_argument("--train-warmup", type=int, default=None, help="warm-up steps [100]")
+    g.add_argument("--sampling", default=None, choices=["uniform", "sandwich"], help="arch sampling rule [uniform]")
+    g.add_argument("--supernet", default=None, choices=["slice", "mos"], help="supernet kind [slice]")
+    s = p.add_argument_group("search")
+    s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")
+    s.add_argument("--population", type=int, default=None, help="[tiny: 40]")
+    s.add_argument("--parents", type=int, default=None, help="[tiny: 10]")
+    s.add_argument("--mutations", type=int, default=None, help="[tiny: 15]")
+    s.add_argument("--crossovers", type=int, default=None, help="[tiny: 15]")
+    s.add_argument("--iterations", type=int, default=None, help="evolution iterations [tiny: 8]")
+    s.add_argument("--valid-sentences", type=int, default=None, help="validation sentences for fitness [tiny: 200]")
+    s.add_argument("--bleu-sentences", type=int, default=None, help="test sentences for BLEU [200]")
+    s.add_argument("--dense-candidates", type=int, default=None, help="dense archs sampled for the comparison [tiny: 48]")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -31,22 +54,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from moenas.search.pipeline import Demo, DemoConfig
 
-    cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), corpus=args.corpus, reuse_profiles=args.reuse_profiles or None,
-                               profile_n=args.profile_n, train_steps=args.train_steps, iterations=args.iterations,
-                               max_latency_ms=args.max_latency_ms, supernet=args.supernet, seed=args.seed)
+    names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup",
+             "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
+             "valid_sentences", "bleu_sentences", "dense_candidates", "seed")
+    cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
+                               reuse_profiles=args.reuse_profiles or None, **{n: getattr(args, n) for n in names})
     s = Demo(cfg).run()
     if args.json:
         print_json(s)
         return 0
     b, d = s["searched"], s["dense"]
-    rows = [[name, v["arch_id"], v["loss"], v["predicted_ms"], v["measured_ms"], v["gflops"], v["params_m"]]
-            for name, v in (("searched MoE", b), ("dense, similar loss", d))]
+    rows = [[name, v["arch_id"], v["val_loss"] if v["val_loss"] is not None else v["loss"], v["bleu"], v["predicted_ms"],
+             v["measured_ms"], v["gflops"], v["params_m"]] for name, v in (("searched MoE", b), ("dense, similar loss", d))]
     print()
-    print(table(rows, ["arch", "id", "valid loss", "predicted ms", "measured ms", "GFLOPs", "params M"]))
+    print(table(rows, ["arch", "id", "valid loss", "test BLEU", "predicted ms", "measured ms", "GFLOPs", "params M"]))
     ratio = s["dense_over_searched_latency"]
     budget = s["facts"]["budget_ms"]
     verdict = "meets" if b["meets_budget"] else "DOES NOT meet"
+    dep = s["facts"]["deploy"]
     print(f"\nbudget {budget:.3g} ms: the searched arch {verdict} it when measured"
           + (f"; the dense arch is {ratio:.2f}x its latency." if ratio else "."))
+    print(f"exported with its weights to {dep['model_dir']}; onnxruntime: {dep['source']!r} -> {dep['output']!r}")
     print(f"report: {Path(args.out) / 'README.md'}  (stage times: {s['timings_s']})")
     return 0 if b["meets_budget"] else 1

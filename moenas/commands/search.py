@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objectives", default="loss", help="'loss' (single objective) or 'loss,latency' (NSGA-II) [loss]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--valid-sentences", type=int, default=None, help="fixed validation subset size [the checkpoint's]")
+    p.add_argument("--fitness", choices=["loss", "bleu"], default="loss",
+                   help="what evolution minimises: validation loss (HAT, AutoMoE) or -BLEU of greedy decoding (~10x slower) [loss]")
+    p.add_argument("--bleu-sentences", type=int, default=200,
+                   help="test-split sentences for the BLEU and translations of the re-measured archs; 0 = none [200]")
     p.add_argument("--workers", type=int, default=1, help="processes evaluating fitness [1]")
     p.add_argument("--random-baseline", action="store_true", help="also run random search with the same number of evaluations")
     p.add_argument("--verify-top", type=int, default=3, help="re-measure the best and up to N-1 Pareto archs [3]; 0 = skip")
@@ -59,8 +63,14 @@ def print_summary(report, paths) -> None:
     print(f"\nbest arch {best.arch.arch_id}: loss {best.loss:.4f}, predicted {best.latency:.3g} ms "
           f"({len(report.result.evaluated)} archs evaluated)")
     if report.verifications:
-        rows = [[v.role, v.arch_id, f"{v.loss:.4f}", f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
+        rows = [[v.role, v.arch_id, f"{v.val_loss if v.val_loss is not None else v.loss:.4f}",
+                 "-" if v.bleu is None else f"{v.bleu:.1f}",
+                 f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
                  "-" if v.measured_ms is None else f"{v.measured_ms:.3g}", f"{v.gflops:.3g}",
                  {True: "yes", False: "NO", None: "?"}[v.meets_budget]] for v in report.verifications]
-        print(table(rows, ["role", "arch", "loss", "predicted ms [interval]", "measured ms", "GFLOPs", "in budget"]))
+        print(table(rows, ["role", "arch", "val loss", "BLEU", "predicted ms [interval]", "measured ms", "GFLOPs", "in budget"]))
+        best_v = next((v for v in report.verifications if v.samples), None)
+        if best_v:
+            x = best_v.samples[0]
+            print(f"{best_v.arch_id} translates {x['source']!r} -> {x['output']!r} (reference {x['reference']!r})")
     print(f"report: {paths['report_md']}")

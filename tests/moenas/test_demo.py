@@ -1,0 +1,54 @@
+"""`moenas demo` end to end at micro sizes: the transfer path, a supernet, search, the dense
+comparison, BLEU and translations in the report, the winner exported and translated by
+onnxruntime; and bad settings rejected in one line before any work."""
+import json
+
+import pytest
+
+from moenas.cli import main
+from moenas.data.corpus import synthetic_pairs, write_parallel_dir
+
+SMALL = ["--transfer-n", "4", "--transfer-holdout", "2", "--train-steps", "4", "--train-max-tokens", "512",
+         "--population", "6", "--parents", "2", "--mutations", "2", "--crossovers", "2", "--iterations", "1",
+         "--valid-sentences", "12", "--bleu-sentences", "6", "--dense-candidates", "3", "--predictor-model", "flops-linear",
+         "--profile-seconds", "0.3", "--drift-threshold", "10"]  # quick timings; the suite's machine may be busy
+
+
+@pytest.mark.slow
+def test_demo_transfer_path_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MOENAS_CACHE", str(tmp_path / "cache"))
+    corpus = write_parallel_dir(tmp_path / "corpus", synthetic_pairs(300, seed=4))
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--corpus", str(corpus), *SMALL, "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1)  # 1 = the winner measured over budget: reported, not hidden
+    f = s["facts"]
+    assert f["profile"]["archs_valid"] == 6
+    assert f["predictor"]["path"].startswith("transfer from tiny-cpu-ort") and f["predictor"]["n_holdout"] == 2
+    assert set(f["supernet"]) == {"largest", "smallest"}
+    for role in ("searched", "dense"):
+        assert 0 <= s[role]["bleu"] <= 100 and len(s[role]["samples"]) == 3 and s[role]["measured_ms"] > 0
+    assert (out / "model" / "tokenizer.json").is_file() and f["deploy"]["source"]
+    readme = (out / "README.md").read_text()
+    assert "BLEU" in readme and "## Translations" in readme and f["deploy"]["output"] in readme
+    assert "| source | reference | output |" in (out / "search" / "report.md").read_text()
+    # a rerun reuses every stage's output (the demo is resumable) and gives the same winner
+    rc2 = main(["demo", "--out", str(out), "--corpus", str(corpus), *SMALL, "--json"])
+    s2 = json.loads(capsys.readouterr().out)
+    assert rc2 == rc and s2["searched"]["arch_id"] == s["searched"]["arch_id"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--transfer-n", "0"], "--transfer-n must be >= 1"),
+    (["--train-steps", "-1"], "--train-steps must be >= 0"),
+    (["--from-scratch", "--profile-n", "0"], "--profile-n must be >= 1"),
+    (["--train-lr", "-1"], "--train-lr must be > 0"),
+    (["--max-latency-ms", "0"], "--max-latency-ms must be > 0"),
+    (["--scale", "wmt"], "--scale wmt needs --corpus DIR"),
+])
+def test_bad_demo_settings_are_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "d"
+    assert main(["demo", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
