@@ -32,7 +32,7 @@ class SynthDevice:
     gbps: float           # memory bandwidth
     knee: float           # width at which matmuls reach half of peak
     moe_us: float         # extra dispatch cost per expert per MoE layer (gather/scatter)
-    noise: float = 0.015  # lognormal sigma of one measurement (DESIGN.md: ~1.7% between passes)
+    noise: float = 0.015  # lognormal sigma of one measurement (docs/ARCHITECTURE.md: ~1.7% between passes)
 
 
 DEVICES = {

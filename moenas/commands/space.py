@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from moenas.arch import SearchSpace, load_arch, load_archs
+from moenas.arch import SearchSpace, load_arch, load_archs, shipped_spaces
 from moenas.arch.cost import protocol_cost
 from moenas.arch.protocol import LatencyProtocol
 
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_sample)
     v = ssub.add_parser("validate", help="check archs (JSON or JSON lines) against a space")
     v.add_argument("file", help="ARCH.json or ARCHS.jsonl")
-    v.add_argument("--space", default="tiny", help="space name or YAML file [tiny]")
+    v.add_argument("--space", default=None,
+                   help="space name or YAML file [none: report which shipped spaces hold each arch]")
     v.set_defaults(func=_validate)
     st = ssub.add_parser("stats", help="params, active params, FLOPs and bytes per component")
     st.add_argument("file", help="ARCH.json")
@@ -48,8 +49,10 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    space = SearchSpace.load(args.space)
     archs = load_archs(args.file)
+    if args.space is None:
+        return _which_spaces(args.file, archs)
+    space = SearchSpace.load(args.space)
     bad = 0
     for n, a in enumerate(archs, 1):
         for v in space.violations(a):
@@ -59,6 +62,24 @@ def _validate(args: argparse.Namespace) -> int:
         return 2
     print(f"{len(archs)} arch(s) valid in space {space.name!r}")
     return 0
+
+
+def _which_spaces(path: str, archs) -> int:
+    """For each arch, the shipped spaces that hold it; for one that none holds, the violations
+    of the closest space (fewest). Exit 2 when any arch fits no shipped space."""
+    spaces = [SearchSpace.load(n) for n in shipped_spaces()]
+    lost = 0
+    for n, a in enumerate(archs, 1):
+        found = {sp.name: sp.violations(a) for sp in spaces}
+        inside = [name for name, v in found.items() if not v]
+        if inside:
+            print(f"{path}: arch {n} ({a.arch_id}): in {', '.join(inside)}")
+            continue
+        lost += 1
+        name, viol = min(found.items(), key=lambda kv: len(kv[1]))
+        sys.stderr.write(f"{path}: arch {n} ({a.arch_id}): in no shipped space; closest {name!r} ({len(viol)} violations): "
+                         f"{'; '.join(map(str, viol[:3]))}{' ...' if len(viol) > 3 else ''}\n")
+    return 2 if lost else 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -83,3 +83,18 @@ def test_public_api_names_resolve():
 
     for name in moenas.__all__:
         assert getattr(moenas, name) is not None, name
+
+
+def test_validate_without_a_space_names_the_spaces_that_hold_each_arch(tmp_path, capsys):
+    wmt, tiny = SearchSpace.load("automoe-wmt").sample(3), SearchSpace.load("tiny").sample(4)
+    f = tmp_path / "archs.jsonl"
+    f.write_text(wmt.to_json() + "\n" + tiny.to_json() + "\n")
+    code, out, err = run(capsys, "space", "validate", str(f))
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert "automoe-wmt" in lines[0] and "tiny" not in lines[0] and lines[1].endswith("in tiny")
+    odd = json.loads(tiny.to_json())
+    odd["encoder"]["embed_dim"] = 96  # in no shipped space
+    f.write_text(json.dumps(odd) + "\n")
+    code, out, err = run(capsys, "space", "validate", str(f))
+    assert code == 2 and "in no shipped space; closest 'tiny'" in err and "embed_dim" in err and err.count("\n") == 1

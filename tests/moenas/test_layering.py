@@ -1,4 +1,4 @@
-"""Imports flow one way (DESIGN.md): a package may import only the floors below it."""
+"""Imports flow one way (docs/ARCHITECTURE.md): a package may import only the floors below it."""
 import ast
 from pathlib import Path
 
