@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.data.profiles import COMPONENTS, now_iso, read_profiles, to_frame, write_profiles
@@ -442,17 +442,27 @@ def _sum_ops(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def measure_one(arch: Arch, backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
-                threads_inter: int = 1, protocol: Protocol = Protocol(), rule: StopRule = StopRule()) -> dict[str, Any]:
-    """Time one arch (no dataset): {component: Summary dict} plus expert counts and versions.
-    For re-measuring a search winner."""
+def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
+                  threads_inter: int = 1, protocol: Protocol = Protocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
+    """Time archs side by side (no dataset), round-robin (:func:`measure_interleaved`), so that
+    their medians span the same stretch of the machine's wandering speed and their ratio is
+    fair: one {component: Summary dict, expert counts, versions} per arch. For re-measuring
+    search winners and the archs they are compared with."""
     be = get_backend(backend, device, threads_intra, threads_inter)
-    w = Workload(arch, protocol)
-    runner = be.prepare(w)
+    works = [Workload(a, protocol) for a in archs]
+    runners = []
     try:
-        m = measure(runner.step, rule)
+        for w in works:
+            runners.append(be.prepare(w))
+        ms = measure_interleaved([r.step for r in runners], rule)
     finally:
-        runner.close()
-    return {"arch_id": arch.arch_id, **{c: m.summaries[c].to_dict() for c in COMPONENTS},
-            "expert_counts": w.reference()["expert_counts"], "protocol": protocol.to_dict(),
-            "session_options": be.session_options(), "fingerprint": fingerprint(device)}
+        for r in runners:
+            r.close()
+    return [{"arch_id": w.arch.arch_id, **{c: m.summaries[c].to_dict() for c in COMPONENTS},
+             "expert_counts": w.reference()["expert_counts"], "protocol": protocol.to_dict(),
+             "session_options": be.session_options(), "fingerprint": fingerprint(device)} for w, m in zip(works, ms)]
+
+
+def measure_one(arch: Arch, **kw: Any) -> dict[str, Any]:
+    """Time one arch (no dataset); see :func:`measure_archs`."""
+    return measure_archs([arch], **kw)[0]

@@ -78,7 +78,9 @@ def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[st
                      batch_size: int = 32, device: torch.device | str = "cpu") -> list[str]:
     """Translate with any ``generate(src (B, S) ids, beam=, max_len=) -> B id lists`` (the torch
     model's, or the ONNX translator's): sentences are encoded (+ EOS, each truncated to
-    ``max_len - 1`` subwords), batched by length, decoded and put back in input order."""
+    ``max_len - 1`` subwords), batched by length, decoded and put back in input order. Outputs
+    stop at EOS or after min(max_len, 1.2 S + 10) subwords, S the batch's source length
+    (fairseq's max_len_a/max_len_b as recommended for WMT)."""
     examples = encode_pairs(tokenizer, [(s, "") for s in sources], max_len)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     hyps: dict[int, str] = {}
@@ -88,7 +90,8 @@ def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[st
         for r, i in enumerate(idx):
             ids = examples[i][0] + [tokenizer.eos_id]
             src[r, : len(ids)] = torch.tensor(ids)
-        for i, o in zip(idx, generate(src.to(device), beam=beam, max_len=max_len)):
+        out_len = min(max_len, int(1.2 * src.shape[1]) + 10)
+        for i, o in zip(idx, generate(src.to(device), beam=beam, max_len=out_len)):
             hyps[i] = tokenizer.decode(o)
     return [hyps[i] for i in range(len(sources))]
 

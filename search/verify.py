@@ -24,21 +24,21 @@ def protocol_of(predictor: Any) -> LatencyProtocol:
 def verify(chosen: Sequence[tuple[str, Candidate]], predictor: LatencyModel, confidence: float,
            budget_ms: float | None, measure: bool = True, backend: str = "onnxruntime", device: str = "cpu",
            threads: int = 1, component: str = "total") -> list[Verification]:
-    """(role, candidate) pairs -> Verification rows, timing each arch under the predictor's
-    protocol with the profiler when ``measure``."""
+    """(role, candidate) pairs -> Verification rows, timing the archs under the predictor's
+    protocol with the profiler, round-robin in one run, when ``measure``."""
     protocol = protocol_of(predictor)
     archs = [c.arch for _, c in chosen]
     pred = predictor.predict(archs, confidence=confidence)
-    rows = []
-    for (role, c), mean, lo, hi in zip(chosen, pred.mean, pred.lower, pred.upper):
-        measured = None
-        if measure:
-            from moenas.profiler.runner import measure_one
+    measured: list[float | None] = [None] * len(archs)
+    if measure:  # all chosen archs side by side, so their latency ratios are fair
+        from moenas.profiler.runner import measure_archs
 
-            m = measure_one(c.arch, backend=backend, device=device, threads_intra=threads, protocol=protocol)
-            measured = float(m[component]["median_ms"])
+        ms = measure_archs(archs, backend=backend, device=device, threads_intra=threads, protocol=protocol)
+        measured = [float(m[component]["median_ms"]) for m in ms]
+    rows = []
+    for (role, c), mean, lo, hi, meas in zip(chosen, pred.mean, pred.lower, pred.upper, measured):
         rows.append(Verification(
             arch_id=c.arch.arch_id, role=role, loss=c.loss, predicted_ms=float(mean), predicted_low_ms=float(lo),
-            predicted_high_ms=float(hi), measured_ms=measured, budget_ms=budget_ms,
+            predicted_high_ms=float(hi), measured_ms=meas, budget_ms=budget_ms,
             gflops=protocol_cost(c.arch, protocol).total_flops / 1e9, params_m=param_count(c.arch).total / 1e6))
     return rows

@@ -52,3 +52,24 @@ def test_bad_demo_settings_are_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_paper_scale_path_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    """`moenas demo --scale wmt --corpus DIR` (automoe-wmt space, transfer from the shipped
+    automoe-wmt dataset) with every stage shrunk, on real parallel text: a slice of the gettext
+    corpus written as line-aligned files, as a user's WMT directory would be."""
+    from moenas.data.corpus import load_corpus
+
+    monkeypatch.setenv("MOENAS_CACHE", str(tmp_path / "cache"))
+    pairs = load_corpus("default").train[:400]
+    corpus = write_parallel_dir(tmp_path / "wmt", pairs)
+    out = tmp_path / "demo"
+    argv = ["demo", "--scale", "wmt", "--corpus", str(corpus), "--out", str(out), *SMALL, "--train-steps", "2",
+            "--train-max-tokens", "256", "--dense-candidates", "2", "--json"]
+    rc = main(argv)
+    s = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1)
+    assert s["config"]["space"] == "automoe-wmt" and s["facts"]["predictor"]["path"].startswith("transfer from automoe-wmt")
+    assert s["searched"]["measured_ms"] > 0 and s["dense"]["measured_ms"] > 0 and s["searched"]["bleu"] is not None
+    assert (out / "model" / "encoder.onnx").is_file() and (out / "model" / "tokenizer.json").is_file()
