@@ -84,36 +84,74 @@ def _sidecar(path: Path) -> Path:
 def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(rows, metadata) of a profile dataset; UserError if missing, corrupt, foreign or lacking
     required columns. Metadata is the copy inside the Parquet file (written atomically with the
-    rows; the ``.json`` sidecar is the same text for people and other tools)."""
+    rows; the ``.json`` sidecar is the same text for people and other tools).
+
+    Data a user reshaped with ordinary tools is accepted: a Parquet file without moenas
+    metadata (pandas ``to_parquet`` of a filtered dataset) or a CSV file, as long as it has the
+    schema's columns; every row carries its own protocol, fingerprint and versions. The sidecar
+    is then optional (its fingerprint is read when present)."""
     import pyarrow.parquet as pq
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such profile dataset")
-    try:
-        table = pq.read_table(p)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
-        raise UserError(f"{p}: not a readable Parquet file ({type(e).__name__}); corrupt or not a profile dataset") from None
-    kv = table.schema.metadata or {}
-    if META_KEY not in kv:
-        raise UserError(f"{p}: not a moenas profile dataset (no {META_KEY.decode()} metadata)")
-    try:
-        meta = json.loads(kv[META_KEY])
-    except json.JSONDecodeError:
-        raise UserError(f"{p}: its embedded metadata is corrupt") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{p}: not a moenas profile dataset (format {meta.get('format')!r})")
-    if meta.get("schema_version") != PROFILE_SCHEMA_VERSION:
-        raise UserError(f"{p}: profile schema version {meta.get('schema_version')!r} is not supported (this moenas reads {PROFILE_SCHEMA_VERSION})")
-    df = table.to_pandas()
+    if p.suffix.lower() == ".csv":
+        try:
+            df = pd.read_csv(p)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+            raise UserError(f"{p}: not a readable CSV file ({type(e).__name__})") from None
+        meta = _meta_from_rows(p)
+    else:
+        try:
+            table = pq.read_table(p)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
+            raise UserError(f"{p}: not a readable Parquet file ({type(e).__name__}); corrupt or not a profile dataset") from None
+        kv = table.schema.metadata or {}
+        meta = _embedded_meta(p, kv[META_KEY]) if META_KEY in kv else _meta_from_rows(p)
+        df = table.to_pandas()
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise UserError(f"{p}: missing columns {', '.join(missing)}")
+        what = "not a moenas profile dataset (no metadata, and " if meta.get("reshaped") else "("
+        raise UserError(f"{p}: {what}missing columns {', '.join(missing)})")
     for c, t in COLUMNS.items():
         if c not in df:
             df[c] = pd.Series(np.nan if t == "float64" else pd.NA, index=df.index, dtype=t)
-    df = df.astype({c: t for c, t in COLUMNS.items() if c in df})
+    for c, t in COLUMNS.items():
+        try:
+            df[c] = df[c].astype(t)
+        except (ValueError, TypeError):
+            raise UserError(f"{p}: column {c!r} does not hold {t} values") from None
+    if meta.get("reshaped"):  # the ids the rows agree on, as a written dataset's metadata holds them
+        for c in ("protocol_id", "fingerprint_id", "space"):
+            vals = df[c].dropna().unique() if c in df else []
+            meta[c] = str(vals[0]) if len(vals) == 1 else None
     return df, meta
+
+
+def _embedded_meta(p: Path, blob: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(blob)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{p}: its embedded metadata is corrupt") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{p}: not a moenas profile dataset (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("schema_version") != PROFILE_SCHEMA_VERSION:
+        raise UserError(f"{p}: profile schema version {meta.get('schema_version')!r} is not supported (this moenas reads {PROFILE_SCHEMA_VERSION})")
+    return meta
+
+
+def _meta_from_rows(p: Path) -> dict[str, Any]:
+    """Metadata of a reshaped file: the rows speak for themselves; a sidecar adds the fingerprint."""
+    meta: dict[str, Any] = {"format": FORMAT, "schema_version": PROFILE_SCHEMA_VERSION, "reshaped": str(p)}
+    side = _sidecar(p)
+    if side.is_file():
+        try:
+            extra = json.loads(side.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise UserError(f"{side}: malformed sidecar JSON") from None
+        if isinstance(extra, dict) and isinstance(extra.get("fingerprint"), dict):
+            meta["fingerprint"] = extra["fingerprint"]
+    return meta
 
 
 # ---- derived tables ---------------------------------------------------------------------------
@@ -241,6 +279,35 @@ def merge_profiles(paths: list[str | Path], out: str | Path, allow_mixed: bool =
     meta["reference"] = {"checks": [c for _, _, m in parts for c in (m.get("reference") or {}).get("checks", [])]}
     meta["runs"] = [r for _, _, m in parts for r in (m.get("runs") or [])]
     return write_profiles(o, df, meta)
+
+
+def split_profiles(path: str | Path, holdout: float, seed: int, out_train: str | Path, out_holdout: str | Path,
+                   overwrite: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a dataset by arch (every row of an arch goes to the same side, repeats included):
+    a random ``holdout`` share of the archs to ``out_holdout``, the rest to ``out_train``.
+    Returns both written metadata."""
+    if not 0 < holdout < 1:
+        raise UserError(f"--holdout must be in (0, 1), got {holdout}")
+    outs = [Path(out_train), Path(out_holdout)]
+    if outs[0].resolve() == outs[1].resolve() or Path(path).resolve() in [o.resolve() for o in outs]:
+        raise UserError("split: the input and the two outputs must be three different files")
+    for o in outs:
+        if (o.exists() or _sidecar(o).exists()) and not overwrite:
+            raise UserError(f"{o} exists; pass --overwrite to replace it")
+    df, meta = read_profiles(path)
+    ids = np.array(sorted(df["arch_id"].dropna().unique()))
+    if len(ids) < 2:
+        raise UserError(f"{path}: {len(ids)} arch(s); nothing to split")
+    rng = np.random.default_rng(seed)
+    n_hold = min(max(1, int(round(holdout * len(ids)))), len(ids) - 1)
+    hold = set(rng.permutation(ids)[:n_hold])
+    mask = df["arch_id"].isin(hold).to_numpy()
+    written = []
+    for o, part, side in ((outs[0], df[~mask], "train"), (outs[1], df[mask], "holdout")):
+        m = {k: v for k, v in meta.items() if k not in ("counts", "noise_floor")}
+        m.update(created=now_iso(), split_from={"path": str(path), "side": side, "holdout": holdout, "seed": seed})
+        written.append(write_profiles(o, part.reset_index(drop=True), m))
+    return written[0], written[1]
 
 
 def shipped(name: str) -> Path:

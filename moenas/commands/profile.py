@@ -1,9 +1,10 @@
-"""`moenas profile`: time archs on this machine into a profile dataset; `moenas profile merge`.
+"""`moenas profile`: time archs on this machine into a profile dataset; `profile merge`, `profile split`.
 
     moenas profile --space tiny --n 400 --seed 0 --backend onnxruntime --device cpu --threads 1 \\
         --out profiles/tiny.parquet [--archs FILE.jsonl] [--shard I/N] [--resume] [--op-profile] \\
         [--repeat-check K] [--json]
     moenas profile merge A.parquet B.parquet ... --out C.parquet [--allow-mixed]
+    moenas profile split DATA.parquet --holdout 0.25 --seed 0 --train-out T.parquet --holdout-out H.parquet
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
-    sub = p.add_subparsers(dest="profile_command", metavar="[merge]", parser_class=type(p))
+    sub = p.add_subparsers(dest="profile_command", metavar="[merge|split]", parser_class=type(p))
     m = sub.add_parser("merge", help="join profile datasets (e.g. shards) into one",
                        description="Join profile datasets; refuses different protocols or device fingerprints unless --allow-mixed.")
     m.add_argument("inputs", nargs="+", help="datasets to join")
@@ -72,6 +73,17 @@ def register(subparsers) -> None:
     m.add_argument("--overwrite", action="store_true")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=run_merge)
+    sp = sub.add_parser("split", help="split a dataset by arch into a training and a held-out part",
+                        description="Split by arch (all rows of an arch on one side): a random --holdout share of the "
+                                    "archs to --holdout-out, the rest to --train-out.")
+    sp.add_argument("input", help="dataset (.parquet, or CSV / Parquet reshaped with ordinary tools)")
+    sp.add_argument("--holdout", type=float, default=0.25, help="share of archs held out (default: 0.25)")
+    sp.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    sp.add_argument("--train-out", required=True, help="training part (.parquet)")
+    sp.add_argument("--holdout-out", required=True, help="held-out part (.parquet)")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=run_split)
 
 
 def run_merge(args) -> int:
@@ -84,6 +96,21 @@ def run_merge(args) -> int:
     else:
         c = meta["counts"]
         print(f"merged {len(args.inputs)} datasets -> {args.out}: {c['archs']} archs, {c['rows']} rows")
+    return 0
+
+
+def run_split(args) -> int:
+    from moenas.data.profiles import split_profiles
+
+    for o in (args.train_out, args.holdout_out):
+        if Path(o).suffix != ".parquet":
+            raise UserError(f"{o}: expected a .parquet path")
+    tr, ho = split_profiles(args.input, args.holdout, args.seed, args.train_out, args.holdout_out, overwrite=args.overwrite)
+    if args.json:
+        print_json({"train": {"out": args.train_out, "counts": tr["counts"]}, "holdout": {"out": args.holdout_out, "counts": ho["counts"]}})
+    else:
+        print(table([["train", args.train_out, tr["counts"]["archs"], tr["counts"]["rows"]],
+                     ["holdout", args.holdout_out, ho["counts"]["archs"], ho["counts"]["rows"]]], ["part", "file", "archs", "rows"]))
     return 0
 
 
