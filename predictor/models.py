@@ -17,8 +17,11 @@ Models (the core estimators work on the full feature matrix of :class:`ArchFeatu
 
 ``flops-linear``  latency = c0 + sum_i a_i FLOPs_i + b_i bytes_i per component (encoder,
                   decoder), non-negative, least squares on relative error: the roofline baseline.
-``hat-mlp``       HAT's predictor: its 10 features scaled by their max, 3 hidden ReLU layers of
-                  400, MSE on latency / mean latency (HAT: / 200 ms).
+``hat-mlp``       HAT's MLP on HAT's 10 features only, scaled by their max, 3 hidden ReLU layers
+                  of 400, MSE on latency / mean latency (HAT: / 200 ms); Adam at 1e-3, <= 300
+                  epochs with early stop (faster than HAT's recipe, and no expert features).
+``automoe-mlp``   AutoMoE's predictor as its code runs it: the same MLP on HAT's 10 features plus
+                  the mean expert count of each side, Adam 1e-5, 5000 steps of 128, no early stop.
 ``gbt``           gradient-boosted trees on all features, log latency.
 ``rf``            random forest on all features, log latency.
 ``hybrid``        flops-linear times exp(GBT on the log-ratio residual).
@@ -132,29 +135,46 @@ class LogTreeModel(ColumnModel):
         return np.exp(out)
 
 
+AUTOMOE_FEATURES = HAT_FEATURES + ["moe.enc_experts_mean", "moe.dec_experts_mean"]
+
+
 class HatMLP(ColumnModel):
     """HAT's latency MLP: features / max (HAT: fixed norms [640, 6, 2048, ...]), ReLU layers of
-    400, MSE on latency / lat_norm (HAT: 200 ms; here the training mean)."""
+    400, MSE on latency / lat_norm (HAT: 200 ms; here the training mean).
+
+    ``features="hat"``: HAT's 10 features; ``"automoe"``: plus the mean expert count of each
+    side (AutoMoE's predictor). ``steps``: train for this many Adam steps of ``batch`` archs with
+    no early stop (HAT's code: 5000 of 128); None: at most ``max_iter`` epochs, stopping when the
+    training loss stalls (the faster variant ``hat-mlp`` uses)."""
 
     def __init__(self, hidden_layer_sizes: Sequence[int] = (400, 400, 400), max_iter: int = 300,
-                 learning_rate_init: float = 1e-3, random_state: int = 0):
+                 learning_rate_init: float = 1e-3, random_state: int = 0, features: str = "hat",
+                 steps: int | None = None, batch: int = 128):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
         self.learning_rate_init = learning_rate_init
         self.random_state = random_state
+        self.features = features
+        self.steps = steps
+        self.batch = batch
 
     def fit(self, X, y, names=None):
-        self.idx_ = self._cols(names, HAT_FEATURES)
+        self.idx_ = self._cols(names, AUTOMOE_FEATURES if self.features == "automoe" else HAT_FEATURES)
         self.scaler_ = MaxAbsScaler().fit(X[:, self.idx_])
         self.lat_norm_ = float(np.mean(y))
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
 
+        batch = min(self.batch, len(y))
+        if self.steps:  # sklearn counts epochs: steps / batches per epoch, never stopping early
+            epochs = max(1, math.ceil(self.steps / math.ceil(len(y) / batch)))
+            stop = dict(max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1)
+        else:
+            stop = dict(max_iter=self.max_iter, tol=1e-7, n_iter_no_change=50)
         self.mlp_ = MLPRegressor(hidden_layer_sizes=tuple(self.hidden_layer_sizes), activation="relu", solver="adam",
-                                 learning_rate_init=self.learning_rate_init, max_iter=self.max_iter,
-                                 batch_size=min(128, len(y)), tol=1e-7, n_iter_no_change=50,
-                                 random_state=self.random_state)
+                                 learning_rate_init=self.learning_rate_init, batch_size=batch,
+                                 random_state=self.random_state, **stop)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.mlp_.fit(self.scaler_.transform(X[:, self.idx_]), np.asarray(y) / self.lat_norm_)
@@ -191,6 +211,8 @@ def make_core(name: str, random_state: int = 0, **params) -> ColumnModel:
         return RooflineLinear(**params)
     if name == "hat-mlp":
         return HatMLP(random_state=random_state, **params)
+    if name == "automoe-mlp":  # AutoMoE's recipe, faithfully: HAT's code's hyper-parameters + expert counts
+        return HatMLP(random_state=random_state, **{"features": "automoe", "learning_rate_init": 1e-5, "steps": 5000, **params})
     if name == "gbt":
         return LogTreeModel("gbt", random_state=random_state, **params)
     if name == "rf":

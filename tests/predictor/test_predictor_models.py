@@ -10,7 +10,8 @@ from moenas.predictor.synthetic import DEVICES, true_latency
 from moenas.arch import SearchSpace
 
 # Small but faithful settings so the whole contract runs in seconds; defaults are benchmarked.
-FAST = {"hat-mlp": {"hidden_layer_sizes": (64, 64, 64), "max_iter": 150}, "gbt": {"n_estimators": 100},
+FAST = {"hat-mlp": {"hidden_layer_sizes": (64, 64, 64), "max_iter": 150},
+        "automoe-mlp": {"hidden_layer_sizes": (64, 64, 64), "steps": 600, "learning_rate_init": 1e-3}, "gbt": {"n_estimators": 100},
         "rf": {"n_estimators": 50}, "hybrid": {"n_estimators": 100}}
 
 
