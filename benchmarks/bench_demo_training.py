@@ -52,20 +52,24 @@ RECIPES = {
 }
 
 
-def run_recipe(name: str, work: Path, evals: int) -> list[dict]:
+def run_recipe(name: str, work: Path, evals: int, collect: bool = False) -> list[dict]:
+    """Train (or resume) one recipe and return its history rows; ``collect``: only read what
+    is on disk (an unfinished run's rows are marked by ``completed`` = False)."""
     r = RECIPES[name]
     out = work / f"{name}.pt"
     cfg = TrainConfig(space="tiny", corpus="default", eval_every=max(r["steps"] // evals, 1), valid_sentences=200,
                       bleu_sentences=200, progress=False, **r)
+    if collect and not out.exists():
+        return []
     done = out.exists() and read_checkpoint(out)["step"] >= cfg.steps
-    meta = read_checkpoint(out)["meta"] if done else train(cfg, out, resume=out.exists(),
-                                                            log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
+    meta = read_checkpoint(out)["meta"] if done or collect else train(
+        cfg, out, resume=out.exists(), log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     rows = []
     for h in meta["history"]:
         rows.append({"recipe": name, **{k: r.get(k) for k in ("sampling", "max_tokens", "lr", "schedule", "warmup", "steps")},
                      "dropout": r.get("dropout", 0.1), "step": h["step"], "tokens": h["step"] * TOKENS_PER_STEP[r["max_tokens"]],
                      "arch": h["arch"], "val_loss": h["val_loss"], "bleu_valid": h.get("bleu"),
-                     "tokens_per_s": meta.get("tokens_per_s"), "wall_s": meta.get("wall_s")})
+                     "completed": meta["steps"] >= r["steps"], "tokens_per_s": meta.get("tokens_per_s"), "wall_s": meta.get("wall_s")})
     return rows
 
 
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evals", type=int, default=5, help="evaluations along each run (default: 5)")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_demo_training.csv")
     ap.add_argument("--list", action="store_true", help="print the recipes and exit")
+    ap.add_argument("--collect", action="store_true", help="train nothing: tabulate the checkpoints under --work")
     args = ap.parse_args(argv)
     if args.list:
         for k, v in RECIPES.items():
@@ -89,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         if name not in RECIPES:
             print(f"unknown recipe {name!r} (see --list)", file=sys.stderr)
             return 2
-        rows += [{**row, **env} for row in run_recipe(name, args.work, args.evals)]
+        rows += [{**row, **env} for row in run_recipe(name, args.work, args.evals, args.collect)]
+        if not rows:
+            continue
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -98,9 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     last = {}
     for row in rows:
         last[(row["recipe"], row["arch"])] = row
-    print(f"{'recipe':18} {'arch':9} {'val_loss':>8} {'BLEU':>6} {'tok/s':>7}")
+    print(f"{'recipe':18} {'arch':9} {'step':>5} {'val_loss':>8} {'BLEU':>6}")
     for (rec, arch), row in last.items():
-        print(f"{rec:18} {arch:9} {row['val_loss']:8.3f} {row['bleu_valid'] or float('nan'):6.2f} {row['tokens_per_s'] or 0:7.0f}")
+        print(f"{rec:18} {arch:9} {row['step']:5d} {row['val_loss']:8.3f} {row['bleu_valid'] or float('nan'):6.2f}"
+              + ("" if row["completed"] else "  (stopped early)"))
     return 0
 
 

@@ -6,7 +6,7 @@ embedded corpus) on the *same* archs and batches, for
   before: logits materialised + F.cross_entropy (label smoothing) + foreach AdamW (the trainer
           until 2026-12-01);
   after:  the chunked fused projection + cross-entropy (search/loss.py) + fused AdamW;
-at 2048 and 4096 tokens per batch. Both compute the same loss (checked to 1e-6 here), so loss
+at 1024, 2048 and 4096 tokens per batch. Both compute the same loss (checked to 1e-6 here), so loss
 per token is equal by construction. Achieved GFLOP/s = the step's matmul FLOPs
 (torch.utils.flop_counter, forward + backward) / its time, against the fp32 matmul rate of the
 model's two dominant shapes measured in the same run.
@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant (default: 20)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, what training uses here)")
+    ap.add_argument("--max-tokens", type=int, nargs="+", default=[1024, 2048, 4096], help="batch sizes (default: 1024 2048 4096)")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_training.csv")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     ceil = matmul_ceiling([(2048, 128, 512), (2048, 128, 8000)])
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        for mt in (2048, 4096):
+        for mt in args.max_tokens:
             for variant in ("before", "after"):
                 r = run(mt, variant, args.steps, Path(d))
                 r.update({f"ceiling_gflops_{k}": round(v, 1) for k, v in ceil.items()})
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
         w.writeheader()
         w.writerows(rows)
     print("matmul ceiling (GFLOP/s):", {k: round(v) for k, v in ceil.items()})
-    for mt in (2048, 4096):
+    for mt in args.max_tokens:
         b, a = [r for r in rows if r["max_tokens"] == mt]
         print(f"{mt} tokens: after / before = {a['tokens_per_s'] / b['tokens_per_s']:.2f}x tokens/s")
     return 0

@@ -35,13 +35,17 @@ from .evolution import Candidate, EvolutionConfig
 from .report import Verification
 
 SCALES = {
-    # tiny: ~15 minutes on a 2-core CPU. wmt: paper scale, hours to days; needs a real corpus.
-    "tiny": dict(space="tiny", corpus="default", profile_n=60, transfer_n=20, transfer_holdout=10, train_steps=560,
-                 train_max_tokens=4096, population=40, parents=10, mutations=15, crossovers=15, iterations=8,
-                 valid_sentences=200, dense_candidates=48),
+    # tiny: ~15 minutes on a 2-core CPU; training settings measured by benchmarks/bench_demo_training.py
+    # (recipe u2k-3e3-cos-d0, its steps sized to ~9 minutes at the 2.46 steps/s of bench_training.py).
+    # wmt: paper scale (HAT's training settings), hours to days; needs a real corpus.
+    "tiny": dict(space="tiny", corpus="default", profile_n=60, transfer_n=20, transfer_holdout=10, train_steps=1350,
+                 train_max_tokens=2048, train_lr=3e-3, train_warmup=100, train_schedule="cosine", train_dropout=0.0,
+                 population=40, parents=10, mutations=15, crossovers=15, iterations=8, valid_sentences=200,
+                 dense_candidates=48),
     "wmt": dict(space="automoe-wmt", corpus=None, profile_n=2000, transfer_n=40, transfer_holdout=20, train_steps=40000,
-                train_max_tokens=4096, population=125, parents=25, mutations=50, crossovers=50, iterations=30,
-                valid_sentences=1000, dense_candidates=200),
+                train_max_tokens=4096, train_lr=1e-3, train_warmup=4000, train_schedule="inverse_sqrt", train_dropout=0.1,
+                population=125, parents=25, mutations=50, crossovers=50, iterations=30, valid_sentences=1000,
+                dense_candidates=200),
 }
 
 
@@ -60,11 +64,12 @@ class DemoConfig:
     profile_seconds: float | None = None  # cap on timed seconds per arch (None: the profiler's rule)
     drift_threshold: float = 0.05     # reference-check deviation that flags and re-measures rows
     reuse_profiles: bool = False      # fit on the shipped dataset as is (no measurement on this machine)
-    train_steps: int = 560
-    train_max_tokens: int = 4096
+    train_steps: int = 1350
+    train_max_tokens: int = 2048
     train_lr: float = 3e-3
     train_warmup: int = 100
     train_schedule: str = "cosine"
+    train_dropout: float = 0.0        # the measured recipe's (benchmarks/bench_demo_training.py); ~6 epochs: underfit
     supernet: str = "slice"
     sampling: str = "uniform"
     max_latency_ms: float | None = None  # None: the median measured latency of the profiled archs
@@ -113,6 +118,8 @@ class DemoConfig:
             raise UserError(f"--profile-seconds must be > 0, got {self.profile_seconds}")
         if not self.drift_threshold > 0:
             raise UserError(f"--drift-threshold must be > 0, got {self.drift_threshold}")
+        if not 0 <= self.train_dropout < 1:
+            raise UserError(f"--train-dropout must be in [0, 1), got {self.train_dropout}")
         if not self.train_lr > 0:
             raise UserError(f"--train-lr must be > 0, got {self.train_lr}")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
@@ -164,10 +171,11 @@ class Demo:
         ckpt = self.path("supernet.pt")
         tcfg = TrainConfig(space=c.space, corpus=c.corpus, steps=c.train_steps, supernet=c.supernet, sampling=c.sampling,
                            seed=c.seed, valid_sentences=c.valid_sentences, max_tokens=c.train_max_tokens, lr=c.train_lr,
-                           warmup=c.train_warmup, schedule=c.train_schedule, bleu_sentences=0)
+                           warmup=c.train_warmup, schedule=c.train_schedule, dropout=c.train_dropout, bleu_sentences=0)
         self.facts["train_command"] = (f"moenas train --space {c.space} --corpus {c.corpus} --steps {c.train_steps} "
                                        f"--supernet {c.supernet} --sampling {c.sampling} --max-tokens {c.train_max_tokens} "
-                                       f"--lr {c.train_lr} --warmup {c.train_warmup} --schedule {c.train_schedule} --out {ckpt}")
+                                       f"--lr {c.train_lr} --warmup {c.train_warmup} --schedule {c.train_schedule} --dropout {c.train_dropout} "
+                                       f"--out {ckpt}")
         threads = torch.get_num_threads()
         torch.set_num_threads(os.cpu_count() or 1)  # training is not timed: use every core
         try:

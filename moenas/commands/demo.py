@@ -30,10 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reference-model deviation that flags and re-measures profiled rows [0.05]")
     p.add_argument("--predictor-model", default=None, help="latency model to fit (see moenas fit --help) [auto]")
     g = p.add_argument_group("supernet training (defaults measured: benchmarks/bench_demo_training.py)")
-    g.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 560]")
-    g.add_argument("--train-max-tokens", type=int, default=None, help="tokens per batch [tiny: 4096]")
+    g.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 1350]")
+    g.add_argument("--train-max-tokens", type=int, default=None, help="tokens per batch [tiny: 2048]")
     g.add_argument("--train-lr", type=float, default=None, help="peak learning rate [3e-3]")
     g.add_argument("--train-warmup", type=int, default=None, help="warm-up steps [100]")
+    g.add_argument("--train-dropout", type=float, default=None, help="dropout [0.0]")
     g.add_argument("--sampling", default=None, choices=["uniform", "sandwich"], help="arch sampling rule [uniform]")
     g.add_argument("--supernet", default=None, choices=["slice", "mos"], help="supernet kind [slice]")
     s = p.add_argument_group("search")
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from moenas.search.pipeline import Demo, DemoConfig
 
-    names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup",
+    names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup", "train_dropout",
              "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
              "valid_sentences", "bleu_sentences", "dense_candidates", "seed")
     cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
