@@ -98,11 +98,16 @@ def transfer_to_this_machine(demo):
     data = _profile(demo, c.transfer_n + c.transfer_holdout, c.seed + 1000, "profiles.parquet")
     ds = load_dataset([data], "total")
     pdir = demo.path("predictor")
-    few, hold = ds.subset(list(range(c.transfer_n))), ds.subset(list(range(c.transfer_n, len(ds))))
+    n, want = len(ds), c.transfer_n + c.transfer_holdout
+    # Archs that stayed drift-flagged are missing: keep the requested share held out.
+    n_hold = c.transfer_holdout if n >= want else int(round(n * c.transfer_holdout / want))
+    few, hold = ds.subset(list(range(n - n_hold))), ds.subset(list(range(n - n_hold, n)))
+    if n < want:
+        demo.log(f"{want - n} of {want} archs stayed drift-flagged (a noisy machine): adapting from {len(few)}, checking on {len(hold)}")
     if any(pdir.glob("*.json")):
         pred = Predictor.load(pdir)
     else:
-        pred, _ = transfer_predictor(base, few, n_samples=c.transfer_n, seed=c.seed, confidence=c.confidence)
+        pred, _ = transfer_predictor(base, few, n_samples=len(few), seed=c.seed, confidence=c.confidence)
         pred.save(pdir, overwrite=True)
     facts: dict[str, Any] = {"path": f"transfer from {base_data.name}", "model": pred.metadata.get("chosen"),
                              "n_train": len(few), "n_holdout": len(hold), "base_model": base.metadata.get("chosen")}
