@@ -69,7 +69,7 @@ def write_meta(meta: dict[str, Any], out: Path) -> None:
     atomic_write_text(meta_path(out), json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
-def _load_state(model: nn.Module, state: dict, ckpt: Any) -> None:
+def load_state(model: nn.Module, state: dict, ckpt: Any) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -85,7 +85,7 @@ def load_supernet(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple
         net = SuperNet(SupernetConfig.from_dict(ck["supernet_config"]))
     except (TypeError, KeyError, AttributeError) as e:
         raise UserError(f"{ckpt}: damaged supernet config ({e})") from None
-    _load_state(net, ck["model"], ckpt)
+    load_state(net, ck["model"], ckpt)
     return net.to(device).eval(), dict(ck["meta"])
 
 
@@ -95,7 +95,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[Su
     if ck["kind"] != "standalone":
         raise UserError(f"{ckpt}: holds a supernet; extract an arch with moenas.search.supernet.extract")
     model = SubTransformer(Arch.from_json(ck["arch"]))
-    _load_state(model, ck["model"], ckpt)
+    load_state(model, ck["model"], ckpt)
     return model.to(device).eval(), dict(ck["meta"])
 
 

@@ -240,7 +240,7 @@ class Demo:
         sp, best = self.space, report.result.best
         dense = replace(sp, name=sp.name, encoder=replace(sp.encoder, experts=(1,)), decoder=replace(sp.decoder, experts=(1,)))
         archs = dense.sample_n(self.cfg.dense_candidates, seed=self.cfg.seed + 7) + [dense.largest()]
-        losses = job._fitness(archs)
+        losses = job.evaluator(archs)
         lat = job.predictor.predict(archs).mean
         gap = np.abs(np.asarray(losses) - best.loss)
         i = int(np.lexsort((lat, np.round(gap, 3)))[0])

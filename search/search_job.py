@@ -48,7 +48,7 @@ class SearchJob:
     overwrite: bool = False
     show_progress: bool = True
     _predictor: Any = field(default=None, init=False, repr=False)
-    _fitness: Any = field(default=None, init=False, repr=False)
+    evaluator: Any = field(default=None, init=False, repr=False)  # the SupernetFitness, once run() loaded it
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> "SearchJob":
@@ -120,7 +120,7 @@ class SearchJob:
         self.out.mkdir(parents=True, exist_ok=True)
         fitness = SupernetFitness(self.supernet, self.valid_sentences, metric=self.fitness)
         fitness.check_space(self.space)
-        self._fitness = fitness
+        self.evaluator = fitness
         runner = (ProcessPoolRunner(fitness_factory(self.supernet, self.valid_sentences, self.fitness), self.workers)
                   if self.workers > 1 else InProcessRunner())
         cached = CachedFitness(fitness, runner)
@@ -175,7 +175,7 @@ class SearchJob:
     def add_quality(self, v, arch) -> None:
         """Validation loss, test BLEU and translation samples of one verified arch."""
         if self.bleu_sentences > 0:
-            v.add_quality(self._fitness.quality(arch, self.bleu_sentences))
+            v.add_quality(self.evaluator.quality(arch, self.bleu_sentences))
 
 
 def fitness_factory(ckpt: str, valid_sentences: int | None, metric: str = "loss"):

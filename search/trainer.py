@@ -35,7 +35,7 @@ from moenas.data.batching import BatchStream, encode_pairs, fixed_batches
 from moenas.data.corpus import load_corpus
 from moenas.data.tokenizer import get_tokenizer
 
-from .checkpoint import (CKPT_FORMAT, CKPT_VERSION, _load_state, load_model, load_supernet, meta_path, read_checkpoint,
+from .checkpoint import (CKPT_FORMAT, CKPT_VERSION, load_model, load_state, load_supernet, meta_path, read_checkpoint,
                          versions, write_checkpoint, write_meta)
 from .evaluation import autocast, bleu_score, validation_loss
 from .loss import LossModule
@@ -206,7 +206,7 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(loss_mod, device_ids=ids, find_unused_parameters=find_unused)
 
     def restore(self, ck: dict) -> None:
-        _load_state(self.model, ck["model"], self.out)
+        load_state(self.model, ck["model"], self.out)
         self.opt.load_state_dict(ck["optimizer"])
         self.sampler.load_state_dict(ck["sampler"])
         self.stream.load_state_dict(ck["data"])
