@@ -22,13 +22,9 @@ from moenas.arch import UserError
 
 def _profile(demo, n: int, seed: int, name: str) -> Path:
     from moenas.profiler.runner import ProfileConfig, Profiler
-    from moenas.profiler.stats import StopRule
 
     c = demo.cfg
-    rules = {}
-    if c.profile_seconds:  # a quick look: fewer, shorter timings per arch (the noise floor says what it costs)
-        rules = dict(rule=StopRule(warmup=2, min_runs=5, max_runs=200, max_seconds=c.profile_seconds),
-                     ref_rule=StopRule(warmup=2, min_runs=5, max_runs=60, max_seconds=c.profile_seconds))
+    rules = dict(rule=c.quick_rule(), ref_rule=c.quick_rule(max_runs=60)) if c.profile_seconds else {}
     out = demo.path(name)
     archs = demo.space.sample_n(n, seed=seed)
     repeat = max(4, n // 10)

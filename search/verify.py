@@ -23,7 +23,7 @@ def protocol_of(predictor: Any) -> LatencyProtocol:
 
 def verify(chosen: Sequence[tuple[str, Candidate]], predictor: LatencyModel, confidence: float,
            budget_ms: float | None, measure: bool = True, backend: str = "onnxruntime", device: str = "cpu",
-           threads: int = 1, component: str = "total") -> list[Verification]:
+           threads: int = 1, component: str = "total", rule=None) -> list[Verification]:
     """(role, candidate) pairs -> Verification rows, timing the archs under the predictor's
     protocol with the profiler, round-robin in one run, when ``measure``."""
     protocol = protocol_of(predictor)
@@ -33,7 +33,8 @@ def verify(chosen: Sequence[tuple[str, Candidate]], predictor: LatencyModel, con
     if measure:  # all chosen archs side by side, so their latency ratios are fair
         from moenas.profiler.runner import measure_archs
 
-        ms = measure_archs(archs, backend=backend, device=device, threads_intra=threads, protocol=protocol)
+        kw = {"rule": rule} if rule is not None else {}  # None: the profiler's default stop rule
+        ms = measure_archs(archs, backend=backend, device=device, threads_intra=threads, protocol=protocol, **kw)
         measured = [float(m[component]["median_ms"]) for m in ms]
     rows = []
     for (role, c), mean, lo, hi, meas in zip(chosen, pred.mean, pred.lower, pred.upper, measured):
