@@ -14,7 +14,6 @@ mask, and batch 1 is the latency protocol's setting), so its output equals the t
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -103,7 +102,3 @@ class OnnxTranslator:
 
     def translate(self, sentences: Sequence[str], beam: int = 1, max_len: int = 64) -> list[str]:
         return decode_sentences(self.generate, self.tokenizer, sentences, beam, max_len, batch_size=1)
-
-
-def manifest_summary(model_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(model_dir) / MANIFEST).read_text())
