@@ -1,0 +1,72 @@
+"""benchmarks/bench_automoe.py: the table and the targets it derives (no training, no timing)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from moenas.arch import SearchSpace
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_automoe.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("_bench_automoe", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows(bench):
+    space = SearchSpace.load("tiny")
+    dense = bench.dense_subspace(space)
+    moe = [a for a in space.sample_n(40, seed=3) if any(layer.is_moe for layer in a.encoder.layers)][:2]
+    dw = dense.sample_n(2, seed=4)
+    rows = [{"budget": None, "budget_ms": None, "role": "largest-dense", "arch": dense.largest().to_dict()}]
+    for i in range(2):
+        rows += [{"budget": i, "budget_ms": 5.0 + i, "role": "moe-winner", "arch": moe[i].to_dict()},
+                 {"budget": i, "budget_ms": 5.0 + i, "role": "dense-winner", "arch": dw[i].to_dict()}]
+    return rows, [dense.largest(), moe[0], dw[0], moe[1], dw[1]]
+
+
+def test_dense_subspace_has_one_expert_everywhere(bench):
+    dense = bench.dense_subspace(SearchSpace.load("tiny"))
+    for a in dense.sample_n(20, seed=0):
+        assert not any(layer.is_moe for layer in a.encoder.layers + a.decoder.layers)
+
+
+def test_table_and_targets(bench, tmp_path):
+    rows, archs = _rows(bench)
+    largest, moe0, dense0, moe1, dense1 = archs
+    bleu = {largest: 10.0, moe0: 9.0, dense0: 8.0, moe1: 11.0, dense1: 12.0}
+    ms = {largest: 30.0, moe0: 8.0, dense0: 9.0, moe1: 10.0, dense1: 14.0}
+    quality = {a.arch_id: {"inherited_val_loss": 4.0, "inherited_bleu": b - 1, "val_loss": 3.9, "bleu": b} for a, b in bleu.items()}
+    measured = {"ms": {a.arch_id: v for a, v in ms.items()}, "ci_rel": {}, "device": "cpu: test", "cores": 2}
+    table = bench.table_rows(bench.BenchConfig(), rows, quality, measured)
+    assert len(table) == 5
+    for r in table:
+        assert 0 < r["ffn_flop_share"] < 1 and r["amdahl_max_speedup"] == pytest.approx(1 / (1 - r["ffn_flop_share"]), rel=1e-2)
+        assert r["params_active_m"] <= r["params_total_m"]
+    comp = {(c["budget"], c["dense_role"]): c for c in bench.comparisons(table)}
+    # budget 0: MoE 9 vs dense 8 BLEU; the fastest MoE winner with BLEU >= 8 is moe0 (8 ms): 9/8
+    assert comp[(0, "dense-winner")]["moe_minus_dense_bleu"] == 1.0
+    assert comp[(0, "dense-winner")]["latency_ratio_at_equal_bleu"] == pytest.approx(9 / 8, rel=1e-3)
+    # largest dense (BLEU 10): only moe1 (BLEU 11, 10 ms) is at least as good: 30/10
+    assert comp[(None, "largest-dense")]["latency_ratio_at_equal_bleu"] == pytest.approx(3.0, rel=1e-3)
+    # budget 1: the dense winner (BLEU 12) beats every MoE winner: no equal-BLEU ratio
+    assert comp[(1, "dense-winner")]["moe_minus_dense_bleu"] == -1.0
+    assert "latency_ratio_at_equal_bleu" not in comp[(1, "dense-winner")]
+    out = tmp_path / "r.csv"
+    bench.write_csv(table, out)
+    assert len(list(csv.DictReader(out.open()))) == 5
+    assert len(list(csv.DictReader((tmp_path / "r_targets.csv").open()))) == 3
+
+
+def test_unknown_stage_is_one_line(bench, tmp_path, capsys):
+    assert bench.main(["--work", str(tmp_path), "--stages", "train,bogus"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
