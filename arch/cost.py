@@ -10,17 +10,26 @@ token costs nothing (the MoE layer skips it).
 Components follow the latency protocol: ``encoder`` = encoder stack on (batch, src_len)
 plus each decoder layer's cross-attention keys/values (computed once per sentence);
 ``decoder_step(t)`` = one step on batch*beam rows with a self-attention cache of length t;
-``decoder`` = the sum over t = 0 .. decoder_steps-1.
+``decoder`` = the sum over t = 0 .. decoder_steps-1. Every step's cost is affine in t, so
+that sum is decoder_steps times the step at the mean cache length (:func:`mean_past_len`).
 
 Routing: ``counts`` maps a layer key ('encoder.i' / 'decoder.i') to the token-slots each
 expert received; without it every expert gets the expected share tokens*k/E (uniform).
+
+Every formula is written once, in the helpers below (a cost is a ``(flops, bytes)`` pair; a
+parameter count a number): they take Python numbers or numpy arrays alike. The per-arch path
+(:func:`encoder_cost`, :func:`decoder_step_cost`, :func:`param_count`, :func:`protocol_cost`)
+calls them layer by layer; ``moenas.predictor.features.vector_cost`` calls them once on arrays
+over many archs and layers (its padding of absent layers and experts is its own business).
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from .arch import Arch, LayerArch
 from .protocol import LatencyProtocol
@@ -28,6 +37,143 @@ from .protocol import LatencyProtocol
 FP32 = 4
 Counts = Mapping[str, Sequence[float]]
 PARTS = ("attention", "ffn", "router", "experts", "cross_kv", "logits")
+Num = Any  # a Python number or a numpy array (helpers broadcast)
+Cost = tuple  # (flops, bytes), each a Num
+
+
+# ---- the formulas: FLOPs and bytes ---------------------------------------------------------------
+
+
+def matmul(m: Num, k: Num, n: Num, batch: Num = 1.0) -> Cost:
+    """``batch`` products of (m x k) @ (k x n); one with no rows (m = 0) moves nothing.
+    (m x k) @ (k x n) and (m x n) @ (n x k) cost the same."""
+    # numpy evaluates left to right: the factors that are most often plain numbers come first,
+    # so that array callers pay for as few whole-array operations as possible
+    flops = 2.0 * m * n * k * batch
+    moved = (k * (m + n) + m * n) * (FP32 * batch)  # elements of (m x k), (k x n) and (m x n)
+    if np.ndim(m) == 0:
+        return flops, (moved if m > 0 else 0 * moved)
+    return flops, moved * (m > 0)
+
+
+def scale(cost: Cost, factor: Num) -> Cost:
+    """A (flops, bytes) pair ``factor`` times."""
+    return factor * cost[0], factor * cost[1]
+
+
+def add(*costs: Cost) -> Cost:
+    """Sum of (flops, bytes) pairs."""
+    flops, moved = costs[0]
+    for f, b in costs[1:]:
+        flops, moved = flops + f, moved + b
+    return flops, moved
+
+
+def attention(q_rows: Num, q_dim: Num, kv_rows: Num, qkv: Num, heads: Num, batch: Num, project_kv: bool) -> Cost:
+    """q/out projections on q_rows, optional k/v projections, and the two products per head."""
+    rows, head_dim = batch * q_rows, qkv // heads
+    projections = [matmul(rows, q_dim, qkv), matmul(rows, qkv, q_dim)]  # queries, output
+    if project_kv:
+        projections.append(matmul(rows, q_dim, 2 * qkv))                # keys and values
+    # per head: scores (q x head_dim) @ (head_dim x kv), and weights @ values, the same shapes transposed
+    per_head = matmul(q_rows, head_dim, kv_rows, 2 * batch * heads)
+    return add(*projections, per_head)
+
+
+def encoder_attention(heads: Num, dim: Num, qkv: Num, batch: Num, src_len: Num) -> Cost:
+    """Self-attention of one encoder layer over the source."""
+    return attention(src_len, dim, src_len, qkv, heads, batch, project_kv=True)
+
+
+def decoder_self_attention(heads: Num, dim: Num, qkv: Num, batch: Num, past_len: Num) -> Cost:
+    """One decoder step's self-attention: one new row attending to the cache plus itself."""
+    return attention(1, dim, past_len + 1, qkv, heads, batch, project_kv=True)
+
+
+def decoder_cross_attention(cross_heads: Num, cross_span: Num, dim: Num, qkv: Num, batch: Num, src_len: Num) -> Cost:
+    """One decoder step's cross-attention over ``cross_span`` encoder outputs of ``src_len``
+    positions each; their keys/values are :func:`cross_kv`, paid once per sentence."""
+    return attention(1, dim, src_len * cross_span, qkv, cross_heads, batch, project_kv=False)
+
+
+def cross_kv(cross_span: Num, dim: Num, qkv: Num, batch: Num, src_len: Num) -> Cost:
+    """Keys and values of one decoder layer's cross-attention, from the encoder outputs."""
+    return matmul(batch * src_len * cross_span, dim, 2 * qkv)
+
+
+def ffn(rows: Num, dim: Num, hidden: Num) -> Cost:
+    """A two-layer FFN (dim -> hidden -> dim) on ``rows`` rows: a dense FFN, or one expert on
+    the token-slots routed to it."""
+    return matmul(rows, dim, hidden, 2)  # up, and down: the same shapes transposed
+
+
+def router(tokens: Num, dim: Num, n_experts: Num) -> Cost:
+    """The linear router of an MoE layer."""
+    return matmul(tokens, dim, n_experts)
+
+
+def uniform_loads(tokens: Num, top_k: Num, n_experts: Num) -> Num:
+    """Token-slots per expert when routing is uniform: tokens * min(k, E) / E."""
+    return tokens * np.minimum(top_k, n_experts) / n_experts
+
+
+def uniform_experts(tokens: Num, top_k: Num, dim: Num, n_experts: Num, hidden_total: Num) -> Cost:
+    """All experts of one MoE layer under uniform routing, their hidden sizes summing to
+    ``hidden_total``: an expert's cost is affine in its hidden size and every expert gets the
+    same load, so the sum is E times one expert of the mean size."""
+    return scale(ffn(uniform_loads(tokens, top_k, n_experts), dim, hidden_total / n_experts), n_experts)
+
+
+def logits(dim: Num, vocab: Num, batch: Num) -> Cost:
+    """Output projection of one decoder step on ``batch`` rows."""
+    return matmul(batch, dim, vocab)
+
+
+def mean_past_len(steps: Num) -> Num:
+    """Mean cache length over decoder steps t = 0 .. steps-1: a step's cost is affine in its
+    cache length, so the sum over the steps is ``steps`` x the step at this length."""
+    return (steps - 1) / 2
+
+
+# ---- the formulas: parameters --------------------------------------------------------------------
+
+
+def linear_params(i: Num, o: Num, bias: bool = True) -> Num:
+    return i * o + (o if bias else 0)
+
+
+def embedding_params(vocab: Num, enc_dim: Num, dec_dim: Num) -> Num:
+    """Source and target embeddings (the output projection is tied to the target one)."""
+    return vocab * enc_dim + vocab * dec_dim
+
+
+def final_norm_params(dim: Num) -> Num:
+    """The layer norm after a stack."""
+    return 2 * dim
+
+
+def encoder_layer_params(dim: Num, qkv: Num) -> Num:
+    """One encoder layer without its FFN: q/k/v/out projections and two layer norms."""
+    return 3 * linear_params(dim, qkv) + linear_params(qkv, dim) + 4 * dim
+
+
+def decoder_layer_params(dim: Num, enc_dim: Num, qkv: Num) -> Num:
+    """One decoder layer without its FFN: self-attention, cross-attention (queries from the
+    decoder, keys/values from the encoder's width) and three layer norms."""
+    self_attn = 3 * linear_params(dim, qkv) + linear_params(qkv, dim)
+    cross_attn = linear_params(dim, qkv) + 2 * linear_params(enc_dim, qkv) + linear_params(qkv, dim)
+    return self_attn + cross_attn + 6 * dim
+
+
+def ffn_params(dim: Num, top_k: Num, n_experts: Num, hidden_total: Num) -> tuple[Num, Num]:
+    """(total, active) weights of one layer's FFN: a dense FFN when n_experts == 1, else an MoE
+    layer with a bias-free router; active = router + top-k experts (uniform routing)."""
+    experts = 2 * dim * hidden_total + hidden_total + n_experts * dim  # sum of linear(d, h) + linear(h, d)
+    router_w = (n_experts > 1) * linear_params(dim, n_experts, bias=False)
+    return router_w + experts, router_w + np.minimum(top_k, n_experts) * experts / n_experts
+
+
+# ---- one arch, layer by layer --------------------------------------------------------------------
 
 
 @dataclass
@@ -37,12 +183,17 @@ class ComponentCost:
     flops_by_part: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     bytes_by_part: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
-    def matmul(self, part: str, m: float, k: int, n: int, batch: float = 1.0) -> None:
-        """Account ``batch`` products of (m x k) @ (k x n)."""
-        if m <= 0:
-            return
-        self.flops_by_part[part] += 2.0 * batch * m * k * n
-        self.bytes_by_part[part] += FP32 * batch * (m * k + k * n + m * n)
+    def add(self, part: str, cost: Cost) -> None:
+        """Account a (flops, bytes) pair to ``part``."""
+        self.flops_by_part[part] += float(cost[0])
+        self.bytes_by_part[part] += float(cost[1])
+
+    def scaled(self, factor: float) -> "ComponentCost":
+        """This cost ``factor`` times (e.g. one decoder step -> all steps)."""
+        c = ComponentCost()
+        for p in self.flops_by_part:
+            c.add(p, scale((self.flops_by_part[p], self.bytes_by_part[p]), factor))
+        return c
 
     @property
     def flops(self) -> float:
@@ -67,62 +218,49 @@ def expert_loads(layer: LayerArch, tokens: float, top_k: int, counts: Sequence[f
         if len(counts) != n:
             raise ValueError(f"got {len(counts)} expert counts for a layer with {n} experts")
         return [float(c) for c in counts]
-    return [tokens * min(top_k, n) / n] * n
+    return [float(uniform_loads(tokens, top_k, n))] * n
 
 
-def _ffn(c: ComponentCost, layer: LayerArch, dim: int, tokens: float, top_k: int, counts: Sequence[float] | None) -> None:
+def _add_ffn(c: ComponentCost, layer: LayerArch, dim: int, tokens: float, top_k: int, counts: Sequence[float] | None) -> None:
     if not layer.is_moe:
-        c.matmul("ffn", tokens, dim, layer.experts[0])
-        c.matmul("ffn", tokens, layer.experts[0], dim)
+        c.add("ffn", ffn(tokens, dim, layer.experts[0]))
         return
-    c.matmul("router", tokens, dim, len(layer.experts))
-    for h, n in zip(layer.experts, expert_loads(layer, tokens, top_k, counts)):
-        c.matmul("experts", n, dim, h)
-        c.matmul("experts", n, h, dim)
-
-
-def _attention(c: ComponentCost, q_rows: float, q_dim: int, kv_rows: float, qkv: int, heads: int, batch: float, project_kv: bool) -> None:
-    """q/out projections on q_rows, optional k/v projections, and the two products per head."""
-    c.matmul("attention", batch * q_rows, q_dim, qkv)
-    if project_kv:
-        c.matmul("attention", batch * q_rows, q_dim, 2 * qkv)
-    hd = qkv // heads
-    c.matmul("attention", q_rows, hd, kv_rows, batch * heads)   # scores
-    c.matmul("attention", q_rows, kv_rows, hd, batch * heads)   # weights @ values
-    c.matmul("attention", batch * q_rows, qkv, q_dim)
+    c.add("router", router(tokens, dim, len(layer.experts)))
+    for hidden, load in zip(layer.experts, expert_loads(layer, tokens, top_k, counts)):
+        c.add("experts", ffn(load, dim, hidden))
 
 
 def encoder_cost(arch: Arch, batch: int = 1, src_len: int = 30, counts: Counts | None = None) -> ComponentCost:
     """Encoder stack plus every decoder layer's cross keys/values, for (batch, src_len)."""
     c = ComponentCost()
-    d, qkv, tokens = arch.encoder.embed_dim, arch.qkv_dim, batch * src_len
+    dim, qkv = arch.encoder.embed_dim, arch.qkv_dim
     for i, layer in enumerate(arch.encoder.layers):
-        _attention(c, src_len, d, src_len, qkv, layer.heads, batch, project_kv=True)
-        _ffn(c, layer, d, tokens, arch.top_k, (counts or {}).get(f"encoder.{i}"))
+        c.add("attention", encoder_attention(layer.heads, dim, qkv, batch, src_len))
+        _add_ffn(c, layer, dim, batch * src_len, arch.top_k, (counts or {}).get(f"encoder.{i}"))
     for layer in arch.decoder.layers:
-        c.matmul("cross_kv", batch * src_len * layer.cross_span, d, 2 * qkv)
+        c.add("cross_kv", cross_kv(layer.cross_span, dim, qkv, batch, src_len))
     return c
 
 
-def decoder_step_cost(arch: Arch, past_len: int, batch: int = 5, src_len: int = 30, counts: Counts | None = None) -> ComponentCost:
+def decoder_step_cost(arch: Arch, past_len: float, batch: int = 5, src_len: int = 30, counts: Counts | None = None) -> ComponentCost:
     """One incremental step on ``batch`` rows (batch*beam under the protocol) with a cache of
-    ``past_len`` positions, attending to ``src_len`` source positions per cross span."""
+    ``past_len`` positions, attending to ``src_len`` source positions per cross span
+    (``past_len`` may be a mean, see :func:`mean_past_len`)."""
     c = ComponentCost()
-    d, qkv = arch.decoder.embed_dim, arch.qkv_dim
+    dim, qkv = arch.decoder.embed_dim, arch.qkv_dim
     for i, layer in enumerate(arch.decoder.layers):
-        _attention(c, 1, d, past_len + 1, qkv, layer.heads, batch, project_kv=True)
-        _attention(c, 1, d, src_len * layer.cross_span, qkv, layer.cross_heads, batch, project_kv=False)
-        _ffn(c, layer, d, batch, arch.top_k, (counts or {}).get(f"decoder.{i}"))
-    c.matmul("logits", batch, d, arch.vocab_size)
+        c.add("attention", add(decoder_self_attention(layer.heads, dim, qkv, batch, past_len),
+                               decoder_cross_attention(layer.cross_heads, layer.cross_span, dim, qkv, batch, src_len)))
+        _add_ffn(c, layer, dim, batch, arch.top_k, (counts or {}).get(f"decoder.{i}"))
+    c.add("logits", logits(dim, arch.vocab_size, batch))
     return c
 
 
 def decoder_cost(arch: Arch, protocol: LatencyProtocol = LatencyProtocol()) -> ComponentCost:
     """All decoder steps of the protocol, cache growing from 0 (uniform routing)."""
-    c = ComponentCost()
-    for t in range(protocol.decoder_steps):
-        c += decoder_step_cost(arch, t, protocol.decoder_batch, protocol.src_len)
-    return c
+    steps = protocol.decoder_steps
+    step = decoder_step_cost(arch, mean_past_len(steps), protocol.decoder_batch, protocol.src_len)
+    return step.scaled(steps)
 
 
 @dataclass(frozen=True)
@@ -132,33 +270,17 @@ class ParamCount:
     embedding: int
 
 
-def _linear(i: int, o: int, bias: bool = True) -> int:
-    return i * o + (o if bias else 0)
-
-
-def _ffn_params(layer: LayerArch, d: int, top_k: int) -> tuple[int, float]:
-    experts = [_linear(d, h) + _linear(h, d) for h in layer.experts]
-    if not layer.is_moe:
-        return experts[0], float(experts[0])
-    router = _linear(d, len(experts), bias=False)
-    k = min(top_k, len(experts))
-    return router + sum(experts), router + k * sum(experts) / len(experts)
-
-
 def param_count(arch: Arch) -> ParamCount:
     """Parameters of the SubTransformer built from ``arch`` (output projection tied)."""
-    de, dd, q, v = arch.encoder.embed_dim, arch.decoder.embed_dim, arch.qkv_dim, arch.vocab_size
-    emb = v * de + v * dd
-    total, active = emb + 2 * de + 2 * dd, float(emb + 2 * de + 2 * dd)
-    for layer in arch.encoder.layers:
-        fixed = 3 * _linear(de, q) + _linear(q, de) + 4 * de
-        ffn_total, ffn_active = _ffn_params(layer, de, arch.top_k)
-        total, active = total + fixed + ffn_total, active + fixed + ffn_active
-    for layer in arch.decoder.layers:
-        fixed = 3 * _linear(dd, q) + _linear(q, dd) + _linear(dd, q) + 2 * _linear(de, q) + _linear(q, dd) + 6 * dd
-        ffn_total, ffn_active = _ffn_params(layer, dd, arch.top_k)
-        total, active = total + fixed + ffn_total, active + fixed + ffn_active
-    return ParamCount(total=total, active=active, embedding=emb)
+    enc_dim, dec_dim, qkv = arch.encoder.embed_dim, arch.decoder.embed_dim, arch.qkv_dim
+    emb = embedding_params(arch.vocab_size, enc_dim, dec_dim)
+    total = active = emb + final_norm_params(enc_dim) + final_norm_params(dec_dim)
+    for stack, dim, fixed in ((arch.encoder, enc_dim, encoder_layer_params(enc_dim, qkv)),
+                              (arch.decoder, dec_dim, decoder_layer_params(dec_dim, enc_dim, qkv))):
+        for layer in stack.layers:
+            ffn_total, ffn_active = ffn_params(dim, arch.top_k, len(layer.experts), sum(layer.experts))
+            total, active = total + fixed + ffn_total, active + fixed + ffn_active
+    return ParamCount(total=int(total), active=float(active), embedding=int(emb))
 
 
 @dataclass(frozen=True)

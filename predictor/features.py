@@ -1,10 +1,11 @@
 """Features for latency prediction, as a scikit-learn transformer over lists of Arch.
 
 Everything is computed in numpy over many archs at once: one short pure-Python pass pulls each
-arch's genes into padded arrays (:func:`arch_arrays`), and the analytical cost model's formulas
-(``moenas.arch.cost``: matmul FLOPs and fp32 bytes per component and part, parameters) are then
-evaluated as array expressions, summed in closed form over the decoder steps. The results equal
-``protocol_cost(arch, protocol).summary()`` (tested to 1e-9 relative), at ~100x the speed.
+arch's genes into padded arrays (:func:`arch_arrays`), and the cost model's own formulas
+(``moenas.arch.cost``: matmul FLOPs and fp32 bytes per component and part, parameters; they
+take arrays as well as numbers) are then called once on those arrays, absent layers and expert
+slots masked. The results equal ``protocol_cost(arch, protocol).summary()`` (tested to 1e-9
+relative), at ~100x the speed.
 
 Feature groups (``groups=``):
 
@@ -34,6 +35,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from moenas.arch import Arch, SearchSpace, UserError
+from moenas.arch import cost as cost_model
 from moenas.arch.cost import PARTS
 
 GROUPS = ("hat", "moe", "cost", "encoding")
@@ -52,7 +54,6 @@ COST_FEATURES = ["params_total", "params_active", "params_embedding", "flops_tot
     for kind, suffix in [(k, s) for s in [""] + [f"_{p}" for p in PARTS] for k in ("flops", "bytes")]
 ]
 DEFAULT_PROTOCOL = {"batch": 1, "src_len": 30, "decoder_steps": 30, "beam": 5}
-FP32 = 4.0
 
 
 def as_archs(archs: Arch | str | Iterable[Arch | str]) -> list[Arch]:
@@ -177,104 +178,94 @@ def _check_layout(archs: Sequence[Arch], max_layers: tuple[int, int], max_expert
     raise AssertionError("arch_arrays: row length mismatch without an oversized arch")
 
 
-# ---- the cost model, vectorised -----------------------------------------------------------------
+# ---- the cost model over arrays -------------------------------------------------------------------
 
 
-def _mm_bytes(m, k, n, batch=1.0):
-    return FP32 * batch * (m * k + k * n + m * n)
+def _over_layers(cost: cost_model.Cost, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A per-layer (n, L) cost summed over the layers that are present (padding costs nothing)."""
+    return np.where(present, cost[0], 0.0).sum(1), np.where(present, cost[1], 0.0).sum(1)
+
+
+def _experts(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(experts per layer, their hidden sizes summed) from (n, L, X) sizes padded with 0."""
+    return (sizes > 0).sum(-1), sizes.sum(-1)
+
+
+def _ffn_parts(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray, tokens: float, top_k: np.ndarray,
+               present: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """ffn / router / experts cost of every layer of a stack, summed over the layers."""
+    dense, moe = present & (n_experts == 1), present & (n_experts > 1)
+    n_safe = np.maximum(n_experts, 1)  # absent layers have none
+    return {
+        "ffn": _over_layers(cost_model.ffn(tokens, dim, hidden_total), dense),
+        "router": _over_layers(cost_model.router(tokens, dim, n_experts), moe),
+        "experts": _over_layers(cost_model.uniform_experts(tokens, top_k, dim, n_safe, hidden_total), moe),
+    }
+
+
+def _ffn_params(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray, top_k: np.ndarray,
+                present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(total, active) FFN weights summed over the present layers of a stack."""
+    total, active = cost_model.ffn_params(dim, top_k, np.maximum(n_experts, 1), hidden_total)
+    return np.where(present, total, 0.0).sum(1), np.where(present, active, 0.0).sum(1)
 
 
 def vector_cost(arr: ArchArrays, protocol: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """``ProtocolCost.summary()`` for every arch at once (uniform routing), as arrays of length n.
 
-    Mirrors ``moenas.arch.cost`` formula by formula; the decoder's sum over steps t uses
-    sum_{t<T} (t+1) = T(T+1)/2 since every step cost is affine in the cache length t+1."""
+    The formulas are ``moenas.arch.cost``'s, called on (n, layers) arrays; the decoder's steps
+    are ``decoder_steps`` x one step at the mean cache length, as ``arch.cost.decoder_cost``."""
     p = protocol_dict(protocol)
-    B, S, T, Bd = p["batch"], p["src_len"], p["decoder_steps"], p["batch"] * p["beam"]
-    SL = T * (T + 1) / 2.0
-    top_k, q, V, de, dd = (arr.glob[:, i] for i in range(5))
-    out: dict[str, np.ndarray] = {}
+    batch, src_len, steps = p["batch"], p["src_len"], p["decoder_steps"]
+    dec_batch = p["batch"] * p["beam"]
+    top_k, qkv, vocab, enc_dim, dec_dim = (arr.glob[:, i] for i in range(5))
     zeros = np.zeros(arr.n)
+    # per-layer gene arrays are (n, L); arch-level ones get a layer axis to broadcast against them
+    k_l, qkv_l, enc_dim_l, dec_dim_l = top_k[:, None], qkv[:, None], enc_dim[:, None], dec_dim[:, None]
+    enc_heads = arr.enc[:, :, 0]
+    dec_heads, cross_heads, cross_span = arr.dec[:, :, 0], arr.dec[:, :, 1], arr.dec[:, :, 2]
+    enc_present, dec_present = enc_heads > 0, dec_heads > 0
+    enc_experts, dec_experts = _experts(arr.enc[:, :, 1:]), _experts(arr.dec[:, :, 3:])  # (count, hidden sum)
+    # absent layers have 0 heads: counted as 1 below so that head sizes stay finite; their
+    # costs are then dropped by _over_layers
 
-    def ffn(sizes: np.ndarray, d: np.ndarray, tok: float, mask: np.ndarray):
-        """(ffn, router, experts) FLOPs and bytes summed over layers; sizes (n, L, X)."""
-        E = (sizes > 0).sum(-1)                       # experts per layer (0 for absent layers)
-        SH = sizes.sum(-1)
-        dense = mask & (E == 1)
-        moe = mask & (E > 1)
-        d2 = d[:, None]
-        f_ffn = np.where(dense, 4.0 * tok * d2 * SH, 0.0).sum(1)
-        b_ffn = np.where(dense, 8.0 * (tok * d2 + d2 * SH + tok * SH), 0.0).sum(1)
-        Es = np.maximum(E, 1)
-        f_r = np.where(moe, 2.0 * tok * d2 * E, 0.0).sum(1)
-        b_r = np.where(moe, _mm_bytes(tok, d2, E), 0.0).sum(1)
-        load = tok * np.minimum(top_k[:, None], Es) / Es
-        f_x = np.where(moe, 4.0 * load * d2 * SH, 0.0).sum(1)
-        b_x = np.where(moe, 8.0 * (Es * load * d2 + d2 * SH + load * SH), 0.0).sum(1)
-        return (f_ffn, b_ffn), (f_r, b_r), (f_x, b_x)
+    # encoder stack on (batch, src_len), plus every decoder layer's cross keys/values
+    enc_parts = {
+        "attention": _over_layers(cost_model.encoder_attention(np.maximum(enc_heads, 1), enc_dim_l, qkv_l, batch, src_len),
+                                  enc_present),
+        **_ffn_parts(*enc_experts, enc_dim_l, float(batch * src_len), k_l, enc_present),
+        "cross_kv": _over_layers(cost_model.cross_kv(cross_span, enc_dim_l, qkv_l, batch, src_len), dec_present),
+        "logits": (zeros, zeros),
+    }
 
-    # encoder stack on (B, S)
-    eh = arr.enc[:, :, 0]
-    emask = eh > 0
-    ehd = np.floor_divide(q[:, None], np.maximum(eh, 1))
-    d2, q2 = de[:, None], q[:, None]
-    f_att = np.where(emask, B * S * 8.0 * d2 * q2 + 4.0 * B * eh * ehd * S * S, 0.0).sum(1)
-    b_att = np.where(emask, FP32 * (3 * B * S * d2 + 4 * d2 * q2 + 4 * B * S * q2)
-                     + FP32 * B * eh * (4.0 * S * ehd + 2.0 * S * S), 0.0).sum(1)
-    (f_ffn, b_ffn), (f_r, b_r), (f_x, b_x) = ffn(arr.enc[:, :, 1:], de, float(B * S), emask)
-    # cross keys/values of every decoder layer (computed once per sentence, counted in the encoder)
-    span = arr.dec[:, :, 2]
-    dmask = arr.dec[:, :, 0] > 0
-    m = B * S * span
-    f_ckv = np.where(dmask, 2.0 * m * d2 * 2 * q2, 0.0).sum(1)
-    b_ckv = np.where(dmask, _mm_bytes(m, d2, 2 * q2), 0.0).sum(1)
-    enc_parts = {"attention": (f_att, b_att), "ffn": (f_ffn, b_ffn), "router": (f_r, b_r),
-                 "experts": (f_x, b_x), "cross_kv": (f_ckv, b_ckv), "logits": (zeros, zeros)}
+    # decoder: one step on dec_batch rows at the mean cache length, times the steps
+    past_len = cost_model.mean_past_len(steps)
+    attention = cost_model.add(
+        cost_model.decoder_self_attention(np.maximum(dec_heads, 1), dec_dim_l, qkv_l, dec_batch, past_len),
+        cost_model.decoder_cross_attention(np.maximum(cross_heads, 1), cross_span, dec_dim_l, qkv_l, dec_batch, src_len))
+    step_parts = {
+        "attention": _over_layers(attention, dec_present),
+        **_ffn_parts(*dec_experts, dec_dim_l, float(dec_batch), k_l, dec_present),
+        "cross_kv": (zeros, zeros),
+        "logits": cost_model.logits(dec_dim, vocab, dec_batch),
+    }
+    dec_parts = {part: cost_model.scale(cost, steps) for part, cost in step_parts.items()}
 
-    # decoder: T steps on Bd rows, self-attention cache length t+1, cross over S*span
-    dh, ch = arr.dec[:, :, 0], arr.dec[:, :, 1]
-    dhd = np.floor_divide(q[:, None], np.maximum(dh, 1))
-    chd = np.floor_divide(q[:, None], np.maximum(ch, 1))
-    d2 = dd[:, None]
-    Lc = S * span
-    # self attention: q, kv (2q), out projections; scores + weights@values summed over steps
-    f_self = T * 8.0 * Bd * d2 * q2 + 4.0 * Bd * dh * dhd * SL
-    b_self = T * FP32 * (3 * Bd * d2 + 4 * d2 * q2 + 4 * Bd * q2) + FP32 * Bd * dh * (2 * dhd * T + 2 * (dhd + 1) * SL)
-    # cross attention: q and out projections only; keys/values come from the encoder side
-    f_cross = T * (4.0 * Bd * d2 * q2 + 4.0 * Bd * ch * chd * Lc)
-    b_cross = T * (FP32 * (2 * Bd * d2 + 2 * d2 * q2 + 2 * Bd * q2) + FP32 * Bd * ch * (2 * chd + 2 * chd * Lc + 2 * Lc))
-    f_att = np.where(dmask, f_self + f_cross, 0.0).sum(1)
-    b_att = np.where(dmask, b_self + b_cross, 0.0).sum(1)
-    (f_ffn, b_ffn), (f_r, b_r), (f_x, b_x) = ffn(arr.dec[:, :, 3:], dd, float(Bd), dmask)
-    f_log = T * 2.0 * Bd * dd * V
-    b_log = T * _mm_bytes(float(Bd), dd, V)
-    dec_parts = {"attention": (f_att, b_att), "ffn": (T * f_ffn, T * b_ffn), "router": (T * f_r, T * b_r),
-                 "experts": (T * f_x, T * b_x), "cross_kv": (zeros, zeros), "logits": (f_log, b_log)}
-
-    # parameters (arch.cost.param_count)
-    def ffn_params(sizes, d, mask):
-        E = (sizes > 0).sum(-1)
-        SH = sizes.sum(-1)
-        d2 = d[:, None]
-        experts = 2 * d2 * SH + SH + E * d2
-        router = np.where(E > 1, d2 * E, 0)
-        k = np.minimum(top_k[:, None], np.maximum(E, 1))
-        active = router + k * experts / np.maximum(E, 1)
-        return np.where(mask, router + experts, 0).sum(1), np.where(mask, active, 0).sum(1)
-
-    emb = V * de + V * dd
-    base = emb + 2 * de + 2 * dd
-    ne, nd = emask.sum(1), dmask.sum(1)
-    fixed_e = 3 * (de * q + q) + (q * de + de) + 4 * de
-    fixed_d = 3 * (dd * q + q) + (q * dd + dd) + (dd * q + q) + 2 * (de * q + q) + (q * dd + dd) + 6 * dd
-    te, ae = ffn_params(arr.enc[:, :, 1:], de, emask)
-    td, ad = ffn_params(arr.dec[:, :, 3:], dd, dmask)
-    out["params_total"] = base + ne * fixed_e + nd * fixed_d + te + td
-    out["params_active"] = base + ne * fixed_e + nd * fixed_d + ae + ad
-    out["params_embedding"] = emb
+    # parameters
+    emb = cost_model.embedding_params(vocab, enc_dim, dec_dim)
+    fixed = (emb + cost_model.final_norm_params(enc_dim) + cost_model.final_norm_params(dec_dim)
+             + enc_present.sum(1) * cost_model.encoder_layer_params(enc_dim, qkv)
+             + dec_present.sum(1) * cost_model.decoder_layer_params(dec_dim, enc_dim, qkv))
+    enc_total, enc_active = _ffn_params(*enc_experts, enc_dim_l, k_l, enc_present)
+    dec_total, dec_active = _ffn_params(*dec_experts, dec_dim_l, k_l, dec_present)
+    out: dict[str, np.ndarray] = {
+        "params_total": fixed + enc_total + dec_total,
+        "params_active": fixed + enc_active + dec_active,
+        "params_embedding": emb,
+    }
     for name, parts in (("encoder", enc_parts), ("decoder", dec_parts)):
-        out[f"flops_{name}"] = sum(v[0] for v in parts.values())
-        out[f"bytes_{name}"] = sum(v[1] for v in parts.values())
+        out[f"flops_{name}"] = sum(parts[part][0] for part in PARTS)
+        out[f"bytes_{name}"] = sum(parts[part][1] for part in PARTS)
         for part in PARTS:
             out[f"flops_{name}_{part}"] = parts[part][0] + zeros
             out[f"bytes_{name}_{part}"] = parts[part][1] + zeros

@@ -1,10 +1,12 @@
 """Cost model against torch.utils.flop_counter and parameter counts on the built model."""
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from moenas.arch import SearchSpace, shipped_spaces
-from moenas.arch.cost import decoder_cost, decoder_step_cost, encoder_cost, param_count, protocol_cost
+from moenas.arch import cost as C
+from moenas.arch.cost import PARTS, decoder_cost, decoder_step_cost, encoder_cost, param_count, protocol_cost
 from moenas.arch.model import build_model
 from moenas.arch.protocol import LatencyProtocol
 
@@ -84,3 +86,47 @@ def test_idle_experts_cost_nothing():
     assert c1.flops_by_part["experts"] > 0
     zero = encoder_cost(arch, 1, n, {key: [0] * len(layer.experts)})
     assert zero.flops < c1.flops
+
+
+@pytest.mark.parametrize("protocol", [LatencyProtocol(), LatencyProtocol(batch=2, src_len=7, decoder_steps=3, beam=1),
+                                      LatencyProtocol(decoder_steps=1)])
+def test_decoder_cost_is_the_sum_of_its_steps_part_by_part(protocol):
+    # decoder_cost evaluates one step at the mean cache length; it must equal the explicit sum
+    arch = SearchSpace.load("tiny").sample(3)
+    whole = decoder_cost(arch, protocol)
+    steps = [decoder_step_cost(arch, t, protocol.decoder_batch, protocol.src_len) for t in range(protocol.decoder_steps)]
+    assert {"attention", "logits"} <= set(whole.flops_by_part) <= set(PARTS)
+    for part in whole.flops_by_part:
+        assert whole.flops_by_part[part] == pytest.approx(sum(s.flops_by_part[part] for s in steps), rel=1e-12)
+        assert whole.bytes_by_part[part] == pytest.approx(sum(s.bytes_by_part[part] for s in steps), rel=1e-12)
+
+
+def test_idle_experts_move_no_bytes():
+    arch = SearchSpace.load("tiny").sample(3)
+    idle = {f"{n}.{i}": [0] * len(l.experts) for n, i, l in arch.layers if l.is_moe and n == "encoder"}
+    assert idle
+    zero = encoder_cost(arch, 1, 30, idle)
+    assert zero.flops_by_part["experts"] == zero.bytes_by_part["experts"] == 0
+    others = {k: v for k, v in encoder_cost(arch, 1, 30).bytes_by_part.items() if k != "experts"}
+    assert {k: v for k, v in zero.bytes_by_part.items() if k != "experts"} == others
+
+
+def test_helpers_take_arrays_as_well_as_numbers():
+    rng = np.random.default_rng(0)
+    m, k, n, b = (rng.integers(0, 50, 40).astype(float) for _ in range(4))
+    m[:5] = 0  # rows absent: nothing moves
+    f, by = C.matmul(m, k, n, b)
+    for i in range(40):
+        assert (f[i], by[i]) == C.matmul(float(m[i]), float(k[i]), float(n[i]), float(b[i]))
+    assert not by[:5].any()
+    heads = np.array([1.0, 2, 4, 8])
+    f, by = C.attention(3, 64.0, 5, 128.0, heads, 2, project_kv=True)
+    for i, h in enumerate(heads):
+        assert (f[i], by[i]) == C.attention(3, 64, 5, 128, int(h), 2, project_kv=True)
+    sizes = np.array([64.0, 128, 256, 512])
+    total, active = C.ffn_params(32.0, np.array([1.0, 2, 4]), np.array([1.0, 2, 4]), np.array([64.0, 192, 960]))
+    assert [C.ffn_params(32, k_, e, h) for k_, e, h in ((1, 1, 64), (2, 2, 192), (4, 4, 960))] == list(zip(total, active))
+    # all experts under uniform routing = the per-expert sum of FFNs on the uniform loads
+    load = C.uniform_loads(30, 2, len(sizes))
+    per_expert = C.add(*(C.ffn(load, 48, h) for h in sizes))
+    assert C.uniform_experts(30, 2, 48, len(sizes), sizes.sum()) == pytest.approx(per_expert, rel=1e-12)
