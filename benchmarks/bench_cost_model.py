@@ -1,7 +1,7 @@
 """The cost model before and after a change, interleaved in one process: archs/s.
 
-    python benchmarks/bench_cost_model.py                    # this tree against git HEAD
-    python benchmarks/bench_cost_model.py --baseline e0ea322 # against another revision
+    python benchmarks/bench_cost_model.py                    # this tree against e0ea322 (before the shared helpers)
+    python benchmarks/bench_cost_model.py --baseline HEAD    # against another revision
 
 The baseline's ``arch/cost.py`` and ``predictor/features.py`` are read with ``git show REV:PATH``
 into a temporary folder and imported beside the tree's own modules. Each round times both
@@ -141,7 +141,7 @@ def bench_space(space: str, base_cost, base_features, args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", default="HEAD", help="git revision to compare against [HEAD]")
+    ap.add_argument("--baseline", default="e0ea322", help="git revision to compare against [e0ea322: the last one before the shared cost helpers]")
     ap.add_argument("--spaces", nargs="*", default=["tiny", "automoe-wmt"])
     ap.add_argument("--n", type=int, default=20_000, help="archs per space [20000]")
     ap.add_argument("--n-scalar", type=int, default=500, help="archs for the per-arch cost model [500]")
