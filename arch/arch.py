@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .checks import parse_json, read_text
 from .errors import UserError
 
 SCHEMA_VERSION = 1
@@ -94,14 +95,19 @@ class Arch:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Arch":
-        """Parse a dict; structural problems raise UserError naming the field path."""
+        """Parse a dict; structural problems raise UserError naming the field path.
+
+        Rejected with or without a space (what no model can be built from, or what a typo
+        would silently drop): unknown fields, wrong types, sizes <= 0, ``qkv_dim`` not
+        divisible by a head count, a cross span deeper than the encoder."""
         if not isinstance(d, dict):
             raise UserError(f"arch must be a JSON object, got {type(d).__name__}")
+        _known(d, _ARCH_FIELDS, "arch")
         version = d.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise UserError(f"schema_version: {version!r} is not supported (this moenas reads {SCHEMA_VERSION})")
         try:
-            return cls(
+            arch = cls(
                 encoder=_stack_from_dict(d["encoder"], "encoder", decoder=False),
                 decoder=_stack_from_dict(d["decoder"], "decoder", decoder=True),
                 top_k=_int(d.get("top_k", 1), "top_k"),
@@ -110,14 +116,12 @@ class Arch:
             )
         except KeyError as e:
             raise UserError(f"arch is missing the field {e.args[0]!r}") from None
+        _check_shape(arch)
+        return arch
 
     @classmethod
     def from_json(cls, text: str) -> "Arch":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"malformed arch JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "arch JSON"))
 
     # ---- convenience ----------------------------------------------------------------------
     @property
@@ -136,15 +140,46 @@ class Arch:
         return max(layer.cross_span or 1 for layer in self.decoder.layers)
 
 
+_ARCH_FIELDS = ("schema_version", "vocab_size", "qkv_dim", "top_k", "encoder", "decoder")
+_STACK_FIELDS = ("embed_dim", "layers")
+_ENCODER_LAYER_FIELDS = ("heads", "experts")
+_DECODER_LAYER_FIELDS = ("heads", "experts", "cross_heads", "cross_span")
+
+
+def _known(d: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    """A misspelt field would otherwise be dropped and its default used without a word."""
+    unknown = sorted(set(d) - set(allowed))
+    if unknown:
+        raise UserError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))} (known: {', '.join(allowed)})")
+
+
 def _int(v: Any, path: str) -> int:
+    """A positive integer: every count and size of an arch is one."""
     if isinstance(v, bool) or not isinstance(v, int):
         raise UserError(f"{path}: expected an integer, got {v!r}")
+    if v <= 0:
+        raise UserError(f"{path}: must be >= 1, got {v}")
     return v
+
+
+def _check_shape(arch: "Arch") -> None:
+    """What a parsed arch must satisfy for a model to exist: head dims are whole, and a decoder
+    layer attends to no more encoder outputs than there are."""
+    n_enc = len(arch.encoder.layers)
+    for name, i, layer in arch.layers:
+        p = f"{name}.layers[{i}]"
+        for field_name in ("heads", "cross_heads"):
+            h = getattr(layer, field_name)
+            if h is not None and arch.qkv_dim % h:
+                raise UserError(f"{p}.{field_name}: qkv_dim {arch.qkv_dim} is not divisible by {h} heads")
+        if layer.cross_span is not None and layer.cross_span > n_enc:
+            raise UserError(f"{p}.cross_span: {layer.cross_span} exceeds the {n_enc} encoder layer(s)")
 
 
 def _stack_from_dict(d: Any, path: str, decoder: bool) -> StackArch:
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected an object with embed_dim and layers")
+    _known(d, _STACK_FIELDS, path)
     layers_raw = d.get("layers")
     if not isinstance(layers_raw, list) or not layers_raw:
         raise UserError(f"{path}.layers: expected a non-empty list of layers")
@@ -153,6 +188,7 @@ def _stack_from_dict(d: Any, path: str, decoder: bool) -> StackArch:
         lp = f"{path}.layers[{i}]"
         if not isinstance(ld, dict):
             raise UserError(f"{lp}: expected an object")
+        _known(ld, _DECODER_LAYER_FIELDS if decoder else _ENCODER_LAYER_FIELDS, lp)
         experts = ld.get("experts")
         if not isinstance(experts, list) or not experts:
             raise UserError(f"{lp}.experts: expected a non-empty list of expert hidden sizes")
@@ -175,16 +211,19 @@ def load_arch(path: str | Path) -> Arch:
 def load_archs(path: str | Path) -> list[Arch]:
     """Read a JSON file holding one Arch, or a JSON-lines file with one Arch per line."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    text = p.read_text().strip()
+    text = read_text(p).strip()
     if not text:
         raise UserError(f"{p}: the file is empty")
-    try:
-        return [Arch.from_json(text)]
-    except UserError:
+    try:  # one JSON document (possibly pretty-printed): its arch errors are the file's
+        whole = parse_json(text, "arch JSON")
+    except UserError as e:
         if "\n" not in text:
-            raise
+            raise UserError(f"{p}: {e}") from None
+    else:
+        try:
+            return [Arch.from_dict(whole)]
+        except UserError as e:
+            raise UserError(f"{p}: {e}") from None
     archs = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():

@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .checks import check_range
 from .errors import UserError
 
 ROUTINGS = ("seeded-random",)
@@ -43,10 +44,12 @@ class LatencyProtocol:
     input_seed: int = 0
 
     def __post_init__(self) -> None:
+        # types too: a protocol is also read back from a dataset's or a predictor's metadata
         for f in ("batch", "src_len", "decoder_steps", "beam"):
-            if getattr(self, f) < 1:
-                raise UserError(f"protocol {f} must be >= 1, got {getattr(self, f)}")
-        if self.routing not in ROUTINGS:
+            check_range(f"protocol {f}", getattr(self, f), 1, integer=True)
+        for f in ("model_seed", "input_seed"):
+            check_range(f"protocol {f}", getattr(self, f), 0, integer=True)
+        if not isinstance(self.routing, str) or self.routing not in ROUTINGS:
             raise UserError(f"protocol routing {self.routing!r} is unknown (choose from {', '.join(ROUTINGS)})")
 
     @property

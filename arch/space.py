@@ -12,15 +12,17 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import yaml
 
 from .arch import Arch, LayerArch, StackArch
+from .checks import read_text
 from .errors import UserError
 
 SPACES_DIR = Path(__file__).parent / "spaces"
+MAX_SAMPLE = 1_000_000  # archs per sampling call: ~2 minutes at ~125 us each (tiny space, one core)
 Rng = random.Random
 
 
@@ -81,10 +83,15 @@ class SearchSpace:
                 raise UserError(f"unknown space {name_or_path!r} (shipped: {', '.join(shipped_spaces())}; or give a YAML file)")
         if not p.is_file():
             raise UserError(f"{p}: no such space file")
+        text = read_text(p)
         try:
-            d = yaml.safe_load(p.read_text())
+            d = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise UserError(f"{p}: malformed YAML ({str(e).splitlines()[0]})") from None
+        except RecursionError:
+            raise UserError(f"{p}: malformed YAML (nested too deeply)") from None
+        except ValueError as e:  # an integer of more digits than Python converts
+            raise UserError(f"{p}: malformed YAML ({str(e).split(':', 1)[0]})") from None
         return cls.from_dict(d, source=str(p))
 
     @classmethod
@@ -137,18 +144,32 @@ class SearchSpace:
 
     def sample_n(self, n: int, seed: int = 0, unique: bool = True) -> list[Arch]:
         """``n`` archs from one seeded stream; duplicates skipped when ``unique`` (bounded tries)."""
+        return list(self.iter_samples(n, seed, unique))
+
+    def iter_samples(self, n: int, seed: int = 0, unique: bool = True) -> Iterator[Arch]:
+        """:meth:`sample_n` one arch at a time (a caller can print while sampling). ``n`` is
+        checked before the first draw: above :data:`MAX_SAMPLE` (or, unique, above the space's
+        size) sampling would run for hours or never end, so it is refused with the maximum."""
+        self.check_sample_count(n, unique)
         r = random.Random(seed)
-        out: list[Arch] = []
         seen: set[str] = set()
+        got = 0
         for _ in range(max(n * 50, 1000)):
-            if len(out) == n:
+            if got == n:
                 break
             a = self.sample(r)
             if unique and a.arch_id in seen:
                 continue
             seen.add(a.arch_id)
-            out.append(a)
-        return out
+            got += 1
+            yield a
+
+    def check_sample_count(self, n: int, unique: bool = True) -> None:
+        """UserError unless ``n <= MAX_SAMPLE`` and, unique, ``n <=`` the space's size."""
+        limit = min(MAX_SAMPLE, self.size()) if unique else MAX_SAMPLE
+        if n > limit:
+            why = f"space {self.name!r} holds {self.size()} archs" if limit < MAX_SAMPLE else "more would take hours"
+            raise UserError(f"cannot sample {n} archs: at most {limit} at a time ({why})")
 
     def _arch(self, enc: StackArch, dec: StackArch, top_k: int) -> Arch:
         return Arch(encoder=enc, decoder=dec, top_k=top_k, qkv_dim=self.qkv_dim, vocab_size=self.vocab_size)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from moenas.arch.checks import read_text
 from moenas.arch.errors import UserError
 
 Pair = tuple[str, str]
@@ -254,10 +255,7 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
 
 
 def _read_lines(p: Path) -> list[str]:
-    try:
-        return p.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return read_text(p).splitlines()
 
 
 def _find_split(d: Path, names: Sequence[str], src_lang: str, tgt_lang: str) -> tuple[Path, Path] | None:

@@ -7,8 +7,11 @@ taken while the reference model had drifted is kept with ``drift_flag`` = True a
 again later (the new rows have ``remeasured`` = True).
 
 ``X.parquet`` holds the rows and, in its key-value metadata, a copy of the sidecar;
-``X.json`` (the sidecar, human-readable) holds the schema version, protocol, fingerprint,
-command, creation time, counts, reference-model checks and noise floor.
+``X.parquet.json`` (the sidecar, human-readable) holds the schema version, protocol, fingerprint,
+command, creation time, counts, reference-model checks and noise floor. The sidecar is named
+after the whole output, so it never lands on a user's ``X.json`` (an arch list, say). Datasets
+written before that have their sidecar at ``X.json``: it is still read, and refreshed on a
+rewrite only while it is the exact copy of that dataset's metadata (otherwise left alone).
 
 Public API (the predictor codes against exactly this): :func:`read_profiles`,
 :func:`latency_table`, :func:`noise_floor`, the ``protocol_id`` / ``fingerprint_id`` columns
@@ -25,8 +28,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from moenas.arch import Arch
+from moenas.arch.checks import check_fields, parse_json, read_json
 from moenas.arch.errors import UserError
-from moenas.arch.files import atomic_write, atomic_write_text
+from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 
 PROFILE_SCHEMA_VERSION = 1
 FORMAT = "moenas-profiles"
@@ -77,8 +82,25 @@ def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 # ---- reading ------------------------------------------------------------------------------------
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
+def sidecar_path(path: str | Path) -> Path:
+    """Where the sidecar of dataset ``path`` is written: ``X.parquet`` -> ``X.parquet.json``."""
+    p = Path(path)
+    return p.with_name(p.name + ".json")
+
+
+def legacy_sidecar_path(path: str | Path) -> Path:
+    """Where datasets written by older moenas (and the shipped ones) keep it: ``X.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def _is_sidecar(p: Path) -> bool:
+    d = json_dict(p)
+    return d is not None and d.get("format") == FORMAT
+
+
+def check_sidecar(path: str | Path) -> None:
+    """UserError before any work when the sidecar's name is taken by a file moenas did not write."""
+    check_replaceable(sidecar_path(path), _is_sidecar, "a moenas profile sidecar")
 
 
 def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -108,7 +130,10 @@ def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             raise UserError(f"{p}: not a readable Parquet file ({type(e).__name__}); corrupt or not a profile dataset") from None
         kv = table.schema.metadata or {}
         meta = _embedded_meta(p, kv[META_KEY]) if META_KEY in kv else _meta_from_rows(p)
-        df = table.to_pandas()
+        try:
+            df = table.to_pandas()
+        except (TypeError, ValueError):  # a column that contradicts its recorded pandas dtype: named below
+            df = table.to_pandas(ignore_metadata=True)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         what = "not a moenas profile dataset (no metadata, and " if meta.get("reshaped") else "("
@@ -121,6 +146,7 @@ def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             df[c] = df[c].astype(t)
         except (ValueError, TypeError):
             raise UserError(f"{p}: column {c!r} does not hold {t} values") from None
+    check_arch_column(p, df)
     if meta.get("reshaped"):  # the ids the rows agree on, as a written dataset's metadata holds them
         for c in ("protocol_id", "fingerprint_id", "space"):
             vals = df[c].dropna().unique() if c in df else []
@@ -128,29 +154,68 @@ def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return df, meta
 
 
+def check_arch_column(p: Path, df: pd.DataFrame) -> None:
+    """UserError unless every row's ``arch_json`` is an arch whose id is the row's ``arch_id``.
+
+    A garbage arch_json used to pass reading and break later: a --resume run re-measured and
+    rewrote such a file, and a fit failed on it midway. Checked once per distinct pair."""
+    for aid, text in df[["arch_id", "arch_json"]].drop_duplicates().itertuples(index=False):
+        if not isinstance(text, str):
+            raise UserError(f"{p}: a row of arch {aid} has no arch_json")
+        try:
+            arch = Arch.from_json(text)
+        except UserError as e:
+            raise UserError(f"{p}: the arch_json of arch {aid} is not an arch ({e})") from None
+        if arch.arch_id != aid:
+            raise UserError(f"{p}: a row's arch_id {aid} is not the id {arch.arch_id} of its arch_json (damaged dataset)")
+
+
 def _embedded_meta(p: Path, blob: bytes) -> dict[str, Any]:
     try:
-        meta = json.loads(blob)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{p}: its embedded metadata is corrupt") from None
+        meta = parse_json(blob, "metadata")
+    except UserError as e:
+        raise UserError(f"{p}: its embedded metadata is corrupt ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{p}: not a moenas profile dataset (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("schema_version") != PROFILE_SCHEMA_VERSION:
         raise UserError(f"{p}: profile schema version {meta.get('schema_version')!r} is not supported (this moenas reads {PROFILE_SCHEMA_VERSION})")
+    return check_metadata(meta, f"{p} metadata")
+
+
+# Fields the profiler (on --resume), merge and the predictor read without guarding; a dataset
+# whose metadata holds another type there is refused on reading, not met as AttributeError.
+META_FIELDS: dict[str, Any] = {
+    "protocol": dict, "protocol_id": str, "fingerprint": dict, "fingerprint_id": str, "space": str,
+    "reference": dict, "runs": list, "counts": dict, "noise_floor": dict, "command": list, "created": str,
+    "updated": str, "merged_from": list, "reference_earlier": list, "synthetic": bool, "mixed": bool,
+    "split_from": dict, "measurement": dict,
+}
+REFERENCE_FIELDS: dict[str, Any] = {"checks": list, "arch_id": str, "arch_json": str, "fingerprint_id": str,
+                                    "threshold": (int, float), "baseline_ms": (int, float)}
+
+
+def check_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """``meta`` when its fields, the reference block, every reference check and every run have
+    the types their readers assume (a check's ``median_ms`` sets the drift baseline)."""
+    check_fields(meta, where, {"format": str, "schema_version": int}, META_FIELDS)
+    ref = check_fields(meta.get("reference") or {}, f"{where} reference", {}, REFERENCE_FIELDS)
+    for i, c in enumerate(ref.get("checks") or []):
+        check_fields(c, f"{where} reference.checks[{i}]", {"median_ms": (int, float)})
+    for i, r in enumerate(meta.get("runs") or []):
+        check_fields(r, f"{where} runs[{i}]", {})
     return meta
 
 
 def _meta_from_rows(p: Path) -> dict[str, Any]:
     """Metadata of a reshaped file: the rows speak for themselves; a sidecar adds the fingerprint."""
     meta: dict[str, Any] = {"format": FORMAT, "schema_version": PROFILE_SCHEMA_VERSION, "reshaped": str(p)}
-    side = _sidecar(p)
+    side = sidecar_path(p)
     if side.is_file():
-        try:
-            extra = json.loads(side.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise UserError(f"{side}: malformed sidecar JSON") from None
-        if isinstance(extra, dict) and isinstance(extra.get("fingerprint"), dict):
-            meta["fingerprint"] = extra["fingerprint"]
+        extra = read_json(side, "sidecar JSON")
+    else:  # the old name may be anyone's X.json: used only when it reads as a sidecar
+        extra = json_dict(legacy_sidecar_path(p))
+    if isinstance(extra, dict) and isinstance(extra.get("fingerprint"), dict):
+        meta["fingerprint"] = extra["fingerprint"]
     return meta
 
 
@@ -218,6 +283,8 @@ def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> 
     import pyarrow.parquet as pq
 
     p = Path(path)
+    check_sidecar(p)  # before anything is written
+    legacy = _own_legacy_sidecar(p)
     df = to_frame(df.to_dict("records")) if not set(COLUMNS) <= set(df.columns) else df
     meta = dict(meta)
     meta["format"] = FORMAT
@@ -233,8 +300,30 @@ def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> 
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
     atomic_write(p, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-    atomic_write_text(_sidecar(p), json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write_text(sidecar_path(p), text)
+    if legacy is not None:
+        atomic_write_text(legacy, text)
     return meta
+
+
+def _own_legacy_sidecar(p: Path) -> Path | None:
+    """The old-name sidecar ``X.json`` when it is this dataset's (the exact copy of the metadata
+    inside ``p``), so a rewrite keeps it true; None when absent or anything else (a user's file
+    of that name is never touched)."""
+    import pyarrow.parquet as pq
+
+    legacy = legacy_sidecar_path(p)
+    if legacy in (p, sidecar_path(p)) or not legacy.is_file() or not p.is_file():
+        return None
+    side = json_dict(legacy)
+    if side is None or side.get("format") != FORMAT:
+        return None
+    try:
+        embedded = json.loads((pq.read_schema(p).metadata or {})[META_KEY])
+    except Exception:  # noqa: BLE001 - unreadable or foreign dataset: not provably ours
+        return None
+    return legacy if embedded == side else None
 
 
 def check_compatible(metas: list[tuple[str, dict[str, Any]]], allow_mixed: bool = False) -> None:
@@ -256,6 +345,7 @@ def merge_profiles(paths: list[str | Path], out: str | Path, allow_mixed: bool =
     o = Path(out)
     if o.exists() and not overwrite:
         raise UserError(f"{o} exists; pass --overwrite to replace it")
+    check_sidecar(o)
     parts = [(str(p), *read_profiles(p)) for p in paths]
     check_compatible([(n, m) for n, _, m in parts], allow_mixed)
     # rows too: a dataset's rows must agree with its own metadata
@@ -292,8 +382,9 @@ def split_profiles(path: str | Path, holdout: float, seed: int, out_train: str |
     if outs[0].resolve() == outs[1].resolve() or Path(path).resolve() in [o.resolve() for o in outs]:
         raise UserError("split: the input and the two outputs must be three different files")
     for o in outs:
-        if (o.exists() or _sidecar(o).exists()) and not overwrite:
+        if (o.exists() or sidecar_path(o).exists()) and not overwrite:
             raise UserError(f"{o} exists; pass --overwrite to replace it")
+        check_sidecar(o)
     df, meta = read_profiles(path)
     ids = np.array(sorted(df["arch_id"].dropna().unique()))
     if len(ids) < 2:

@@ -2,19 +2,21 @@
 
 Each command module exposes ``register(subparsers)`` (adds its parser and sets ``func``).
 Bad input anywhere raises :class:`moenas.arch.UserError`; it is printed here as one line on
-stderr with exit code 2. Anything else is a bug and keeps its traceback.
+stderr with exit code 2, and so is an ``OSError`` (``PATH: reason``: a read-only folder, a full
+disk). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from moenas.arch.errors import UserError
 
 # Order = order in `moenas --help`. A module that fails to import (e.g. an optional extra is
 # missing) drops only its own command.
-COMMANDS = ["space", "export", "translate", "profile", "fit", "predict", "evaluate", "kernels", "train", "search", "demo"]
+COMMANDS = ["space", "export", "translate", "profile", "fit", "calibrate", "predict", "evaluate", "kernels", "train", "search", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +51,18 @@ def _version() -> str:
         return "unknown"
 
 
+def os_error_line(e: OSError) -> str:
+    """``PATH: reason`` of an OSError (``PATH -> PATH2: reason`` for a rename), on one line.
+
+    Not bad input in the UserError sense, and not a bug either: the user can fix it, so it gets
+    a line, not a traceback."""
+    reason = e.strerror or (str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if e.filename is None:
+        return reason
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+    return f"{where}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         sys.stderr.write(f"moenas {args.command}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}\n")
+        return 2
+    except BrokenPipeError:  # `moenas space sample | head -1`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush is silent too (Python docs' recipe)
+        return 0
+    except OSError as e:  # the machine said no (a read-only folder, a full disk, a path through a file)
+        sys.stderr.write(f"moenas {args.command}: error: {os_error_line(e)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("moenas: interrupted\n")

@@ -12,6 +12,7 @@ _LAZY = {
     "Prediction": "api", "Predictor": "api", "fit_predictor": "api", "transfer_predictor": "api",
     "Dataset": "dataset", "load_dataset": "dataset", "ArchFeatures": "features",
     "LatencyModel": "models", "TransferModel": "models", "make_model": "models",
+    "ScaledModel": "calibrate", "calibrated": "calibrate",
 }
 __all__ = ["MODELS", "TARGETS", *_LAZY]
 

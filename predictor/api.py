@@ -120,6 +120,8 @@ def _base_metadata(ds: Dataset, model_name: str, model: Any) -> dict[str, Any]:
         "backend": ds.backend, "fingerprint_id": ds.fingerprint_id, "fingerprint": ds.fingerprint,
         "dataset": ds.describe(), "features": describe(model.features_), "n_train": int(model.n_train_),
         "train_arch_ids": list(ds.arch_ids),
+        # the reference model's latency in the training rows: what `moenas calibrate` rescales by
+        "reference": ds.reference,
     }
 
 

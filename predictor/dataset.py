@@ -37,6 +37,8 @@ class Dataset:
     sha256: str = ""
     paths: list[str] = field(default_factory=list)
     synthetic: bool = False
+    # the reference model's latency in these rows (predictor.calibrate.reference_stats); None = unknown
+    reference: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -45,7 +47,7 @@ class Dataset:
         idx = list(idx)
         return Dataset([self.archs[i] for i in idx], self.y[idx], [self.arch_ids[i] for i in idx], self.target,
                        self.protocol, self.protocol_id, self.space, self.device, self.backend, self.fingerprint_id,
-                       self.fingerprint, self.noise_floor, self.sha256, self.paths, self.synthetic)
+                       self.fingerprint, self.noise_floor, self.sha256, self.paths, self.synthetic, self.reference)
 
     def describe(self) -> dict[str, Any]:
         return {"paths": self.paths, "sha256": self.sha256, "n_archs": len(self), "target": self.target,
@@ -67,7 +69,9 @@ def _one(values: pd.Series, what: str, path: str) -> Any:
 
 def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
     """Read, check and join profile datasets into one (arch, median latency) table."""
-    from moenas.data.profiles import latency_table, noise_floor, read_profiles
+    from moenas.data.profiles import latency_table, noise_floor, read_profiles, valid_rows
+
+    from .calibrate import reference_stats
 
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")
@@ -111,4 +115,5 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         backend=i0["backend"], fingerprint_id=i0["fingerprint_id"], fingerprint=dict(i0["meta"].get("fingerprint") or {}),
         noise_floor=noise_floor(df, target), sha256=digest.hexdigest(), paths=[str(p) for p in paths],
         synthetic=any(bool(i["meta"].get("synthetic")) for i in infos) or i0["backend"] == "synthetic",
+        reference=reference_stats(valid_rows(df, target, 0), [i["meta"] for i in infos]),
     )

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from moenas.arch import UserError
+from moenas.arch.checks import check_fields, read_json
+from moenas.arch.files import atomic_write, atomic_write_text, json_dict, output_lock
 
 FORMAT = "moenas-predictor"
 FORMAT_VERSION = 1
@@ -28,6 +30,7 @@ META_FILE = "predictor.json"
 
 # Types beyond skops' defaults (numpy, scikit-learn estimators) that a predictor may contain.
 TRUSTED = [
+    "moenas.predictor.calibrate.ScaledModel",
     "moenas.predictor.features.ArchFeatures",
     "moenas.predictor.models.HatMLP",
     "moenas.predictor.models.HybridModel",
@@ -56,25 +59,38 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save(model: Any, metadata: dict[str, Any], path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``model`` + metadata into directory ``path`` (refused if it exists, unless overwrite)."""
-    import skops.io as sio
-
+def check_out(path: str | Path, overwrite: bool = False) -> None:
+    """UserError unless ``path`` may receive a predictor: absent, or (with ``overwrite``) a
+    predictor directory or an empty one. ``--overwrite`` replaces a predictor, never a folder
+    of someone's own files that ``--out`` happened to name."""
     d = Path(path)
     if d.exists() and not overwrite:
         raise UserError(f"{d} exists; pass --overwrite to replace it")
     if d.exists() and not d.is_dir():
         raise UserError(f"{d} exists and is not a directory")
-    d.mkdir(parents=True, exist_ok=True)
-    untrusted = set(sio.get_untrusted_types(data=sio.dumps(model))) - set(TRUSTED)
-    if untrusted:  # a bug, not bad input: the trusted list must cover every model we write
-        raise RuntimeError(f"model contains types outside persist.TRUSTED: {sorted(untrusted)}")
-    sio.dump(model, d / MODEL_FILE)
-    meta = dict(metadata)
-    meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
-                 "model_file": MODEL_FILE, "model_sha256": _sha256(d / MODEL_FILE),
-                 "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    (d / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+    if d.is_dir() and any(d.iterdir()) and (json_dict(d / META_FILE) or {}).get("format") != FORMAT:
+        raise UserError(f"{d} is a directory that holds no moenas predictor; --overwrite replaces only a predictor "
+                        "(choose another --out)")
+
+
+def save(model: Any, metadata: dict[str, Any], path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model`` + metadata into directory ``path`` (refused if it exists, unless overwrite;
+    see :func:`check_out`). Each file is written atomically, under the directory's lock."""
+    import skops.io as sio
+
+    d = Path(path)
+    with output_lock(d, "predictor"):
+        check_out(d, overwrite)
+        untrusted = set(sio.get_untrusted_types(data=sio.dumps(model))) - set(TRUSTED)
+        if untrusted:  # a bug, not bad input: the trusted list must cover every model we write
+            raise RuntimeError(f"model contains types outside persist.TRUSTED: {sorted(untrusted)}")
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(d / MODEL_FILE, lambda tmp: sio.dump(model, tmp))
+        meta = dict(metadata)
+        meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
+                     "model_file": MODEL_FILE, "model_sha256": _sha256(d / MODEL_FILE),
+                     "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        atomic_write_text(d / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
     return d
 
 
@@ -93,14 +109,41 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not d.is_dir() or not (d / META_FILE).is_file():
         raise UserError(f"{d}: not a predictor directory (no {META_FILE})")
     try:
-        meta = json.loads((d / META_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{d / META_FILE}: corrupt metadata (not JSON)") from None
+        meta = read_json(d / META_FILE, "metadata")
+    except UserError as e:
+        raise UserError(f"{e} (corrupt predictor metadata)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{d}: not a moenas predictor (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{d}: predictor format version {meta.get('format_version')!r} is not supported by this "
                         f"moenas (reads {FORMAT_VERSION}); refit it with `moenas fit`")
+    return check_metadata(meta, str(d / META_FILE))
+
+
+# Fields readers use without guarding (`moenas predict`, `evaluate`, search's constraints): a
+# hand-edited predictor.json with another type there is refused here, not met as AttributeError.
+META_FIELDS: dict[str, Any] = {
+    "model_sha256": str, "model": str, "chosen": str, "target": str, "space": str, "device": str, "backend": str,
+    "protocol": dict, "protocol_id": str, "fingerprint": dict, "fingerprint_id": str, "dataset": dict,
+    "features": dict, "n_train": int, "train_arch_ids": list, "versions": dict, "metrics": dict, "created": str,
+    "reference": dict, "calibration": dict,
+}
+CURVE_FIELDS = {"n_train": int, "mape": (int, float), "within_10": (int, float), "kendall_tau": (int, float)}
+
+
+def check_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """``meta`` when every field above has its type (and the learning curve's rows theirs)."""
+    check_fields(meta, where, {"format": str, "format_version": int}, META_FIELDS)
+    if meta.get("protocol") is not None:
+        from moenas.arch.protocol import LatencyProtocol
+
+        try:
+            LatencyProtocol.from_dict(meta["protocol"])  # its own type and range checks
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    curve = check_fields(meta.get("metrics") or {}, f"{where} metrics", {}, {"learning_curve": list}).get("learning_curve")
+    for i, row in enumerate(curve or []):
+        check_fields(row, f"{where} metrics.learning_curve[{i}]", CURVE_FIELDS)
     return meta
 
 
@@ -109,6 +152,7 @@ def load(path: str | Path) -> tuple[Any, dict[str, Any]]:
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    from .calibrate import ScaledModel
     from .models import LatencyModel, TransferModel
 
     d = Path(path)
@@ -135,7 +179,7 @@ def load(path: str | Path) -> tuple[Any, dict[str, Any]]:
     except Exception as e:  # noqa: BLE001
         hint = f" (saved with scikit-learn {saved_skl}, this is {now_skl}: refit it)" if saved_skl != now_skl else ""
         raise UserError(f"{f}: cannot be loaded: {type(e).__name__}{hint}") from None
-    if not isinstance(model, (LatencyModel, TransferModel)):
+    if not isinstance(model, (LatencyModel, TransferModel, ScaledModel)):
         raise UserError(f"{f}: holds a {type(model).__name__}, not a moenas latency model; refusing it")
     if saved_skl and saved_skl.split(".")[:2] != now_skl.split(".")[:2]:
         warnings.warn(f"{d}: saved with scikit-learn {saved_skl}, loaded with {now_skl}; "

@@ -6,6 +6,33 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from moenas.arch.files import check_replaceable
+
+MARK = "moenas plot"  # in each PNG's Software field: how a later run knows the file is its own
+HOLDOUT_PLOTS = ("holdout_predicted_vs_measured.png", "learning_curve.png")  # `moenas evaluate --plots DIR`
+
+
+def is_plot(path: Path) -> bool:
+    """Whether ``path`` is a PNG this module wrote (its text chunks precede the image data)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and MARK.encode() in head
+
+
+def check_plots_replaceable(d: str | Path, names: Sequence[str] = HOLDOUT_PLOTS) -> None:
+    """UserError before any work when a plot's name in ``d`` is taken by a file moenas did not write."""
+    for name in names:
+        check_replaceable(Path(d) / name, is_plot, "a plot moenas wrote")
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.savefig(path, metadata={"Software": MARK})
+    plt.close(fig)
+    return Path(path)
+
 
 def _plt():
     import matplotlib
@@ -35,9 +62,7 @@ def predicted_vs_measured(y, pred, path: str | Path, title: str = "", lower=None
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def learning_curve(curve: Sequence[dict[str, Any]], path: str | Path, title: str = "",
@@ -55,6 +80,4 @@ def learning_curve(curve: Sequence[dict[str, Any]], path: str | Path, title: str
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)

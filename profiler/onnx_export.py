@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,29 @@ import torch
 from torch import nn
 
 from moenas.arch import Arch, UserError
+from moenas.arch.checks import check_fields, read_json
+from moenas.arch.files import atomic_write_text, check_replaceable, json_dict, output_lock
 from moenas.arch.model import SubTransformer, build_model
 
 MANIFEST = "manifest.json"
 FORMAT = "moenas-onnx-export"
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
+EXPORT_FILES = ("encoder.onnx", "decoder.onnx", MANIFEST, "tokenizer.json")  # all an export may write
+
+
+def check_export_dir(out: str | Path, overwrite: bool = False) -> None:
+    """UserError unless ``out`` may receive an export: it holds none (or ``overwrite``), and
+    no file of an export's name that an export did not write (``--out`` naming a folder of
+    one's own ONNX files is refused even with --overwrite)."""
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"{d} exists and is not a directory")
+    if (json_dict(d / MANIFEST) or {}).get("format") != FORMAT:
+        for name in EXPORT_FILES:
+            check_replaceable(d / name, lambda p: False, "part of a moenas export (the folder holds no export)")
+    elif not overwrite:
+        raise UserError(f"{d} already holds an export; pass --overwrite to replace it")
 METHODS = ("torchscript", "dynamo")
 
 
@@ -189,27 +207,35 @@ class ExportedArch:
 
     def save(self, out_dir: str | Path, overwrite: bool = False) -> Path:
         out = Path(out_dir)
-        if (out / MANIFEST).exists() and not overwrite:
-            raise UserError(f"{out} already holds an export; pass --overwrite to replace it")
-        if out.exists() and not out.is_dir():
-            raise UserError(f"{out} exists and is not a directory")
+        check_export_dir(out, overwrite)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "encoder.onnx").write_bytes(self.encoder)
-        (out / "decoder.onnx").write_bytes(self.decoder)
-        (out / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        # the graphs go to temporary names first and are renamed together, the manifest last: a
+        # kill while hundreds of MB are written leaves no half export, which the next run could
+        # not tell from someone's own ONNX files (and would refuse to replace)
+        tmps = [(out / f".{name}.{os.getpid()}.tmp", out / name, blob)
+                for name, blob in (("encoder.onnx", self.encoder), ("decoder.onnx", self.decoder))]
+        try:
+            for tmp, _, blob in tmps:
+                tmp.write_bytes(blob)
+            for tmp, dst, _ in tmps:
+                os.replace(tmp, dst)
+        finally:
+            for tmp, _, _ in tmps:
+                tmp.unlink(missing_ok=True)
+        atomic_write_text(out / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
         return out
 
     @classmethod
     def load(cls, out_dir: str | Path) -> "ExportedArch":
         d = Path(out_dir)
-        try:
-            manifest = json.loads((d / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise UserError(f"{d}: no {MANIFEST} (not a moenas export)") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{d / MANIFEST}: malformed JSON ({e.msg})") from None
-        if manifest.get("format") != FORMAT:
+        if not (d / MANIFEST).is_file():
+            raise UserError(f"{d}: no {MANIFEST} (not a moenas export)")
+        manifest = read_json(d / MANIFEST)
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise UserError(f"{d}: not a moenas export")
+        check_fields(manifest, str(d / MANIFEST), {"arch": dict, "encoder": dict, "decoder": dict}, {"tokenizer": str})
+        for part in ("encoder", "decoder"):
+            check_fields(manifest[part], f"{d / MANIFEST} {part}", {"file": str})
         arch = Arch.from_dict(manifest["arch"])
         graphs = {p: (d / manifest[p]["file"]).read_bytes() for p in ("encoder", "decoder")}
         return cls(arch, graphs, {}, manifest)
@@ -314,6 +340,6 @@ def export_to_dir(arch: Arch, out_dir: str | Path, seed: int = 0, method: str = 
                   opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
     """Export and write ``encoder.onnx``, ``decoder.onnx`` and ``manifest.json`` into ``out_dir``."""
     out = Path(out_dir)
-    if (out / MANIFEST).exists() and not overwrite:  # refuse before spending time on the export
-        raise UserError(f"{out} already holds an export; pass --overwrite to replace it")
-    return export_arch(arch, seed=seed, method=method, opset=opset).save(out, overwrite=overwrite)
+    with output_lock(out, "export folder"):
+        check_export_dir(out, overwrite)  # refuse before spending time on the export
+        return export_arch(arch, seed=seed, method=method, opset=opset).save(out, overwrite=overwrite)

@@ -13,6 +13,11 @@ Order of work (see profiler/README.md for the why):
   4. noise floor: ``repeat_check`` archs (evenly spaced over the list) are measured a second
      time at the end (``repeat_index`` = 1);
   5. what the last checks flagged is measured again (bounded).
+
+Existing data is never degraded: one run at a time writes a dataset (a lock for the whole run);
+on --resume the earlier runs' rows keep the verdict of their own reference checks (only this
+run's rows are judged by this run's checks), and only archs this run was asked for are measured;
+on --overwrite the old file stays until the first measured group replaces it atomically.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
-from moenas.data.profiles import COMPONENTS, now_iso, read_profiles, to_frame, write_profiles
+from moenas.arch.files import output_lock
+from moenas.data.profiles import COMPONENTS, check_sidecar, now_iso, read_profiles, to_frame, write_profiles
 
 from .backends import Backend, Workload, get_backend
 from .fingerprint import fingerprint
@@ -118,6 +124,9 @@ class Profiler:
                         "reference_run": 0.0, "op_profile": 0.0, "reference_model": 0.0, "write": 0.0}
         self.new_measurements = 0
         self._last_ref: float | None = None
+        self.wanted: set[str] | None = None  # arch ids this run was asked for (None: all)
+        self._replacing = False  # an existing dataset stays as it is until this run has news for it
+        self._old_flags_changed = False  # an earlier run's row got flagged (its interval never closed)
 
     # ---- dataset I/O ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -126,6 +135,8 @@ class Profiler:
         out = cfg.out
         if out.exists() and not cfg.resume and not cfg.overwrite:
             raise UserError(f"{out} exists; pass --resume to continue it or --overwrite to replace it")
+        check_sidecar(out)
+        self._replacing = out.exists()
         if out.exists() and cfg.resume:
             df, meta = read_profiles(out)  # UserError on corrupt/foreign; nothing written
             if not cfg.allow_mixed:
@@ -155,7 +166,10 @@ class Profiler:
         })
         refmeta = self.meta.setdefault("reference", {})
         if refmeta.get("arch_id") not in (None, ref.arch_id) or refmeta.get("fingerprint_id") not in (None, self.fp["fingerprint_id"]):
-            refmeta.clear()  # another reference model or machine: its checks do not apply
+            # another reference model or machine: its checks do not apply here, but they are
+            # the record of how the earlier rows were judged, so they are kept
+            self.meta.setdefault("reference_earlier", []).append(dict(refmeta))
+            refmeta.clear()
         refmeta.update({"arch_id": ref.arch_id, "arch_json": ref.to_json(), "threshold": cfg.drift_threshold,
                         "fingerprint_id": self.fp["fingerprint_id"],
                         "rule": "baseline = 10th percentile of the reference checks so far; a row is flagged when the reference "
@@ -166,9 +180,16 @@ class Profiler:
             "run_id": self.run_id, "started": now_iso(), "command": cfg.command, "backend": cfg.backend,
             "device": cfg.device, "threads_intra": cfg.threads_intra, "threads_inter": cfg.threads_inter,
             "shard": list(cfg.shard) if cfg.shard else None, "n_archs": len(cfg.archs),
+            "drift_threshold": cfg.drift_threshold, "reference_arch_id": ref.arch_id,
         })
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
+        """Rewrite the dataset (atomically). An existing one (--resume, --overwrite) is left as
+        it is until this run has something for it: a kill before the first measured group
+        leaves the old rows, and a resume that measured nothing leaves the file untouched."""
+        if self._replacing and not (self.new_measurements or self._old_flags_changed):
+            if not (final and self.cfg.overwrite):
+                return
         t = time.perf_counter()
         self.meta["runs"][-1]["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
         self.meta = write_profiles(self.cfg.out, to_frame(self.records), self.meta)
@@ -301,29 +322,39 @@ class Profiler:
         return ok
 
     def _reflag(self) -> None:
-        """drift_flag = the reference check before or after a row's interval was more than
-        ``drift_threshold`` slower than the baseline. Archs left without a valid measurement are
-        queued for re-measurement (at most ``max_remeasure`` times each)."""
+        """drift_flag of this run's rows = the reference check before or after a row's interval
+        was more than ``drift_threshold`` slower than the baseline. Archs of this run's list
+        left without a valid measurement are queued for re-measurement (at most
+        ``max_remeasure`` times each).
+
+        Rows of earlier runs (--resume) keep the verdict of their own run's checks and
+        threshold: judged again by this run's, good data would be flagged and measured over
+        (another threshold, another machine under --allow-mixed, a baseline moved by new
+        checks). Only a row whose interval no check closed (that run was killed) is flagged."""
         base = self._baseline()
         for r in self.records:
             before, after = r.get("ref_before_ms"), r.get("ref_after_ms")
+            if r.get("run_id") != self.run_id:
+                if (_isna(after) or _isna(before)) and not _flag(r["drift_flag"]):
+                    r["drift_flag"] = True  # unverified, so treated as drifted (and measured again)
+                    self._old_flags_changed = True
+                continue
             if _isna(after) or _isna(before):
-                if r.get("run_id") != self.run_id:
-                    # an earlier run was killed before a check closed this row's interval:
-                    # unverified, so treated as drifted (and measured again)
-                    r["drift_flag"] = True
                 continue  # this run's open interval: the next check decides
             ratio = max(before, after) / base
             r["reference_ratio"] = ratio
             r["drift_flag"] = bool(ratio > 1.0 + self.cfg.drift_threshold)
+        self._queue_invalid()
+
+    def _queue_invalid(self) -> None:
         valid = {(r["arch_id"], int(r["repeat_index"])) for r in self.records if not _flag(r["drift_flag"])}
         queued = {(a.arch_id, rep) for a, rep in self.queue}
         for r in self.records:
             key = (r["arch_id"], int(r["repeat_index"]))
-            if r["component"] != "total" or key in valid or key in queued:
+            if r["component"] != "total" or key in valid or key in queued or not _flag(r["drift_flag"]):
                 continue
-            if not _flag(r["drift_flag"]):
-                continue
+            if self.wanted is not None and key[0] not in self.wanted:
+                continue  # not asked for by this run: an earlier run's business
             if self.attempts.get(key, 0) < self.cfg.max_remeasure:
                 self.queue.append((Arch.from_json(r["arch_json"]), key[1]))
                 queued.add(key)
@@ -359,10 +390,17 @@ class Profiler:
         return {r["arch_id"] for r in self.records if int(r["repeat_index"]) == repeat_index and not _flag(r["drift_flag"])}
 
     def run(self) -> dict[str, Any]:
+        """The whole run holds the dataset's lock: a second writer would be refused, not race
+        this one and silently lose its rows (``output_lock``)."""
+        with output_lock(self.cfg.out, "profile dataset"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         self._open()
         t_start = time.perf_counter()
         archs = shard_archs(cfg.archs, cfg.shard)
+        self.wanted = {a.arch_id for a in archs}
         done0 = self._done(0)  # resumed: flagged-only archs are queued again by the first check
         todo = [a for a in archs if a.arch_id not in done0]
         repeats = [a for a in repeat_subset(archs, cfg.repeat_check)]
@@ -401,7 +439,7 @@ class Profiler:
                 self._ref_runner = None
         self.meta["runs"][-1]["finished"] = now_iso()
         self.meta["runs"][-1]["wall_s"] = round(time.perf_counter() - t_start, 2)
-        self._flush()
+        self._flush(final=True)
         return self.summary(time.perf_counter() - t_start)
 
     def summary(self, wall_s: float) -> dict[str, Any]:

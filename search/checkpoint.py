@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from moenas.arch import Arch, UserError
-from moenas.arch.files import atomic_write, atomic_write_text
+from moenas.arch.checks import check_fields
+from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 from moenas.arch.model import SubTransformer
 from moenas.data.batching import Batch, encode_pairs, fixed_batches
 from moenas.data.corpus import load_corpus
@@ -29,12 +30,25 @@ from .train_config import TrainConfig
 
 CKPT_FORMAT = "moenas-checkpoint"
 CKPT_VERSION = 1
-_REQUIRED = {"kind": str, "model": dict, "meta": dict, "train_config": dict}
+# What every reader indexes without guarding (resume, search's fitness, export, the demo): a
+# damaged or hand-made checkpoint is refused by read_checkpoint, not met as a KeyError later.
+_REQUIRED = {"kind": str, "model": dict, "meta": dict, "train_config": dict, "step": int}
+_OPTIONAL = {"optimizer": dict, "data": dict, "rng": dict, "supernet_config": dict, "arch": str}
+_BY_KIND = {"supernet": {"supernet_config": dict}, "standalone": {"arch": str}}
+_META_REQUIRED = {"corpus_fingerprint": str, "tokenizer": str, "train_config": dict}
+_META_OPTIONAL = {"history": list, "space": str, "kind": str, "format": str}
 
 
 def meta_path(ckpt: str | Path) -> Path:
     p = Path(ckpt)
     return p.with_name(p.name + ".json")
+
+
+def check_meta_replaceable(ckpt: str | Path) -> None:
+    """UserError when the sidecar's name (``X.pt.json``; ``runs/x`` -> ``runs/x.json``) holds a
+    file that is not a checkpoint's metadata: a run writes it, and must not replace a user's."""
+    check_replaceable(meta_path(ckpt), lambda p: (json_dict(p) or {}).get("format") == CKPT_FORMAT,
+                      "a moenas checkpoint's metadata")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -51,11 +65,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{p}: not a moenas checkpoint")
     if ck.get("version") != CKPT_VERSION:
         raise UserError(f"{p}: checkpoint version {ck.get('version')!r} is not supported (this moenas reads {CKPT_VERSION})")
-    for key, typ in _REQUIRED.items():
-        if not isinstance(ck.get(key), typ):
-            raise UserError(f"{p}: damaged checkpoint ({key!r} is missing or not a {typ.__name__})")
-    if ck["kind"] not in ("supernet", "standalone"):
+    check_fields(ck, f"{p} (damaged checkpoint)", _REQUIRED, _OPTIONAL)
+    if ck["kind"] not in _BY_KIND:
         raise UserError(f"{p}: unknown checkpoint kind {ck['kind']!r}")
+    check_fields(ck, f"{p} (damaged {ck['kind']} checkpoint)", _BY_KIND[ck["kind"]])
+    if ck["kind"] == "supernet":
+        check_fields(ck["supernet_config"], f"{p} supernet config", {"space": dict, "kind": str})
+    check_fields(ck["meta"], f"{p} metadata", _META_REQUIRED, _META_OPTIONAL)
+    for where, d in (("training config", ck["train_config"]), ("metadata's training config", ck["meta"]["train_config"])):
+        try:
+            TrainConfig.from_dict(d)  # its own type and range checks
+        except (UserError, TypeError) as e:
+            raise UserError(f"{p}: damaged checkpoint ({where}: {e})") from None
     return ck
 
 

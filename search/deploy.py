@@ -24,7 +24,8 @@ import torch
 from moenas.arch import Arch, UserError
 from moenas.arch.model import PAD, beam_search
 from moenas.data.tokenizer import SubwordTokenizer
-from moenas.profiler.onnx_export import DEFAULT_OPSET, MANIFEST, ExportedArch, export_arch
+from moenas.arch.files import output_lock
+from moenas.profiler.onnx_export import DEFAULT_OPSET, ExportedArch, check_export_dir, export_arch
 
 from .checkpoint import load_tokenizer, model_for_arch, read_checkpoint
 from .evaluation import decode_sentences
@@ -37,8 +38,12 @@ def export_trained(arch: Arch | None, ckpt: str | Path, out_dir: str | Path, ops
     """Export ``arch`` with the weights of checkpoint ``ckpt`` (inherited from a supernet, or
     the standalone model it holds; ``arch`` may be None for a standalone checkpoint)."""
     out = Path(out_dir)
-    if (out / MANIFEST).exists() and not overwrite:  # refuse before spending time on the export
-        raise UserError(f"{out} already holds an export; pass --overwrite to replace it")
+    with output_lock(out, "export folder"):
+        check_export_dir(out, overwrite)  # refuse before spending time on the export
+        return _export_trained(arch, ckpt, out, opset, overwrite)
+
+
+def _export_trained(arch: Arch | None, ckpt: str | Path, out: Path, opset: int, overwrite: bool) -> Path:
     kind = read_checkpoint(ckpt)["kind"]
     model, meta = model_for_arch(ckpt, arch)
     tok = load_tokenizer(meta)

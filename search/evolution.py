@@ -230,7 +230,7 @@ class Evolution:
                 self.evaluated[r["arch_id"]] = Candidate(Arch.from_json(r["arch"]), r["loss"], r["latency_ms"], g)
             pop = [self.evaluated[Arch.from_json(s).arch_id] for s in state["population"]]
             return pop, int(state["iteration"])
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
             if isinstance(e, UserError):
                 raise
             raise UserError(f"{self.state_path}: not a readable search state ({type(e).__name__}); remove it or use a new --out") from None

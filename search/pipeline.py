@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from moenas.arch import SearchSpace, UserError
+from moenas.arch.checks import check_range
 
 from .evolution import Candidate, EvolutionConfig
 from .report import Verification
@@ -111,28 +112,21 @@ class DemoConfig:
         return StopRule(warmup=2, min_runs=5, max_runs=max_runs, max_seconds=self.profile_seconds)
 
     def check(self) -> None:
-        """Every count and size in range before any work starts (one line per violation)."""
-        for name in ("profile_n", "transfer_n", "train_max_tokens", "population", "parents", "valid_sentences",
-                     "dense_candidates", "threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_steps", "iterations", "mutations", "crossovers", "bleu_sentences", "transfer_holdout", "train_warmup"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.transfer_n < 3 and not self.from_scratch:
-            raise UserError(f"--transfer-n must be >= 3, got {self.transfer_n}")
-        if self.profile_n < 8 and self.from_scratch:
-            raise UserError(f"--profile-n must be >= 8 to fit and hold out a predictor, got {self.profile_n}")
-        if self.profile_seconds is not None and not self.profile_seconds > 0:
-            raise UserError(f"--profile-seconds must be > 0, got {self.profile_seconds}")
-        if not self.drift_threshold > 0:
-            raise UserError(f"--drift-threshold must be > 0, got {self.drift_threshold}")
-        if not 0 <= self.train_dropout < 1:
-            raise UserError(f"--train-dropout must be in [0, 1), got {self.train_dropout}")
-        if not self.train_lr > 0:
-            raise UserError(f"--train-lr must be > 0, got {self.train_lr}")
-        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
-            raise UserError(f"--max-latency-ms must be > 0, got {self.max_latency_ms}")
+        """Every count, size and threshold in range before any work starts (one line for the first
+        violation). The predictor's inputs then need a few archs more: transferring needs 3, fitting
+        from scratch 8 (to fit and hold out)."""
+        lows = {"profile_n": 1, "transfer_n": 1, "train_max_tokens": 8, "population": 1, "parents": 1,
+                "valid_sentences": 1, "dense_candidates": 1, "threads": 1, "train_steps": 0, "iterations": 0,
+                "mutations": 0, "crossovers": 0, "bleu_sentences": 0, "transfer_holdout": 0, "train_warmup": 0, "seed": 0}
+        for name, low in lows.items():
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, integer=True)
+        name, low = ("profile_n", 8) if self.from_scratch else ("transfer_n", 3)
+        check_range(f"--{name.replace('_', '-')}", getattr(self, name), low)
+        for name in ("profile_seconds", "drift_threshold", "train_lr", "max_latency_ms"):
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0, low_open=True)
+        check_range("--train-dropout", self.train_dropout, 0, 1, high_open=True)
+        measured = self.profile_n if self.from_scratch else self.transfer_n + self.transfer_holdout
+        SearchSpace.load(self.space).check_sample_count(measured)  # an --n that would sample for ever
 
 
 @dataclass
@@ -281,7 +275,42 @@ class Demo:
                 "command": f"echo {json.dumps(src)} | moenas translate --model {model_dir}"}
 
     # ---- driver ---------------------------------------------------------------------------------
+    def check_out(self) -> None:
+        """UserError before any work when --out holds, at a name the demo writes, a file or
+        folder the demo did not write (``--out .`` in a project with its own README.md)."""
+        from moenas.arch.files import check_replaceable, json_dict
+        from moenas.data.profiles import check_sidecar
+        from moenas.predictor.persist import check_out as check_predictor_dir
+        from moenas.profiler.onnx_export import check_export_dir
+
+        from .checkpoint import check_meta_replaceable
+        from .search_job import check_search_files
+
+        def first_line(p: Path) -> str:
+            try:
+                return p.read_text(encoding="utf-8").split("\n", 1)[0]
+            except (OSError, UnicodeDecodeError):
+                return ""
+
+        check_replaceable(self.path("README.md"), lambda p: first_line(p) == "# moenas demo report", "a moenas demo report")
+        check_replaceable(self.path("demo.json"), lambda p: {"config", "facts"} <= set(json_dict(p) or {}),
+                          "a moenas demo summary")
+        for name in ("predictor", "base_predictor"):
+            check_predictor_dir(self.path(name), overwrite=True)
+        check_export_dir(self.path("model"), overwrite=True)
+        check_search_files(self.path("search"))
+        check_sidecar(self.path("profiles.parquet"))
+        check_meta_replaceable(self.path("supernet.pt"))
+
     def run(self) -> dict[str, Any]:
+        """The whole demo under the --out folder's lock (one demo per folder at a time)."""
+        from moenas.arch.files import output_lock
+
+        with output_lock(self.cfg.out, "demo folder"):
+            self.check_out()
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from .demo_report import markdown, summary
 
         cfg = self.cfg

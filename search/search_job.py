@@ -13,6 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from moenas.arch import SearchSpace, UserError
+from moenas.arch.files import check_replaceable, json_dict, output_lock
 
 from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
 from .evolution import Evolution, EvolutionConfig, SearchResult, random_search
@@ -22,6 +23,9 @@ from .runner import CachedFitness, InProcessRunner, ProcessPoolRunner
 from .verify import verify
 
 STATE_FILE = "search_state.json"
+# every file a search writes into --out; none is replaced unless the folder is a search's
+OUTPUT_FILES = (STATE_FILE, "best_arch.json", "pareto.csv", "history.csv", "evaluated.csv", "report.md", "report.json",
+                "pareto.png")
 
 
 @dataclass
@@ -47,6 +51,7 @@ class SearchJob:
     resume: bool = False
     overwrite: bool = False
     show_progress: bool = True
+    notices: list[str] = field(default_factory=list)  # stderr lines shown once the first iteration ran
     _predictor: Any = field(default=None, init=False, repr=False)
     evaluator: Any = field(default=None, init=False, repr=False)  # the SupernetFitness, once run() loaded it
 
@@ -82,6 +87,7 @@ class SearchJob:
             raise UserError(f"{self.out} already holds a search report; pass --resume or --overwrite, or choose a new --out")
         if (self.out / STATE_FILE).exists() and not (self.resume or self.overwrite):
             raise UserError(f"{self.out} holds an unfinished search; pass --resume to continue it or --overwrite")
+        check_search_files(self.out)
 
     @property
     def predictor(self):
@@ -116,8 +122,14 @@ class SearchJob:
         return self.predictor.predict(list(archs), confidence=self.confidence or 0.5).mean
 
     def run(self) -> tuple[SearchReport, dict[str, Path]]:
+        """The whole job under the --out folder's lock (one search writes a folder at a time).
+        Nothing in --out changes before the first evolution state is saved: a job refused on
+        the way (bad input, an impossible budget) leaves an earlier search as it was."""
+        with output_lock(self.out, "search folder"):
+            return self._run()
+
+    def _run(self) -> tuple[SearchReport, dict[str, Path]]:
         self.check_inputs()
-        self.out.mkdir(parents=True, exist_ok=True)
         fitness = SupernetFitness(self.supernet, self.valid_sentences, metric=self.fitness)
         fitness.check_space(self.space)
         self.evaluator = fitness
@@ -129,15 +141,15 @@ class SearchJob:
 
         def progress(row: dict) -> None:
             if not bars:
+                for line in self.notices:
+                    sys.stderr.write(line + "\n")
                 bars.append(tqdm(total=self.config.iterations + 1, desc="search", unit="iter", file=sys.stderr,
                                  disable=not self.show_progress))
             bar = bars[0]
             bar.update(1)
             bar.set_postfix(best=f"{row['best_loss']:.3f}", evals=row["evaluations"])
 
-        state = self.out / STATE_FILE
-        if self.overwrite and not self.resume and state.exists():
-            state.unlink()
+        state = self.out / STATE_FILE  # --overwrite: replaced (atomically) by the new search's first save
         evo = Evolution(self.space, cached, constraints, self.config, latency=self._latency, state_path=state,
                         progress=progress)
         try:
@@ -176,6 +188,21 @@ class SearchJob:
         """Validation loss, test BLEU and translation samples of one verified arch."""
         if self.bleu_sentences > 0:
             v.add_quality(self.evaluator.quality(arch, self.bleu_sentences))
+
+
+def check_search_files(out: Path) -> None:
+    """UserError when ``out`` holds a file of a search's name that no search wrote (``--out .``
+    in a project with its own report.md): --overwrite replaces a search, nothing else."""
+    if is_search_dir(out):
+        return
+    for name in OUTPUT_FILES:
+        check_replaceable(out / name, lambda p: False, "a file of a moenas search (the folder holds no search)")
+
+
+def is_search_dir(out: Path) -> bool:
+    """Whether ``out`` holds a search of moenas (its report or its evolution state)."""
+    report, state = json_dict(out / "report.json"), json_dict(out / STATE_FILE)
+    return bool(report and {"settings", "best"} <= set(report)) or bool(state and {"config", "population"} <= set(state))
 
 
 def fitness_factory(ckpt: str, valid_sentences: int | None, metric: str = "loss"):

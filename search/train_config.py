@@ -10,11 +10,27 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from moenas.arch import UserError
+from moenas.arch.checks import check_range
 
 from .supernet import KINDS
 
 SAMPLING = ("uniform", "sandwich")
 SCHEDULES = ("inverse_sqrt", "cosine")
+# field -> (low, high, low excluded, high excluded): what a run can be trained with. Checked at
+# construction, so `train --lr -1` or `--valid-sentences 0` stops before any data is read
+# instead of crashing in AdamW or reporting a validation loss of 0 over no sentences.
+_RANGES: dict[str, tuple[float, float | None, bool, bool]] = {
+    "steps": (0, None, False, False), "sandwich_random": (0, None, False, False), "max_tokens": (8, None, False, False),
+    "max_len": (2, None, False, False), "lr": (0, None, True, False), "warmup": (0, None, False, False),
+    "min_lr_ratio": (0, 1, False, False), "weight_decay": (0, None, False, False), "beta2": (0, 1, False, True),
+    "label_smoothing": (0, 1, False, True), "clip_norm": (0, None, False, False), "aux_coef": (0, None, False, False),
+    "dropout": (0, 1, False, True), "seed": (0, None, False, False), "eval_every": (0, None, False, False),
+    "save_every": (0, None, False, False), "valid_sentences": (1, None, False, False),
+    "bleu_sentences": (0, None, False, False), "beam": (1, None, False, False), "mos_experts": (1, None, False, False),
+    "mos_hidden": (1, None, False, False),
+}
+_INTS = {"steps", "sandwich_random", "max_tokens", "max_len", "warmup", "seed", "eval_every", "save_every",
+         "valid_sentences", "bleu_sentences", "beam", "mos_experts", "mos_hidden"}
 
 
 @dataclass
@@ -68,10 +84,9 @@ class TrainConfig:
             raise UserError(f"unknown sampling rule {self.sampling!r} (choose from {', '.join(SAMPLING)})")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
-        if self.steps < 0:
-            raise UserError("--steps must be >= 0")
-        if self.max_tokens < 8:
-            raise UserError("--max-tokens must be at least 8")
+        for name, (low, high, low_open, high_open) in _RANGES.items():  # also guards a config read from a checkpoint
+            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, high, low_open, high_open,
+                        integer=name in _INTS)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,12 +1,15 @@
-"""Helpers shared by the subcommands: output formatting and input loading."""
+"""Helpers shared by the subcommands: output formatting, input loading, and the checks every
+command runs before any work (numeric flags, writable outputs)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError, load_archs
+from moenas.arch.checks import check_range
 
 
 def print_json(obj: Any) -> None:
@@ -40,8 +43,34 @@ def _numeric(s: str) -> bool:
 
 def check_at_least(flag: str, value: float, low: float) -> None:
     """Bad-input rule for a numeric flag: one-line UserError when ``value`` < ``low``."""
-    if value < low:
-        raise UserError(f"{flag} must be >= {low}, got {value}")
+    check_range(flag, value, low)
+
+
+def check_writable(path: str | Path, flag: str = "--out", kind: str = "file") -> Path:
+    """UserError unless ``path`` (a ``kind`` = "file" or "dir" output) can be written, checked
+    before any work: otherwise a read-only or mistyped ``--out`` fails at the first save, after
+    minutes of measuring or training, or as a traceback.
+
+    The output, when it exists, must be of that kind and writable; the nearest existing
+    ancestor of its parent must be a directory we may create files in (atomic writes, sidecars
+    and lock files go beside the output). As root ``os.access`` grants everything, so only the
+    shape checks (an ancestor that is a regular file) bite there."""
+    p = Path(os.path.abspath(path))
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            raise UserError(f"{flag} {path}: exists and is not a directory")
+        if kind == "file" and p.is_dir():
+            raise UserError(f"{flag} {path}: is a directory, expected a file")
+        if not os.access(p, os.W_OK | (os.X_OK if p.is_dir() else 0)):
+            raise UserError(f"{flag} {path}: not writable (permission denied)")
+    anc = p.parent
+    while not anc.exists() and not anc.is_symlink() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{flag} {path}: cannot be written, {anc} is not a directory")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot be written, {anc} is not writable (permission denied)")
+    return Path(path)
 
 
 def check_confidence(value: float, flag: str = "--confidence") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import print_json, table
+from ._common import check_writable, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
              "valid_sentences", "bleu_sentences", "dense_candidates", "seed")
     cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
                                reuse_profiles=args.reuse_profiles or None, **{n: getattr(args, n) for n in names})
+    check_writable(args.out, kind="dir")
     s = Demo(cfg).run()
     if args.json:
         print_json(s)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import check_confidence, print_json, table
+from ._common import check_confidence, check_writable, print_json, table
 from .fit import metric_headers, metric_rows
 
 
@@ -27,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from moenas.predictor import metrics as M
 
     check_confidence(args.confidence)
+    if args.plots:
+        from moenas.predictor.plots import check_plots_replaceable
+
+        check_writable(args.plots, "--plots", kind="dir")
+        check_plots_replaceable(args.plots)  # --plots . must not replace someone's learning_curve.png
     pred = Predictor.load(args.predictor)
     meta = pred.metadata
     ds = load_dataset(args.data, meta.get("target", "total"))

@@ -14,7 +14,7 @@ import json
 
 from moenas.arch import SearchSpace, UserError
 
-from ._common import check_at_least, print_json, read_archs
+from ._common import check_range, check_writable, print_json, read_archs
 
 
 def register(subparsers) -> None:
@@ -38,9 +38,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from moenas.profiler.onnx_export import MANIFEST, export_to_dir
 
-    check_at_least("--opset", args.opset, 14)
-    if args.opset > 23:
-        raise UserError(f"--opset must be <= 23, got {args.opset}")
+    check_range("--opset", args.opset, 14, 23)
+    check_range("--seed", args.seed, 0)
+    check_writable(args.out, kind="dir")
     space = SearchSpace.load(args.space) if args.space else None
     arch = None
     if args.arch:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from moenas.arch import UserError
 
-from ._common import check_at_least, check_confidence, print_json, table
+from ._common import check_at_least, check_confidence, check_writable, print_json, table
 
 METRIC_COLS = [("rmse_ms", "RMSE ms"), ("mape", "MAPE %"), ("rmspe", "RMSPE %"), ("within_5", "±5% %"),
                ("within_10", "±10% %"), ("kendall_tau", "tau"), ("spearman_rho", "rho")]
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transfer-residual", action="store_true", help="with --base: also fit a small residual model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=locked_run)
 
 
 def metric_rows(named: dict[str, dict]) -> list[list]:
@@ -49,20 +49,37 @@ def metric_headers() -> list[str]:
     return ["", "n"] + [h for _, h in METRIC_COLS] + ["coverage %", "noise floor %"]
 
 
+def default_out(args: argparse.Namespace) -> Path:
+    return Path(args.out or f"predictors/{'transfer' if args.base else args.model}-{args.target}")
+
+
+def locked_run(args: argparse.Namespace) -> int:
+    """:func:`run` holding the predictor directory's lock from the existence check to the last
+    plot: two fits into one --out would each pass the check and the later save would win."""
+    from moenas.arch.files import output_lock
+
+    check_writable(default_out(args), kind="dir")  # before the lock file goes beside it
+    with output_lock(default_out(args), "predictor"):
+        return run(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from moenas.predictor import Predictor, fit_predictor, load_dataset, transfer_predictor
 
     from moenas.predictor.names import MODELS
+    from moenas.predictor.persist import check_out
 
     if args.model not in MODELS:
         raise UserError(f"unknown model {args.model!r} (choose from {', '.join(MODELS)})")
     check_at_least("--folds", args.folds, 2)
+    check_at_least("--seed", args.seed, 0)
+    check_at_least("--transfer-n", args.transfer_n, 3)
     check_confidence(args.confidence)
-    name = "transfer" if args.base else args.model
-    out = Path(args.out or f"predictors/{name}-{args.target}")
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    out = default_out(args)
+    check_out(out, args.overwrite)  # before any work: an --out that may not be replaced
     ds = load_dataset(args.data, args.target)
+    if not args.base and args.folds > len(ds):
+        raise UserError(f"--folds {args.folds}: more folds than the {len(ds)} valid archs of the data")
     if args.base:
         base = Predictor.load(args.base)
         pred, rep = transfer_predictor(base, ds, args.transfer_n, args.seed, args.transfer_residual,

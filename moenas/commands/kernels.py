@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "different sizes, an idle expert, top-1 and top-2) and compares outputs and "
                                    "gradients with the PyTorch loop. On a CPU this uses the Triton interpreter "
                                    "(tiny shapes, fp32). Speed: " + BENCH + " on a GPU.")
-    p.add_argument("--device", default=None, help="cuda or cpu [cuda if present]")
+    p.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda or cpu [cuda if present]")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)

@@ -16,12 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("archs", metavar="ARCH.json|ARCHS.jsonl", help="one arch (JSON) or many (JSON lines)")
     p.add_argument("--confidence", type=float, default=0.9, help="interval confidence [0.9]")
     p.add_argument("--json", action="store_true", help="print JSON (one object with a list of predictions)")
+    p.add_argument("--check-reference", action="store_true",
+                   help="also time the reference model here (a few seconds) and warn when it differs from the "
+                        "predictor's beyond its noise")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from moenas.arch import SearchSpace
     from moenas.predictor import Predictor
+
+    from .calibrate import warn_if_elsewhere
 
     check_confidence(args.confidence)
     pred = Predictor.load(args.predictor)
@@ -35,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     archs = read_archs(args.archs, space)
     p = pred.predict(archs, confidence=args.confidence)
     rows = [{"arch_id": a.arch_id, **r} for a, r in zip(archs, p.records())]
+    # after the input checks, so that bad input still gets its one line alone
+    warn_if_elsewhere("predict", pred.metadata, str(args.predictor), check_reference=args.check_reference)
     if args.json:
         print_json({"predictor": args.predictor, "target": pred.metadata.get("target"),
                     "device": pred.metadata.get("device"), "confidence": args.confidence, "predictions": rows})

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from moenas.arch import SearchSpace, UserError
+from moenas.arch.files import output_lock
 
-from ._common import check_at_least, print_json, read_archs, table
+from ._common import check_range, check_writable, print_json, read_archs, table
 
 
 def register(subparsers) -> None:
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 = least noise on shared machines)")
     p.add_argument("--inter-threads", type=int, default=1, help="inter-op threads")
-    p.add_argument("--out", help="output dataset (.parquet; a .json sidecar is written next to it)")
+    p.add_argument("--out", help="output dataset (.parquet; its sidecar X.parquet.json is written next to it)")
     p.add_argument("--resume", action="store_true", help="continue an existing dataset, skipping measured archs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("--allow-mixed", action="store_true", help="resume a dataset from another protocol/machine anyway")
@@ -89,8 +90,10 @@ def register(subparsers) -> None:
 def run_merge(args) -> int:
     from moenas.data.profiles import merge_profiles
 
-    meta = merge_profiles(args.inputs, args.out, allow_mixed=args.allow_mixed, overwrite=args.overwrite,
-                          command=["moenas", *sys.argv[1:]])
+    check_writable(args.out)
+    with output_lock(args.out, "profile dataset"):
+        meta = merge_profiles(args.inputs, args.out, allow_mixed=args.allow_mixed, overwrite=args.overwrite,
+                              command=["moenas", *sys.argv[1:]])
     if args.json:
         print_json({"out": args.out, "counts": meta["counts"], "noise_floor": meta["noise_floor"]})
     else:
@@ -105,13 +108,29 @@ def run_split(args) -> int:
     for o in (args.train_out, args.holdout_out):
         if Path(o).suffix != ".parquet":
             raise UserError(f"{o}: expected a .parquet path")
-    tr, ho = split_profiles(args.input, args.holdout, args.seed, args.train_out, args.holdout_out, overwrite=args.overwrite)
+    check_writable(args.train_out, "--train-out")
+    check_writable(args.holdout_out, "--holdout-out")
+    check_range("--seed", args.seed, 0)
+    with output_lock(args.train_out, "profile dataset"), output_lock(args.holdout_out, "profile dataset"):
+        tr, ho = split_profiles(args.input, args.holdout, args.seed, args.train_out, args.holdout_out, overwrite=args.overwrite)
     if args.json:
         print_json({"train": {"out": args.train_out, "counts": tr["counts"]}, "holdout": {"out": args.holdout_out, "counts": ho["counts"]}})
     else:
         print(table([["train", args.train_out, tr["counts"]["archs"], tr["counts"]["rows"]],
                      ["holdout", args.holdout_out, ho["counts"]["archs"], ho["counts"]["rows"]]], ["part", "file", "archs", "rows"]))
     return 0
+
+
+def check_profile_flags(args) -> None:
+    """Every numeric flag of `moenas profile` in range, before any work: a negative
+    --drift-threshold used to flag every row (a dataset of 0 valid archs, exit 0)."""
+    for flag, low in (("--n", 1), ("--seed", 0), ("--threads", 1), ("--inter-threads", 1), ("--repeat-check", 0),
+                      ("--model-seed", 0), ("--warmup", 0), ("--min-runs", 1), ("--ref-every", 1), ("--visit-runs", 0),
+                      ("--visit-warmup", 0), ("--ref-wait", 0), ("--ref-retries", 0)):
+        check_range(flag, getattr(args, flag[2:].replace("-", "_")), low)
+    check_range("--max-runs", args.max_runs, args.min_runs)
+    for flag in ("--max-seconds", "--target", "--drift-threshold"):
+        check_range(flag, getattr(args, flag[2:].replace("-", "_")), 0, low_open=True)
 
 
 def run(args) -> int:
@@ -124,6 +143,8 @@ def run(args) -> int:
     out = Path(args.out)
     if out.suffix != ".parquet":
         raise UserError(f"--out {out}: expected a .parquet path")
+    check_profile_flags(args)
+    check_writable(out)
     space = SearchSpace.load(args.space) if args.space else None
     if args.archs:
         archs = read_archs(args.archs, space)
@@ -136,7 +157,6 @@ def run(args) -> int:
     else:
         if space is None:
             raise UserError("give --space (to sample archs) or --archs FILE")
-        check_at_least("--n", args.n, 1)
         archs = space.sample_n(args.n, seed=args.seed)
     try:
         protocol = Protocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
@@ -145,9 +165,6 @@ def run(args) -> int:
                         max_seconds=args.max_seconds, target_rel=args.target)
     except ValueError as e:
         raise UserError(str(e)) from None
-    check_at_least("--ref-every", args.ref_every, 1)
-    check_at_least("--visit-runs", args.visit_runs, 0)
-    check_at_least("--visit-warmup", args.visit_warmup, 0)
     if args.op_profile and args.backend != "onnxruntime":
         raise UserError("--op-profile needs --backend onnxruntime")
     cfg = ProfileConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 
-from ._common import print_json, table
+from ._common import check_range, check_writable, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,16 +46,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The flags SearchJob leaves unchecked (or lets NaN through), and --out, before any work."""
+    for flag, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
+                             ("--verify-top", args.verify_top, 0), ("--seed", args.seed, 0),
+                             ("--population", args.population, 1), ("--iterations", args.iterations, 0)):
+        check_range(flag, value, low)
+    for flag in ("--max-latency-ms", "--max-gflops", "--max-params"):  # NaN slipped past SearchJob's `<= 0`
+        check_range(flag, getattr(args, flag[2:].replace("-", "_")), 0, low_open=True)
+    check_range("--mutate-prob", args.mutate_prob, 0, 1)
+    check_writable(args.out, kind="dir")
+
+
 def run(args: argparse.Namespace) -> int:
     from moenas.search.search_job import SearchJob
 
+    check_args(args)
     job = SearchJob.from_args(args)
+    job.notices = _elsewhere_notice(args.predictor)
     report, paths = job.run()
     if args.json:
         print_json(report.to_json())
         return 0
     print_summary(report, paths)
     return 0 if all(v.meets_budget is not False for v in report.verifications if v.role != "dense-baseline") else 1
+
+
+def _elsewhere_notice(path: str) -> list[str]:
+    """The line to show when the predictor holds on another machine (fingerprint only: no
+    timing); the job prints it once its inputs passed, so bad input still gets one line alone.
+    A predictor that cannot be read is left to SearchJob to refuse."""
+    from moenas.arch import UserError
+    from moenas.predictor.persist import read_metadata
+
+    from .calibrate import elsewhere_message, here_fingerprint
+
+    try:
+        meta = read_metadata(path)
+    except UserError:
+        return []
+    msg = elsewhere_message(meta, path, here_fingerprint(meta.get("device") or "cpu"))
+    return [f"moenas search: {msg}"] if msg else []
 
 
 def print_summary(report, paths) -> None:

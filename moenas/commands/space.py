@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _sample(args: argparse.Namespace) -> int:
     check_at_least("--n", args.n, 1)
+    check_at_least("--seed", args.seed, 0)
     space = SearchSpace.load(args.space)
-    for a in space.sample_n(args.n, seed=args.seed):
+    for a in space.iter_samples(args.n, seed=args.seed):  # streamed: the first lines come at once
         sys.stdout.write(a.to_json() + "\n")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from moenas.arch import UserError, load_arch
 
-from ._common import print_json
+from ._common import check_writable, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--init-from needs --arch (it initialises one sub-Transformer from a supernet)")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other")
+    check_writable(args.out)  # before the corpus, the tokenizer and the first step, not at the first save
+    if args.cache:
+        check_writable(args.cache, "--cache", kind="dir")
     arch_json = load_arch(args.arch).to_json() if args.arch else None
     eval_archs = []
     for name in args.eval_arch or ["largest", "smallest"]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from moenas.arch import UserError
+from moenas.arch.checks import read_text
 
 from ._common import check_at_least, print_json
 
@@ -32,15 +33,16 @@ def register(subparsers) -> None:
 
 
 def _read_lines(path: str | None) -> list[str]:
-    if path is None:
+    """The sentences of ``path`` (or standard input), UTF-8, one per line."""
+    if path is not None:
+        return read_text(path).splitlines()
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream put in place of stdin (tests, embedding)
         return sys.stdin.read().splitlines()
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
     try:
-        return p.read_text(encoding="utf-8").splitlines()
+        return raw.read().decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise UserError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UserError(f"standard input: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def run(args) -> int:

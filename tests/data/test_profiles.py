@@ -59,7 +59,7 @@ def test_write_read_roundtrip_and_sidecar(tmp_path):
     assert list(got.columns)[: len(COLUMNS)] == list(COLUMNS)
     assert got["arch_id"].tolist() == [a.arch_id for a in ARCHS]
     assert m["schema_version"] == PROFILE_SCHEMA_VERSION and m["counts"]["archs"] == 3
-    assert json.loads((tmp_path / "p.json").read_text())["protocol_id"] == "p1"
+    assert json.loads((tmp_path / "p.parquet.json").read_text())["protocol_id"] == "p1"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp files renamed away
 
 

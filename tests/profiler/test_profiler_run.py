@@ -36,8 +36,8 @@ def test_run_writes_three_rows_per_measurement_with_metadata(tmp_path):
     out = tmp_path / "p.parquet"
     summary = Profiler(cfg(out, n=3, repeat_check=1)).run()
     df, meta = read_profiles(out)
-    assert (tmp_path / "p.json").is_file()
-    assert json.loads((tmp_path / "p.json").read_text())["counts"] == meta["counts"]
+    assert (tmp_path / "p.parquet.json").is_file() and not (tmp_path / "p.json").exists()
+    assert json.loads((tmp_path / "p.parquet.json").read_text())["counts"] == meta["counts"]
     assert len(df) == 4 * 3 and summary["new_measurements"] == 4
     assert set(df["component"]) == {"encoder", "decoder", "total"}
     assert meta["schema_version"] == PROFILE_SCHEMA_VERSION and meta["protocol"]["src_len"] == 4

@@ -111,7 +111,7 @@ def test_nothing_is_overwritten(env, tmp_path, capsys):
     (["--corpus", "/nonexistent/dir"], "not 'default' and not a directory"),
     (["--resume"], "no such checkpoint"),
     (["--init-from", "x.pt"], "--init-from needs --arch"),
-    (["--supernet", "mos", "--mos-experts", "0"], "mos_experts must be at least 1"),
+    (["--supernet", "mos", "--mos-experts", "0"], "--mos-experts must be >= 1"),  # TrainConfig, before any data
 ])
 def test_bad_input_is_one_line(env, tmp_path, capsys, args, message):
     base = {"--space": env["space"], "--corpus": env["corpus"], "--steps": "2", "--out": str(tmp_path / "x.pt"),

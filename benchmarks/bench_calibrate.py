@@ -1,0 +1,150 @@
+"""How much of the cross-machine error the reference rescale alone removes (issue 12, item 1).
+
+    python benchmarks/bench_calibrate.py                       # shipped tiny set -> runs/demo/profiles.parquet
+    python benchmarks/bench_calibrate.py --other OTHER.parquet --models hybrid
+
+No new timing: both datasets were measured earlier, and every row carries the fixed reference
+model's checks (ref_before_ms / ref_after_ms). A predictor is fitted on the shipped set
+(``--shipped``, machine A) and predicts the archs of ``--other`` (machine B), as they are
+(``uncorrected``), rescaled by reference median on B / reference median on A (what `moenas
+calibrate` does, through the same code: ``predictor.calibrate.calibrated``), and rescaled per arch
+by the reference checks around that arch's own measurement (``per-row reference``: what a
+calibration taken at the same moment would give). On B's valid archs (not drift-flagged) and, for
+the per-row variant's sake, on all its archs including the drift-flagged ones (the flag means
+"the reference was slower then", which the per-row factor accounts for).
+
+Results: benchmarks/results/bench_calibrate.csv (both machines' fingerprints, this machine and
+the package versions in every row). If ``--other`` is absent the script says so and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from moenas.arch import Arch
+from moenas.data.profiles import read_profiles, valid_rows
+from moenas.predictor import metrics as M
+from moenas.predictor.api import fit_predictor
+from moenas.predictor.calibrate import calibrated
+from moenas.predictor.dataset import Dataset, load_dataset
+from moenas.predictor.persist import versions
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+SHIPPED = ROOT / "data" / "profiles" / "tiny-cpu-ort.parquet"
+OTHER = ROOT / "runs" / "demo" / "profiles.parquet"
+CONFIDENCE = 0.9
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def device_label(ds: Dataset) -> str:
+    """'cpu <fingerprint id> (<cpu>, <os>, onnxruntime <v>, torch <v>)': where a dataset was measured."""
+    fp = ds.fingerprint or {}
+    return (f"{ds.device} {ds.fingerprint_id} ({fp.get('cpu_model', '?')}, {fp.get('os', '?')}, "
+            f"onnxruntime {fp.get('onnxruntime_version', '?')}, torch {fp.get('torch_version', '?')})")
+
+
+def eval_sets(path: Path, target: str = "total") -> dict[str, tuple[list[Arch], np.ndarray, np.ndarray]]:
+    """(archs, measured ms, reference ms around each arch's measurement) of machine B: its valid
+    first measurements, and the latest first measurement of every arch, drift-flagged or not."""
+    df, _ = read_profiles(path)
+    sel = df[(df["component"] == target) & (df["repeat_index"] == 0)]
+    latest = sel.sort_values("timestamp", kind="stable").drop_duplicates("arch_id", keep="last")
+    out = {}
+    for name, rows in (("valid", valid_rows(df, target, 0)), ("all incl. drift-flagged", latest)):
+        rows = rows.sort_values("arch_id")
+        ref = rows[["ref_before_ms", "ref_after_ms"]].astype(float).mean(axis=1, skipna=True).to_numpy(float)
+        out[name] = ([Arch.from_json(j) for j in rows["arch_json"]], rows["median_ms"].to_numpy(float), ref)
+    return out
+
+
+def rows_for(model: str, ship: Dataset, other: Dataset, sets: dict, seed: int) -> list[dict]:
+    """Fit ``model`` on the shipped set; every correction on every evaluation set."""
+    pred, _ = fit_predictor(ship, model, folds=5, seed=seed, with_learning_curve=False)
+    ref_a, ref_b = ship.reference["median_ms"], other.reference["median_ms"]
+    cal = calibrated(pred, {"median_ms": ref_b}, {"fingerprint_id": other.fingerprint_id}, source=str(ship.paths[0]))
+    out = []
+    for set_name, (archs, y, ref_rows) in sets.items():
+        base = pred.predict(archs, CONFIDENCE)
+        glob = cal.predict(archs, CONFIDENCE)
+        per_row = ref_rows / ref_a
+        variants = {"uncorrected": (base.mean, base.lower, base.upper, 1.0),
+                    "rescaled by reference medians (moenas calibrate)": (glob.mean, glob.lower, glob.upper, ref_b / ref_a),
+                    "rescaled per row (each arch's own reference checks)":
+                        (base.mean * per_row, base.lower * per_row, base.upper * per_row, float(np.median(per_row)))}
+        for label, (m, lo, hi, f) in variants.items():
+            r = M.report(y, m, lo, hi, CONFIDENCE, other.noise_floor)
+            out.append({"model": model, "chosen": pred.metadata.get("chosen"), "eval_archs": set_name, "n": len(y),
+                        "correction": label, "factor": f, "mape": r["mape"], "within_10": r["within_10"],
+                        "kendall_tau": r["kendall_tau"], "coverage_90": r["coverage"],
+                        "measured_over_predicted": float(np.median(y / m)),
+                        "ref_ms_fit": ref_a, "ref_ms_eval": ref_b, "noise_floor_eval": other.noise_floor,
+                        "device_fit": device_label(ship), "device_eval": device_label(other)})
+    return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"machine": f"{_cpu()} ({platform.machine()})", "versions": " ".join(f"{k}={v}" for k, v in versions().items())}
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list({**rows[0], **extra}))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, **extra})
+
+
+def print_table(rows: list[dict]) -> None:
+    hdr = f"{'model':8s} {'eval archs':24s} {'n':>3s} {'correction':52s} {'factor':>6s} {'MAPE%':>6s} " \
+          f"{'±10%':>5s} {'tau':>5s} {'cov90':>5s} {'meas/pred':>9s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['model']:8s} {r['eval_archs']:24s} {r['n']:3d} {r['correction']:52s} {r['factor']:6.3f} "
+              f"{r['mape']:6.2f} {r['within_10']:5.1f} {r['kendall_tau']:5.3f} {r['coverage_90']:5.1f} "
+              f"{r['measured_over_predicted']:9.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shipped", default=str(SHIPPED), help="dataset the predictor is fitted on (machine A)")
+    ap.add_argument("--other", default=str(OTHER), help="dataset of machine B whose archs are predicted")
+    ap.add_argument("--models", nargs="*", default=["hybrid", "gbt"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(RESULTS / "bench_calibrate.csv"))
+    args = ap.parse_args(argv)
+    if not Path(args.other).is_file():
+        sys.stderr.write(f"bench_calibrate: {args.other} is absent: it is the dataset `moenas demo` measures on this "
+                         "machine (runs/demo/profiles.parquet); run the demo or pass --other DATA.parquet\n")
+        return 2
+    ship, other = load_dataset([args.shipped]), load_dataset([args.other])
+    for ds in (ship, other):
+        if ds.reference is None:
+            sys.stderr.write(f"bench_calibrate: {ds.paths[0]} has no reference timings in its rows\n")
+            return 2
+        print(f"{ds.paths[0]}: {len(ds)} valid archs, {device_label(ds)}, reference {ds.reference['median_ms']:.3f} ms "
+              f"(±{ds.reference['noise_rel']:.1%} per check), noise floor {ds.noise_floor}")
+    sets = eval_sets(Path(args.other))
+    rows = [r for model in args.models for r in rows_for(model, ship, other, sets, args.seed)]
+    write_csv(Path(args.out), rows)
+    print()
+    print_table(rows)
+    print(f"\nmachine: {_cpu()}; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
