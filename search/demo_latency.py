@@ -98,6 +98,10 @@ def transfer_to_this_machine(demo):
     # Archs that stayed drift-flagged are missing: keep the requested share held out.
     n_hold = c.transfer_holdout if n >= want else int(round(n * c.transfer_holdout / want))
     few, hold = ds.subset(list(range(n - n_hold))), ds.subset(list(range(n - n_hold, n)))
+    if len(few) < 3:  # a transfer needs 3; say why they are missing, not which flag would allow fewer
+        raise UserError(f"{data}: only {n} of {want} archs were measured validly: the rest stayed drift-flagged "
+                        f"({_reference_spread(data)}; drift threshold {c.drift_threshold:.0%}); rerun on a quieter "
+                        "machine, raise --drift-threshold, or fit on the shipped data as is with --reuse-profiles")
     if n < want:
         demo.log(f"{want - n} of {want} archs stayed drift-flagged (a noisy machine): adapting from {len(few)}, checking on {len(hold)}")
     if any(pdir.glob("*.json")):
@@ -117,6 +121,15 @@ def transfer_to_this_machine(demo):
     demo.facts["fit_command"] = (f"moenas fit --data {base_data} --out {demo.path('base_predictor')} && "
                                  f"moenas fit --data {data} --base {demo.path('base_predictor')} --transfer-n {c.transfer_n} --out {pdir}")
     return pred, float(np.median(ds.y))
+
+
+def _reference_spread(path: Path) -> str:
+    """'the reference model timed A-B ms over K checks' from a dataset's metadata."""
+    from moenas.data.profiles import read_profiles
+
+    checks = (read_profiles(path)[1].get("reference") or {}).get("checks") or []
+    ms = [c["median_ms"] for c in checks if isinstance(c, dict) and isinstance(c.get("median_ms"), (int, float))]
+    return f"the reference model timed {min(ms):.3g}-{max(ms):.3g} ms over {len(ms)} checks" if ms else "no reference check"
 
 
 def reuse_shipped(demo):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError, load_archs
+from moenas.arch.files import atomic_write_text
 from moenas.arch.checks import check_range
 
 
@@ -97,8 +98,7 @@ def write_new_file(path: str | Path, text: str, overwrite: bool = False) -> Path
     p = Path(path)
     if p.exists() and not overwrite:
         raise UserError(f"{p} exists; pass --overwrite to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text)
+    atomic_write_text(p, text)  # a reader never sees half a file; a failed write leaves the old one
     return p
 
 

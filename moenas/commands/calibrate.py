@@ -139,6 +139,7 @@ def progress(command: str, plan: dict[str, Any], checks: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from moenas.arch.files import output_lock
     from moenas.predictor import Predictor
     from moenas.predictor.calibrate import calibrated, holds_on
     from moenas.predictor.persist import check_out
@@ -151,12 +152,13 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.out, kind="dir")
     pred = Predictor.load(args.predictor)
     plan = timing_plan(pred.metadata, str(args.predictor), args.threads, args.space)  # refusals before any timing
-    check_out(args.out, args.overwrite)
-    progress("calibrate", plan, args.checks)
-    here = time_reference(plan, args.checks)
-    fp = fingerprint(plan["device"])
-    new = calibrated(pred, here, fp, source=str(args.predictor))
-    new.save(args.out, overwrite=args.overwrite)
+    with output_lock(args.out, "predictor folder"):  # the whole run: a second calibrate into --out is refused
+        check_out(args.out, args.overwrite)
+        progress("calibrate", plan, args.checks)
+        here = time_reference(plan, args.checks)
+        fp = fingerprint(plan["device"])
+        new = calibrated(pred, here, fp, source=str(args.predictor))
+        new.save(args.out, overwrite=args.overwrite)
     cal = new.metadata["calibration"]
     _report(args, pred.metadata, cal, holds_on(pred.metadata), plan)
     return 0

@@ -74,3 +74,26 @@ def test_paper_scale_path_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert s["config"]["space"] == "automoe-wmt" and s["facts"]["predictor"]["path"].startswith("transfer from automoe-wmt")
     assert s["searched"]["measured_ms"] > 0 and s["dense"]["measured_ms"] > 0 and s["searched"]["bleu"] is not None
     assert (out / "model" / "encoder.onnx").is_file() and (out / "model" / "tokenizer.json").is_file()
+
+
+def test_too_few_valid_archs_to_transfer_says_why(tmp_path, monkeypatch):
+    """A host so noisy that the drift checks flag nearly every arch: one line naming the
+    reference's spread and the ways out, not a complaint about a flag the user never set."""
+    from types import SimpleNamespace
+
+    from moenas.arch import UserError
+    from moenas.data.profiles import read_profiles, shipped, write_profiles
+    from moenas.search import demo_latency
+    from moenas.search.pipeline import DemoConfig
+
+    df, meta = read_profiles(shipped("tiny-cpu-ort"))
+    keep = df["arch_id"].isin(df["arch_id"].drop_duplicates().iloc[:30])
+    df = df[keep & (df["repeat_index"] == 0)].copy()
+    df["drift_flag"] = df["arch_id"] != df["arch_id"].iloc[0]  # one valid arch of 30
+    data = tmp_path / "profiles.parquet"
+    write_profiles(data, df.reset_index(drop=True), meta)
+    monkeypatch.setattr(demo_latency, "_profile", lambda demo, n, seed, name: data)
+    monkeypatch.setattr(demo_latency, "_fit_or_load", lambda demo, ds, name: SimpleNamespace(metadata={}))
+    demo = SimpleNamespace(cfg=DemoConfig(out=tmp_path), path=lambda name: tmp_path / name, facts={}, log=print)
+    with pytest.raises(UserError, match=r"only 1 of 30 archs were measured validly.*reference model timed .* ms over \d+ checks"):
+        demo_latency.transfer_to_this_machine(demo)
