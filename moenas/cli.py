@@ -14,8 +14,8 @@ import sys
 
 from moenas.arch.errors import UserError
 
-# Order = order in `moenas --help`. A module that fails to import (e.g. an optional extra is
-# missing) drops only its own command.
+# Order = order in `moenas --help`. A listed module that does not exist is skipped; one whose own
+# imports fail (a missing dependency) raises, so a broken install is never a silently missing command.
 COMMANDS = ["space", "export", "translate", "profile", "fit", "calibrate", "predict", "evaluate", "kernels", "train", "search", "demo"]
 
 

@@ -28,7 +28,6 @@ their scalers inside their fitted pipelines.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -408,7 +407,3 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
 def describe(features: ArchFeatures) -> dict[str, Any]:
     return {"groups": list(features.groups), "names": list(features.feature_names_),
             "protocol": features.protocol_, "max_layers": features.max_layers_, "max_experts": features.max_experts_}
-
-
-def dumps_protocol(p: dict) -> str:
-    return json.dumps(p, sort_keys=True)

@@ -24,7 +24,6 @@ import torch
 
 from moenas.arch import Arch, UserError
 from moenas.arch.model import SubTransformer, build_model
-from moenas.arch.moe import MoELayer
 
 from .protocol import Protocol
 
@@ -408,7 +407,3 @@ class TritonBackend(TorchBackend):
         from moenas.moe_kernels import triton_available
 
         return ("cuda",) if torch.cuda.is_available() and triton_available("cuda") else ()
-
-
-def moe_layer_count(model: SubTransformer) -> int:
-    return sum(isinstance(m, MoELayer) for m in model.modules())

@@ -207,9 +207,3 @@ def _precise(samples: dict[str, list[float]], rule: StopRule) -> bool:
     """Tested only after a visit, so a visit's runs are not cut short by a lucky early interval."""
     return _runs(samples) >= rule.min_runs and all(ci_rel(v, rule.confidence) <= rule.target_rel
                                                    for v in samples.values())
-
-
-def mape(a: Sequence[float], b: Sequence[float]) -> float:
-    """Mean absolute percentage error of b against a, in percent."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    return float(np.mean(np.abs(y - x) / x) * 100.0)
