@@ -10,12 +10,12 @@ import os
 import secrets
 import socket
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import UserError
+from .provenance import now_iso
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -150,7 +150,7 @@ def _stamp(fd: int, lock: Path) -> None:
     if old and old.decode(errors="replace") != LOCK_MAGIC:
         raise UserError(f"{lock}: exists and is not a moenas lock file; move it away (moenas needs this name)")
     who = {"pid": os.getpid(), "host": socket.gethostname(),
-           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "since": now_iso()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (LOCK_MAGIC + json.dumps(who) + "\n").encode(), 0)
 

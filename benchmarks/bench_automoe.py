@@ -327,12 +327,10 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
     FFN share of the protocol's FLOPs: experts can save at most that share of the work)."""
     from moenas.arch import Arch
     from moenas.arch.cost import param_count, protocol_cost
-    from moenas.profiler.fingerprint import fingerprint
-    from moenas.search.checkpoint import versions
+    from moenas.profiler.fingerprint import bench_environment
 
-    env = {"device": measured.get("device"), "cores": measured.get("cores"), **versions(),
-           "date": time.strftime("%Y-%m-%d"), "supernet_steps": c.steps, "finetune_steps": c.finetune_steps,
-           "fingerprint_id": fingerprint("cpu").get("fingerprint_id")}
+    env = {**bench_environment(packages=("onnxruntime", "tokenizers", "moenas")), "measured_on": measured.get("device"),
+           "supernet_steps": c.steps, "finetune_steps": c.finetune_steps}
     out = []
     for r in rows:
         a = Arch.from_dict(r["arch"])

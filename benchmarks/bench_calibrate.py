@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moenas.profiler.fingerprint import cpu_model
 from moenas.arch import Arch
 from moenas.data.profiles import read_profiles, valid_rows
 from moenas.predictor import metrics as M
@@ -39,16 +40,6 @@ RESULTS = Path(__file__).parent / "results"
 SHIPPED = ROOT / "data" / "profiles" / "tiny-cpu-ort.parquet"
 OTHER = ROOT / "runs" / "demo" / "profiles.parquet"
 CONFIDENCE = 0.9
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def device_label(ds: Dataset) -> str:
@@ -99,7 +90,7 @@ def rows_for(model: str, ship: Dataset, other: Dataset, sets: dict, seed: int) -
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"machine": f"{_cpu()} ({platform.machine()})", "versions": " ".join(f"{k}={v}" for k, v in versions().items())}
+    extra = {"machine": f"{cpu_model()} ({platform.machine()})", "versions": " ".join(f"{k}={v}" for k, v in versions().items())}
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list({**rows[0], **extra}))
         w.writeheader()
@@ -142,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(Path(args.out), rows)
     print()
     print_table(rows)
-    print(f"\nmachine: {_cpu()}; results in {args.out}")
+    print(f"\nmachine: {cpu_model()}; results in {args.out}")
     return 0
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moenas.profiler.fingerprint import cpu_model
 from moenas.arch import SearchSpace
 from moenas.arch import cost as new_cost
 from moenas.arch.protocol import LatencyProtocol
@@ -42,16 +43,6 @@ from moenas.predictor.persist import versions
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def load_baseline(rev: str, folder: Path):
@@ -162,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=[*rows[0], "baseline", "machine", "versions"])
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "baseline": commit[:12], "machine": f"{_cpu()} ({platform.machine()})", "versions": ver})
+            w.writerow({**r, "baseline": commit[:12], "machine": f"{cpu_model()} ({platform.machine()})", "versions": ver})
     print(f"results in {out}")
     return 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from moenas.profiler.fingerprint import fingerprint
+from moenas.profiler.fingerprint import bench_environment
 from moenas.search.checkpoint import read_checkpoint
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             print(k, v)
         return 0
     torch.set_num_threads(max(torch.get_num_threads(), 2))
-    fp = fingerprint()
-    env = {"device": fp.get("cpu_model", "cpu"), "cores": fp.get("cpu_cores"), "torch": torch.__version__}
+    env = bench_environment()
     rows = []
     for name in args.recipes.split(","):
         if name not in RECIPES:

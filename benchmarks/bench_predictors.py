@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moenas.profiler.fingerprint import cpu_model
 from moenas.arch import SearchSpace
 from moenas.predictor import metrics as M
 from moenas.predictor.api import Predictor
@@ -73,18 +74,8 @@ class Result:
     interval_rel_width: float
     noise_floor_mape: float | None
     mape_over_noise: float | None
-    machine: str = field(default_factory=lambda: f"{platform.processor() or platform.machine()} {_cpu()}")
+    machine: str = field(default_factory=lambda: f"{platform.processor() or platform.machine()} {cpu_model()}")
     versions: str = field(default_factory=lambda: " ".join(f"{k}={v}" for k, v in versions().items()))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def synthetic_dataset(space: str, n: int, device: str, seed: int) -> Dataset:
@@ -184,7 +175,7 @@ def _write(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    mach = f"{_cpu()} ({platform.machine()})"
+    mach = f"{cpu_model()} ({platform.machine()})"
     ver = " ".join(f"{k}={v}" for k, v in versions().items())
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list({**rows[0], "machine": 0, "versions": 0}))
@@ -231,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.throughput_only:
         _write(out.with_name(out.stem + "_throughput.csv"), thr)
-        print(f"\nmachine: {_cpu()}; results in {out.with_name(out.stem + '_throughput.csv')}")
+        print(f"\nmachine: {cpu_model()}; results in {out.with_name(out.stem + '_throughput.csv')}")
         return 0
     trans = [] if args.no_transfer else bench_transfer("tiny", cfg)
     _write(out, [asdict(r) for r in results])
@@ -247,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.dataset:22s} {r.data_kind:9s} {r.model:13s} {r.chosen:13s} {r.n_train:4d} {r.mape:6.2f} {r.rmspe:6.2f} "
               f"{r.within_5:5.1f} {r.within_10:5.1f} {r.kendall_tau:5.3f} {r.spearman_rho:5.3f} {r.coverage:5.1f} "
               f"{mon:>7s} {r.fit_s:6.1f}")
-    print(f"\nmachine: {_cpu()}; results in {out.parent}")
+    print(f"\nmachine: {cpu_model()}; results in {out.parent}")
     return 0
 
 

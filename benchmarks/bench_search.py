@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from moenas.profiler.fingerprint import bench_environment
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = BenchConfig(a.supernet, a.predictor, a.budget_ms, iterations=a.iterations)
     rows = run(cfg)
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                "date": time.strftime("%Y-%m-%d")}
+    versions = bench_environment()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*asdict(rows[0]), *versions])

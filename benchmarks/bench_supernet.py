@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -72,18 +70,9 @@ class RankResult:
 
 
 def device_info() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tokenizers
+    from moenas.profiler.fingerprint import bench_environment
 
-    return {"device": f"cpu: {cpu} ({os.cpu_count()} cores)", "torch": torch.__version__,
-            "tokenizers": tokenizers.__version__, "python": platform.python_version()}
+    return bench_environment(packages=("tokenizers",))
 
 
 def run(bc: BenchConfig, workdir: Path, log=print, reuse: dict[str, float] | None = None

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from moenas.profiler.fingerprint import fingerprint
+from moenas.profiler.fingerprint import bench_environment
 from moenas.search.loss import model_aux_loss, run_model
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import Trainer
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_training.csv")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    fp = fingerprint()
+    env = bench_environment()
     ceil = matmul_ceiling([(2048, 128, 512), (2048, 128, 8000)])
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -138,8 +138,7 @@ def main(argv=None) -> int:
                 r = run(mt, variant, args.steps, Path(d))
                 r.update({f"ceiling_gflops_{k}": round(v, 1) for k, v in ceil.items()})
                 r["fraction_of_ceiling"] = round(r["gflop_per_s"] / min(ceil.values()), 3)
-                r.update({"device": fp.get("cpu_model"), "cores": fp.get("cpu_cores"), "threads": args.threads,
-                          "torch": torch.__version__, "python": sys.version.split()[0]})
+                r.update({**env, "threads": args.threads})
                 rows.append(r)
                 print(f"{variant:6} {mt:5} tokens: {r['tokens_per_s']:8.0f} tok/s, {r['steps_per_s']:.2f} steps/s, "
                       f"{r['gflop_per_s']:.0f} GFLOP/s ({r['fraction_of_ceiling']:.0%} of the slower ceiling), "

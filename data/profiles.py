@@ -21,7 +21,6 @@ and :data:`PROFILE_SCHEMA_VERSION`. The writer side (:func:`write_profiles`,
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from moenas.arch import Arch
+from moenas.arch.provenance import now_iso  # noqa: F401  (re-exported: the profiler stamps rows with it)
 from moenas.arch.checks import check_fields, parse_json, read_json
 from moenas.arch.errors import UserError
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
@@ -61,8 +61,6 @@ REQUIRED = ("arch_id", "arch_json", "component", "backend", "device", "median_ms
             "drift_flag", "protocol_id", "fingerprint_id")
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def empty_frame() -> pd.DataFrame:

@@ -16,7 +16,6 @@ timing is done by the caller (``moenas/commands/calibrate.py``) and handed in as
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from moenas.arch import UserError
+from moenas.arch.provenance import now_iso
 
 from .models import conformal_halfwidth
 
@@ -200,7 +200,7 @@ def calibrated(pred: Any, here: dict[str, Any], fingerprint: dict[str, Any] | No
                         "or on data without reference timings); refit it with `moenas fit --data ...` on its dataset")
     factor = calibration_factor(float(here["median_ms"]), float(stored["median_ms"]))
     fp = dict(fingerprint or {})
-    when = when or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = when or now_iso()
     cal = {
         "factor": factor, "reference_ms_here": float(here["median_ms"]), "reference_ms_source": float(stored["median_ms"]),
         "noise_rel": stored.get("noise_rel"), "tolerance_rel": tolerance(stored.get("noise_rel")),

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from moenas.arch import UserError
 from moenas.arch.checks import check_fields, read_json
 from moenas.arch.files import atomic_write, atomic_write_text, json_dict, output_lock
+from moenas.arch.provenance import now_iso
+from moenas.arch.provenance import versions as _versions
 
 FORMAT = "moenas-predictor"
 FORMAT_VERSION = 1
@@ -44,15 +44,8 @@ TRUSTED = [
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("moenas", "scikit-learn", "numpy", "scipy", "skops"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+    """What a predictor file depends on (checked on load: another scikit-learn may unpickle differently)."""
+    return _versions(("moenas", "scikit-learn", "numpy", "scipy", "skops"))
 
 
 def _sha256(path: Path) -> str:
@@ -89,7 +82,7 @@ def save(model: Any, metadata: dict[str, Any], path: str | Path, overwrite: bool
         meta = dict(metadata)
         meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
                      "model_file": MODEL_FILE, "model_sha256": _sha256(d / MODEL_FILE),
-                     "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                     "created": meta.get("created") or now_iso()})
         atomic_write_text(d / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
     return d
 

@@ -81,3 +81,16 @@ def fingerprint(device: str = "cpu") -> dict[str, Any]:
 def fingerprint_id(fp: dict[str, Any]) -> str:
     key = json.dumps({k: fp.get(k) for k in ID_FIELDS}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def bench_environment(device: str = "cpu", packages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The columns every benchmark CSV carries: the machine (CPU model and cores, GPU when used,
+    fingerprint id), the date, and Python plus the versions of ``packages`` (torch always).
+    One helper so that every results file names its machine the same way."""
+    from moenas.arch.provenance import now_iso, versions
+
+    fp = fingerprint(device)
+    env = {"device": fp["gpu_name"] or fp["cpu_model"], "cores": fp["cpu_cores"], "fingerprint_id": fp["fingerprint_id"],
+           "date": now_iso()[:10]}
+    env.update(versions(("torch", *packages)))
+    return env

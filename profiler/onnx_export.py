@@ -42,6 +42,7 @@ from moenas.arch import Arch, UserError
 from moenas.arch.checks import check_fields, read_json
 from moenas.arch.files import atomic_write_text, check_replaceable, json_dict, output_lock
 from moenas.arch.model import SubTransformer, build_model
+from moenas.arch.provenance import versions
 
 MANIFEST = "manifest.json"
 FORMAT = "moenas-onnx-export"
@@ -137,15 +138,7 @@ def example_inputs(arch: Arch, batch: int = 2, src_len: int = 7, past_len: int =
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"torch": torch.__version__}
-    for pkg in ("onnx", "onnxruntime", "onnxscript", "moenas"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return versions(("torch", "onnx", "onnxruntime", "onnxscript", "moenas"), python=False, missing=None)
 
 
 # ---- export -----------------------------------------------------------------------------------

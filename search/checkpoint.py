@@ -10,7 +10,6 @@ corpus fingerprint, tokenizer path, validation history and versions for people a
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from moenas.arch import Arch, UserError
 from moenas.arch.checks import check_fields
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 from moenas.arch.model import SubTransformer
+from moenas.arch.provenance import versions as _versions
 from moenas.data.batching import Batch, encode_pairs, fixed_batches
 from moenas.data.corpus import load_corpus
 from moenas.data.tokenizer import SubwordTokenizer
@@ -168,13 +168,5 @@ def validation_data(meta: dict[str, Any], n_sentences: int | None = None, max_to
 
 
 def versions() -> dict[str, str]:
-    import tokenizers
-
-    try:
-        from importlib.metadata import version
-
-        moenas_v = version("moenas")
-    except Exception:
-        moenas_v = "unknown"
-    return {"python": platform.python_version(), "torch": torch.__version__, "tokenizers": tokenizers.__version__,
-            "moenas": moenas_v}
+    """What a checkpoint was trained with."""
+    return _versions(("torch", "tokenizers", "moenas"))

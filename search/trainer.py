@@ -32,6 +32,7 @@ from torch import nn
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.files import output_lock
 from moenas.arch.model import SubTransformer, build_model
+from moenas.arch.provenance import now_iso
 from moenas.data.batching import BatchStream, encode_pairs, fixed_batches
 from moenas.data.corpus import load_corpus
 from moenas.data.tokenizer import get_tokenizer
@@ -293,7 +294,7 @@ class Trainer:
             "tokenizer_vocab": self.tok.vocab_size, "world_size": self.world, "device": str(self.device),
             "params": sum(p.numel() for p in self.model.parameters()), "history": self.history,
             "versions": versions(), "train_config": cfg.to_dict(),
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **self.stats,
+            "saved_at": now_iso(), **self.stats,
         })
         return self.meta
 
