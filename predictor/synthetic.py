@@ -11,7 +11,6 @@ name starting with ``synthetic-``, so nothing mistakes them for measurements.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from moenas.arch.protocol import LatencyProtocol
 from moenas.arch import Arch, SearchSpace
 
 from .features import arch_arrays, vector_cost
@@ -45,11 +45,6 @@ DEVICES = {
 
 PROTOCOL = {"batch": 1, "src_len": 30, "decoder_steps": 30, "beam": 5, "routing": "seeded-random",
             "model_seed": 0, "input_seed": 0}
-
-
-def protocol_id(protocol: dict) -> str:
-    key = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def true_latency(archs: Sequence[Arch], device: SynthDevice, protocol: dict = PROTOCOL) -> dict[str, np.ndarray]:
@@ -82,7 +77,7 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
     archs = list(archs) if archs is not None else sp.sample_n(n, seed=seed)
     truth = true_latency(archs, dev, protocol)
     rng = np.random.default_rng(seed + 1000 * "abc".index(device))
-    pid = protocol_id(protocol)
+    pid = LatencyProtocol.from_dict(protocol).protocol_id  # the profiler's id, not a copy of its formula
     fp = {"cpu_model": dev.name, "cpu_cores": 1, "synthetic": True}
     fid = hashlib.sha256(dev.name.encode()).hexdigest()[:12]
     rows = []

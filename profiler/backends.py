@@ -1,7 +1,7 @@
 """Timing backends behind one interface, and the workload they time.
 
 A :class:`Backend` (one runtime on one device with explicit thread counts) turns a
-:class:`Workload` (one arch under one :class:`~moenas.profiler.protocol.Protocol`) into a
+:class:`Workload` (one arch under one :class:`~moenas.arch.protocol.LatencyProtocol`) into a
 :class:`Runner`, whose ``run_encoder`` / ``run_decoder`` execute the protocol's encoder and
 its decoder steps synchronously (a GPU runner synchronises before returning). The profiler
 times ``Runner.step``; everything else (export, session creation, input upload, the untimed
@@ -25,7 +25,7 @@ import torch
 from moenas.arch import Arch, UserError
 from moenas.arch.model import SubTransformer, build_model
 
-from .protocol import Protocol
+from moenas.arch.protocol import LatencyProtocol
 
 # ---- the workload --------------------------------------------------------------------------
 
@@ -34,7 +34,7 @@ class Workload:
     """One arch under one protocol: its seeded model, its inputs, its (lazy, cached) ONNX export
     and a torch CPU reference run of the very same inputs (outputs + per-expert token counts)."""
 
-    def __init__(self, arch: Arch, protocol: Protocol = Protocol(), export_method: str = "torchscript"):
+    def __init__(self, arch: Arch, protocol: LatencyProtocol = LatencyProtocol(), export_method: str = "torchscript"):
         self.arch, self.protocol, self.export_method = arch, protocol, export_method
         p = protocol
         g = torch.Generator().manual_seed(p.arch_seed(arch.arch_id))

@@ -36,7 +36,7 @@ from moenas.data.profiles import COMPONENTS, check_sidecar, now_iso, read_profil
 
 from .backends import Backend, Workload, get_backend
 from .fingerprint import fingerprint
-from .protocol import Protocol
+from moenas.arch.protocol import LatencyProtocol
 from .stats import Measurement, StopRule, measure, measure_interleaved
 
 REFERENCE_SEED = "moenas-reference"
@@ -83,7 +83,7 @@ class ProfileConfig:
     device: str = "cpu"
     threads_intra: int = 1
     threads_inter: int = 1
-    protocol: Protocol = field(default_factory=Protocol)
+    protocol: LatencyProtocol = field(default_factory=LatencyProtocol)
     rule: StopRule = field(default_factory=StopRule)
     ref_rule: StopRule = field(default_factory=lambda: StopRule(warmup=3, min_runs=10, max_runs=60, max_seconds=10.0))
     resume: bool = False
@@ -481,7 +481,7 @@ def _sum_ops(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
-                  threads_inter: int = 1, protocol: Protocol = Protocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
+                  threads_inter: int = 1, protocol: LatencyProtocol = LatencyProtocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
     """Time archs side by side (no dataset), round-robin (:func:`measure_interleaved`), so that
     their medians span the same stretch of the machine's wandering speed and their ratio is
     fair: one {component: Summary dict, expert counts, versions} per arch. For re-measuring

@@ -14,11 +14,11 @@ import numpy as np
 from moenas.arch import Arch, LayerArch, StackArch, UserError
 
 from .backends import BACKENDS, Backend, Workload, get_backend
-from .protocol import Protocol
+from moenas.arch.protocol import LatencyProtocol
 
 # A small protocol that keeps the contract fast but exercises every feature: batch > 1,
 # beam > 1, several decoder steps (past length 0, 1, 2).
-CONTRACT_PROTOCOL = Protocol(batch=2, src_len=5, decoder_steps=3, beam=2)
+CONTRACT_PROTOCOL = LatencyProtocol(batch=2, src_len=5, decoder_steps=3, beam=2)
 
 
 def contract_arch() -> Arch:

@@ -55,7 +55,7 @@ def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, sp
     from moenas.arch import SearchSpace
     from moenas.predictor.calibrate import stored_reference
     from moenas.profiler.backends import get_backend
-    from moenas.profiler.protocol import Protocol
+    from moenas.arch.protocol import LatencyProtocol
     from moenas.profiler.runner import ProfileConfig, reference_arch
 
     ref = stored_reference(meta)
@@ -64,7 +64,7 @@ def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, sp
                         f"reference timings); refit it: `moenas fit --data DATA.parquet --out {where}-refit`")
     if not meta.get("protocol"):
         raise UserError(f"{where} records no latency protocol; refit it with `moenas fit`")
-    protocol = Protocol.from_dict(meta["protocol"])  # UserError for a routing this moenas cannot time
+    protocol = LatencyProtocol.from_dict(meta["protocol"])  # UserError for a routing this moenas cannot time
     backend, device = ref.get("backend") or meta.get("backend"), ref.get("device") or meta.get("device") or "cpu"
     if backend in (None, "synthetic") or (meta.get("dataset") or {}).get("synthetic"):
         raise UserError(f"{where} was fitted on synthetic latencies (backend {backend!r}): nothing to time here")

@@ -134,7 +134,7 @@ def check_profile_flags(args) -> None:
 
 
 def run(args) -> int:
-    from moenas.profiler.protocol import Protocol
+    from moenas.arch.protocol import LatencyProtocol
     from moenas.profiler.runner import ProfileConfig, Profiler, parse_shard
     from moenas.profiler.stats import StopRule
 
@@ -159,7 +159,7 @@ def run(args) -> int:
             raise UserError("give --space (to sample archs) or --archs FILE")
         archs = space.sample_n(args.n, seed=args.seed)
     try:
-        protocol = Protocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
+        protocol = LatencyProtocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
                             routing=args.routing, model_seed=args.model_seed)
         rule = StopRule(warmup=args.warmup, min_runs=args.min_runs, max_runs=args.max_runs,
                         max_seconds=args.max_seconds, target_rel=args.target)

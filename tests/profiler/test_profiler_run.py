@@ -13,11 +13,11 @@ import pytest
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
 from moenas.data.profiles import PROFILE_SCHEMA_VERSION, latency_table, noise_floor, read_profiles
-from moenas.profiler.protocol import Protocol
+from moenas.arch.protocol import LatencyProtocol
 from moenas.profiler.runner import ProfileConfig, Profiler, shard_archs
 from moenas.profiler.stats import StopRule
 
-FAST_PROTOCOL = Protocol(batch=1, src_len=4, decoder_steps=2, beam=2)
+FAST_PROTOCOL = LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2)
 FAST_RULE = StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5)
 FAST_FLAGS = ["--src-len", "4", "--decoder-steps", "2", "--beam", "2", "--warmup", "1", "--min-runs", "6",
               "--max-runs", "8", "--max-seconds", "0.5", "--drift-threshold", "100", "--ref-wait", "0", "--no-progress"]
@@ -128,7 +128,7 @@ def test_shards_split_deterministically_and_merge(tmp_path):
 
 def test_merge_refuses_incompatible_protocols(tmp_path, capsys):
     Profiler(cfg(tmp_path / "a.parquet", n=1)).run()
-    Profiler(cfg(tmp_path / "b.parquet", n=1, protocol=Protocol(batch=1, src_len=5, decoder_steps=2, beam=2))).run()
+    Profiler(cfg(tmp_path / "b.parquet", n=1, protocol=LatencyProtocol(batch=1, src_len=5, decoder_steps=2, beam=2))).run()
     args = ["profile", "merge", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "--out", str(tmp_path / "m.parquet")]
     assert main(args) == 2
     assert "different protocols" in capsys.readouterr().err
