@@ -4,7 +4,6 @@ Shared by `moenas search` and the demo pipeline, so both do exactly the same thi
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,18 +53,6 @@ class SearchJob:
     notices: list[str] = field(default_factory=list)  # stderr lines shown once the first iteration ran
     _predictor: Any = field(default=None, init=False, repr=False)
     evaluator: Any = field(default=None, init=False, repr=False)  # the SupernetFitness, once run() loaded it
-
-    @classmethod
-    def from_args(cls, a: argparse.Namespace) -> "SearchJob":
-        objectives = tuple(o.strip() for o in a.objectives.split(",") if o.strip())
-        cfg = EvolutionConfig(population=a.population, parents=a.parents, mutations=a.mutations, crossovers=a.crossovers,
-                              mutate_prob=a.mutate_prob, iterations=a.iterations, seed=a.seed, objectives=objectives)
-        return cls(space=SearchSpace.load(a.space), supernet=a.supernet, predictor_path=a.predictor, out=Path(a.out),
-                   config=cfg, max_latency_ms=a.max_latency_ms, max_gflops=a.max_gflops, max_params=a.max_params,
-                   confidence=a.confidence, valid_sentences=a.valid_sentences, fitness=a.fitness,
-                   bleu_sentences=a.bleu_sentences, workers=a.workers,
-                   random_baseline=a.random_baseline, verify_top=a.verify_top, backend=a.backend, device=a.device,
-                   threads=a.threads, resume=a.resume, overwrite=a.overwrite)
 
     # ---- inputs ----------------------------------------------------------------------------------
     def check_inputs(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 from ._common import check_range, check_writable, print_json, table
@@ -58,11 +59,26 @@ def check_args(args: argparse.Namespace) -> None:
     check_writable(args.out, kind="dir")
 
 
-def run(args: argparse.Namespace) -> int:
+def job_from_args(a: argparse.Namespace):
+    """The flags as a SearchJob (the library takes settings, never the CLI's Namespace)."""
+    from moenas.arch import SearchSpace
+    from moenas.search.evolution import EvolutionConfig
     from moenas.search.search_job import SearchJob
 
+    objectives = tuple(o.strip() for o in a.objectives.split(",") if o.strip())
+    cfg = EvolutionConfig(population=a.population, parents=a.parents, mutations=a.mutations, crossovers=a.crossovers,
+                          mutate_prob=a.mutate_prob, iterations=a.iterations, seed=a.seed, objectives=objectives)
+    return SearchJob(space=SearchSpace.load(a.space), supernet=a.supernet, predictor_path=a.predictor, out=Path(a.out),
+                     config=cfg, max_latency_ms=a.max_latency_ms, max_gflops=a.max_gflops, max_params=a.max_params,
+                     confidence=a.confidence, valid_sentences=a.valid_sentences, fitness=a.fitness,
+                     bleu_sentences=a.bleu_sentences, workers=a.workers, random_baseline=a.random_baseline,
+                     verify_top=a.verify_top, backend=a.backend, device=a.device, threads=a.threads, resume=a.resume,
+                     overwrite=a.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
     check_args(args)
-    job = SearchJob.from_args(args)
+    job = job_from_args(args)
     job.notices = _elsewhere_notice(args.predictor)
     report, paths = job.run()
     if args.json:
