@@ -1,16 +1,26 @@
 """Device profiling: ONNX export, timing backends, statistics, device fingerprint, profiling runs.
 
 See profiler/README.md for the measurement method. The dataset written here is read through
-:mod:`moenas.data.profiles`.
+:mod:`moenas.data.profiles`. Names are imported lazily (as in :mod:`moenas.predictor`), so that
+``moenas.profiler.fingerprint`` alone does not pay for torch and onnxruntime.
 """
-from .backends import BACKENDS, Backend, Runner, Workload, available, get_backend, register_backend
-from .onnx_export import ExportedArch, export_arch, export_to_dir
-from moenas.arch.protocol import LatencyProtocol
-from .runner import ProfileConfig, Profiler, measure_one
-from .stats import StopRule, measure, median_ci, summarize
+from importlib import import_module
 
-__all__ = [
-    "BACKENDS", "Backend", "Runner", "Workload", "available", "get_backend", "register_backend",
-    "ExportedArch", "export_arch", "export_to_dir", "LatencyProtocol", "ProfileConfig", "Profiler", "measure_one",
-    "StopRule", "measure", "median_ci", "summarize",
-]
+_LAZY = {
+    "BACKENDS": "backends", "Backend": "backends", "Runner": "backends", "Workload": "backends",
+    "available": "backends", "get_backend": "backends", "register_backend": "backends",
+    "ExportedArch": "onnx_export", "export_arch": "onnx_export", "export_to_dir": "onnx_export",
+    "ProfileConfig": "runner", "Profiler": "runner", "measure_one": "runner",
+    "StopRule": "stats", "measure": "stats", "median_ci": "stats", "summarize": "stats",
+}
+__all__ = ["LatencyProtocol", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name == "LatencyProtocol":
+        from moenas.arch.protocol import LatencyProtocol
+
+        return LatencyProtocol
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,6 +74,10 @@ def repeat_subset(archs: list[Arch], k: int) -> list[Arch]:
     return [archs[(j * len(archs)) // k] for j in range(k)]
 
 
+# How a reference check times the reference model (also `moenas calibrate`'s rule for old data).
+REFERENCE_RULE = StopRule(warmup=3, min_runs=10, max_runs=60, max_seconds=10.0)
+
+
 @dataclass
 class ProfileConfig:
     archs: list[Arch]
@@ -85,7 +89,7 @@ class ProfileConfig:
     threads_inter: int = 1
     protocol: LatencyProtocol = field(default_factory=LatencyProtocol)
     rule: StopRule = field(default_factory=StopRule)
-    ref_rule: StopRule = field(default_factory=lambda: StopRule(warmup=3, min_runs=10, max_runs=60, max_seconds=10.0))
+    ref_rule: StopRule = REFERENCE_RULE
     resume: bool = False
     overwrite: bool = False
     allow_mixed: bool = False

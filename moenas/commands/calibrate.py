@@ -50,13 +50,11 @@ def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, sp
     backend, device, threads, export method, stop rule. UserError when that cannot be done here
     (no stored reference, unknown protocol, backend or space, or another reference model).
     ``where`` names the predictor in the messages."""
-    from pathlib import Path
-
     from moenas.arch import SearchSpace
     from moenas.predictor.calibrate import stored_reference
     from moenas.profiler.backends import get_backend
     from moenas.arch.protocol import LatencyProtocol
-    from moenas.profiler.runner import ProfileConfig, reference_arch
+    from moenas.profiler.runner import REFERENCE_RULE, reference_arch
 
     ref = stored_reference(meta)
     if ref is None:
@@ -79,7 +77,7 @@ def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, sp
     return {"space": sp, "arch": arch, "protocol": protocol, "backend": str(backend), "device": str(device),
             "threads_intra": threads, "threads_inter": int(ref.get("threads_inter") or 1),
             "export_method": ref.get("export_method") or "torchscript",
-            "rule": _stop_rule(rule) if isinstance(rule, dict) else ProfileConfig(archs=[], out=Path(".")).ref_rule}
+            "rule": _stop_rule(rule) if isinstance(rule, dict) else REFERENCE_RULE}
 
 
 def _stop_rule(d: dict[str, Any]) -> Any:
@@ -249,27 +247,10 @@ def reference_message(meta: dict[str, Any], where: str) -> str | None:
 
 
 def here_fingerprint(device: str = "cpu") -> dict[str, Any]:
-    """This machine's fingerprint (profiler/fingerprint.py) without importing the profiler's
-    backends: that module needs only the standard library (torch only for a GPU's name), but
-    ``moenas.profiler``'s ``__init__`` imports torch and onnxruntime, seconds that `moenas
-    predict` would pay for one line. Once the profiler is imported (or in tests that patch it),
-    its module is used; otherwise a private copy loaded from the same file (not registered in
-    ``sys.modules``: a half-registered package would break a later ``import moenas.profiler``)."""
-    global _FINGERPRINT_MODULE
-    mod = sys.modules.get("moenas.profiler.fingerprint") or _FINGERPRINT_MODULE
-    if mod is None:
-        import importlib.util
+    """This machine's fingerprint (cheap: ``moenas.profiler`` imports its backends lazily)."""
+    from moenas.profiler.fingerprint import fingerprint
 
-        pkg = importlib.util.find_spec("moenas.profiler")  # finds, does not run, the package
-        spec = importlib.util.spec_from_file_location("_moenas_fingerprint",
-                                                      f"{pkg.submodule_search_locations[0]}/fingerprint.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        _FINGERPRINT_MODULE = mod
-    return mod.fingerprint(device)
-
-
-_FINGERPRINT_MODULE = None
+    return fingerprint(device)
 
 
 def warn_if_elsewhere(command: str, meta: dict[str, Any], where: str, check_reference: bool = False) -> str | None:
