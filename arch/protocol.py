@@ -28,6 +28,9 @@ from .checks import check_range
 from .errors import UserError
 
 ROUTINGS = ("seeded-random",)
+# What the cost model and the shape of every timed tensor depend on: a predictor is refused for
+# a protocol that differs in one of these (routing and seeds only change which tokens go where).
+SHAPE_FIELDS = ("batch", "src_len", "decoder_steps", "beam")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class LatencyProtocol:
     beam: int = 5
     # How MoE layers are routed while timing: the router of build_model(arch, model_seed) on
     # random source tokens. Another assumption (e.g. a trained supernet's routers) needs a new
-    # value here and its implementation in profiler/backends.py's Workload.
+    # value here and its implementation in profiler/workload.py's Workload.
     routing: str = "seeded-random"
     model_seed: int = 0
     input_seed: int = 0
@@ -58,6 +61,7 @@ class LatencyProtocol:
         return self.batch * self.beam
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, as stored in profile rows, dataset sidecars and predictor metadata."""
         return asdict(self)
 
     @property
@@ -71,5 +75,13 @@ class LatencyProtocol:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LatencyProtocol":
+        """The protocol a ``to_dict`` wrote (missing fields: defaults; unknown keys: ignored)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def shape_differences(have: LatencyProtocol | None, want: LatencyProtocol) -> list[str]:
+    """``"beam 5 vs 4"`` for each of :data:`SHAPE_FIELDS` on which ``have`` (None: not
+    recorded) differs from ``want``; empty when they agree."""
+    return [f"{k} {getattr(have, k, None)} vs {getattr(want, k)}" for k in SHAPE_FIELDS
+            if getattr(have, k, None) != getattr(want, k)]

@@ -61,6 +61,16 @@ REQUIRED = ("arch_id", "arch_json", "component", "backend", "device", "median_ms
             "drift_flag", "protocol_id", "fingerprint_id")
 
 
+def check_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` when its keys are exactly :data:`COLUMNS`; ValueError naming the unknown and the
+    missing ones otherwise. For the profiler's own writes: :func:`to_frame` and
+    :func:`read_profiles` accept other column sets (datasets reshaped with ordinary tools), so
+    a misspelt key would otherwise pass as an extra column beside an empty one."""
+    unknown = [k for k in row if k not in COLUMNS]
+    missing = [c for c in COLUMNS if c not in row]
+    if unknown or missing:
+        raise ValueError(f"profile row does not match the schema: unknown columns {unknown}, missing columns {missing}")
+    return row
 
 
 def empty_frame() -> pd.DataFrame:

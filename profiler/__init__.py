@@ -7,7 +7,7 @@ See profiler/README.md for the measurement method. The dataset written here is r
 from importlib import import_module
 
 _LAZY = {
-    "BACKENDS": "backends", "Backend": "backends", "Runner": "backends", "Workload": "backends",
+    "BACKENDS": "backends", "Backend": "backends", "PreparedWorkload": "backends", "Workload": "workload",
     "available": "backends", "get_backend": "backends", "register_backend": "backends",
     "ExportedArch": "onnx_export", "export_arch": "onnx_export", "export_to_dir": "onnx_export",
     "ProfileConfig": "runner", "Profiler": "runner", "measure_one": "runner",

@@ -34,10 +34,13 @@ from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.files import output_lock
 from moenas.data.profiles import COMPONENTS, check_sidecar, now_iso, read_profiles, to_frame, write_profiles
 
-from .backends import Backend, Workload, get_backend
-from .fingerprint import fingerprint
 from moenas.arch.protocol import LatencyProtocol
+
+from .backends import Backend, get_backend
+from .fingerprint import fingerprint
+from .rows import RunColumns, measurement_rows
 from .stats import Measurement, StopRule, measure, measure_interleaved
+from .workload import Workload
 
 REFERENCE_SEED = "moenas-reference"
 
@@ -119,6 +122,11 @@ class Profiler:
         torch.set_num_threads(cfg.threads_intra)  # the untimed torch work (export, expert counts) too
         self.session_options = self.backend.session_options()
         self.run_id = uuid.uuid4().hex[:12]
+        self.run_columns = RunColumns(
+            space=cfg.space.name if cfg.space else None, backend=cfg.backend, device=cfg.device,
+            threads_intra=cfg.threads_intra, threads_inter=cfg.threads_inter, target_rel=cfg.rule.target_rel,
+            protocol=cfg.protocol, session_options=self.session_options, fingerprint=self.fp,
+            export_method=cfg.export_method if self.backend.needs_onnx else None, run_id=self.run_id)
         self.records: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
         self.interval: list[str] = []  # measurement ids since the last reference check
@@ -213,20 +221,20 @@ class Profiler:
 
     def _measure_batch(self, items: list[tuple[Arch, int, bool]]) -> list[list[dict[str, Any]]]:
         cfg = self.cfg
-        works, runners = [], []
+        works, prepared = [], []
         try:
             for arch, _, _ in items:
                 w = self._workload(arch)
                 t = time.perf_counter()
-                runners.append(self.backend.prepare(w))
+                prepared.append(self.backend.prepare(w))
                 works.append(w)
                 self.seconds["session"] += time.perf_counter() - t - w.seconds["export"] - w.seconds["build"]
                 self.seconds["export"] += w.seconds["export"]
                 self.seconds["build"] += w.seconds["build"]
-            ms = measure_interleaved([r.step for r in runners], cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup)
+            ms = measure_interleaved([p.step for p in prepared], cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup)
         finally:
-            for r in runners:
-                r.close()
+            for p in prepared:
+                p.close()
         out = []
         for (arch, rep, again), w, m in zip(items, works, ms):
             self.seconds["timed"] += m.timed_s
@@ -241,37 +249,14 @@ class Profiler:
 
     def _rows(self, arch: Arch, m: Measurement, w: Workload, ops: dict | None, repeat_index: int,
               remeasured: bool) -> list[dict[str, Any]]:
-        cfg = self.cfg
+        """Append the three rows of a finished measurement (it opens the current interval's list)."""
         t = time.perf_counter()
         counts = w.reference()["expert_counts"]
         self.seconds["reference_run"] += time.perf_counter() - t
         w.drop_onnx()
         mid = uuid.uuid4().hex[:16]
-        p = cfg.protocol
-        fp = self.fp
-        versions = {k: fp[k] for k in ("onnxruntime_version", "torch_version", "triton_version", "moenas_version", "python")}
-        base = {
-            "arch_id": arch.arch_id, "arch_json": arch.to_json(), "space": cfg.space.name if cfg.space else None,
-            "backend": cfg.backend, "device": cfg.device, "n_warmup": m.n_warmup, "target_rel": cfg.rule.target_rel,
-            "threads_intra": cfg.threads_intra, "threads_inter": cfg.threads_inter,
-            "session_options": json.dumps(self.session_options, sort_keys=True),
-            **{k: v for k, v in p.to_dict().items()}, "protocol_id": p.protocol_id,
-            "expert_counts": json.dumps(counts, sort_keys=True),
-            **{k: fp[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_driver", "os", "python",
-                                   "onnxruntime_version", "torch_version", "triton_version", "moenas_version")},
-            "versions": json.dumps(versions, sort_keys=True), "fingerprint_id": fp["fingerprint_id"],
-            "export_method": cfg.export_method if self.backend.needs_onnx else None,
-            "timestamp": now_iso(), "run_id": self.run_id, "measurement_id": mid,
-            "drift_flag": False, "remeasured": remeasured, "repeat_index": repeat_index, "reference_ratio": None,
-            "ref_before_ms": self._last_ref, "ref_after_ms": None,
-        }
-        rows = []
-        for comp in COMPONENTS:
-            s = m.summaries[comp].to_dict()
-            op = None
-            if ops is not None:
-                op = ops.get(comp) if comp != "total" else _sum_ops(ops["encoder"], ops["decoder"])
-            rows.append({**base, "component": comp, **s, "op_profile": json.dumps(op) if op is not None else None})
+        rows = measurement_rows(self.run_columns, arch, m, counts, ops, measurement_id=mid, timestamp=now_iso(),
+                                repeat_index=repeat_index, remeasured=remeasured, ref_before_ms=self._last_ref)
         self.records.extend(rows)
         self.interval.append(mid)
         self.new_measurements += 1
@@ -285,10 +270,10 @@ class Profiler:
 
     def _timed_ref(self):
         # exported and prepared once per run; every check re-times the same live sessions
-        if getattr(self, "_ref_runner", None) is None:
+        if getattr(self, "_ref_prepared", None) is None:
             self._ref_w = self._workload(self.ref)
-            self._ref_runner = self.backend.prepare(self._ref_w)
-        return measure(self._ref_runner.step, self.cfg.ref_rule), self._ref_w, None
+            self._ref_prepared = self.backend.prepare(self._ref_w)
+        return measure(self._ref_prepared.step, self.cfg.ref_rule), self._ref_w, None
 
     # ---- drift ----------------------------------------------------------------------------------
     def _checks(self) -> list[dict[str, Any]]:
@@ -438,9 +423,9 @@ class Profiler:
                 self._check_and_recover()
         finally:
             bar.close()
-            if getattr(self, "_ref_runner", None) is not None:
-                self._ref_runner.close()
-                self._ref_runner = None
+            if getattr(self, "_ref_prepared", None) is not None:
+                self._ref_prepared.close()
+                self._ref_prepared = None
         self.meta["runs"][-1]["finished"] = now_iso()
         self.meta["runs"][-1]["wall_s"] = round(time.perf_counter() - t_start, 2)
         self._flush(final=True)
@@ -477,13 +462,6 @@ def _flag(v: Any) -> bool:
     return False if _isna(v) else bool(v)
 
 
-def _sum_ops(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = round(out.get(k, 0.0) + v, 6)
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
-
 def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
                   threads_inter: int = 1, protocol: LatencyProtocol = LatencyProtocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
     """Time archs side by side (no dataset), round-robin (:func:`measure_interleaved`), so that
@@ -492,17 +470,18 @@ def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: s
     search winners and the archs they are compared with."""
     be = get_backend(backend, device, threads_intra, threads_inter)
     works = [Workload(a, protocol) for a in archs]
-    runners = []
+    prepared = []
     try:
         for w in works:
-            runners.append(be.prepare(w))
-        ms = measure_interleaved([r.step for r in runners], rule)
+            prepared.append(be.prepare(w))
+        ms = measure_interleaved([p.step for p in prepared], rule)
     finally:
-        for r in runners:
-            r.close()
+        for p in prepared:
+            p.close()
+    options, fp = be.session_options(), fingerprint(device)  # once for all archs
     return [{"arch_id": w.arch.arch_id, **{c: m.summaries[c].to_dict() for c in COMPONENTS},
              "expert_counts": w.reference()["expert_counts"], "protocol": protocol.to_dict(),
-             "session_options": be.session_options(), "fingerprint": fingerprint(device)} for w, m in zip(works, ms)]
+             "session_options": dict(options), "fingerprint": dict(fp)} for w, m in zip(works, ms)]
 
 
 def measure_one(arch: Arch, **kw: Any) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import math
 import numpy as np
 
 from moenas.arch import Arch, LayerArch, StackArch, UserError
-
-from .backends import BACKENDS, Backend, Workload, get_backend
 from moenas.arch.protocol import LatencyProtocol
+
+from .backends import BACKENDS, Backend, PreparedWorkload, get_backend
+from .workload import Workload
 
 # A small protocol that keeps the contract fast but exercises every feature: batch > 1,
 # beam > 1, several decoder steps (past length 0, 1, 2).
@@ -36,6 +37,7 @@ def backend_cases() -> list[tuple[str, str]]:
 
 
 def check_backend_contract(name: str, device: str, arch: Arch | None = None, atol: float = 1e-4) -> None:
+    """AssertionError naming the first promise backend ``name`` on ``device`` breaks."""
     arch = arch or contract_arch()
     be = get_backend(name, device, 1, 1)
     assert isinstance(be, Backend)
@@ -45,25 +47,26 @@ def check_backend_contract(name: str, device: str, arch: Arch | None = None, ato
     assert isinstance(so["inter_op_num_threads"], int), so
     w = Workload(arch, CONTRACT_PROTOCOL)
     ref = w.reference()
-    runner = be.prepare(w)
+    prepared = be.prepare(w)
+    assert isinstance(prepared, PreparedWorkload)
     try:
         # computes the protocol's workload: final-step logits equal the torch CPU reference
-        runner.run_encoder()
-        runner.run_decoder()
-        got = runner.logits()
+        prepared.run_encoder()
+        prepared.run_decoder()
+        got = prepared.logits()
         assert got.shape == ref["logits"].shape == (CONTRACT_PROTOCOL.decoder_batch, arch.vocab_size)
         err = float(np.abs(got - ref["logits"]).max())
         assert err <= atol, f"{name}/{device}: logits differ from the torch reference by {err:g}"
         # repeatable
-        runner.run_decoder()
-        assert float(np.abs(runner.logits() - got).max()) <= atol
+        prepared.run_decoder()
+        assert float(np.abs(prepared.logits() - got).max()) <= atol
         # one timed repetition: three positive, finite components, total = encoder + decoder
-        t = runner.step()
+        t = prepared.step()
         assert set(t) == {"encoder", "decoder", "total"}
         assert all(math.isfinite(v) and v > 0 for v in t.values())
         assert abs(t["total"] - (t["encoder"] + t["decoder"])) <= 1e-6 + 1e-3 * t["total"]
     finally:
-        runner.close()
+        prepared.close()
     # a device this backend does not have is a UserError
     try:
         get_backend(name, "no-such-device")

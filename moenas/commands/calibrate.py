@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from moenas.arch import UserError
+from moenas.arch.checks import check_range
 
 from ._common import check_writable, print_json, table
 
@@ -100,7 +101,8 @@ def time_reference(plan: dict[str, Any], checks: int = 3) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from moenas.profiler.backends import Workload, get_backend
+    from moenas.profiler.backends import get_backend
+    from moenas.profiler.workload import Workload
     from moenas.profiler.stats import measure
 
     be = get_backend(plan["backend"], plan["device"], plan["threads_intra"], plan["threads_inter"])
@@ -143,10 +145,8 @@ def run(args: argparse.Namespace) -> int:
     from moenas.predictor.persist import check_out
     from moenas.profiler.fingerprint import fingerprint
 
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if args.checks < 1:
-        raise UserError(f"--checks must be >= 1, got {args.checks}")
+    check_range("--threads", args.threads, 1, integer=True)  # None: the predictor data's
+    check_range("--checks", args.checks, 1, integer=True)
     check_writable(args.out, kind="dir")
     pred = Predictor.load(args.predictor)
     plan = timing_plan(pred.metadata, str(args.predictor), args.threads, args.space)  # refusals before any timing

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from moenas.arch import SearchSpace, UserError
-from moenas.data.profiles import (COLUMNS, PROFILE_SCHEMA_VERSION, SHIPPED_DIR, latency_table, merge_profiles,
-                                  noise_floor, read_profiles, to_frame, write_profiles)
+from moenas.data.profiles import (COLUMNS, PROFILE_SCHEMA_VERSION, SHIPPED_DIR, check_row, latency_table,
+                                  merge_profiles, noise_floor, read_profiles, to_frame, write_profiles)
 
 ARCHS = SearchSpace.load("tiny").sample_n(3, seed=0)
 
@@ -119,3 +119,15 @@ def test_shipped_datasets_are_readable():
         df, m = read_profiles(p)
         assert len(latency_table(df)) > 0
         assert df["protocol_id"].nunique() == 1 and df["fingerprint_id"].nunique() == 1
+
+
+def test_check_row_names_unknown_and_missing_columns():
+    full = dict.fromkeys(COLUMNS)
+    assert check_row(full) is full
+    with pytest.raises(ValueError, match=r"unknown columns \['medain_ms'\], missing columns \['median_ms'\]"):
+        check_row({("medain_ms" if k == "median_ms" else k): v for k, v in full.items()})
+    with pytest.raises(ValueError, match=r"unknown columns \[\], missing columns \['ref_after_ms'\]"):
+        check_row({k: v for k, v in full.items() if k != "ref_after_ms"})
+    # reading and framing stay lenient: a partial row is filled, an extra column kept
+    df = to_frame([{**row(ARCHS[0]), "note": "mine"}])
+    assert "note" in df.columns and df["std_ms"].isna().all()

@@ -1,0 +1,92 @@
+"""The timing-backend interface and the registry it plugs into.
+
+A :class:`Backend` (one runtime on one device with explicit thread counts) turns a
+:class:`~moenas.profiler.workload.Workload` (one arch under one latency protocol) into a
+:class:`PreparedWorkload`, whose ``run_encoder`` / ``run_decoder`` execute the protocol's
+encoder and its decoder steps synchronously (a GPU backend synchronises before returning). The
+profiler times :meth:`PreparedWorkload.step`; everything else (export, session creation, input
+upload, the untimed encoder pass whose cross keys/values feed the decoder) happens in
+:meth:`Backend.prepare`.
+
+Adding a backend = a module that subclasses both classes and decorates the backend with
+:func:`register_backend`, imported by :mod:`moenas.profiler.backends` (which is where callers
+get backends from); the shared contract (:mod:`moenas.profiler.testing`) then covers it.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from moenas.arch import UserError
+
+from .workload import Workload
+
+
+class PreparedWorkload(ABC):
+    """A workload made ready to time on one backend (sessions built, inputs on the device,
+    cross keys/values computed). ``run_*`` must be synchronous."""
+
+    @abstractmethod
+    def run_encoder(self) -> None: ...
+
+    @abstractmethod
+    def run_decoder(self) -> None: ...
+
+    @abstractmethod
+    def logits(self) -> np.ndarray:
+        """Final-step logits of the last ``run_decoder`` as a (decoder batch, V) float32 array."""
+
+    def step(self) -> dict[str, float]:
+        """One timed repetition: seconds for encoder, decoder and their sum."""
+        t0 = time.perf_counter()
+        self.run_encoder()
+        t1 = time.perf_counter()
+        self.run_decoder()
+        t2 = time.perf_counter()
+        return {"encoder": t1 - t0, "decoder": t2 - t1, "total": t2 - t0}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions / device memory."""
+
+
+class Backend(ABC):
+    """One runtime on one device with explicit intra-/inter-op thread counts."""
+
+    name: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]]
+    needs_onnx: ClassVar[bool] = False
+
+    def __init__(self, device: str = "cpu", threads_intra: int = 1, threads_inter: int = 1):
+        if device not in self.available_devices():
+            have = ", ".join(self.available_devices()) or "none"
+            raise UserError(f"backend {self.name!r} has no device {device!r} on this machine (available: {have})")
+        if threads_intra < 1 or threads_inter < 1:
+            raise UserError("thread counts must be >= 1")
+        self.device, self.threads_intra, self.threads_inter = device, threads_intra, threads_inter
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return cls.devices
+
+    @abstractmethod
+    def session_options(self) -> dict[str, Any]:
+        """Everything about how the runtime is configured (recorded per row)."""
+
+    @abstractmethod
+    def prepare(self, workload: Workload) -> PreparedWorkload: ...
+
+    def op_profile(self, workload: Workload, runs: int = 3) -> dict[str, dict[str, float]]:
+        """ms per operator type per component; only runtimes with a profiler implement it."""
+        raise UserError(f"backend {self.name!r} has no operator profiler (use --backend onnxruntime)")
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: make ``cls`` available as ``--backend cls.name``."""
+    BACKENDS[cls.name] = cls
+    return cls

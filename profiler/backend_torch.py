@@ -1,0 +1,107 @@
+"""The ``torch`` timing backend (eager, ``inference_mode``; CPU, CUDA) and its ``triton``
+variant, whose MoE layers run on the grouped heterogeneous-expert kernels of
+:mod:`moenas.moe_kernels` (CUDA only)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from moenas.moe_kernels import triton_available
+
+from .backend_base import Backend, PreparedWorkload, register_backend
+from .workload import Workload, empty_cache
+
+
+@register_backend
+class TorchBackend(Backend):
+    name = "torch"
+    devices = ("cpu", "cuda")
+    moe_backend: ClassVar[str] = "torch"
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+    def _set_threads(self) -> None:
+        torch.set_num_threads(self.threads_intra)
+        try:
+            torch.set_num_interop_threads(self.threads_inter)
+        except RuntimeError:  # settable once per process, before any inter-op work
+            pass
+
+    def session_options(self) -> dict[str, Any]:
+        self._set_threads()
+        return {
+            "runtime": "torch", "version": torch.__version__, "mode": "eager", "inference_mode": True,
+            "moe_backend": self.moe_backend, "intra_op_num_threads": torch.get_num_threads(),
+            "inter_op_num_threads": torch.get_num_interop_threads(),
+        }
+
+    def prepare(self, workload: Workload) -> TorchPreparedWorkload:
+        self._set_threads()
+        return TorchPreparedWorkload(self, workload)
+
+
+class TorchPreparedWorkload(PreparedWorkload):
+    """The workload's model on the backend's device, the cross keys/values tiled to the beam."""
+
+    def __init__(self, backend: TorchBackend, workload: Workload):
+        dev = torch.device(backend.device)
+        self.cuda = dev.type == "cuda"
+        self.model = workload.build_model(backend.device, backend.moe_backend)
+        p = workload.protocol
+        self.beam, self.batch = p.beam, p.decoder_batch
+        self.src = workload.src.to(dev)
+        self.tokens = [t.to(dev) for t in workload.step_tokens]
+        self.dev = dev
+        with torch.inference_mode():
+            states, _ = self.model.encode(self.src)
+            self.cross = [(k.repeat_interleave(self.beam, 0), v.repeat_interleave(self.beam, 0), None)
+                          for k, v, _ in self.model.cross_kv(states, None)]
+        self._sync()
+        self._last: torch.Tensor | None = None
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def run_encoder(self) -> None:
+        with torch.inference_mode():
+            states, _ = self.model.encode(self.src)
+            self.model.cross_kv(states, None)
+        self._sync()
+
+    def run_decoder(self) -> None:
+        with torch.inference_mode():
+            cache = empty_cache(self.model, self.batch, self.dev)
+            for tok in self.tokens:
+                logits, cache = self.model.step(tok, cache, self.cross)
+        self._sync()
+        self._last = logits
+
+    def logits(self) -> np.ndarray:
+        if self._last is None:
+            self.run_decoder()
+        return self._last.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = self.cross = self._last = None
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+
+@register_backend
+class TritonBackend(TorchBackend):
+    """Torch eager with the MoE layers on the grouped heterogeneous-expert Triton kernels
+    (moenas.moe_kernels), so GPU predictors can cover them. CUDA only: on a CPU the kernels
+    would run in Triton's interpreter, which times nothing real."""
+
+    name = "triton"
+    devices = ("cuda",)
+    moe_backend: ClassVar[str] = "triton"
+
+    @classmethod
+    def available_devices(cls) -> tuple[str, ...]:
+        return ("cuda",) if torch.cuda.is_available() and triton_available("cuda") else ()
