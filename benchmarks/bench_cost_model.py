@@ -87,7 +87,7 @@ def fitted_predictor(space: str, seed: int = 0):
 
     archs = SearchSpace.load(space).sample_n(300, seed=seed)
     y = true_latency(archs, DEVICES["a"], PROTOCOL)["total"]
-    est = make_model("flops-linear", dict(PROTOCOL), space, 3, seed).fit(archs, y)
+    est = make_model("flops-linear", PROTOCOL, space, 3, seed).fit(archs, y)
     return Predictor(est, {"model": "flops-linear"})
 
 

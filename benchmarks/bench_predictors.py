@@ -85,7 +85,7 @@ def synthetic_dataset(space: str, n: int, device: str, seed: int) -> Dataset:
     # the noise floor of a repeated measurement with this noise: E|e^(s*z1) / e^(s*z2) - 1|
     z = rng.normal(0, DEVICES[device].noise, (2, 20000))
     floor = float(np.mean(np.abs(np.exp(z[0] - z[1]) - 1)) * 100)
-    return Dataset(archs, y, [a.arch_id for a in archs], "total", dict(PROTOCOL), "synthetic", space,
+    return Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "synthetic", space,
                    DEVICES[device].name, "synthetic", DEVICES[device].name, noise_floor=floor,
                    paths=[f"synthetic:{space}:{device}"], synthetic=True)
 

@@ -18,14 +18,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from moenas.arch import Arch, UserError
+from moenas.arch.protocol import LatencyProtocol, shape_differences
 
 from . import metrics as M
 from . import persist
 from .dataset import Dataset
 from .features import as_archs, describe
 from .models import LatencyModel, TransferModel, conformal_halfwidth, make_model
-
-SHAPE_FIELDS = ("batch", "src_len", "decoder_steps", "beam")
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,6 @@ class Prediction:
                 for m, lo, hi in zip(self.mean, self.lower, self.upper)]
 
 
-def _protocol_fields(protocol: Any) -> dict[str, Any]:
-    if protocol is None:
-        return {}
-    if not isinstance(protocol, dict):
-        protocol = protocol.to_dict()
-    return {k: protocol[k] for k in SHAPE_FIELDS if k in protocol}
-
-
 class Predictor:
     """A fitted latency model plus its metadata; see the module docstring."""
 
@@ -64,9 +55,15 @@ class Predictor:
     def metadata(self) -> dict[str, Any]:
         return self._metadata
 
+    @property
+    def protocol(self) -> LatencyProtocol | None:
+        """The latency protocol of the training data (None: the metadata records none)."""
+        d = self._metadata.get("protocol")
+        return LatencyProtocol.from_dict(d) if d else None
+
     # ---- persistence ------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, protocol: Any = None, space: str | None = None,
+    def load(cls, path: str | Path, protocol: LatencyProtocol | None = None, space: str | None = None,
              target: str | None = None) -> "Predictor":
         """Load a saved predictor; with protocol/space/target, refuse one made for others."""
         model, meta = persist.load(path)
@@ -79,13 +76,11 @@ class Predictor:
         self._metadata = persist.read_metadata(d)
         return d
 
-    def check(self, protocol: Any = None, space: str | None = None, target: str | None = None,
+    def check(self, protocol: LatencyProtocol | None = None, space: str | None = None, target: str | None = None,
               where: str = "predictor") -> None:
-        """UserError if this predictor was made for another protocol, space or target."""
+        """UserError if this predictor was made for another protocol (shape), space or target."""
         meta = self._metadata
-        want = _protocol_fields(protocol)
-        have = _protocol_fields(meta.get("protocol") or {})
-        diff = [f"{k} {have.get(k)} vs {v}" for k, v in want.items() if have.get(k) != v]
+        diff = shape_differences(self.protocol, protocol) if protocol is not None else []
         if diff:
             raise UserError(f"{where} was fitted for another latency protocol ({', '.join(diff)})")
         if space is not None and meta.get("space") not in (None, space):
@@ -116,7 +111,7 @@ class Predictor:
 def _base_metadata(ds: Dataset, model_name: str, model: Any) -> dict[str, Any]:
     return {
         "model": model_name, "chosen": getattr(model, "chosen_", model_name), "target": ds.target,
-        "space": ds.space, "protocol": ds.protocol, "protocol_id": ds.protocol_id, "device": ds.device,
+        "space": ds.space, "protocol": ds.protocol.to_dict(), "protocol_id": ds.protocol_id, "device": ds.device,
         "backend": ds.backend, "fingerprint_id": ds.fingerprint_id, "fingerprint": ds.fingerprint,
         "dataset": ds.describe(), "features": describe(model.features_), "n_train": int(model.n_train_),
         "train_arch_ids": list(ds.arch_ids),
@@ -130,8 +125,8 @@ def cv_report(model: LatencyModel, ds: Dataset, confidence: float = 0.9) -> dict
     return M.report(ds.y, model.oof_pred_, noise_floor=ds.noise_floor)
 
 
-def learning_curve(ds: Dataset, model_name: str, folds: int = 5, seed: int = 0, confidence: float = 0.9,
-                   params: dict | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def dataset_learning_curve(ds: Dataset, model_name: str, folds: int = 5, seed: int = 0, confidence: float = 0.9,
+                           params: dict | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Holdout error vs number of training archs (25, 50, 100, ...), plus the interval coverage
     of the largest fit on the same holdout."""
     last: dict[str, Any] = {}
@@ -146,7 +141,7 @@ def learning_curve(ds: Dataset, model_name: str, folds: int = 5, seed: int = 0, 
 
     if len(ds) < 2 * 8:
         return [], {}
-    curve = M.learning_curve(fit_predict, len(ds), seed=seed, y=ds.y)
+    curve = M.learning_curve_points(fit_predict, len(ds), seed=seed, y=ds.y)
     return curve, dict(last)
 
 
@@ -156,8 +151,8 @@ def fit_predictor(ds: Dataset, model: str = "auto", folds: int = 5, seed: int = 
     est = make_model(model, ds.protocol, ds.space, folds, seed, params).fit(ds.archs, ds.y)
     rep: dict[str, Any] = {"cv": cv_report(est, ds), "folds": folds, "cv_by_model_mape": est.cv_scores_}
     if with_learning_curve:
-        curve, hold = learning_curve(ds, est.chosen_, folds, seed, confidence,
-                                     params if model != "auto" else None)
+        curve, hold = dataset_learning_curve(ds, est.chosen_, folds, seed, confidence,
+                                             params if model != "auto" else None)
         rep["learning_curve"], rep["holdout_interval"] = curve, hold
     meta = _base_metadata(ds, model, est)
     meta["metrics"] = rep
@@ -173,10 +168,9 @@ def transfer_predictor(base: Predictor, ds: Dataset, n_samples: int = 20, seed: 
     (2) the base model's kind fitted from scratch on the same few archs, (3) the same fitted
     on all the remaining archs, (4) the base predictor uncorrected."""
     bm = base.metadata
-    for key in SHAPE_FIELDS:
-        if (bm.get("protocol") or {}).get(key) != ds.protocol.get(key):
-            raise UserError(f"base predictor and data use different latency protocols ({key} "
-                            f"{(bm.get('protocol') or {}).get(key)} vs {ds.protocol.get(key)})")
+    diff = shape_differences(base.protocol, ds.protocol)
+    if diff:
+        raise UserError(f"base predictor and data use different latency protocols ({diff[0]})")
     if bm.get("target") != ds.target:
         raise UserError(f"base predictor predicts {bm.get('target')!r} latency, the data gives {ds.target!r}")
     if n_samples < 3:

@@ -6,7 +6,7 @@ any of these are refused with a one-line UserError naming the files and values.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from moenas.arch import Arch, UserError
+from moenas.arch.protocol import SHAPE_FIELDS, LatencyProtocol
 
 from .names import TARGETS
 
-PROTOCOL_COLUMNS = ("batch", "src_len", "decoder_steps", "beam", "routing", "model_seed", "input_seed")
+PROTOCOL_COLUMNS = tuple(f.name for f in fields(LatencyProtocol))  # every profile row stores them all
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Dataset:
     y: np.ndarray                  # median latency, ms
     arch_ids: list[str]
     target: str
-    protocol: dict[str, Any]
+    protocol: LatencyProtocol
     protocol_id: str
     space: str | None
     device: str
@@ -51,7 +52,7 @@ class Dataset:
 
     def describe(self) -> dict[str, Any]:
         return {"paths": self.paths, "sha256": self.sha256, "n_archs": len(self), "target": self.target,
-                "protocol": self.protocol, "protocol_id": self.protocol_id, "space": self.space,
+                "protocol": self.protocol.to_dict(), "protocol_id": self.protocol_id, "space": self.space,
                 "device": self.device, "backend": self.backend, "fingerprint_id": self.fingerprint_id,
                 "noise_floor_mape": self.noise_floor, "synthetic": self.synthetic}
 
@@ -65,6 +66,15 @@ def _one(values: pd.Series, what: str, path: str) -> Any:
                         f"a predictor is fitted per {what}: split the dataset")
     v = vals[0]
     return v.item() if hasattr(v, "item") else v
+
+
+def _row_protocol(row: pd.Series, path: str) -> LatencyProtocol:
+    """The protocol a profile row was measured under (columns it lacks: the defaults)."""
+    try:
+        return LatencyProtocol.from_dict({c: (row[c].item() if hasattr(row[c], "item") else row[c])
+                                          for c in PROTOCOL_COLUMNS if c in row.index and not pd.isna(row[c])})
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
 
 
 def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
@@ -82,16 +92,14 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         df, meta = read_profiles(p)
         if len(df) == 0:
             raise UserError(f"{p}: the dataset is empty (no measurements)")
-        missing = [c for c in PROTOCOL_COLUMNS[:4] if c not in df.columns or df[c].isna().all()]
+        missing = [c for c in SHAPE_FIELDS if c not in df.columns or df[c].isna().all()]
         if missing:
             raise UserError(f"{p}: missing protocol columns {', '.join(missing)}")
         info = {"path": str(p), "meta": meta}
         for col in ("protocol_id", "fingerprint_id", "device", "backend"):
             info[col] = str(_one(df[col], col, str(p)))
         info["space"] = str(_one(df["space"], "space", str(p))) if df["space"].notna().any() else meta.get("space")
-        first = df.iloc[0]
-        info["protocol"] = {c: (first[c].item() if hasattr(first[c], "item") else first[c])
-                            for c in PROTOCOL_COLUMNS if c in df.columns and not pd.isna(first[c])}
+        info["protocol"] = _row_protocol(df.iloc[0], str(p))
         frames.append(df)
         infos.append(info)
         digest.update(Path(p).read_bytes())

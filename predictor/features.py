@@ -22,9 +22,9 @@ Feature groups (``groups=``):
 ``encoding``  per-layer structure, the columns of ``SearchSpace.encode`` (needs a space, or
               layer/expert maxima inferred from the archs seen in ``fit``).
 
-The protocol is a parameter (a dict with batch, src_len, decoder_steps, beam; the profile
-dataset's protocol dict is accepted as is). Normalisation is *not* done here: the models keep
-their scalers inside their fitted pipelines.
+The protocol is a parameter (an :class:`~moenas.arch.protocol.LatencyProtocol`; None = HAT's
+defaults). Normalisation is *not* done here: the models keep their scalers inside their fitted
+pipelines.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch import cost as cost_model
 from moenas.arch.cost import PARTS
+from moenas.arch.protocol import LatencyProtocol
 
 GROUPS = ("hat", "moe", "cost", "encoding")
 HAT_FEATURES = [
@@ -52,7 +53,6 @@ COST_FEATURES = ["params_total", "params_active", "params_embedding", "flops_tot
     for comp in ("encoder", "decoder")
     for kind, suffix in [(k, s) for s in [""] + [f"_{p}" for p in PARTS] for k in ("flops", "bytes")]
 ]
-DEFAULT_PROTOCOL = {"batch": 1, "src_len": 30, "decoder_steps": 30, "beam": 5}
 
 
 def as_archs(archs: Arch | str | Iterable[Arch | str]) -> list[Arch]:
@@ -75,19 +75,22 @@ def as_archs(archs: Arch | str | Iterable[Arch | str]) -> list[Arch]:
     return out
 
 
-def protocol_dict(protocol: Any) -> dict[str, int]:
-    """batch/src_len/decoder_steps/beam from a dict, a protocol object or None (HAT defaults)."""
+def as_protocol(protocol: LatencyProtocol | None) -> LatencyProtocol:
+    """``protocol`` itself; None: the default (HAT's)."""
     if protocol is None:
-        return dict(DEFAULT_PROTOCOL)
-    if not isinstance(protocol, dict):
-        protocol = protocol.to_dict()
-    out = {}
-    for k, v in DEFAULT_PROTOCOL.items():
-        x = protocol.get(k, v)
-        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-            raise UserError(f"protocol {k} must be a positive integer, got {x!r}")
-        out[k] = int(x)
-    return out
+        return LatencyProtocol()
+    if not isinstance(protocol, LatencyProtocol):
+        raise UserError(f"expected a LatencyProtocol, got {type(protocol).__name__}")
+    return protocol
+
+
+def upgrade_protocol(state: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """An estimator's state from a model file with the protocol under ``keys`` as
+    ``LatencyProtocol`` (older files stored it as a dict of its fields)."""
+    for k in keys:
+        if isinstance(state.get(k), dict):
+            state[k] = LatencyProtocol.from_dict(state[k])
+    return state
 
 
 # ---- genes -> padded arrays --------------------------------------------------------------------
@@ -209,14 +212,13 @@ def _ffn_params(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray
     return np.where(present, total, 0.0).sum(1), np.where(present, active, 0.0).sum(1)
 
 
-def vector_cost(arr: ArchArrays, protocol: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+def vector_cost(arr: ArchArrays, protocol: LatencyProtocol | None = None) -> dict[str, np.ndarray]:
     """``ProtocolCost.summary()`` for every arch at once (uniform routing), as arrays of length n.
 
     The formulas are ``moenas.arch.cost``'s, called on (n, layers) arrays; the decoder's steps
     are ``decoder_steps`` x one step at the mean cache length, as ``arch.cost.decoder_cost``."""
-    p = protocol_dict(protocol)
-    batch, src_len, steps = p["batch"], p["src_len"], p["decoder_steps"]
-    dec_batch = p["batch"] * p["beam"]
+    p = as_protocol(protocol)
+    batch, src_len, steps, dec_batch = p.batch, p.src_len, p.decoder_steps, p.decoder_batch
     top_k, qkv, vocab, enc_dim, dec_dim = (arr.glob[:, i] for i in range(5))
     zeros = np.zeros(arr.n)
     # per-layer gene arrays are (n, L); arch-level ones get a layer axis to broadcast against them
@@ -331,21 +333,25 @@ def encoding_names(max_layers: tuple[int, int], max_experts: tuple[int, int]) ->
 class ArchFeatures(TransformerMixin, BaseEstimator):
     """Arch list (or arch JSON strings) -> feature matrix; see the module docstring.
 
-    protocol: dict with batch, src_len, decoder_steps, beam (None: HAT's 1/30/30/5).
+    protocol: the latency protocol of the costs (None: HAT's 1/30/30/5).
     space: a shipped space name or None; fixes the ``encoding`` layout (max layers/experts).
     groups: which feature groups, in order.
     """
 
-    def __init__(self, protocol: dict | None = None, space: str | None = None, groups: Sequence[str] = GROUPS):
+    def __init__(self, protocol: LatencyProtocol | None = None, space: str | None = None,
+                 groups: Sequence[str] = GROUPS):
         self.protocol = protocol
         self.space = space
         self.groups = groups
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(upgrade_protocol(state, "protocol", "protocol_"))
 
     def fit(self, archs, y=None):
         bad = [g for g in self.groups if g not in GROUPS]
         if bad:
             raise UserError(f"unknown feature group(s) {', '.join(bad)} (choose from {', '.join(GROUPS)})")
-        self.protocol_ = protocol_dict(self.protocol)
+        self.protocol_ = as_protocol(self.protocol)
         space = None
         if self.space is not None:
             try:
@@ -406,4 +412,4 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
 
 def describe(features: ArchFeatures) -> dict[str, Any]:
     return {"groups": list(features.groups), "names": list(features.feature_names_),
-            "protocol": features.protocol_, "max_layers": features.max_layers_, "max_experts": features.max_experts_}
+            "protocol": features.protocol_.to_dict(), "max_layers": features.max_layers_, "max_experts": features.max_experts_}

@@ -73,8 +73,9 @@ def report(y, p, lower=None, upper=None, confidence: float | None = None, noise_
     return out
 
 
-def learning_curve(fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int, test_share: float = 0.25,
-                   sizes: Sequence[int] | None = None, seed: int = 0, y: np.ndarray | None = None) -> list[dict[str, Any]]:
+def learning_curve_points(fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int, test_share: float = 0.25,
+                          sizes: Sequence[int] | None = None, seed: int = 0,
+                          y: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Holdout error vs training size. ``fit_predict(train_idx, test_idx) -> predictions on test``.
 
     One fixed random holdout (``test_share`` of the n archs); training sets are nested random

@@ -40,9 +40,10 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import MaxAbsScaler
 
 from moenas.arch import UserError
+from moenas.arch.protocol import LatencyProtocol
 
 from .names import MODELS
-from .features import COST_FEATURES, GROUPS, HAT_FEATURES, ArchFeatures, as_archs
+from .features import COST_FEATURES, GROUPS, HAT_FEATURES, ArchFeatures, as_archs, upgrade_protocol
 
 MIN_TRAIN = 8  # archs; fewer cannot be cross-validated for the interval
 # auto's default candidates: hat-mlp is left out (it is the published baseline, ~10x slower to fit
@@ -256,7 +257,7 @@ class LatencyModel(RegressorMixin, BaseEstimator):
     module docstring); ``protocol``/``space`` configure the features; ``folds`` is K for the
     interval calibration (and for ``auto``'s choice); ``params`` go to the core."""
 
-    def __init__(self, model: str = "gbt", protocol: dict | None = None, space: str | None = None,
+    def __init__(self, model: str = "gbt", protocol: LatencyProtocol | None = None, space: str | None = None,
                  folds: int = 5, random_state: int = 0, params: dict | None = None,
                  candidates: Sequence[str] = AUTO_CANDIDATES):
         self.model = model
@@ -266,6 +267,9 @@ class LatencyModel(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.params = params
         self.candidates = candidates
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(upgrade_protocol(state, "protocol"))
 
     def _check_y(self, archs: list, y) -> np.ndarray:
         y = np.asarray(y, dtype=float).ravel()
@@ -423,7 +427,7 @@ class TransferModel(RegressorMixin, BaseEstimator):
         return mean, mean * math.exp(-q), mean * math.exp(q)
 
 
-def make_model(name: str, protocol: dict | None = None, space: str | None = None, folds: int = 5,
+def make_model(name: str, protocol: LatencyProtocol | None = None, space: str | None = None, folds: int = 5,
                random_state: int = 0, params: dict[str, Any] | None = None) -> LatencyModel:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")

@@ -30,6 +30,7 @@ META_FILE = "predictor.json"
 
 # Types beyond skops' defaults (numpy, scikit-learn estimators) that a predictor may contain.
 TRUSTED = [
+    "moenas.arch.protocol.LatencyProtocol",
     "moenas.predictor.calibrate.ScaledModel",
     "moenas.predictor.features.ArchFeatures",
     "moenas.predictor.models.HatMLP",

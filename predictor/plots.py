@@ -65,8 +65,8 @@ def predicted_vs_measured(y, pred, path: str | Path, title: str = "", lower=None
     return _save(plt, fig, path)
 
 
-def learning_curve(curve: Sequence[dict[str, Any]], path: str | Path, title: str = "",
-                   noise_floor: float | None = None) -> Path:
+def plot_learning_curve(curve: Sequence[dict[str, Any]], path: str | Path, title: str = "",
+                        noise_floor: float | None = None) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
     n = [r["n_train"] for r in curve]

@@ -43,15 +43,14 @@ DEVICES = {
     "b": SynthDevice("synthetic-gpu-b", op_us=18.0, gflops=900.0, gbps=300.0, knee=256.0, moe_us=15.0),
 }
 
-PROTOCOL = {"batch": 1, "src_len": 30, "decoder_steps": 30, "beam": 5, "routing": "seeded-random",
-            "model_seed": 0, "input_seed": 0}
+PROTOCOL = LatencyProtocol()  # HAT's
 
 
-def true_latency(archs: Sequence[Arch], device: SynthDevice, protocol: dict = PROTOCOL) -> dict[str, np.ndarray]:
+def true_latency(archs: Sequence[Arch], device: SynthDevice, protocol: LatencyProtocol = PROTOCOL) -> dict[str, np.ndarray]:
     """Noise-free encoder / decoder / total latency (ms) of every arch on ``device``."""
     arr = arch_arrays(archs)
     c = vector_cost(arr, protocol)
-    T = protocol["decoder_steps"]
+    T = protocol.decoder_steps
     out = {}
     for comp, st, base, d in (("encoder", arr.enc, 1, arr.glob[:, 3]), ("decoder", arr.dec, 3, arr.glob[:, 4])):
         mask = st[:, :, 0] > 0
@@ -69,7 +68,7 @@ def true_latency(archs: Sequence[Arch], device: SynthDevice, protocol: dict = PR
 
 
 def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_share: float = 0.25,
-                  protocol: dict = PROTOCOL, archs: Sequence[Arch] | None = None) -> tuple[pd.DataFrame, dict]:
+                  protocol: LatencyProtocol = PROTOCOL, archs: Sequence[Arch] | None = None) -> tuple[pd.DataFrame, dict]:
     """(rows, metadata) of a synthetic profile dataset: ``n`` archs sampled from ``space``, each
     measured once, and ``repeat_share`` of them measured a second time (the noise floor)."""
     dev = DEVICES[device]
@@ -77,7 +76,7 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
     archs = list(archs) if archs is not None else sp.sample_n(n, seed=seed)
     truth = true_latency(archs, dev, protocol)
     rng = np.random.default_rng(seed + 1000 * "abc".index(device))
-    pid = LatencyProtocol.from_dict(protocol).protocol_id  # the profiler's id, not a copy of its formula
+    pid = protocol.protocol_id
     fp = {"cpu_model": dev.name, "cpu_cores": 1, "synthetic": True}
     fid = hashlib.sha256(dev.name.encode()).hexdigest()[:12]
     rows = []
@@ -96,7 +95,7 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
                     "median_ms": ms, "p10_ms": ms * 0.98, "p90_ms": ms * 1.03, "mean_ms": ms, "std_ms": ms * 0.02,
                     "ci_lo_ms": ms * 0.99, "ci_hi_ms": ms * 1.01, "ci_rel": 0.01, "n_runs": 60, "n_warmup": 10,
                     "precision_reached": True, "target_rel": 0.02, "threads_intra": 1, "threads_inter": 1,
-                    "session_options": "{}", **protocol, "protocol_id": pid, "expert_counts": None, "op_profile": None,
+                    "session_options": "{}", **protocol.to_dict(), "protocol_id": pid, "expert_counts": None, "op_profile": None,
                     "cpu_model": dev.name, "cpu_cores": 1, "versions": "{}", "fingerprint_id": fid,
                     "timestamp": f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}+00:00", "run_id": f"synthetic-{seed}",
                     "measurement_id": mid, "drift_flag": False, "remeasured": False, "repeat_index": rep,
@@ -109,7 +108,7 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
         if col not in df:
             df[col] = pd.Series([np.nan if dtype == "float64" else (0 if dtype == "int64" else None)] * len(df))
     df = df.astype(COLUMNS)
-    meta = {"protocol": protocol, "protocol_id": pid, "fingerprint": {**fp, "fingerprint_id": fid},
+    meta = {"protocol": protocol.to_dict(), "protocol_id": pid, "fingerprint": {**fp, "fingerprint_id": fid},
             "fingerprint_id": fid, "space": sp.name, "synthetic": True,
             "note": f"SYNTHETIC latencies (moenas.predictor.synthetic, device {dev.name}), not measurements"}
     return df, meta

@@ -20,7 +20,7 @@ from moenas.arch.cost import param_count, protocol_cost
 from moenas.arch.protocol import LatencyProtocol
 
 
-class LatencyModel(Protocol):
+class PredictsLatency(Protocol):
     """What search needs from a latency predictor (moenas.predictor.Predictor satisfies it)."""
 
     def predict(self, archs: Sequence[Arch], confidence: float = 0.9): ...  # -> .mean, .lower, .upper (ms)
@@ -36,7 +36,7 @@ class Constraint(Protocol):
 class LatencyConstraint:
     """Predicted latency (upper bound at ``confidence``; the mean when confidence is None) <= max_ms."""
 
-    predictor: LatencyModel
+    predictor: PredictsLatency
     max_ms: float
     confidence: float | None = 0.9
     name: str = "latency"

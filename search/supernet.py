@@ -37,7 +37,7 @@ from torch.func import functional_call
 from moenas.arch import Arch, LayerArch, SearchSpace, UserError
 from moenas.arch.model import SubTransformer
 
-KINDS = ("slice", "mos")
+from .names import KINDS, MOS_INITS, MOS_MODES
 
 
 def space_to_dict(space: SearchSpace) -> dict[str, Any]:
@@ -73,10 +73,10 @@ class SupernetConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise UserError(f"unknown supernet kind {self.kind!r} (choose from {', '.join(KINDS)})")
-        if self.mos_mode not in ("layer", "neuron"):
-            raise UserError(f"unknown MoS mode {self.mos_mode!r} (choose from layer, neuron)")
-        if self.mos_init not in ("copy", "independent"):
-            raise UserError(f"unknown MoS init {self.mos_init!r} (choose from copy, independent)")
+        if self.mos_mode not in MOS_MODES:
+            raise UserError(f"unknown MoS mode {self.mos_mode!r} (choose from {', '.join(MOS_MODES)})")
+        if self.mos_init not in MOS_INITS:
+            raise UserError(f"unknown MoS init {self.mos_init!r} (choose from {', '.join(MOS_INITS)})")
         if self.mos_experts < 1:
             raise UserError("mos_experts must be at least 1")
 

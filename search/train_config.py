@@ -12,25 +12,30 @@ from typing import Any
 from moenas.arch import UserError
 from moenas.arch.checks import check_range
 
-from .supernet import KINDS
+from .names import KINDS, MOS_INITS, MOS_MODES
 
 SAMPLING = ("uniform", "sandwich")
 SCHEDULES = ("inverse_sqrt", "cosine")
-# field -> (low, high, low excluded, high excluded): what a run can be trained with. Checked at
-# construction, so `train --lr -1` or `--valid-sentences 0` stops before any data is read
-# instead of crashing in AdamW or reporting a validation loss of 0 over no sentences.
-_RANGES: dict[str, tuple[float, float | None, bool, bool]] = {
-    "steps": (0, None, False, False), "sandwich_random": (0, None, False, False), "max_tokens": (8, None, False, False),
-    "max_len": (2, None, False, False), "lr": (0, None, True, False), "warmup": (0, None, False, False),
-    "min_lr_ratio": (0, 1, False, False), "weight_decay": (0, None, False, False), "beta2": (0, 1, False, True),
-    "label_smoothing": (0, 1, False, True), "clip_norm": (0, None, False, False), "aux_coef": (0, None, False, False),
-    "dropout": (0, 1, False, True), "seed": (0, None, False, False), "eval_every": (0, None, False, False),
-    "save_every": (0, None, False, False), "valid_sentences": (1, None, False, False),
-    "bleu_sentences": (0, None, False, False), "beam": (1, None, False, False), "mos_experts": (1, None, False, False),
-    "mos_hidden": (1, None, False, False),
-}
-_INTS = {"steps", "sandwich_random", "max_tokens", "max_len", "warmup", "seed", "eval_every", "save_every",
-         "valid_sentences", "bleu_sentences", "beam", "mos_experts", "mos_hidden"}
+DEVICES = ("auto", "cpu", "cuda")
+_SHARE = (0, 1, False, True)  # [0, 1)
+
+
+def _at_least(low: float) -> tuple[float, None, bool, bool]:
+    return (low, None, False, False)
+
+
+def _setting(default: Any, help: str, group: str | None = None,
+             bounds: tuple[float, float | None, bool, bool] | None = None, **cli: Any) -> Any:
+    """A field with its `moenas train` help, its group there (``optimisation``/``evaluation``;
+    None = the main list), the values it may take (``bounds`` = low, high, low excluded, high
+    excluded; checked at construction, so `train --lr -1` or `--valid-sentences 0` stops before
+    any data is read instead of crashing in AdamW or reporting a validation loss of 0 over no
+    sentences) and extra argparse keywords (``cli``: choices, metavar). `moenas train`'s flags
+    and defaults are derived from these, so a new setting is written here once."""
+    meta = {"help": help, "group": group, "bounds": bounds, "cli": cli}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -42,40 +47,48 @@ class TrainConfig:
     ``max_tokens`` counts rows x longest sequence of a batch per process; ``lr`` is the peak
     reached after ``warmup`` steps; ``eval_every``/``save_every`` 0 = every steps // 5."""
 
-    space: str = "tiny"
-    corpus: str = "default"
-    steps: int = 1000
-    supernet: str = "slice"
-    sampling: str = "uniform"
-    sandwich_random: int = 2
-    arch: str | None = None
-    init_from: str | None = None
-    cache_dir: str | None = None
-    max_tokens: int = 2048
-    max_len: int = 64
-    lr: float = 1e-3
-    warmup: int = 200
-    schedule: str = "inverse_sqrt"
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.01
-    beta2: float = 0.98
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0
-    aux_coef: float = 0.01
-    dropout: float = 0.1
-    seed: int = 0
-    eval_every: int = 0            # 0: every steps // 5
-    save_every: int = 0            # 0: at every evaluation
-    eval_archs: list[str] = field(default_factory=lambda: ["largest", "smallest"])
-    valid_sentences: int = 200
-    bleu_sentences: int = 100      # 0: no BLEU
-    beam: int = 1
-    mos_experts: int = 2
-    mos_mode: str = "layer"
-    mos_hidden: int = 64
-    mos_init: str = "copy"
-    device: str = "auto"
-    progress: bool = True
+    space: str = _setting("tiny", "search space name or YAML file")
+    corpus: str = _setting("default", "'default' (gettext demo corpus) or a directory with train.en/train.de")
+    steps: int = _setting(1000, "total optimizer steps (also the target when resuming)", bounds=_at_least(0))
+    supernet: str = _setting("slice", "slice: HAT/AutoMoE weight sharing; mos: Mixture-of-Supernets", choices=KINDS)
+    sampling: str = _setting("uniform", "uniform: one random arch per step; sandwich: largest + smallest + N random",
+                             choices=SAMPLING)
+    sandwich_random: int = _setting(2, "random archs per sandwich step", metavar="N", bounds=_at_least(0))
+    arch: str | None = _setting(None, "train this one arch (JSON file) as a standalone model instead of a supernet")
+    init_from: str | None = _setting(None, "with --arch: start from the arch's weights inherited from this supernet "
+                                           "checkpoint (or continue a standalone checkpoint of the same arch)",
+                                     metavar="CKPT")
+    cache_dir: str | None = _setting(None, "tokenizer cache (default: $MOENAS_CACHE or ~/.cache/moenas)", metavar="DIR")
+    max_tokens: int = _setting(2048, "tokens per batch per process", "optimisation", bounds=_at_least(8))
+    max_len: int = _setting(64, "truncate sentences to this many subwords", "optimisation", bounds=_at_least(2))
+    lr: float = _setting(1e-3, "peak learning rate", "optimisation", bounds=(0, None, True, False))
+    warmup: int = _setting(200, "linear warm-up steps", "optimisation", bounds=_at_least(0))
+    schedule: str = _setting("inverse_sqrt", "learning-rate decay after the warm-up", "optimisation", choices=SCHEDULES)
+    min_lr_ratio: float = _setting(0.0, "cosine: final learning rate as a share of --lr", "optimisation",
+                                   bounds=(0, 1, False, False))
+    weight_decay: float = _setting(0.01, "AdamW weight decay", "optimisation", bounds=_at_least(0))
+    beta2: float = _setting(0.98, "AdamW beta2", "optimisation", bounds=_SHARE)
+    label_smoothing: float = _setting(0.1, "label smoothing of the cross-entropy", "optimisation", bounds=_SHARE)
+    clip_norm: float = _setting(1.0, "gradient clipping norm, 0 = off", "optimisation", bounds=_at_least(0))
+    aux_coef: float = _setting(0.01, "MoE load-balancing loss coefficient", "optimisation", bounds=_at_least(0))
+    dropout: float = _setting(0.1, "dropout", "optimisation", bounds=_SHARE)
+    seed: int = _setting(0, "seed of the weights, the data order and the sampled archs", "optimisation",
+                         bounds=_at_least(0))
+    eval_every: int = _setting(0, "steps between validations, 0 = steps/5", "evaluation", bounds=_at_least(0))
+    save_every: int = _setting(0, "steps between checkpoints, 0 = at each validation", "evaluation", bounds=_at_least(0))
+    eval_archs: list[str] = _setting(["largest", "smallest"], "arch to validate: largest, smallest or a JSON file; "
+                                     "repeatable", "evaluation", metavar="NAME|FILE")
+    valid_sentences: int = _setting(200, "fixed validation subset size", "evaluation", bounds=_at_least(1))
+    bleu_sentences: int = _setting(100, "sentences for the final BLEU, 0 = none", "evaluation", bounds=_at_least(0))
+    beam: int = _setting(1, "beam for BLEU decoding, 1 = greedy", "evaluation", bounds=_at_least(1))
+    mos_experts: int = _setting(2, "MoS: weight banks per FFN", "optimisation", bounds=_at_least(1))
+    mos_mode: str = _setting("layer", "MoS mixing granularity", "optimisation", choices=MOS_MODES)
+    mos_hidden: int = _setting(64, "MoS: hidden width of the architecture router", "optimisation", bounds=_at_least(1))
+    mos_init: str = _setting("copy", "MoS banks start as copies (step 0 = slice supernet) or independently drawn",
+                             "optimisation", choices=MOS_INITS)
+    device: str = _setting("auto", "auto: CUDA (bf16 autocast) when present, else CPU fp32", "optimisation",
+                           choices=DEVICES)
+    progress: bool = _setting(True, "show a progress bar")
 
     def __post_init__(self):
         if self.supernet not in KINDS:
@@ -84,9 +97,10 @@ class TrainConfig:
             raise UserError(f"unknown sampling rule {self.sampling!r} (choose from {', '.join(SAMPLING)})")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
-        for name, (low, high, low_open, high_open) in _RANGES.items():  # also guards a config read from a checkpoint
-            check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, high, low_open, high_open,
-                        integer=name in _INTS)
+        for f in fields(self):  # also guards a config read from a checkpoint
+            if f.metadata["bounds"] is not None:
+                check_range(f"--{f.name.replace('_', '-')}", getattr(self, f.name), *f.metadata["bounds"],
+                            integer=f.type == "int")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

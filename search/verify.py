@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from moenas.arch.cost import param_count, protocol_cost
 from moenas.arch.protocol import LatencyProtocol
 
-from .constraints import LatencyModel
+from .constraints import PredictsLatency
 from .evolution import Candidate
 from .report import Verification
 
@@ -21,7 +21,7 @@ def protocol_of(predictor: Any) -> LatencyProtocol:
     return LatencyProtocol.from_dict(meta.get("protocol") or {})
 
 
-def verify(chosen: Sequence[tuple[str, Candidate]], predictor: LatencyModel, confidence: float,
+def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, confidence: float,
            budget_ms: float | None, measure: bool = True, backend: str = "onnxruntime", device: str = "cpu",
            threads: int = 1, component: str = "total", rule=None) -> list[Verification]:
     """(role, candidate) pairs -> Verification rows, timing the archs under the predictor's

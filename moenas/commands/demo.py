@@ -8,6 +8,9 @@ from ._common import check_writable, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from moenas.search.names import KINDS
+    from moenas.search.train_config import SAMPLING
+
     p = sub.add_parser("demo", help="run the whole pipeline: profile, fit, train, search, re-measure, compare",
                        description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~20 archs measured "
                                    "here), train a supernet on the embedded corpus, search under a latency budget, "
@@ -35,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--train-lr", type=float, default=None, help="peak learning rate [3e-3]")
     g.add_argument("--train-warmup", type=int, default=None, help="warm-up steps [100]")
     g.add_argument("--train-dropout", type=float, default=None, help="dropout [0.0]")
-    g.add_argument("--sampling", default=None, choices=["uniform", "sandwich"], help="arch sampling rule [uniform]")
-    g.add_argument("--supernet", default=None, choices=["slice", "mos"], help="supernet kind [slice]")
+    g.add_argument("--sampling", default=None, choices=SAMPLING, help="arch sampling rule [uniform]")
+    g.add_argument("--supernet", default=None, choices=KINDS, help="supernet kind [slice]")
     s = p.add_argument_group("search")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")
     s.add_argument("--population", type=int, default=None, help="[tiny: 40]")

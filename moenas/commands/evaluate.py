@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         title = f"{meta.get('chosen')} on {ds.device} ({ds.target}), holdout"
         plots.append(str(P.predicted_vs_measured(ds.y, p.mean, d / "holdout_predicted_vs_measured.png", title, p.lower, p.upper)))
         if out["learning_curve"]:
-            plots.append(str(P.learning_curve(out["learning_curve"], d / "learning_curve.png", title, ds.noise_floor)))
+            plots.append(str(P.plot_learning_curve(out["learning_curve"], d / "learning_curve.png", title, ds.noise_floor)))
     out["plots"] = plots
     if args.json:
         print_json(out)

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         title = f"{pred.metadata['chosen']} on {ds.device} ({ds.target}), {args.folds}-fold CV"
         plots.append(str(P.predicted_vs_measured(ds.y, pred.model.oof_pred_, out / "cv_predicted_vs_measured.png", title)))
         if rep.get("learning_curve"):
-            plots.append(str(P.learning_curve(rep["learning_curve"], out / "learning_curve.png", title, ds.noise_floor)))
+            plots.append(str(P.plot_learning_curve(rep["learning_curve"], out / "learning_curve.png", title, ds.noise_floor)))
     if args.json:
         print_json({"predictor": str(out), "model": pred.metadata["model"], "chosen": pred.metadata["chosen"],
                     "dataset": ds.describe(), "report": rep, "plots": plots})

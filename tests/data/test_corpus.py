@@ -6,8 +6,9 @@ import pytest
 
 from moenas.arch import UserError
 from moenas.data.corpus import (clean_message, filter_pairs, gettext_catalogs, load_corpus, load_gettext_corpus,
-                                load_parallel_dir, read_mo, split_pairs, synthetic_pairs, write_mo,
-                                write_parallel_dir)
+                                load_parallel_dir, read_mo, split_pairs)
+
+from toy_corpus import synthetic_pairs, write_mo, write_parallel_dir
 
 # Entries chosen for the cleaning rules; each comment names the rule it exercises.
 ENTRIES = [

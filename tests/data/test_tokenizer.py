@@ -7,8 +7,10 @@ import torch
 from moenas.arch import UserError
 from moenas.arch.model import BOS, EOS, PAD
 from moenas.data.batching import BatchStream, batch_indices, collate, encode_pairs, fixed_batches
-from moenas.data.corpus import Corpus, synthetic_pairs
+from moenas.data.corpus import Corpus
 from moenas.data.tokenizer import SubwordTokenizer, get_tokenizer, tokenizer_path
+
+from toy_corpus import synthetic_pairs
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,15 @@
 """Test setup for moenas.moe_kernels.
 
-Without a CUDA GPU the Triton kernels run under the Triton interpreter. Triton decides this when
-a kernel is *decorated* (``knobs.runtime.interpret`` reads ``TRITON_INTERPRET`` then), and our
-kernels are decorated on the first Triton launch, so setting the variable while this conftest is
-imported (collection time, before any test runs) is early enough. It is set only when no GPU is
-present, so that a GPU machine tests the compiled kernels, and only if the user did not set it.
-Other test folders are unaffected: they never launch these kernels on CPU.
+Without a CUDA GPU the Triton kernels run under the Triton interpreter: tests/conftest.py sets
+``TRITON_INTERPRET`` by one rule (no ``torch.cuda.is_available()``: interpreter), before
+anything imports triton. The kernels' device here follows the same test, so a machine that
+runs compiled kernels tests them on the GPU and one that interprets them tests them on CPU.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from moenas.cli import main
-from moenas.data.corpus import synthetic_pairs, write_parallel_dir
+
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 SMALL = ["--transfer-n", "4", "--transfer-holdout", "2", "--train-steps", "4", "--train-max-tokens", "512",
          "--population", "6", "--parents", "2", "--mutations", "2", "--crossovers", "2", "--iterations", "1",

@@ -1,5 +1,6 @@
 """`moenas fit / evaluate / predict` in-process, on synthetic profile datasets (labelled as such)."""
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_bad_input_one_line_exit_2(predictor, data, capsys, tmp_path):
     nocols = _drop_columns(data["train"], tmp_path / "nocols.parquet", ["median_ms"])
     assert main(["fit", "--data", str(nocols), *FAST, "--out", str(tmp_path / "x")]) == 2
     assert "missing columns median_ms" in _err(capsys)
-    df, meta = make_profiles("tiny", 30, "a", seed=3, protocol={**PROTOCOL, "beam": 4})
+    df, meta = make_profiles("tiny", 30, "a", seed=3, protocol=replace(PROTOCOL, beam=4))
     other = tmp_path / "beam4.parquet"
     write_profiles(other, df, meta)
     assert main(["fit", "--data", str(data["train"]), str(other), *FAST, "--out", str(tmp_path / "x")]) == 2

@@ -8,8 +8,8 @@ from moenas.arch.protocol import LatencyProtocol
 from moenas.predictor.features import COST_FEATURES, HAT_FEATURES, ArchFeatures
 
 PROTOCOLS = [
-    dict(batch=1, src_len=30, decoder_steps=30, beam=5),  # HAT's protocol
-    dict(batch=2, src_len=7, decoder_steps=3, beam=1),    # odd sizes: every term of the step sum matters
+    LatencyProtocol(batch=1, src_len=30, decoder_steps=30, beam=5),  # HAT's protocol
+    LatencyProtocol(batch=2, src_len=7, decoder_steps=3, beam=1),    # odd sizes: every term of the step sum matters
 ]
 
 
@@ -20,7 +20,7 @@ def test_cost_features_equal_the_cost_model(space, protocol):
     f = ArchFeatures(protocol=protocol, space=space).fit(archs)
     X = f.transform(archs)
     got = X[:, [f.feature_names_.index(k) for k in COST_FEATURES]]
-    ref = np.array([[protocol_cost(a, LatencyProtocol(**protocol)).summary()[k] for k in COST_FEATURES] for a in archs])
+    ref = np.array([[protocol_cost(a, protocol).summary()[k] for k in COST_FEATURES] for a in archs])
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-6)
 
 

@@ -27,7 +27,7 @@ def test_report_and_learning_curve():
     r = M.report(Y, P, Y * 0.9, Y * 1.1, 0.9, noise_floor=2.0)
     assert r["n"] == 4 and r["coverage"] == 100.0 and r["mape_over_noise"] == pytest.approx(6.25 / 2)
     y = np.linspace(1, 2, 100)
-    curve = M.learning_curve(lambda tr, te: y[te], 100, y=y)
+    curve = M.learning_curve_points(lambda tr, te: y[te], 100, y=y)
     assert [c["n_train"] for c in curve] == [25, 50, 75] and all(c["mape"] == 0 for c in curve)
 
 

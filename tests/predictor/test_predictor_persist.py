@@ -1,7 +1,9 @@
 """Persistence: round trip, metadata, and refusal of modified / untrusted / foreign predictors."""
+import copy
 import json
 import os
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from moenas.predictor.synthetic import DEVICES, PROTOCOL, true_latency
 def saved(tmp_path_factory):
     archs = SearchSpace.load("tiny").sample_n(60, seed=0)
     y = true_latency(archs, DEVICES["a"])["total"]
-    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", dict(PROTOCOL), "pid", "tiny", "synthetic-cpu-a",
+    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "pid", "tiny", "synthetic-cpu-a",
                  "synthetic", "fid", noise_floor=1.5, sha256="abc", paths=["x.parquet"], synthetic=True)
     pred, _ = fit_predictor(ds, "gbt", folds=3, params={"n_estimators": 50}, with_learning_curve=False)
     d = tmp_path_factory.mktemp("pred") / "gbt"
@@ -42,10 +44,23 @@ def test_round_trip(saved):
         pred.save(d)                                   # never overwrite without asking
 
 
+def test_a_model_file_with_the_protocol_as_a_dict_still_loads(saved, tmp_path):
+    """Predictors saved before the estimators held a LatencyProtocol stored its fields as dicts."""
+    _, pred, archs = saved
+    old = copy.deepcopy(pred.model)
+    old.protocol = old.features_.protocol = PROTOCOL.to_dict()                            # the dataset's dict
+    old.features_.protocol_ = {"batch": 1, "src_len": 30, "decoder_steps": 30, "beam": 5}  # the 4 keys it used
+    d = persist.save(old, pred.metadata, tmp_path / "old")
+    loaded = Predictor.load(d, protocol=PROTOCOL)
+    m = loaded.model
+    assert m.protocol == m.features_.protocol == m.features_.protocol_ == PROTOCOL
+    np.testing.assert_array_equal(loaded.predict(archs).mean, pred.predict(archs).mean)
+
+
 def test_mismatches_are_refused(saved):
     d, _, _ = saved
     with pytest.raises(UserError, match="protocol"):
-        Predictor.load(d, protocol={**PROTOCOL, "beam": 4})
+        Predictor.load(d, protocol=replace(PROTOCOL, beam=4))
     with pytest.raises(UserError, match="space"):
         Predictor.load(d, space="automoe-wmt")
     with pytest.raises(UserError, match="latency"):

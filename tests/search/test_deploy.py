@@ -11,13 +11,14 @@ import yaml
 
 from moenas.arch import Arch, SearchSpace
 from moenas.cli import main
-from moenas.data.corpus import synthetic_pairs, write_parallel_dir
 from moenas.profiler.onnx_export import ExportedArch, example_inputs
 from moenas.search.checkpoint import load_tokenizer, model_for_arch
 from moenas.search.deploy import OnnxTranslator, export_trained
 from moenas.search.evaluation import translate
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
+
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 MICRO = {
     "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],

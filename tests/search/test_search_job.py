@@ -7,13 +7,14 @@ import pytest
 
 from moenas.arch import Arch, SearchSpace
 from moenas.cli import main
-from moenas.data.corpus import synthetic_pairs, write_parallel_dir
 from moenas.data.profiles import shipped
 from moenas.predictor import Predictor
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import load_dataset
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
+
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 TINY = SearchSpace.load("tiny")
 

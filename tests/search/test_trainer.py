@@ -9,11 +9,12 @@ import yaml
 
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
-from moenas.data.corpus import synthetic_pairs, write_parallel_dir
 from moenas.search.checkpoint import load_model, load_supernet, meta_path, read_checkpoint, validation_data
 from moenas.search.evaluation import validation_loss
 from moenas.search.train_config import TrainConfig, lr_at
 from moenas.search.trainer import train
+
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 MICRO = {
     "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],

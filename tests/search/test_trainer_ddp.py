@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from moenas.data.corpus import synthetic_pairs, write_parallel_dir
+from toy_corpus import synthetic_pairs, write_parallel_dir
+
 
 MICRO = {
     "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1],
