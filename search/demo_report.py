@@ -61,11 +61,12 @@ def markdown(demo, s: dict[str, Any]) -> str:
               "## Searched MoE arch against a dense arch of similar loss", "",
               "| arch | role | val loss | BLEU | predicted ms (interval) | measured ms | error | GFLOPs | params (M) | budget |",
               "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [verification_row(Verification(**{k: v for k, v in d.items() if k not in ("meets_budget", "error_pct")}))
-              for d in (s["searched"], s["dense"])]
+    both = [Verification.from_dict(d) for d in (s["searched"], s["dense"])]
+    lines += [verification_row(v) for v in both]
     lines += ["", (f"The dense arch takes **{ratio:.2f}x** the searched arch's measured latency." if ratio else ""), ""]
-    lines += translation_lines([Verification(**{k: v for k, v in d.items() if k not in ("meets_budget", "error_pct")})
-                                for d in (s["searched"], s["dense"])])
+    if both[0].machine_drifted:
+        lines += [f"**Machine drift:** {both[0].drift_note()}.", ""]
+    lines += translation_lines(both)
     lines += ["## Rerun one stage", "", "```", f.get("profile_command", ""), f.get("fit_command", ""), f.get("train_command", ""),
               f.get("search_command", ""), f"moenas export {cfg.out / 'search' / 'best_arch.json'} --supernet {cfg.out / 'supernet.pt'} "
               f"--out {f['deploy']['model_dir']}", f['deploy']['command'], "```", "",

@@ -32,6 +32,10 @@ class Verification:
     bleu: float | None = None          # inherited-weight BLEU on the test split (greedy)
     val_loss: float | None = None      # validation loss (= loss unless the search's fitness was BLEU)
     samples: list[dict[str, str]] = field(default_factory=list)  # source / reference / output triples
+    # the reference model timed beside it / its latency in the predictor's data (> 1: the machine
+    # runs slower now than when the data was measured); None when not judged
+    reference_factor: float | None = None
+    reference_noise_rel: float | None = None   # the reference's spread in that data (a fraction)
 
     def add_quality(self, q: dict[str, Any]) -> None:
         """Attach :meth:`SupernetFitness.quality`'s result."""
@@ -46,13 +50,40 @@ class Verification:
         return self.measured_ms <= self.budget_ms
 
     @property
+    def machine_drifted(self) -> bool:
+        """True when the reference model ran slower or faster now than the predictor's data says,
+        by more than its noise: the measurement and the prediction are of two machine states."""
+        from moenas.predictor.calibrate import beyond_noise
+
+        return self.reference_factor is not None and beyond_noise(self.reference_factor, self.reference_noise_rel)
+
+    def drift_note(self) -> str:
+        """One sentence on the machine's state during the re-measurement (empty when steady)."""
+        if not self.machine_drifted:
+            return ""
+        f = self.reference_factor
+        return (f"the reference model ran {f:.2f}x {'slower' if f > 1 else 'faster'} during this re-measurement than in the "
+                f"predictor's data: the machine {'slowed' if f > 1 else 'sped up'} (a shared or throttled host), so the "
+                f"measured {self.measured_ms:.3g} ms is {self.measured_ms / f:.3g} ms at the speed the predictor was fitted "
+                "for; re-measure on a quiet machine before trusting the verdict")
+
+    @property
     def error_pct(self) -> float | None:
         if self.measured_ms is None:
             return None
         return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Verification":
+        """The row a :meth:`to_dict` wrote (its derived keys dropped)."""
+        return cls(**{k: v for k, v in d.items() if k not in DERIVED})
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "meets_budget": self.meets_budget, "error_pct": self.error_pct}
+        return {**asdict(self), "meets_budget": self.meets_budget, "error_pct": self.error_pct,
+                "machine_drifted": self.machine_drifted}
+
+
+DERIVED = ("meets_budget", "error_pct", "machine_drifted")  # Verification.to_dict's computed keys
 
 
 @dataclass
@@ -123,6 +154,8 @@ class SearchReport:
             lines += ["", ("**Warning:** " + ", ".join(f"`{v.arch_id}`" for v in failed) +
                            " exceeded the budget when measured; it is not reported as meeting it.") if failed
                       else "Every searched arch that was re-measured met the budget on the device.", ""]
+            note = next((v.drift_note() for v in self.verifications if v.machine_drifted), "")
+            lines += [f"**Machine drift:** {note}.", ""] if note else []
             lines += translation_lines(self.verifications)
         if self.baseline:
             lines += ["## Baseline", "", "```", json.dumps(self.baseline, indent=2, default=str), "```", ""]

@@ -1,7 +1,11 @@
 """Re-measure chosen archs on the device and set the measurement beside the prediction.
 
 A search result is only reported as meeting the budget when its measured latency does; the
-predictor's interval is shown next to it so a reader sees how far the model was off.
+predictor's interval is shown next to it so a reader sees how far the model was off. The fixed
+reference model is timed in the same round-robin and set against the reference latency stored
+with the predictor's data: a machine that runs slower now than when that data was measured (a
+noisy shared host) shows as a factor beyond the reference's noise, so a miss is attributed to the
+machine's drift rather than to the predictor.
 """
 from __future__ import annotations
 
@@ -30,16 +34,43 @@ def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, 
     archs = [c.arch for _, c in chosen]
     pred = predictor.predict(archs, confidence=confidence)
     measured: list[float | None] = [None] * len(archs)
+    factor = None
     if measure:  # all chosen archs side by side, so their latency ratios are fair
         from moenas.profiler.runner import measure_archs
 
+        ref = comparable_reference(predictor, backend, device, threads)
         kw = {"rule": rule} if rule is not None else {}  # None: the profiler's default stop rule
-        ms = measure_archs(archs, backend=backend, device=device, threads_intra=threads, protocol=protocol, **kw)
-        measured = [float(m[component]["median_ms"]) for m in ms]
+        ms = measure_archs(archs + ([ref["arch"]] if ref else []), backend=backend, device=device,
+                           threads_intra=threads, protocol=protocol, **kw)
+        measured = [float(m[component]["median_ms"]) for m in ms[:len(archs)]]
+        if ref:
+            factor = float(ms[-1]["total"]["median_ms"]) / ref["median_ms"]
     rows = []
     for (role, c), mean, lo, hi, meas in zip(chosen, pred.mean, pred.lower, pred.upper, measured):
         rows.append(Verification(
             arch_id=c.arch.arch_id, role=role, loss=c.loss, predicted_ms=float(mean), predicted_low_ms=float(lo),
             predicted_high_ms=float(hi), measured_ms=meas, budget_ms=budget_ms,
-            gflops=protocol_cost(c.arch, protocol).total_flops / 1e9, params_m=param_count(c.arch).total / 1e6))
+            gflops=protocol_cost(c.arch, protocol).total_flops / 1e9, params_m=param_count(c.arch).total / 1e6,
+            reference_factor=factor, reference_noise_rel=(ref or {}).get("noise_rel") if factor else None))
     return rows
+
+
+def comparable_reference(predictor: Any, backend: str, device: str, threads: int) -> dict[str, Any] | None:
+    """The reference latency stored with the predictor's data ({"arch", "median_ms",
+    "noise_rel"}) when it was timed the way this re-measurement times (same backend, device,
+    intra-op threads, same reference arch); None otherwise (then no drift is judged)."""
+    from moenas.arch import SearchSpace
+    from moenas.predictor.calibrate import stored_reference
+    from moenas.profiler.runner import reference_arch
+
+    meta = getattr(predictor, "metadata", None) or {}
+    stored = stored_reference(meta)
+    if not stored or (stored.get("backend"), stored.get("device"), stored.get("threads_intra")) != (backend, device, threads):
+        return None
+    try:
+        arch = reference_arch(SearchSpace.load(meta["space"]) if meta.get("space") else None)
+    except Exception:  # a space this install does not ship: no reference to time
+        return None
+    if stored.get("arch_id") not in (None, arch.arch_id):
+        return None
+    return {"arch": arch, "median_ms": float(stored["median_ms"]), "noise_rel": stored.get("noise_rel")}

@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moenas.search.pipeline import Demo, DemoConfig
+    from moenas.search.report import Verification
 
     names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup", "train_dropout",
              "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     dep = s["facts"]["deploy"]
     print(f"\nbudget {budget:.3g} ms: the searched arch {verdict} it when measured"
           + (f"; the dense arch is {ratio:.2f}x its latency." if ratio else "."))
+    if b.get("machine_drifted"):
+        print(f"note: {Verification.from_dict(b).drift_note()}")
     print(f"exported with its weights to {dep['model_dir']}; onnxruntime: {dep['source']!r} -> {dep['output']!r}")
     print(f"report: {Path(args.out) / 'README.md'}  (stage times: {s['timings_s']})")
     return 0 if b["meets_budget"] else 1
