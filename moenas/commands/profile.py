@@ -3,6 +3,7 @@
     moenas profile --space tiny --n 400 --seed 0 --backend onnxruntime --device cpu --threads 1 \\
         --out profiles/tiny.parquet [--archs FILE.jsonl] [--shard I/N] [--resume] [--op-profile] \\
         [--repeat-check K] [--json]
+    moenas profile --ray HEAD:6379 --devices cpu-xeon,rpi4 --space tiny --n 400 --out campaign/ [--resume]
     moenas profile merge A.parquet B.parquet ... --out C.parquet [--allow-mixed]
     moenas profile split DATA.parquet --holdout 0.25 --seed 0 --train-out T.parquet --holdout-out H.parquet
 """
@@ -63,6 +64,15 @@ def register(subparsers) -> None:
     p.add_argument("--export-method", default="torchscript", choices=["torchscript", "dynamo"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    f = p.add_argument_group("fleet campaign on Ray (profiler/README.md#fleet-profiling)",
+                             "every device times its share of the archs on the nodes advertising the resource device:NAME; "
+                             "--out is then a folder with one dataset per device")
+    f.add_argument("--ray", metavar="ADDR", help="Ray cluster address (HOST:6379, ray://HOST:10001, auto), or 'local' to try it on this machine")
+    f.add_argument("--devices", metavar="A,B,...", help="device names (each with the timing flags above)")
+    f.add_argument("--fleet", metavar="FLEET.yaml", help="devices with their own backend/device/threads/inter_threads/n")
+    f.add_argument("--chunk", type=int, default=5, help="archs per task (a node that drops out loses at most one chunk)")
+    f.add_argument("--lost-after", type=float, default=30.0,
+                   help="seconds a device may have no live node before its waiting chunks are given up")
     p.set_defaults(func=run)
 
     sub = p.add_subparsers(dest="profile_command", metavar="[merge|split]", parser_class=type(p))
@@ -134,10 +144,10 @@ def check_profile_flags(args) -> None:
 
 
 def run(args) -> int:
-    from moenas.arch.protocol import LatencyProtocol
-    from moenas.profiler.runner import ProfileConfig, Profiler, parse_shard
-    from moenas.profiler.stats import StopRule
+    from moenas.profiler.runner import Profiler
 
+    if args.ray or args.devices or args.fleet:
+        return run_fleet(args)
     if not args.out:
         raise UserError("--out is required")
     out = Path(args.out)
@@ -145,6 +155,33 @@ def run(args) -> int:
         raise UserError(f"--out {out}: expected a .parquet path")
     check_profile_flags(args)
     check_writable(out)
+    cfg = profile_config(args, out)
+    summary = Profiler(cfg).run()
+    if args.json:
+        print_json(summary)
+        return 0
+    nf = summary["noise_floor_mape_percent"]
+    rng = "-" if summary["median_ms_min"] is None else f"{summary['median_ms_min']:.3g} .. {summary['median_ms_max']:.3g}"
+    rows = [
+        ["archs measured (valid)", summary["archs_valid"]],
+        ["new measurements", summary["new_measurements"]],
+        ["median latency, total (ms)", rng],
+        ["noise floor (MAPE %)", "-" if nf is None else f"{nf:.2f} ({summary['noise_pairs']} pairs)"],
+        ["rows flagged for drift", summary["rows_flagged"]],
+        ["precision reached", "-" if summary["precision_reached_share"] is None else f"{100 * summary['precision_reached_share']:.0f}%"],
+        ["overhead (not in timed runs)", "-" if summary["overhead_fraction"] is None else f"{100 * summary['overhead_fraction']:.0f}%"],
+        ["wall time (s)", summary["wall_s"]],
+    ]
+    print(table(rows, ["", str(out)]))
+    return 0
+
+
+def profile_config(args, out: Path):
+    """The ProfileConfig the flags describe (archs sampled or read, protocol, stop rules)."""
+    from moenas.arch.protocol import LatencyProtocol
+    from moenas.profiler.runner import ProfileConfig, parse_shard
+    from moenas.profiler.stats import StopRule
+
     space = SearchSpace.load(args.space) if args.space else None
     if args.archs:
         archs = read_archs(args.archs, space)
@@ -176,21 +213,64 @@ def run(args) -> int:
         ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
         progress=not args.no_progress and not args.json,
     )
-    summary = Profiler(cfg).run()
+    return cfg
+
+
+def fleet_devices(args):
+    """The campaign's devices: --devices names with the timing flags, or the --fleet file."""
+    from moenas.profiler.fleet import DeviceSpec, load_fleet, parse_devices
+
+    if not args.ray:
+        raise UserError("--devices/--fleet need --ray ADDR (a Ray cluster address, or --ray local)")
+    if bool(args.devices) == bool(args.fleet):
+        raise UserError("--ray needs the devices: give --devices A,B,... or --fleet FLEET.yaml (one of them)")
+    defaults = DeviceSpec("default", args.backend, args.device, args.threads, args.inter_threads)
+    return parse_devices(args.devices, defaults) if args.devices else load_fleet(args.fleet, defaults)
+
+
+def run_fleet(args) -> int:
+    """`moenas profile --ray ADDR --devices ...`: a fleet campaign (profiler/fleet.py)."""
+    from moenas.profiler.fleet import FleetConfig, import_ray, run_fleet as run_campaign
+
+    devices = fleet_devices(args)
+    for flag, bad in (("--shard", args.shard), ("--repeat-check", args.repeat_check), ("--overwrite", args.overwrite)):
+        if bad:
+            raise UserError(f"{flag} does not apply to a fleet campaign (--ray); resume one with --resume or choose a new --out")
+    if not args.out:
+        raise UserError("--out is required (a folder: one dataset per device)")
+    out = Path(args.out)
+    if out.suffix == ".parquet":
+        raise UserError(f"--out {out}: a fleet campaign writes a folder (one dataset per device), not a .parquet file")
+    check_profile_flags(args)
+    check_range("--chunk", args.chunk, 1)
+    check_range("--lost-after", args.lost_after, 0)
+    check_writable(out, kind="dir")
+    import_ray()
+    cmd = ["moenas", *sys.argv[1:]]
+    cfg = FleetConfig(profile=profile_config(args, out), devices=devices, out=out, address=args.ray,
+                      chunk=args.chunk, resume=args.resume, allow_mixed=args.allow_mixed, lost_after_s=args.lost_after,
+                      progress=not args.no_progress and not args.json, command=cmd)
+    summary = run_campaign(cfg)
     if args.json:
         print_json(summary)
+    else:
+        rows = [[d["device"], ",".join(d["nodes"]) or "-", d["rows"], f"{d['archs']}/{d['wanted']}", d["chunks_done"],
+                 d["chunks_failed"], d["dataset"] or (f"not merged: {d['merge_error']}" if d["merge_error"] else "-")]
+                for d in summary["devices"]]
+        print(table(rows, ["device", "nodes", "rows", "archs", "chunks done", "failed", "dataset"]))
+    return fleet_exit(summary)
+
+
+def fleet_exit(summary: dict) -> int:
+    """0 when every chunk finished and every device merged; else 1 and what to do, on stderr."""
+    if summary["complete"]:
         return 0
-    nf = summary["noise_floor_mape_percent"]
-    rng = "-" if summary["median_ms_min"] is None else f"{summary['median_ms_min']:.3g} .. {summary['median_ms_max']:.3g}"
-    rows = [
-        ["archs measured (valid)", summary["archs_valid"]],
-        ["new measurements", summary["new_measurements"]],
-        ["median latency, total (ms)", rng],
-        ["noise floor (MAPE %)", "-" if nf is None else f"{nf:.2f} ({summary['noise_pairs']} pairs)"],
-        ["rows flagged for drift", summary["rows_flagged"]],
-        ["precision reached", "-" if summary["precision_reached_share"] is None else f"{100 * summary['precision_reached_share']:.0f}%"],
-        ["overhead (not in timed runs)", "-" if summary["overhead_fraction"] is None else f"{100 * summary['overhead_fraction']:.0f}%"],
-        ["wall time (s)", summary["wall_s"]],
-    ]
-    print(table(rows, ["", str(out)]))
-    return 0
+    for d in summary["devices"]:
+        if d["chunks_failed"]:
+            sys.stderr.write(f"moenas profile: {d['chunks_failed']} chunk(s) of device {d['device']} did not finish "
+                             f"({'; '.join(d['errors'])})\n")
+        if d["merge_error"]:
+            sys.stderr.write(f"moenas profile: device {d['device']} not merged: {d['merge_error']}\n")
+    if summary["chunks_failed"]:
+        sys.stderr.write("moenas profile: finished rows are kept; rerun the same command with --resume to finish the campaign\n")
+    return 1
