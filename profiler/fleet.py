@@ -33,15 +33,17 @@ from moenas.arch import Arch, UserError
 from moenas.arch.checks import check_fields, check_range, read_text
 from moenas.arch.files import atomic_write_text, json_dict, output_lock
 from moenas.arch.provenance import now_iso
+from moenas.arch.ray_cluster import check_reachable, import_ray
 from moenas.data.profiles import latency_table, merge_profiles, read_profiles, write_profiles
 
 from .runner import ProfileConfig, Profiler
+
+FLEET = "fleet profiling (--ray)"
 
 FORMAT = "moenas-fleet"
 MANIFEST = "fleet.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SPEC_FIELDS = {"backend": str, "device": str, "threads": int, "inter_threads": int, "n": int}
-EXTRA_HINT = "Ray is not installed; install the extra: pip install 'moenas[ray]'"
 
 
 @dataclass(frozen=True)
@@ -167,47 +169,26 @@ def profile_chunk(template: ProfileConfig, archs: list[Arch], spec: DeviceSpec) 
 # ---- the cluster ----------------------------------------------------------------------------------
 
 
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise UserError(EXTRA_HINT) from None
-    return ray
-
-
 def connect(address: str, devices: list[DeviceSpec]) -> None:
     """Join the cluster at ``address``; "local" starts Ray on this machine advertising every
     device with one CPU for tasks, so the devices' chunks take turns (a trial campaign: every
     row then carries this machine's fingerprint)."""
-    ray = import_ray()
+    ray = import_ray(FLEET)
     if address == "local":
         # "local": a new instance even where another cluster runs on this machine (ray.init's rule)
         ray.init(address="local", num_cpus=1, resources={d.resource: 1 for d in devices}, include_dashboard=False,
                  log_to_driver=False)
     else:
-        check_reachable(address)
+        check_reachable(address, "--ray")
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise UserError(f"--ray {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """UserError when nothing listens at a HOST:PORT address (``ray.init`` would retry for
-    minutes); ray:// and ``auto`` addresses are left to Ray."""
-    host, sep, port = address.rpartition(":")
-    if "://" in address or not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise UserError(f"--ray {address}: no Ray head answers there ({e.strerror or type(e).__name__}); "
-                        "start one with: ray start --head --port PORT") from None
-
-
 def advertised() -> dict[str, list[float]]:
     """device resource -> units each live node advertises."""
-    ray = import_ray()
+    ray = import_ray(FLEET)
     out: dict[str, list[float]] = {}
     for node in ray.nodes():
         if node.get("Alive"):
@@ -220,7 +201,7 @@ def advertised() -> dict[str, list[float]]:
 def check_advertised(address: str, devices: list[DeviceSpec]) -> None:
     """UserError before dispatch when a device has no node (its tasks would wait forever), or
     a node advertises a device more than once (it would time two chunks at once)."""
-    ray = import_ray()
+    ray = import_ray(FLEET)
     have = {k for k in ray.cluster_resources() if k.startswith("device:")}
     for d in devices:
         if d.resource not in have:
@@ -235,7 +216,7 @@ def check_advertised(address: str, devices: list[DeviceSpec]) -> None:
 
 def _failure(e: BaseException) -> str:
     """One line on why a task did not finish: the error raised in the task, or the node lost."""
-    ray = import_ray()
+    ray = import_ray(FLEET)
     if isinstance(e, ray.exceptions.RayTaskError):
         cause = getattr(e, "cause", None) or e
         text = str(cause).strip().splitlines()
@@ -336,7 +317,7 @@ class Campaign:
     def submit(self) -> None:
         from tqdm import tqdm
 
-        ray = import_ray()
+        ray = import_ray(FLEET)
         cfg = self.cfg
         template = ray.put(replace(cfg.profile, archs=[], command=cfg.command, progress=False, on_measured=None))
         task = ray.remote(profile_chunk)
@@ -355,7 +336,7 @@ class Campaign:
                 rep.chunks += 1
 
     def wait(self) -> None:
-        ray = import_ray()
+        ray = import_ray(FLEET)
         try:
             while self.pending:
                 ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.cfg.poll_s)
@@ -367,7 +348,7 @@ class Campaign:
                 bar.close()
 
     def _finished(self, ref: Any) -> None:
-        ray = import_ray()
+        ray = import_ray(FLEET)
         device, chunk = self.pending.pop(ref)
         rep = self.reports[device]
         try:
@@ -396,7 +377,7 @@ class Campaign:
     def _give_up_lost(self) -> None:
         """Chunks of a device with no live node for ``lost_after_s`` would wait forever: cancel
         them and report them as not done (a rerun with resume measures them)."""
-        ray = import_ray()
+        ray = import_ray(FLEET)
         waiting = {d for d, _ in self.pending.values()}
         live = advertised()
         now = time.monotonic()
@@ -436,7 +417,7 @@ class Campaign:
 def run_fleet(cfg: FleetConfig) -> dict[str, Any]:
     """Run (or resume) a campaign; returns the summary (per device: chunks done and failed,
     rows and valid archs of its merged dataset, the nodes it ran on, errors)."""
-    ray = import_ray()
+    ray = import_ray(FLEET)
     with output_lock(cfg.out, "fleet campaign"):
         man = open_campaign(cfg)
         joined = not ray.is_initialized()

@@ -1,9 +1,12 @@
 """Where fitness evaluations run, injected into the search as an object (pymoo-style).
 
 A fitness function maps a batch of archs to one float each (validation loss, lower is better).
-``InProcessRunner`` calls it in this process (HAT's loop); ``ProcessPoolRunner`` spreads
-batches over worker processes (each worker builds its own evaluator once, so the supernet is
-loaded once per worker, not per batch). A Ray or Dask runner is the same three methods.
+A runner has two methods: ``evaluate(fitness, archs)`` (one value per arch, in input order) and
+``close()`` (release workers; the search calls it when it ends, also on an error).
+``InProcessRunner`` calls the fitness in this process (HAT's loop); ``ProcessPoolRunner`` spreads
+batches over worker processes and ``ray_runner.RayRunner`` over Ray actors on a cluster. Both
+build the fitness once per worker from a picklable factory (so the supernet is loaded once per
+worker, not per batch) and send archs as canonical JSON; their results equal the in-process ones.
 """
 from __future__ import annotations
 
@@ -16,12 +19,29 @@ from moenas.arch import Arch
 FitnessFn = Callable[[Sequence[Arch]], Sequence[float]]
 
 
+# --runner of `moenas search`: auto = in-process for one worker, a process pool for more
+RUNNERS = ("auto", "process", "ray")
+
+
 class Runner(Protocol):
     def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]: ...
+
+    def close(self) -> None: ...
 
 
 def _batches(archs: Sequence[Arch], size: int) -> list[Sequence[Arch]]:
     return [archs[i:i + size] for i in range(0, len(archs), size)]
+
+
+def json_batches(archs: Sequence[Arch], size: int) -> list[list[str]]:
+    """``archs`` cut into batches of at most ``size``, each arch as its canonical JSON (what a
+    worker process or actor receives: plain strings pickle small and the same everywhere)."""
+    return [[a.to_json() for a in b] for b in _batches(archs, size)]
+
+
+def evaluate_json(fitness: FitnessFn, arch_json: Sequence[str]) -> list[float]:
+    """The worker side of :func:`json_batches`: one float per arch of the batch, in order."""
+    return [float(v) for v in fitness([Arch.from_json(s) for s in arch_json])]
 
 
 @dataclass
@@ -30,6 +50,9 @@ class InProcessRunner:
 
     def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
         return [float(v) for b in _batches(archs, self.batch_size) for v in fitness(b)]
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 _WORKER_FITNESS: FitnessFn | None = None
@@ -42,7 +65,7 @@ def _init_worker(factory: Callable[[], FitnessFn]) -> None:
 
 def _run_batch(arch_json: list[str]) -> list[float]:
     assert _WORKER_FITNESS is not None
-    return [float(v) for v in _WORKER_FITNESS([Arch.from_json(s) for s in arch_json])]
+    return evaluate_json(_WORKER_FITNESS, arch_json)
 
 
 @dataclass
@@ -58,8 +81,7 @@ class ProcessPoolRunner:
     def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(self.factory,))
-        jobs = [[a.to_json() for a in b] for b in _batches(archs, self.batch_size)]
-        return [v for part in self._pool.map(_run_batch, jobs) for v in part]
+        return [v for part in self._pool.map(_run_batch, json_batches(archs, self.batch_size)) for v in part]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -18,7 +18,7 @@ from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, Para
 from .evolution import Evolution, EvolutionConfig, SearchResult, random_search
 from .fitness import SupernetFitness
 from .report import SearchReport
-from .runner import CachedFitness, InProcessRunner, ProcessPoolRunner
+from .runner import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
 from .verify import verify
 
 STATE_FILE = "search_state.json"
@@ -42,6 +42,8 @@ class SearchJob:
     fitness: str = "loss"             # or "bleu" (the candidates' loss column then holds -BLEU)
     bleu_sentences: int = 200         # test-split sentences for the winners' BLEU; 0 = none
     workers: int = 1
+    runner: str = "auto"              # RUNNERS: auto (in-process for 1 worker, else processes), process, ray
+    ray_address: str | None = None    # --runner ray: a running cluster (None: a local one of `workers` CPUs)
     random_baseline: bool = False
     verify_top: int = 3
     backend: str = "onnxruntime"
@@ -69,6 +71,7 @@ class SearchJob:
             raise UserError(f"--valid-sentences must be >= 1, got {self.valid_sentences}")
         if not 0 <= self.confidence < 1:
             raise UserError(f"--confidence must be in [0, 1), got {self.confidence}")
+        self.check_runner()
         done = self.out / "report.json"
         if done.exists() and not (self.resume or self.overwrite):
             raise UserError(f"{self.out} already holds a search report; pass --resume or --overwrite, or choose a new --out")
@@ -120,8 +123,7 @@ class SearchJob:
         fitness = SupernetFitness(self.supernet, self.valid_sentences, metric=self.fitness)
         fitness.check_space(self.space)
         self.evaluator = fitness
-        runner = (ProcessPoolRunner(fitness_factory(self.supernet, self.valid_sentences, self.fitness), self.workers)
-                  if self.workers > 1 else InProcessRunner())
+        runner = self.make_runner()
         cached = CachedFitness(fitness, runner)
         constraints = self.constraints()
         bars: list[tqdm] = []  # opened at the first finished iteration, so an early error prints alone
@@ -144,12 +146,34 @@ class SearchJob:
         finally:
             for bar in bars:
                 bar.close()
-            if isinstance(runner, ProcessPoolRunner):
-                runner.close()
+            runner.close()
         baseline = self._random_baseline(fitness, constraints, cached.evaluations) if self.random_baseline else None
         verifications = self._verify(result)
         report = SearchReport(self.settings(), result, verifications, baseline)
         return report, report.write(self.out)
+
+    def check_runner(self) -> None:
+        """The runner settings, and Ray's presence for --runner ray, before any work."""
+        if self.runner not in RUNNERS:
+            raise UserError(f"unknown runner {self.runner!r} (choose from {', '.join(RUNNERS)})")
+        if self.ray_address and self.runner != "ray":
+            raise UserError("--ray-address needs --runner ray")
+        if self.runner == "ray":
+            from moenas.arch.ray_cluster import import_ray
+
+            import_ray("--runner ray")
+
+    def make_runner(self) -> Runner:
+        """Where fitness runs: --runner ray on Ray actors, process (or auto with several
+        workers) in a local process pool, else in this process."""
+        factory = fitness_factory(self.supernet, self.valid_sentences, self.fitness)
+        if self.runner == "ray":
+            from .ray_runner import RayRunner
+
+            return RayRunner(factory, self.workers, address=self.ray_address)
+        if self.runner == "process" or self.workers > 1:
+            return ProcessPoolRunner(factory, self.workers)
+        return InProcessRunner()
 
     def _random_baseline(self, fitness, constraints, n_evals: int) -> dict[str, Any]:
         res = random_search(self.space, CachedFitness(fitness), constraints, n_evals, seed=self.config.seed + 1,

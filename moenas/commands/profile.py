@@ -230,7 +230,8 @@ def fleet_devices(args):
 
 def run_fleet(args) -> int:
     """`moenas profile --ray ADDR --devices ...`: a fleet campaign (profiler/fleet.py)."""
-    from moenas.profiler.fleet import FleetConfig, import_ray, run_fleet as run_campaign
+    from moenas.arch.ray_cluster import import_ray
+    from moenas.profiler.fleet import FLEET, FleetConfig, run_fleet as run_campaign
 
     devices = fleet_devices(args)
     for flag, bad in (("--shard", args.shard), ("--repeat-check", args.repeat_check), ("--overwrite", args.overwrite)):
@@ -245,7 +246,7 @@ def run_fleet(args) -> int:
     check_range("--chunk", args.chunk, 1)
     check_range("--lost-after", args.lost_after, 0)
     check_writable(out, kind="dir")
-    import_ray()
+    import_ray(FLEET)
     cmd = ["moenas", *sys.argv[1:]]
     cfg = FleetConfig(profile=profile_config(args, out), devices=devices, out=out, address=args.ray,
                       chunk=args.chunk, resume=args.resume, allow_mixed=args.allow_mixed, lost_after_s=args.lost_after,

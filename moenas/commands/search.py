@@ -5,6 +5,8 @@ import argparse
 from pathlib import Path
 
 
+from moenas.search.runner import RUNNERS
+
 from ._common import check_range, check_writable, print_json, table
 
 
@@ -34,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what evolution minimises: validation loss (HAT, AutoMoE) or -BLEU of greedy decoding (~10x slower) [loss]")
     p.add_argument("--bleu-sentences", type=int, default=200,
                    help="test-split sentences for the BLEU and translations of the re-measured archs; 0 = none [200]")
-    p.add_argument("--workers", type=int, default=1, help="processes evaluating fitness [1]")
+    p.add_argument("--workers", type=int, default=1, help="processes (or Ray actors) evaluating fitness [1]")
+    p.add_argument("--runner", choices=RUNNERS, default="auto",
+                   help="where fitness runs: auto = this process for 1 worker, a process pool for more; "
+                        "process = a local process pool; ray = Ray actors, one supernet each [auto]")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --runner ray: a running Ray cluster (head's HOST:PORT, or 'auto'); "
+                        "none = start a local one of --workers CPUs")
     p.add_argument("--random-baseline", action="store_true", help="also run random search with the same number of evaluations")
     p.add_argument("--verify-top", type=int, default=3, help="re-measure the best and up to N-1 Pareto archs [3]; 0 = skip")
     p.add_argument("--backend", default="onnxruntime", help="profiler backend for re-measurement [onnxruntime]")
@@ -71,7 +79,8 @@ def job_from_args(a: argparse.Namespace):
     return SearchJob(space=SearchSpace.load(a.space), supernet=a.supernet, predictor_path=a.predictor, out=Path(a.out),
                      config=cfg, max_latency_ms=a.max_latency_ms, max_gflops=a.max_gflops, max_params=a.max_params,
                      confidence=a.confidence, valid_sentences=a.valid_sentences, fitness=a.fitness,
-                     bleu_sentences=a.bleu_sentences, workers=a.workers, random_baseline=a.random_baseline,
+                     bleu_sentences=a.bleu_sentences, workers=a.workers, runner=a.runner, ray_address=a.ray_address,
+                     random_baseline=a.random_baseline,
                      verify_top=a.verify_top, backend=a.backend, device=a.device, threads=a.threads, resume=a.resume,
                      overwrite=a.overwrite)
 

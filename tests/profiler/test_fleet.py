@@ -91,7 +91,7 @@ def test_unknown_device_is_one_line_and_exit_2(cluster, tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert main(["profile", *FLAGS, "--ray", f"127.0.0.1:{port}", "--devices", "a", "--out", str(out)]) == 2
-    assert "no Ray head answers" in capsys.readouterr().err
+    assert "no Ray cluster answers there" in capsys.readouterr().err
     assert main(["profile", *FLAGS, "--devices", "a", "--out", str(out)]) == 2  # no --ray
     assert "--ray" in capsys.readouterr().err
     bad = tmp_path / "fleet.yaml"
