@@ -69,7 +69,7 @@ def zeros_factory() -> Callable[[Sequence[Any]], list[float]]:
 
 def make_runner(name: str, workers: int, factory: Callable, batch_size: int):
     from moenas.search.ray_runner import RayRunner
-    from moenas.search.runner import InProcessRunner, ProcessPoolRunner
+    from moenas.search.fitness_runners import InProcessRunner, ProcessPoolRunner
 
     if name == "ray":
         return RayRunner(factory, workers, batch_size)

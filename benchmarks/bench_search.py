@@ -57,7 +57,7 @@ def run(cfg: BenchConfig) -> list[BenchResult]:
     from moenas.search.evolution import Evolution, EvolutionConfig, random_search
     from moenas.search.fitness import SupernetFitness
     from moenas.search.pareto import hypervolume
-    from moenas.search.runner import CachedFitness
+    from moenas.search.fitness_runners import CachedFitness
 
     fitness = SupernetFitness(cfg.supernet, cfg.valid_sentences)
     space: SearchSpace = fitness.space

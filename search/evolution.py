@@ -28,7 +28,7 @@ from moenas.arch import Arch, SearchSpace, UserError
 
 from .constraints import ConstraintSet
 from .pareto import pareto_mask, rank_and_crowding_order
-from .runner import CachedFitness
+from .fitness_runners import CachedFitness
 
 LatencyFn = Callable[[Sequence[Arch]], np.ndarray]
 

@@ -1,6 +1,6 @@
 """Fitness evaluations on a Ray cluster (`moenas search --runner ray [--ray-address ADDR]`).
 
-``RayRunner`` keeps the runner contract of ``runner.py``: ``evaluate(fitness, archs)`` returns
+``RayRunner`` keeps the runner contract of ``fitness_runners.py``: ``evaluate(fitness, archs)`` returns
 one float per arch in input order, equal to ``InProcessRunner``'s for the same supernet (the
 fitness of an arch does not depend on its batch), and ``close()`` releases the workers.
 
@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from moenas.arch import Arch, UserError
 from moenas.arch.ray_cluster import check_reachable, import_ray
 
-from .runner import FitnessFn, evaluate_json, json_batches
+from .fitness_runners import FitnessFn, evaluate_json, json_batches
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()

@@ -18,7 +18,7 @@ from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, Para
 from .evolution import Evolution, EvolutionConfig, SearchResult, random_search
 from .fitness import SupernetFitness
 from .report import SearchReport
-from .runner import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
+from .fitness_runners import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
 from .verify import verify
 
 STATE_FILE = "search_state.json"

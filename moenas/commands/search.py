@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 
-from moenas.search.runner import RUNNERS
+from moenas.search.fitness_runners import RUNNERS
 
 from ._common import check_range, check_writable, print_json, table
 

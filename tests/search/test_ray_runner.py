@@ -16,7 +16,7 @@ from moenas.data.profiles import shipped
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import load_dataset
 from moenas.search.fitness import SupernetFitness
-from moenas.search.runner import InProcessRunner
+from moenas.search.fitness_runners import InProcessRunner
 from moenas.search.search_job import fitness_factory
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train

@@ -10,7 +10,7 @@ from moenas.arch.cost import param_count, protocol_cost
 from moenas.search.constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
 from moenas.search.evolution import Evolution, EvolutionConfig, random_search
 from moenas.search.pareto import fronts, hypervolume, pareto_mask, rank_and_crowding_order
-from moenas.search.runner import CachedFitness, InProcessRunner
+from moenas.search.fitness_runners import CachedFitness, InProcessRunner
 
 TINY = SearchSpace.load("tiny")
 
@@ -197,7 +197,7 @@ def _factory():
 
 
 def test_process_pool_runner_matches_in_process():
-    from moenas.search.runner import ProcessPoolRunner
+    from moenas.search.fitness_runners import ProcessPoolRunner
 
     archs = TINY.sample_n(9, seed=5)
     runner = ProcessPoolRunner(_factory, workers=2, batch_size=4)
