@@ -384,7 +384,7 @@ class TransferModel(RegressorMixin, BaseEstimator):
         X = self.base.features_.transform(archs)
         lb = np.log(self.base.predict_features(X))
         Z, r = self._z(X, lb), np.log(y) - lb
-        self.z_mean_, self.z_std_, self.alpha_, self.coef_, self.intercept_ = self._ridge_fit(Z, r)
+        self.z_mean_, self.z_std_, self.alpha_, self.coef_, self.intercept_, loo = self._ridge_fit(Z, r)
         self.residual_model_ = None
         if self.residual and len(y) >= 10:
             ratio = np.exp(r - (self.intercept_ + (Z - self.z_mean_) / self.z_std_ @ self.coef_))
@@ -395,15 +395,14 @@ class TransferModel(RegressorMixin, BaseEstimator):
         if self.jackknife_ is not None:
             self.abs_log_residuals_ = self.jackknife_["residuals"]
         else:  # the ridge's exact leave-one-out residuals at the chosen strength
-            self.abs_log_residuals_ = np.abs(self._ridge_loo((Z - self.z_mean_) / self.z_std_, r,
-                                                             self.alpha_ * len(y) / 20)[2])
+            self.abs_log_residuals_ = np.abs(loo)
         self.n_train_ = int(len(y))
         self.features_ = self.base.features_
         return self
 
-    def _ridge_fit(self, Z: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, float]:
-        """(z mean, z std, strength, beta, intercept): Z standardised on these rows, the ridge
-        strength picked from :data:`RIDGE_GRID` by exact leave-one-out error."""
+    def _ridge_fit(self, Z: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, float, np.ndarray]:
+        """(z mean, z std, strength, beta, intercept, leave-one-out residuals): Z standardised on
+        these rows, the ridge strength picked from :data:`RIDGE_GRID` by exact leave-one-out error."""
         zm, zs = Z.mean(0), np.where(Z.std(0) > 1e-12, Z.std(0), 1.0)
         Zs = (Z - zm) / zs
         best = None
@@ -411,8 +410,8 @@ class TransferModel(RegressorMixin, BaseEstimator):
             beta, a, loo = self._ridge_loo(Zs, r, lam * len(r) / 20)
             err = float(np.mean(loo ** 2))
             if best is None or err < best[0]:
-                best = (err, lam, beta, a)
-        return zm, zs, best[1], best[2], best[3]
+                best = (err, lam, beta, a, loo)
+        return zm, zs, best[1], best[2], best[3], best[4]
 
     def _jackknife(self, Z: np.ndarray, r: np.ndarray) -> dict[str, np.ndarray]:
         """The whole fit (standardisation and strength included) redone without each sample j:

@@ -59,7 +59,7 @@ def comparable_reference(predictor: Any, backend: str, device: str, threads: int
     """The reference latency stored with the predictor's data ({"arch", "median_ms",
     "noise_rel"}) when it was timed the way this re-measurement times (same backend, device,
     intra-op threads, same reference arch); None otherwise (then no drift is judged)."""
-    from moenas.arch import SearchSpace
+    from moenas.arch import SearchSpace, UserError
     from moenas.predictor.calibrate import stored_reference
     from moenas.profiler.runner import reference_arch
 
@@ -69,7 +69,7 @@ def comparable_reference(predictor: Any, backend: str, device: str, threads: int
         return None
     try:
         arch = reference_arch(SearchSpace.load(meta["space"]) if meta.get("space") else None)
-    except Exception:  # a space this install does not ship: no reference to time
+    except UserError:  # a space this install does not ship: no reference to time
         return None
     if stored.get("arch_id") not in (None, arch.arch_id):
         return None
