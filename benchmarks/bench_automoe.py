@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -253,8 +253,9 @@ def _combo_ckpt(work: Path, combo: str) -> Path:
     return work / "supernet.pt" if combo == "slice/uniform" else work / f"supernet-{combo.replace('/', '-')}.pt"
 
 
-def stage_rank_train(c: BenchConfig, work: Path, log) -> None:
-    for combo, k in RANK_COMBOS.items():
+def stage_rank_train(c: BenchConfig, work: Path, log, combos: Sequence[str] = tuple(RANK_COMBOS)) -> None:
+    for combo in combos:
+        k = RANK_COMBOS[combo]
         cfg = replace(supernet_config(c), supernet=k["supernet"], sampling=k["sampling"], steps=max(int(c.steps * k["share"]), 1))
         cfg = replace(cfg, eval_every=max(cfg.steps // 10, 1))
         log(f"supernet {combo}: {cfg.steps} steps")
@@ -280,17 +281,18 @@ def rank_archs(c: BenchConfig, work: Path, log) -> list:
     return picks
 
 
-def stage_rank_finetune(c: BenchConfig, work: Path, log) -> None:
+def stage_rank_finetune(c: BenchConfig, work: Path, log, combos: Sequence[str] = tuple(RANK_COMBOS)) -> None:
     archs = rank_archs(c, work, log)
-    for combo in RANK_COMBOS:
+    for combo in combos:
         for a in archs:
             out = work / "rank" / combo.replace("/", "-") / f"{a.arch_id}.pt"
             _train_to(finetune_config(c, a, _combo_ckpt(work, combo), c.rank_finetune_steps), out, log)
 
 
-def stage_rank_table(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
+def stage_rank_table(c: BenchConfig, work: Path, log, combos: Sequence[str] = tuple(RANK_COMBOS)) -> list[dict[str, Any]]:
     """Kendall tau between inherited and fine-tuned BLEU (and loss) per supernet (``rank.json``
-    caches every arch's four numbers)."""
+    caches every arch's four numbers). A combo whose fine-tuning is not finished yet is left
+    out with a log line, so one setting's result can be read while the next one trains."""
     from scipy.stats import kendalltau
 
     from moenas.search.checkpoint import model_for_arch
@@ -298,7 +300,11 @@ def stage_rank_table(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
     path = work / "rank.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     out = []
-    for combo in RANK_COMBOS:
+    for combo in combos:
+        ft = [work / "rank" / combo.replace("/", "-") / f"{a.arch_id}.pt" for a in rank_archs(c, work, log)]
+        if not _combo_ckpt(work, combo).exists() or not all(f.exists() for f in ft):
+            log(f"{combo}: not fine-tuned yet (run rank-train, rank-finetune), left out")
+            continue
         for a in rank_archs(c, work, log):
             key = f"{combo}:{a.arch_id}"
             if key not in cache:
@@ -399,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_automoe"), help="stage results (resumable)")
     ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, in order (default: {','.join(STAGES)})")
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_automoe.csv")
+    ap.add_argument("--combos", default=",".join(RANK_COMBOS),
+                    help="supernet settings of the rank stages, comma-separated, in order (default: all)")
     for f in ("steps", "finetune_steps", "valid_sentences", "bleu_sentences", "iterations", "population", "parents",
               "mutations", "crossovers", "rank_archs", "rank_finetune_steps", "threads"):
         ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=None)
@@ -408,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in stages if s not in STAGES]
     if bad:
         print(f"bench_automoe: error: unknown stage(s) {', '.join(bad)} (choose from {', '.join(STAGES)})", file=sys.stderr)
+        return 2
+    combos = args.combos.split(",")
+    if bad := [k for k in combos if k not in RANK_COMBOS]:
+        print(f"bench_automoe: error: unknown combo(s) {', '.join(bad)} (choose from {', '.join(RANK_COMBOS)})", file=sys.stderr)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     cfg_file = args.work / "config.json"
@@ -431,11 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     if "measure" in stages:
         stage_measure(c, args.work, rows, log)
     if "rank-train" in stages:
-        stage_rank_train(c, args.work, log)
+        stage_rank_train(c, args.work, log, combos)
     if "rank-finetune" in stages:
-        stage_rank_finetune(c, args.work, log)
+        stage_rank_finetune(c, args.work, log, combos)
     if "rank-table" in stages:
-        rank = stage_rank_table(c, args.work, log)
+        rank = stage_rank_table(c, args.work, log, combos)
+        if not rank:
+            print("bench_automoe: error: no supernet setting is fine-tuned yet: run rank-train, rank-finetune", file=sys.stderr)
+            return 2
         with args.out.with_name(args.out.stem + "_rank.csv").open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=[*rank[0], "date"])
             w.writeheader()

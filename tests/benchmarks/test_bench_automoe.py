@@ -70,3 +70,20 @@ def test_table_and_targets(bench, tmp_path):
 def test_unknown_stage_is_one_line(bench, tmp_path, capsys):
     assert bench.main(["--work", str(tmp_path), "--stages", "train,bogus"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_unknown_combo_is_one_line(bench, tmp_path, capsys):
+    assert bench.main(["--work", str(tmp_path), "--stages", "rank-table", "--combos", "slice/uniform,mos/bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mos/bogus" in err
+
+
+def test_rank_table_leaves_out_unfinished_settings(bench, tmp_path, capsys, monkeypatch):
+    """No supernet trained yet: every setting is left out and the stage says so (exit 2), no CSV."""
+    archs = SearchSpace.load("tiny").sample_n(3, seed=5)
+    monkeypatch.setattr(bench, "rank_archs", lambda c, work, log: archs)
+    out = tmp_path / "b.csv"
+    assert bench.main(["--work", str(tmp_path), "--stages", "rank-table", "--combos", "mos/sandwich", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mos/sandwich: not fine-tuned yet" in err and "no supernet setting" in err
+    assert not out.with_name("b_rank.csv").exists()
