@@ -3,13 +3,15 @@
 Order of work (see profiler/README.md for the why):
   1. reference model timed (baseline, or the baseline stored in the dataset on --resume);
   2. the archs not yet in the dataset, in groups of ``ref_every``: each group exported (in
-     memory), sessions built, then timed round-robin (``visit_runs`` per visit) until each arch's
-     median 95% CI is within ±target or a cap; three rows (encoder, decoder, total) per arch
-     appended and the dataset rewritten atomically after every group;
-  3. after every group the reference is timed again; if its median moved by more than
-     ``drift_threshold`` from the baseline, the rows measured since the previous check are
-     flagged, the profiler waits for the reference to come back (bounded retries), and the
-     flagged archs are measured again (new rows with ``remeasured`` = True);
+     memory), sessions built, then timed round-robin (``visit_runs`` per visit), the reference
+     model as one more member, until each one's median 95% CI is within ±target or a cap; three
+     rows (encoder, decoder, total) per arch appended and the dataset rewritten atomically after
+     every group;
+  3. the reference's median in the group is the group's check (``ref_in_group`` False: the
+     reference is timed alone after the group); if it is more than ``drift_threshold`` slower
+     than the baseline, the group's rows are flagged, the profiler waits for the reference to
+     come back (bounded retries, timed alone), and the flagged archs are measured again from
+     their kept exports (new rows with ``remeasured`` = True);
   4. noise floor: ``repeat_check`` archs (evenly spaced over the list) are measured a second
      time at the end (``repeat_index`` = 1);
   5. what the last checks flagged is measured again (bounded).
@@ -102,6 +104,7 @@ class ProfileConfig:
     ref_every: int = 10
     visit_runs: int = 5  # archs between two reference checks are timed round-robin, this many runs per visit; 0 = one at a time
     visit_warmup: int = 1
+    ref_in_group: bool = True  # the reference is one more member of each round-robin group; False: a separate check after it
     drift_threshold: float = 0.05
     ref_retries: int = 3
     ref_wait_s: float = 10.0
@@ -139,6 +142,8 @@ class Profiler:
         self.wanted: set[str] | None = None  # arch ids this run was asked for (None: all)
         self._replacing = False  # an existing dataset stays as it is until this run has news for it
         self._old_flags_changed = False  # an earlier run's row got flagged (its interval never closed)
+        self._group_ref_ms: float | None = None  # the reference's median timed inside the last group
+        self._works: dict[str, Workload] = {}  # workloads (exports) kept for archs that may be measured again
 
     # ---- dataset I/O ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -172,8 +177,11 @@ class Profiler:
             "measurement": {"stop_rule": asdict(cfg.rule), "ci": "distribution-free (binomial order statistics) CI of the median",
                             "reference_stop_rule": asdict(cfg.ref_rule),
                             "interleave": {"group": cfg.ref_every, "visit_runs": cfg.visit_runs, "visit_warmup": cfg.visit_warmup,
+                                           "reference": "group" if self._ref_in_group() else "alone",
                                            "doc": "the archs of one reference interval are timed round-robin, visit_runs timed runs "
-                                                  "per visit after visit_warmup untimed ones; visit_runs 0 = one arch at a time"}},
+                                                  "per visit after visit_warmup untimed ones; visit_runs 0 = one arch at a time; "
+                                                  "reference group: the reference model is one more member of each group and "
+                                                  "its median there is the check that judges the group's rows"}},
             "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; total = encoder + decoder",
         })
         refmeta = self.meta.setdefault("reference", {})
@@ -209,7 +217,20 @@ class Profiler:
 
     # ---- measuring ----------------------------------------------------------------------------
     def _workload(self, arch: Arch) -> Workload:
-        return Workload(arch, self.cfg.protocol, self.cfg.export_method)
+        """The arch's workload; an arch measured again reuses the one (and the export) of its
+        last measurement while it is queued (see :meth:`_keep_queued_works`)."""
+        w = self._works.get(arch.arch_id)
+        if w is None:
+            w = self._works[arch.arch_id] = Workload(arch, self.cfg.protocol, self.cfg.export_method)
+        return w
+
+    def _keep_queued_works(self) -> None:
+        """Drop the workloads of archs no longer queued for re-measurement (after each check)."""
+        queued = {a.arch_id for a, _ in self.queue}
+        self._works = {k: w for k, w in self._works.items() if k in queued}
+
+    def _ref_in_group(self) -> bool:
+        return self.cfg.ref_in_group and self.cfg.visit_runs > 0
 
     def _measure_group(self, items: list[tuple[Arch, int, bool]]) -> list[list[dict[str, Any]]]:
         """Time (arch, repeat_index, remeasured) items: round-robin as one group when
@@ -231,10 +252,19 @@ class Profiler:
                 self.seconds["session"] += time.perf_counter() - t - w.seconds["export"] - w.seconds["build"]
                 self.seconds["export"] += w.seconds["export"]
                 self.seconds["build"] += w.seconds["build"]
-            ms = measure_interleaved([p.step for p in prepared], cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup)
+                w.seconds["export"] = w.seconds["build"] = 0.0  # a kept workload is not counted twice
+            steps = [p.step for p in prepared]
+            if self._ref_in_group():  # the reference shares the group's window: its median is the check
+                steps.insert(0, self._ref_prepared_workload().step)
+            ms = measure_interleaved(steps, cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup)
         finally:
             for p in prepared:
                 p.close()
+        if self._ref_in_group():
+            ref_m, ms = ms[0], ms[1:]
+            self.seconds["reference_model"] += ref_m.timed_s + ref_m.warmup_s
+            self._group_ref_ms = self._reference_ms(ref_m)
+            self._last_ref = self._group_ref_ms  # the group's rows: their interval is the group's own window
         out = []
         for (arch, rep, again), w, m in zip(items, works, ms):
             self.seconds["timed"] += m.timed_s
@@ -253,7 +283,6 @@ class Profiler:
         t = time.perf_counter()
         counts = w.reference()["expert_counts"]
         self.seconds["reference_run"] += time.perf_counter() - t
-        w.drop_onnx()
         mid = uuid.uuid4().hex[:16]
         rows = measurement_rows(self.run_columns, arch, m, counts, ops, measurement_id=mid, timestamp=now_iso(),
                                 repeat_index=repeat_index, remeasured=remeasured, ref_before_ms=self._last_ref)
@@ -262,18 +291,21 @@ class Profiler:
         self.new_measurements += 1
         return rows
 
-    def _reference_ms(self) -> float:
+    def _reference_ms(self, group: Measurement | None = None) -> float:
+        """The reference's median (ms): from its measurement inside a round-robin group, or
+        timed alone now under ``ref_rule``. Every check's value comes through here (tests script it)."""
+        if group is not None:
+            return group.summaries["total"].median_ms
         t = time.perf_counter()
-        m, _, _ = self._timed_ref()
+        m = measure(self._ref_prepared_workload().step, self.cfg.ref_rule)
         self.seconds["reference_model"] += time.perf_counter() - t
         return m.summaries["total"].median_ms
 
-    def _timed_ref(self):
-        # exported and prepared once per run; every check re-times the same live sessions
+    def _ref_prepared_workload(self):
+        """Exported and prepared once per run; every check re-times the same live sessions."""
         if getattr(self, "_ref_prepared", None) is None:
-            self._ref_w = self._workload(self.ref)
-            self._ref_prepared = self.backend.prepare(self._ref_w)
-        return measure(self._ref_prepared.step, self.cfg.ref_rule), self._ref_w, None
+            self._ref_prepared = self.backend.prepare(Workload(self.ref, self.cfg.protocol, self.cfg.export_method))
+        return self._ref_prepared
 
     # ---- drift ----------------------------------------------------------------------------------
     def _checks(self) -> list[dict[str, Any]]:
@@ -284,20 +316,26 @@ class Profiler:
 
         Contention only slows a 1-thread run down, so the fast end is the undisturbed speed; but
         the very fastest check is itself a lucky outlier (here 7.3 ms against a steady 8.0 ms),
-        and a baseline set by it flags every later row and re-measures forever."""
+        and a baseline set by it flags every later row and re-measures forever. Once checks
+        timed inside groups exist, only those count: timed alone, the reference keeps its cache
+        to itself, and a baseline mixing both would judge group checks by another measure."""
         import numpy as np
 
-        return float(np.percentile([c["median_ms"] for c in self._checks()], 10))
+        checks = self._checks()
+        grouped = [c for c in checks if c.get("timing") == "group"]
+        return float(np.percentile([c["median_ms"] for c in (grouped or checks)], 10))
 
     def _in_range(self, med: float) -> bool:
         return med <= self._baseline() * (1.0 + self.cfg.drift_threshold)
 
     def _check(self) -> bool:
-        """Time the reference, close the current interval, re-derive every row's drift flag.
+        """Close the current interval with the reference's median timed inside the group just
+        measured (or, with none, time it alone now), re-derive every row's drift flag.
         Returns True when the machine is in range now."""
-        med = self._reference_ms()
+        med, timing = (self._group_ref_ms, "group") if self._group_ref_ms is not None else (self._reference_ms(), "alone")
+        self._group_ref_ms = None
         self._checks().append({"at": now_iso(), "run_id": self.run_id, "median_ms": round(med, 4),
-                               "interval": len(self.interval)})
+                               "interval": len(self.interval), "timing": timing})
         ids = set(self.interval)
         for r in self.records:
             if r["measurement_id"] in ids:
@@ -308,6 +346,7 @@ class Profiler:
         ok = self._in_range(med)
         self._checks()[-1]["in_range"] = ok
         self.meta["reference"]["baseline_ms"] = self._baseline()
+        self._keep_queued_works()
         return ok
 
     def _reflag(self) -> None:
@@ -426,6 +465,7 @@ class Profiler:
             if getattr(self, "_ref_prepared", None) is not None:
                 self._ref_prepared.close()
                 self._ref_prepared = None
+            self._works = {}
         self.meta["runs"][-1]["finished"] = now_iso()
         self.meta["runs"][-1]["wall_s"] = round(time.perf_counter() - t_start, 2)
         self._flush(final=True)

@@ -54,7 +54,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=30.0, help="cap on timed seconds per arch")
     p.add_argument("--target", type=float, default=0.02, help="target half-width of the median's 95%% CI, relative")
     p.add_argument("--ref-every", type=int, default=10,
-                   help="archs per group: timed round-robin together, then the reference model is re-timed")
+                   help="archs per group: timed round-robin together, the reference model among them")
+    p.add_argument("--ref-timing", choices=["group", "alone"], default="group",
+                   help="group: the reference is one more member of each round-robin group and its median there "
+                        "judges the group; alone: a separate reference check after each group (the method before 2026-12)")
     p.add_argument("--visit-runs", type=int, default=5,
                    help="timed runs per visit when a group is timed round-robin (0 = time each arch alone to the end)")
     p.add_argument("--visit-warmup", type=int, default=1, help="untimed runs at the start of each later visit (re-warm caches)")
@@ -208,7 +211,7 @@ def profile_config(args, out: Path):
         archs=archs, out=out, space=space, backend=args.backend, device=args.device, threads_intra=args.threads,
         threads_inter=args.inter_threads, protocol=protocol, rule=rule, resume=args.resume, overwrite=args.overwrite,
         allow_mixed=args.allow_mixed, shard=parse_shard(args.shard), repeat_check=args.repeat_check,
-        op_profile=args.op_profile, ref_every=args.ref_every, visit_runs=args.visit_runs,
+        op_profile=args.op_profile, ref_every=args.ref_every, visit_runs=args.visit_runs, ref_in_group=args.ref_timing == "group",
         visit_warmup=args.visit_warmup, drift_threshold=args.drift_threshold,
         ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
         progress=not args.no_progress and not args.json,

@@ -2,23 +2,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from moenas.arch import SearchSpace
+from bench_module import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_automoe.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("_bench_automoe", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
+    mod = load_bench("bench_automoe")
     return mod
 
 

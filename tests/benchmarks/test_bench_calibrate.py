@@ -2,9 +2,7 @@
 and the rescale rows on a small synthetic pair (no timing, nothing asserted about a machine)."""
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +10,13 @@ import pytest
 from moenas.data.profiles import write_profiles
 from moenas.predictor.dataset import load_dataset
 from moenas.predictor.synthetic import make_profiles
+from bench_module import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_calibrate.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("_bench_calibrate", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_bench("bench_calibrate")
     return mod
 
 

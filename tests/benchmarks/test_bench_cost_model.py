@@ -3,16 +3,14 @@ side by side on a few archs (the rows, not the speeds, are checked)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_module import load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "benchmarks" / "bench_cost_model.py"
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +18,7 @@ def bench():
     if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "--verify", "e0ea322^{commit}"], cwd=ROOT,
                                                               capture_output=True, check=False).returncode:
         pytest.skip("needs the git history down to the default baseline e0ea322 (read from it)")
-    spec = importlib.util.spec_from_file_location("_bench_cost_model", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_bench("bench_cost_model")
     return mod
 
 

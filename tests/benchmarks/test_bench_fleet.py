@@ -3,22 +3,16 @@ survive its kill, and the resumed campaign merges one dataset per device (rows, 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
+from bench_module import load_bench
 
 pytest.importorskip("ray")
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_fleet.py"
 
 
 @pytest.mark.slow
 def test_quick_campaign_rows(tmp_path):
-    spec = importlib.util.spec_from_file_location("_bench_fleet", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_bench("bench_fleet")
     out = tmp_path / "fleet.csv"
     assert mod.main(["--quick", "--out", str(out)]) == 0
     rows = {(r["run"][0], r["fleet_device"]): r for r in csv.DictReader(out.open())}

@@ -4,25 +4,20 @@ versions. Nothing is asserted about a speed."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
 from toy_corpus import synthetic_pairs, write_parallel_dir  # tests/helpers
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
+from bench_module import load_bench
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ray_runner.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("_bench_ray_runner", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_bench("bench_ray_runner")
     return mod
 
 

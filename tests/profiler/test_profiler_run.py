@@ -140,7 +140,7 @@ def test_merge_refuses_incompatible_protocols(tmp_path, capsys):
 def test_drift_flags_the_interval_and_remeasures_it(tmp_path, monkeypatch):
     # scripted reference medians: baseline 10, then 20 (drifted) after the 2nd arch, then back to 10
     medians = iter([10.0, 10.0, 20.0, 10.0] + [10.0] * 20)
-    monkeypatch.setattr(Profiler, "_reference_ms", lambda self: next(medians))
+    monkeypatch.setattr(Profiler, "_reference_ms", lambda self, group=None: next(medians))
     out = tmp_path / "d.parquet"
     Profiler(cfg(out, n=4, ref_every=2, drift_threshold=0.05, ref_retries=2)).run()
     df, meta = read_profiles(out)
@@ -154,6 +154,46 @@ def test_drift_flags_the_interval_and_remeasures_it(tmp_path, monkeypatch):
     assert len(table) == 4  # every arch has a valid measurement again
     assert set(table["median_ms"]) & set(remeasured["median_ms"]) == set(remeasured["median_ms"])
     assert [c["in_range"] for c in meta["reference"]["checks"]][:4] == [True, True, False, True]
+
+
+@pytest.mark.parametrize("in_group", [True, False])
+def test_reference_timed_inside_each_group_is_its_check(tmp_path, monkeypatch, in_group):
+    """Group timing: the reference runs round-robin with the group's archs and that median judges
+    the group (both ends of its rows' interval); alone: a separate check after each group."""
+    import moenas.profiler.runner as R
+
+    alone = []
+    real = R.measure
+    monkeypatch.setattr(R, "measure", lambda step, rule: alone.append(1) or real(step, rule))
+    out = tmp_path / "g.parquet"
+    Profiler(cfg(out, n=4, ref_every=2, ref_in_group=in_group)).run()
+    df, meta = read_profiles(out)
+    checks = meta["reference"]["checks"]
+    assert [c["timing"] for c in checks] == ["alone"] + ["group" if in_group else "alone"] * 2
+    assert len(alone) == (1 if in_group else 3)  # only the baseline check times the reference alone
+    assert meta["measurement"]["interleave"]["reference"] == ("group" if in_group else "alone")
+    tot = df[df["component"] == "total"]
+    group_meds = {round(c["median_ms"], 4) for c in checks[1:]}
+    assert set(tot["ref_after_ms"].round(4)) == group_meds
+    if in_group:
+        assert (tot["ref_before_ms"] == tot["ref_after_ms"]).all()
+
+
+def test_remeasured_arch_reuses_its_export(tmp_path, monkeypatch):
+    """A flagged arch is measured again from the export kept since its first measurement."""
+    import moenas.profiler.workload as W
+
+    exports = []
+    real = W.export_arch
+    monkeypatch.setattr(W, "export_arch", lambda arch, **kw: exports.append(arch.arch_id) or real(arch, **kw))
+    medians = iter([10.0, 10.0, 20.0, 10.0] + [10.0] * 20)  # the second group drifted
+    monkeypatch.setattr(Profiler, "_reference_ms", lambda self, group=None: next(medians))
+    out = tmp_path / "e.parquet"
+    Profiler(cfg(out, n=4, ref_every=2, drift_threshold=0.05, ref_retries=2)).run()
+    tot = read_profiles(out)[0].query("component == 'total'")
+    assert tot["remeasured"].sum() == 2
+    archs = {a.arch_id for a in cfg(out, n=4).archs}
+    assert sorted(e for e in exports if e in archs) == sorted(archs)  # each arch exported once, re-measured or not
 
 
 def test_op_profile_column(tmp_path):

@@ -40,7 +40,7 @@ def copy_shipped(name: str, tmp_path: Path) -> Path:
 
 def script_reference(monkeypatch, factor: float, baseline_ms: float) -> None:
     """This run's reference checks all read ``factor`` x the dataset's stored baseline."""
-    monkeypatch.setattr(Profiler, "_reference_ms", lambda self: factor * baseline_ms)
+    monkeypatch.setattr(Profiler, "_reference_ms", lambda self, group=None: factor * baseline_ms)
 
 
 @pytest.mark.parametrize("name, space", [("tiny-cpu-ort", "tiny"), ("automoe-wmt-cpu-ort", "automoe-wmt")])
