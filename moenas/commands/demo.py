@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from moenas.search.train_config import SAMPLING
 
     p = sub.add_parser("demo", help="run the whole pipeline: profile, fit, train, search, re-measure, compare",
-                       description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~20 archs measured "
+                       description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~14 archs measured "
                                    "here), train a supernet on the embedded corpus, search under a latency budget, "
                                    "re-measure the winner, compare it with a dense arch of similar validation loss (BLEU "
                                    "and translations of both), and export the winner with its weights. Stages whose "
@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="profile --profile-n archs here and fit on them alone, instead of adapting the shipped predictor")
     p.add_argument("--reuse-profiles", action="store_true", help="use the shipped dataset as is (no measurement on this machine)")
     p.add_argument("--profile-n", type=int, default=None, help="with --from-scratch: archs to profile [tiny: 60]")
-    p.add_argument("--transfer-n", type=int, default=None, help="archs measured here to adapt the shipped predictor [tiny: 20]")
-    p.add_argument("--transfer-holdout", type=int, default=None, help="more archs measured here to check it [tiny: 10]")
+    p.add_argument("--transfer-n", type=int, default=None, help="archs measured here to adapt the shipped predictor [tiny: 14]")
+    p.add_argument("--transfer-holdout", type=int, default=None, help="more archs measured here to check it [tiny: 6]")
     p.add_argument("--profile-seconds", type=float, default=None,
                    help="cap on timed seconds per profiled arch, for a quick look [the profiler's stop rule]")
     p.add_argument("--drift-threshold", type=float, default=None,
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("search")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")
     s.add_argument("--population", type=int, default=None, help="[tiny: 40]")
-    s.add_argument("--parents", type=int, default=None, help="[tiny: 10]")
+    s.add_argument("--parents", type=int, default=None, help="[tiny: 6]")
     s.add_argument("--mutations", type=int, default=None, help="[tiny: 15]")
     s.add_argument("--crossovers", type=int, default=None, help="[tiny: 15]")
     s.add_argument("--iterations", type=int, default=None, help="evolution iterations [tiny: 8]")

@@ -95,6 +95,8 @@ def test_too_few_valid_archs_to_transfer_says_why(tmp_path, monkeypatch):
     write_profiles(data, df.reset_index(drop=True), meta)
     monkeypatch.setattr(demo_latency, "_profile", lambda demo, n, seed, name: data)
     monkeypatch.setattr(demo_latency, "_fit_or_load", lambda demo, ds, name: SimpleNamespace(metadata={}))
-    demo = SimpleNamespace(cfg=DemoConfig(out=tmp_path), path=lambda name: tmp_path / name, facts={}, log=print)
-    with pytest.raises(UserError, match=r"only 1 of 30 archs were measured validly.*reference model timed .* ms over \d+ checks"):
+    cfg = DemoConfig(out=tmp_path)
+    demo = SimpleNamespace(cfg=cfg, path=lambda name: tmp_path / name, facts={}, log=print)
+    wanted = cfg.transfer_n + cfg.transfer_holdout
+    with pytest.raises(UserError, match=rf"only 1 of {wanted} archs were measured validly.*reference model timed .* ms over \d+ checks"):
         demo_latency.transfer_to_this_machine(demo)
