@@ -35,11 +35,13 @@ def _profile(demo, n: int, seed: int, name: str) -> Path:
                                      **rules)).run()
     demo.facts["profile"] = {k: summary.get(k) for k in ("archs_valid", "median_ms_min", "median_ms_max",
                                                           "noise_floor_mape_percent", "rows_flagged", "overhead_fraction")}
+    demo.facts["profile"]["archs_wanted"] = n
     if not summary.get("archs_valid"):
         raise UserError(f"{out}: no arch was measured validly ({summary.get('rows_flagged')} rows flagged by the drift check: "
                         "the machine's speed wandered; rerun on a quiet machine or raise --drift-threshold)")
-    demo.log(f"profiled {summary.get('archs_valid')} archs: {summary.get('median_ms_min'):.3g}-{summary.get('median_ms_max'):.3g} ms, "
-             f"noise floor {summary.get('noise_floor_mape_percent')}% MAPE")
+    noise = summary.get("noise_floor_mape_percent")
+    demo.log(f"profiled {n} archs, {summary.get('archs_valid')} measured validly: {summary.get('median_ms_min'):.3g}-"
+             f"{summary.get('median_ms_max'):.3g} ms, noise floor {'n/a' if noise is None else f'{noise:.1f}%'} MAPE")
     return out
 
 

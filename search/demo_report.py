@@ -21,7 +21,8 @@ def _latency_lines(f: dict[str, Any], confidence: float) -> list[str]:
     p, pr = f.get("profile"), f.get("predictor", {})
     out = []
     if p:
-        out.append(f"1. Profiled {p['archs_valid']} archs on this CPU: {p['median_ms_min']:.3g}-{p['median_ms_max']:.3g} ms; "
+        wanted = f"{p['archs_wanted']} archs, {p['archs_valid']} measured validly" if p.get("archs_wanted") else f"{p['archs_valid']} archs"
+        out.append(f"1. Profiled {wanted} on this CPU: {p['median_ms_min']:.3g}-{p['median_ms_max']:.3g} ms; "
                    f"noise floor (repeat MAPE) {p['noise_floor_mape_percent'] or float('nan'):.2f}%; "
                    f"{p['rows_flagged']} rows flagged by the drift check and re-measured.")
     else:
