@@ -71,6 +71,13 @@ def one_draw(base_pred, target: Dataset, fit: np.ndarray, test: np.ndarray, seed
     return out
 
 
+def _mean(values: list[float]) -> float:
+    """Mean over the finite values (nan when none: a method without intervals has no coverage)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return round(float(v.mean()), 4) if v.size else float("nan")
+
+
 def bench_target(base_pred, target: Dataset, shots: list[int], repeats: int, seed: int) -> list[dict[str, Any]]:
     """Mean scores per (shots, method) over ``repeats`` random draws."""
     rng = np.random.default_rng(seed)
@@ -83,7 +90,7 @@ def bench_target(base_pred, target: Dataset, shots: list[int], repeats: int, see
                 acc.setdefault(method, []).append(r)
         for method, rs in acc.items():
             rows.append({"shots": n, "method": method, "n_eval": len(target) - n, "repeats": repeats,
-                         **{f"{k}_mean": round(float(np.nanmean([r[k] for r in rs])), 4) for k in rs[0]},
+                         **{f"{k}_mean": _mean([r[k] for r in rs]) for k in rs[0]},
                          "mape_p90": round(float(np.percentile([r["mape"] for r in rs], 90)), 4)})
     return rows
 
