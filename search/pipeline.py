@@ -163,24 +163,35 @@ class Demo:
         return transfer_to_this_machine(self)
 
     # ---- 2. supernet --------------------------------------------------------------------------
+    def train_config(self):
+        """The supernet's TrainConfig; :meth:`train_command` is the `moenas train` line for it."""
+        from .train_config import TrainConfig
+
+        c = self.cfg
+        return TrainConfig(space=c.space, corpus=c.corpus, steps=c.train_steps, supernet=c.supernet, sampling=c.sampling,
+                           seed=c.seed, valid_sentences=c.valid_sentences, max_tokens=c.train_max_tokens, lr=c.train_lr,
+                           warmup=c.train_warmup, schedule=c.train_schedule, dropout=c.train_dropout, bleu_sentences=0)
+
+    def train_command(self) -> str:
+        """The `moenas train` command that trains exactly :meth:`train_config` (tested)."""
+        t = self.train_config()
+        return (f"moenas train --space {t.space} --corpus {t.corpus} --steps {t.steps} --supernet {t.supernet} "
+                f"--sampling {t.sampling} --max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
+                f"--dropout {t.dropout} --seed {t.seed} --valid-sentences {t.valid_sentences} --bleu-sentences {t.bleu_sentences} "
+                f"--out {self.path('supernet.pt')}")
+
     def train(self) -> Path:
         import os
 
         import torch
 
         from .checkpoint import read_checkpoint
-        from .train_config import TrainConfig
         from .trainer import train
 
         c = self.cfg
         ckpt = self.path("supernet.pt")
-        tcfg = TrainConfig(space=c.space, corpus=c.corpus, steps=c.train_steps, supernet=c.supernet, sampling=c.sampling,
-                           seed=c.seed, valid_sentences=c.valid_sentences, max_tokens=c.train_max_tokens, lr=c.train_lr,
-                           warmup=c.train_warmup, schedule=c.train_schedule, dropout=c.train_dropout, bleu_sentences=0)
-        self.facts["train_command"] = (f"moenas train --space {c.space} --corpus {c.corpus} --steps {c.train_steps} "
-                                       f"--supernet {c.supernet} --sampling {c.sampling} --max-tokens {c.train_max_tokens} "
-                                       f"--lr {c.train_lr} --warmup {c.train_warmup} --schedule {c.train_schedule} --dropout {c.train_dropout} "
-                                       f"--out {ckpt}")
+        tcfg = self.train_config()
+        self.facts["train_command"] = self.train_command()
         threads = torch.get_num_threads()
         torch.set_num_threads(os.cpu_count() or 1)  # training is not timed: use every core
         try:

@@ -100,3 +100,17 @@ def test_too_few_valid_archs_to_transfer_says_why(tmp_path, monkeypatch):
     wanted = cfg.transfer_n + cfg.transfer_holdout
     with pytest.raises(UserError, match=rf"only 1 of {wanted} archs were measured validly.*reference model timed .* ms over \d+ checks"):
         demo_latency.transfer_to_this_machine(demo)
+
+
+def test_printed_train_command_trains_the_demos_supernet(tmp_path):
+    """The report's `moenas train` line, parsed by the CLI, is the very TrainConfig the demo trains."""
+    import shlex
+
+    from moenas.cli import build_parser
+    from moenas.commands.train import settings_from_args
+    from moenas.search.pipeline import Demo, DemoConfig
+    from moenas.search.train_config import TrainConfig
+
+    demo = Demo(DemoConfig.for_scale("tiny", out=tmp_path))
+    args = build_parser().parse_args(shlex.split(demo.train_command())[1:])
+    assert TrainConfig(**settings_from_args(args)) == demo.train_config()
