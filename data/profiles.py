@@ -73,10 +73,6 @@ def check_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
-
-
 def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Rows (dicts) -> a frame with exactly :data:`COLUMNS` (missing -> NA), typed."""
     df = pd.DataFrame(list(rows))
