@@ -54,8 +54,10 @@ def _score(y: np.ndarray, m: np.ndarray, lo: np.ndarray | None, hi: np.ndarray |
     return r
 
 
-def one_draw(base_pred, target: Dataset, fit: np.ndarray, test: np.ndarray, seed: int) -> dict[str, dict[str, float]]:
-    """Every method's scores for one draw (``fit`` archs known, ``test`` archs scored)."""
+def one_draw(base_pred, target: Dataset, log_flops: np.ndarray, fit: np.ndarray, test: np.ndarray,
+             seed: int) -> dict[str, dict[str, float]]:
+    """Every method's scores for one draw (``fit`` archs known, ``test`` archs scored);
+    ``log_flops``: log protocol FLOPs of every target arch (the power law's input)."""
     xs = lambda idx: [target.archs[i] for i in idx]  # noqa: E731
     y, out = target.y[test], {}
     tm = TransferModel(base=base_pred.model, random_state=seed).fit(xs(fit), target.y[fit])
@@ -64,9 +66,8 @@ def one_draw(base_pred, target: Dataset, fit: np.ndarray, test: np.ndarray, seed
     if len(fit) >= MIN_TRAIN:
         est = make_model(kind, target.protocol, target.space, 5, seed).fit(xs(fit), target.y[fit])
         out[f"scratch-{kind}"] = _score(y, *est.predict_interval(xs(test), CONFIDENCE))
-    lf = np.log([protocol_cost(a, target.protocol).total_flops for a in target.archs])
-    b, a0 = np.polyfit(lf[fit], np.log(target.y[fit]), 1)
-    out["scratch-flops-power"] = _score(y, np.exp(a0 + b * lf[test]), None, None)
+    b, a0 = np.polyfit(log_flops[fit], np.log(target.y[fit]), 1)
+    out["scratch-flops-power"] = _score(y, np.exp(a0 + b * log_flops[test]), None, None)
     out["base-uncorrected"] = _score(y, base_pred.model.predict(xs(test)), None, None)
     return out
 
@@ -81,12 +82,13 @@ def _mean(values: list[float]) -> float:
 def bench_target(base_pred, target: Dataset, shots: list[int], repeats: int, seed: int) -> list[dict[str, Any]]:
     """Mean scores per (shots, method) over ``repeats`` random draws."""
     rng = np.random.default_rng(seed)
+    log_flops = np.log([protocol_cost(a, target.protocol).total_flops for a in target.archs])
     rows = []
     for n in shots:
         acc: dict[str, list[dict[str, float]]] = {}
         for _ in range(repeats):
             perm = rng.permutation(len(target))
-            for method, r in one_draw(base_pred, target, perm[:n], perm[n:], seed).items():
+            for method, r in one_draw(base_pred, target, log_flops, perm[:n], perm[n:], seed).items():
                 acc.setdefault(method, []).append(r)
         for method, rs in acc.items():
             rows.append({"shots": n, "method": method, "n_eval": len(target) - n, "repeats": repeats,
@@ -132,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             ds = load_dataset([path], "total")
             if min(a.shots) < 3 or max(a.shots) > len(ds) - 10:
                 raise UserError(f"--shots must be in [3, {len(ds) - 10}] for {name}'s {len(ds)} valid archs")
-            for r in bench_target(base_pred, ds, a.shots, a.repeats, a.seed):
-                rows.append({"target": name, **r, "base_model": base_pred.metadata.get("chosen"),
-                             "base_device": device_label(base), "target_device": device_label(ds),
-                             "target_backend": ds.backend, "target_threads": _threads(path)})
+            about = {"base_model": base_pred.metadata.get("chosen"), "base_device": device_label(base),
+                     "target_device": device_label(ds), "target_backend": ds.backend, "target_threads": _threads(path)}
+            rows += [{"target": name, **r, **about} for r in bench_target(base_pred, ds, a.shots, a.repeats, a.seed)]
     except UserError as e:
         print(f"bench_transfer: error: {e}", file=sys.stderr)
         return 2

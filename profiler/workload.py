@@ -63,10 +63,6 @@ class Workload:
             self.seconds["export"] += time.perf_counter() - t
         return self._onnx
 
-    def drop_onnx(self) -> None:
-        """Free the export (its graphs hold no weights, but they are not small either)."""
-        self._onnx = None
-
     def reference(self) -> dict[str, Any]:
         """Torch CPU run of the protocol inputs: final-step logits (decoder batch, V), the flat
         cross keys/values (batch), and expert token counts ('encoder.i'/'decoder.i' -> list;

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from moenas.arch.checks import check_range
 
 from .evolution import Candidate, EvolutionConfig
 from .report import Verification
+
+if TYPE_CHECKING:
+    from .train_config import TrainConfig
 
 SCALES = {
     # tiny: ~15 minutes on a 2-core CPU; training settings measured by benchmarks/bench_demo_training.py
@@ -163,7 +166,7 @@ class Demo:
         return transfer_to_this_machine(self)
 
     # ---- 2. supernet --------------------------------------------------------------------------
-    def train_config(self):
+    def train_config(self) -> "TrainConfig":
         """The supernet's TrainConfig; :meth:`train_command` is the `moenas train` line for it."""
         from .train_config import TrainConfig
 
