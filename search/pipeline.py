@@ -21,6 +21,7 @@ against a dense arch of about the same quality?
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -88,6 +89,7 @@ class DemoConfig:
     valid_sentences: int = 200
     bleu_sentences: int = 200
     dense_candidates: int = 48
+    search_workers: int = 0           # fitness processes; 0 = one per core (the search is not timed)
     predictor_model: str = "auto"
     seed: int = 0
     threads: int = 1
@@ -121,7 +123,7 @@ class DemoConfig:
         violation). The predictor's inputs then need a few archs more: transferring needs 3, fitting
         from scratch 8 (to fit and hold out)."""
         lows = {"profile_n": 1, "transfer_n": 1, "train_max_tokens": 8, "population": 1, "parents": 1,
-                "valid_sentences": 1, "dense_candidates": 1, "threads": 1, "train_steps": 0, "iterations": 0,
+                "valid_sentences": 1, "dense_candidates": 1, "threads": 1, "search_workers": 0, "train_steps": 0, "iterations": 0,
                 "mutations": 0, "crossovers": 0, "bleu_sentences": 0, "transfer_holdout": 0, "train_warmup": 0, "seed": 0}
         for name, low in lows.items():
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, integer=True)
@@ -184,8 +186,6 @@ class Demo:
                 f"--out {self.path('supernet.pt')}")
 
     def train(self) -> Path:
-        import os
-
         import torch
 
         from .checkpoint import read_checkpoint
@@ -231,11 +231,12 @@ class Demo:
         job = SearchJob(space=self.space, supernet=str(ckpt), predictor_path=str(self.path("predictor")), out=out,
                         config=econf, max_latency_ms=budget_ms, confidence=cfg.confidence,
                         valid_sentences=cfg.valid_sentences, bleu_sentences=cfg.bleu_sentences, verify_top=0,
-                        threads=cfg.threads, resume=(out / "search_state.json").exists(), overwrite=True, random_baseline=True)
+                        threads=cfg.threads, resume=(out / "search_state.json").exists(), overwrite=True, random_baseline=True,
+                        workers=cfg.search_workers or os.cpu_count() or 1)
         self.facts["search_command"] = (f"moenas search --space {cfg.space} --supernet {ckpt} --predictor {self.path('predictor')} "
                                         f"--max-latency-ms {budget_ms:.4g} --confidence {cfg.confidence} --population {cfg.population} "
                                         f"--parents {cfg.parents} --mutations {cfg.mutations} --crossovers {cfg.crossovers} "
-                                        f"--iterations {cfg.iterations} --seed {cfg.seed} --random-baseline --out {out}")
+                                        f"--iterations {cfg.iterations} --seed {cfg.seed} --workers {job.workers} --random-baseline --out {out}")
         report, paths = job.run()
         return job, report, paths
 

@@ -143,11 +143,12 @@ class SearchJob:
                         progress=progress)
         try:
             result = evo.run(resume=self.resume)
+            baseline = (self._random_baseline(CachedFitness(fitness, runner), constraints, cached.evaluations)
+                        if self.random_baseline else None)
         finally:
             for bar in bars:
                 bar.close()
             runner.close()
-        baseline = self._random_baseline(fitness, constraints, cached.evaluations) if self.random_baseline else None
         verifications = self._verify(result)
         report = SearchReport(self.settings(), result, verifications, baseline)
         return report, report.write(self.out)
@@ -175,8 +176,10 @@ class SearchJob:
             return ProcessPoolRunner(factory, self.workers)
         return InProcessRunner()
 
-    def _random_baseline(self, fitness, constraints, n_evals: int) -> dict[str, Any]:
-        res = random_search(self.space, CachedFitness(fitness), constraints, n_evals, seed=self.config.seed + 1,
+    def _random_baseline(self, fitness: CachedFitness, constraints, n_evals: int) -> dict[str, Any]:
+        """As many random feasible archs as the evolution evaluated, on the evolution's runner
+        (its workers) with a cache of their own, so that the count is the same and fair."""
+        res = random_search(self.space, fitness, constraints, n_evals, seed=self.config.seed + 1,
                             latency=self._latency)
         return {"method": "random search", "evaluations": n_evals, "best_loss": res.best.loss,
                 "best_arch_id": res.best.arch.arch_id, "best_predicted_latency_ms": res.best.latency}

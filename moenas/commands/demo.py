@@ -43,12 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("search")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")
     s.add_argument("--population", type=int, default=None, help="[tiny: 40]")
-    s.add_argument("--parents", type=int, default=None, help="[tiny: 6]")
+    s.add_argument("--parents", type=int, default=None, help="[tiny: 10]")
     s.add_argument("--mutations", type=int, default=None, help="[tiny: 15]")
     s.add_argument("--crossovers", type=int, default=None, help="[tiny: 15]")
     s.add_argument("--iterations", type=int, default=None, help="evolution iterations [tiny: 8]")
     s.add_argument("--valid-sentences", type=int, default=None, help="validation sentences for fitness [tiny: 200]")
     s.add_argument("--bleu-sentences", type=int, default=None, help="test sentences for BLEU [200]")
+    s.add_argument("--search-workers", type=int, default=None,
+                   help="fitness processes (the search is not timed) [0 = one per core]")
     s.add_argument("--dense-candidates", type=int, default=None, help="dense archs sampled for the comparison [tiny: 48]")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup", "train_dropout",
              "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
-             "valid_sentences", "bleu_sentences", "dense_candidates", "seed")
+             "valid_sentences", "bleu_sentences", "dense_candidates", "search_workers", "seed")
     cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
                                reuse_profiles=args.reuse_profiles or None, **{n: getattr(args, n) for n in names})
     check_writable(args.out, kind="dir")

@@ -96,3 +96,25 @@ def test_bad_input_is_one_line(env, tmp_path, capsys, change, needle):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_random_baseline_runs_on_the_workers_and_matches_one_process(env, tmp_path, monkeypatch):
+    """The random-search baseline is evaluated on the search's runner (a process pool here),
+    before it closes, and equals the one-process baseline arch for arch."""
+    from moenas.search.fitness_runners import ProcessPoolRunner
+
+    on_pool = []
+    pool_evaluate = ProcessPoolRunner.evaluate
+    monkeypatch.setattr(ProcessPoolRunner, "evaluate",
+                        lambda self, fitness, archs: on_pool.append(len(archs)) or pool_evaluate(self, fitness, archs))
+    reps = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main(search_args(env, out, env["median"], "--verify-top", "0", "--random-baseline",
+                                "--workers", workers)) == 0
+        reps.append(json.loads((out / "report.json").read_text()))
+    one, two = (r["baseline"] for r in reps)
+    assert one["evaluations"] == two["evaluations"] > 0
+    assert sum(on_pool) == reps[1]["history"][-1]["evaluations"] + two["evaluations"]  # the baseline ran on the pool too
+    assert one["best_arch_id"] == two["best_arch_id"]
+    assert one["best_loss"] == pytest.approx(two["best_loss"], abs=1e-6)
