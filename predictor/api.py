@@ -110,7 +110,8 @@ class Predictor:
 
 def _base_metadata(ds: Dataset, model_name: str, model: Any) -> dict[str, Any]:
     return {
-        "model": model_name, "chosen": getattr(model, "chosen_", model_name), "target": ds.target,
+        "model": model_name, "chosen": getattr(model, "chosen_", model_name),
+        "description": getattr(model, "description_", getattr(model, "chosen_", model_name)), "target": ds.target,
         "space": ds.space, "protocol": ds.protocol.to_dict(), "protocol_id": ds.protocol_id, "device": ds.device,
         "backend": ds.backend, "fingerprint_id": ds.fingerprint_id, "fingerprint": ds.fingerprint,
         "dataset": ds.describe(), "features": describe(model.features_), "n_train": int(model.n_train_),
@@ -151,8 +152,7 @@ def fit_predictor(ds: Dataset, model: str = "auto", folds: int = 5, seed: int = 
     est = make_model(model, ds.protocol, ds.space, folds, seed, params).fit(ds.archs, ds.y)
     rep: dict[str, Any] = {"cv": cv_report(est, ds), "folds": folds, "cv_by_model_mape": est.cv_scores_}
     if with_learning_curve:
-        curve, hold = dataset_learning_curve(ds, est.chosen_, folds, seed, confidence,
-                                             params if model != "auto" else None)
+        curve, hold = dataset_learning_curve(ds, est.chosen_, folds, seed, confidence, params)
         rep["learning_curve"], rep["holdout_interval"] = curve, hold
     meta = _base_metadata(ds, model, est)
     meta["metrics"] = rep
@@ -206,6 +206,7 @@ def transfer_predictor(base: Predictor, ds: Dataset, n_samples: int = 20, seed: 
     rep["scale"], rep["ridge_alpha"] = tm.scale_, tm.alpha_
     meta = _base_metadata(ds.subset(list(fit_idx)), f"transfer({bm.get('model')})", tm)
     meta["chosen"] = f"transfer({bm.get('chosen')})"
+    meta["description"] = f"transfer({bm.get('description') or bm.get('chosen')})"
     meta["dataset"] = {**ds.describe(), "n_used": int(len(fit_idx))}
     meta["transfer"] = {"base_device": bm.get("device"), "base_fingerprint_id": bm.get("fingerprint_id"),
                         "base_dataset_sha256": (bm.get("dataset") or {}).get("sha256"), "n_samples": int(len(fit_idx))}

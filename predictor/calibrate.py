@@ -214,6 +214,7 @@ def calibrated(pred: Any, here: dict[str, Any], fingerprint: dict[str, Any] | No
     new = {k: v for k, v in meta.items() if k not in ("created", "model_sha256", "versions", "format",
                                                       "format_version", "model_file")}
     new["chosen"] = f"calibrated({meta.get('chosen')})"
+    new["description"] = f"calibrated({meta.get('description') or meta.get('chosen')})"
     new["calibration"] = cal
     how = {k: here[k] for k in ("arch_id", "threads_intra", "threads_inter", "stop_rule") if here.get(k) is not None}
     new["reference"] = {**stored, **how, "median_ms": float(here["median_ms"]), "source": "moenas calibrate",

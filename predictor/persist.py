@@ -39,6 +39,7 @@ TRUSTED = [
     "moenas.predictor.models.LogTreeModel",
     "moenas.predictor.models.RooflineLinear",
     "moenas.predictor.models.TransferModel",
+    "moenas.predictor.stacking.StackedModel",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.tree._tree.Tree",
 ]
@@ -120,7 +121,7 @@ META_FIELDS: dict[str, Any] = {
     "model_sha256": str, "model": str, "chosen": str, "target": str, "space": str, "device": str, "backend": str,
     "protocol": dict, "protocol_id": str, "fingerprint": dict, "fingerprint_id": str, "dataset": dict,
     "features": dict, "n_train": int, "train_arch_ids": list, "versions": dict, "metrics": dict, "created": str,
-    "reference": dict, "calibration": dict,
+    "reference": dict, "calibration": dict, "description": str,
 }
 CURVE_FIELDS = {"n_train": int, "mape": (int, float), "within_10": (int, float), "kendall_tau": (int, float)}
 

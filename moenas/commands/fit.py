@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
             print(table(metric_rows(h["rows"]), metric_headers()))
     else:
         if len(rep.get("cv_by_model_mape", {})) > 1:
-            print("auto: cross-validated MAPE % by model: "
+            print(f"{args.model}: out-of-fold MAPE % by model: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in rep["cv_by_model_mape"].items())
-                  + f" -> {pred.metadata['chosen']}")
+                  + f" -> {pred.metadata.get('description') or pred.metadata['chosen']}")
         print(f"{args.folds}-fold cross-validation:")
         print(table(metric_rows({pred.metadata["chosen"]: rep["cv"]}), metric_headers()))
         if rep.get("learning_curve"):

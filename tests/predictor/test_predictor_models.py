@@ -24,7 +24,7 @@ def _data(space, n, seed=0, device="a"):
 
 def _model(name, space, seed=0):
     est = make_model(name, space=space, folds=3, random_state=seed, params=FAST.get(name))
-    if name == "auto":
+    if name in ("stack", "auto"):
         est.set_params(candidates=("flops-linear", "hybrid"))
     return est
 
@@ -70,11 +70,54 @@ def test_interval_coverage_is_near_nominal():
     assert 80 <= M.coverage(y[200:], lo, hi) <= 99
 
 
-def test_auto_picks_by_cross_validation():
+def test_auto_is_the_stack_of_its_candidates():
+    """auto = the stack: every candidate's out-of-fold score and the blend's, weights on the
+    simplex, and the prediction the weighted geometric mean of the refitted candidates."""
     archs, y = _data("tiny", 80)
     est = _model("auto", "tiny").fit(archs, y)
-    assert set(est.cv_scores_) == {"flops-linear", "hybrid"}
-    assert est.chosen_ == min(est.cv_scores_, key=est.cv_scores_.get)
+    assert est.chosen_ == "stack" and set(est.cv_scores_) == {"flops-linear", "hybrid", "stack"}
+    w = est.core_.weights_
+    assert set(w) <= {"flops-linear", "hybrid"} and abs(sum(w.values()) - 1) < 1e-9 and min(w.values()) >= 0.01
+    X = est.features_.transform(archs[:10])
+    blend = np.exp(sum(wc * np.log(est.core_.fitted_[c].predict(X)) for c, wc in w.items()))
+    np.testing.assert_allclose(est.predict(archs[:10]), blend, rtol=1e-12)
+    assert est.description_.startswith("stack(") and all(c in est.description_ for c in w)
+    # the weights minimise the squared log error of the out-of-fold predictions: no candidate alone beats it
+    sq = lambda p: float(np.mean(np.log(y / p) ** 2))  # noqa: E731
+    for c in ("flops-linear", "hybrid"):
+        from moenas.predictor.stacking import oof_predictions
+
+        single = oof_predictions(est.core_.cores[c], est.features_.transform(archs), y, est.features_.feature_names_, 3, 0)
+        assert sq(est.oof_pred_) <= sq(single) + 1e-9
+
+
+def test_simplex_weights_recover_a_known_blend():
+    from moenas.predictor.stacking import simplex_weights
+
+    rng = np.random.default_rng(0)
+    L = rng.normal(size=(200, 3))
+    w = simplex_weights(L, L @ np.array([0.2, 0.0, 0.8]))
+    np.testing.assert_allclose(w, [0.2, 0.0, 0.8], atol=1e-4)
+    w = simplex_weights(L, L @ np.array([1.5, -0.5, 0.0]))  # outside the simplex: projected onto it
+    assert np.all(w >= 0) and abs(w.sum() - 1) < 1e-9
+    np.testing.assert_allclose(simplex_weights(L, L[:, 2]), [0, 0, 1], atol=1e-4)
+
+
+def test_a_stack_round_trips_through_a_predictor_file(tmp_path):
+    from moenas.predictor import Predictor
+    from moenas.predictor.api import fit_predictor
+    from moenas.predictor.dataset import Dataset
+    from moenas.predictor.synthetic import PROTOCOL
+
+    archs, y = _data("tiny", 40)
+    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "pid", "tiny", "synthetic-cpu-a",
+                 "synthetic", "fid", synthetic=True)
+    pred, rep = fit_predictor(ds, "auto", folds=3, params={"candidates": ("flops-linear", "gbt")}, with_learning_curve=False)
+    assert set(rep["cv_by_model_mape"]) == {"flops-linear", "gbt", "stack"}
+    pred.save(tmp_path / "p")
+    loaded = Predictor.load(tmp_path / "p")
+    assert loaded.metadata["chosen"] == "stack" and loaded.metadata["description"].startswith("stack(")
+    np.testing.assert_array_equal(loaded.predict(archs).mean, pred.predict(archs).mean)
 
 
 @pytest.mark.parametrize("name", ["gbt", "rf", "hybrid"])
