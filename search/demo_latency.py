@@ -29,7 +29,9 @@ def _profile(demo, n: int, seed: int, name: str) -> Path:
     archs = demo.space.sample_n(n, seed=seed)
     repeat = max(4, n // 10)
     demo.facts["profile_command"] = (f"moenas profile --space {c.space} --n {n} --seed {seed} --threads {c.threads} "
-                                     f"--repeat-check {repeat} --out {out}")
+                                     f"--repeat-check {repeat} --drift-threshold {c.drift_threshold:g} "
+                                     + (f"--warmup 2 --min-runs 5 --max-seconds {c.profile_seconds:g} " if c.profile_seconds else "")
+                                     + f"--out {out}")
     summary = Profiler(ProfileConfig(archs=archs, out=out, space=demo.space, threads_intra=c.threads,
                                      repeat_check=repeat, resume=out.exists(), drift_threshold=c.drift_threshold,
                                      **rules)).run()

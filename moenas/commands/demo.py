@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transfer-n", type=int, default=None, help="archs measured here to adapt the shipped predictor [tiny: 14]")
     p.add_argument("--transfer-holdout", type=int, default=None, help="more archs measured here to check it [tiny: 6]")
     p.add_argument("--profile-seconds", type=float, default=None,
-                   help="cap on timed seconds per profiled arch, for a quick look [the profiler's stop rule]")
+                   help="cap on timed seconds per measurement, a quick look (0 = the profiler's stop rule) [tiny: 1.0, wmt: 0]")
     p.add_argument("--drift-threshold", type=float, default=None,
-                   help="reference-model deviation that flags and re-measures profiled rows [0.05]")
+                   help="reference-model deviation that flags and re-measures profiled rows [tiny: 0.10, wmt: 0.05]")
     p.add_argument("--predictor-model", default=None, help="latency model to fit (see moenas fit --help) [auto]")
     g = p.add_argument_group("supernet training (defaults measured: benchmarks/bench_demo_training.py)")
     g.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 1350]")
