@@ -27,26 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from bench_calibrate import RESULTS, write_csv
+from bench_predictors import SHIPPED, Config, split
 from moenas.arch import UserError
 from moenas.predictor import metrics as M
 from moenas.predictor.dataset import Dataset, load_dataset
 from moenas.predictor.models import AUTO_CANDIDATES, make_model
 
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "profiles"
-FIELDS = ["dataset", "device", "space", "split", "n_train", "n_test", "model", "chosen", "mape", "within_10",
-          "kendall_tau", "coverage", "fit_s"]
-
-
-def split(n: int, seed: int, holdout: float = 0.25, n_train: int = 300) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) indices: bench_predictors.py's split for the same seed."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_test = max(10, int(round(n * holdout)))
-    return perm[n_test:n_test + n_train], perm[:n_test]
-
 
 def split_rows(name: str, ds: Dataset, seed: int, models: tuple[str, ...], confidence: float = 0.9) -> list[dict]:
     """One row per model (and one for the old cv-pick rule) on split ``seed`` of ``ds``."""
-    tr, te = split(len(ds), seed)
+    tr, te = split(len(ds), Config(seed=seed))  # bench_predictors' split for the same seed
     xs = lambda idx: [ds.archs[i] for i in idx]  # noqa: E731
     rows, auto = {}, None
     for model in models:
@@ -93,16 +83,6 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _append(path: Path, rows: list[dict]) -> None:
-    """Add one split's rows (machine and versions in every row); the header once."""
-    tmp = path.with_suffix(".split.csv")
-    write_csv(tmp, rows)
-    lines = tmp.read_text().splitlines(keepends=True)
-    tmp.unlink()
-    with path.open("a") as f:
-        f.writelines(lines if path.stat().st_size == 0 else lines[1:])
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", nargs="*", default=None, help="profile datasets [the shipped ones with >= --min-archs]")
@@ -132,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if (name, seed) in done:
                 continue
             rows = split_rows(name, ds, seed, tuple(args.models))
-            _append(out, rows)
+            write_csv(out, rows, append=True)
             print(f"{name} split {seed}: " + ", ".join(f"{r['model']} {r['mape']:.2f}" for r in rows), flush=True)
     rows = [r for r in _read(out) if int(r["split"]) < args.splits and r["dataset"] in {n for n, _ in datasets}]
     if not rows:

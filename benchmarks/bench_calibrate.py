@@ -88,12 +88,16 @@ def rows_for(model: str, ship: Dataset, other: Dataset, sets: dict, seed: int) -
     return out
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], append: bool = False) -> None:
+    """``rows`` with the machine and versions in every row; ``append``: after the rows already
+    in ``path`` (the header only when the file is new or empty), for benchmarks that resume."""
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"machine": f"{cpu_model()} ({platform.machine()})", "versions": " ".join(f"{k}={v}" for k, v in versions().items())}
-    with path.open("w", newline="") as f:
+    fresh = not append or not path.exists() or path.stat().st_size == 0
+    with path.open("w" if not append else "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list({**rows[0], **extra}))
-        w.writeheader()
+        if fresh:
+            w.writeheader()
         for r in rows:
             w.writerow({**r, **extra})
 

@@ -45,6 +45,7 @@ from sklearn.preprocessing import MaxAbsScaler
 from moenas.arch import UserError
 from moenas.arch.protocol import LatencyProtocol
 
+from .metrics import mape
 from .names import MODELS
 from .stacking import StackedModel, oof_predictions
 from .features import COST_FEATURES, GROUPS, HAT_FEATURES, ArchFeatures, as_archs, upgrade_protocol
@@ -291,7 +292,7 @@ class LatencyModel(RegressorMixin, BaseEstimator):
             oof, self.cv_scores_, self.chosen_ = core.oof_pred_, core.cv_scores_, "stack"
         else:
             oof = oof_predictions(core, X, y, names, self.folds, self.random_state)
-            self.cv_scores_ = {self.model: float(np.mean(np.abs(oof - y) / y) * 100)}
+            self.cv_scores_ = {self.model: mape(y, oof)}
             self.core_, self.chosen_ = core.fit(X, y, names), self.model
         self.oof_pred_ = oof
         self.abs_log_residuals_ = np.abs(np.log(y / oof))

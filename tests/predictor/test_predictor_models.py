@@ -83,10 +83,10 @@ def test_auto_is_the_stack_of_its_candidates():
     np.testing.assert_allclose(est.predict(archs[:10]), blend, rtol=1e-12)
     assert est.description_.startswith("stack(") and all(c in est.description_ for c in w)
     # the weights minimise the squared log error of the out-of-fold predictions: no candidate alone beats it
+    from moenas.predictor.stacking import oof_predictions
+
     sq = lambda p: float(np.mean(np.log(y / p) ** 2))  # noqa: E731
     for c in ("flops-linear", "hybrid"):
-        from moenas.predictor.stacking import oof_predictions
-
         single = oof_predictions(est.core_.cores[c], est.features_.transform(archs), y, est.features_.feature_names_, 3, 0)
         assert sq(est.oof_pred_) <= sq(single) + 1e-9
 
