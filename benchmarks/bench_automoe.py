@@ -390,6 +390,23 @@ def write_csv(table: list[dict[str, Any]], path: Path) -> None:
             w.writerows(comp)
 
 
+def write_rank_csv(rank: list[dict[str, Any]], path: Path) -> None:
+    """Write the rank table, keeping the rows of settings this run did not compute (each setting
+    is run in its own session, and a rerun of one must not lose the others' results)."""
+    done = {r["combo"] for r in rank}
+    kept = []
+    if path.exists():
+        with path.open(newline="") as f:
+            kept = [r for r in csv.DictReader(f) if r.get("combo") not in done]
+    rows = kept + [{**r, "date": time.strftime("%Y-%m-%d")} for r in rank]
+    order = {k: i for i, k in enumerate(RANK_COMBOS)}
+    rows.sort(key=lambda r: order.get(r["combo"], len(order)))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*rank[0], "date"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
 def print_summary(table: list[dict[str, Any]]) -> None:
     cols = ("budget", "role", "arch_id", "bleu", "val_loss", "inherited_bleu", "measured_ms", "mflops",
             "params_active_m", "params_total_m", "amdahl_max_speedup")
@@ -451,10 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         if not rank:
             print("bench_automoe: error: no supernet setting is fine-tuned yet: run rank-train, rank-finetune", file=sys.stderr)
             return 2
-        with args.out.with_name(args.out.stem + "_rank.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=[*rank[0], "date"])
-            w.writeheader()
-            w.writerows({**r, "date": time.strftime("%Y-%m-%d")} for r in rank)
+        write_rank_csv(rank, args.out.with_name(args.out.stem + "_rank.csv"))
     if "table" in stages:
         out = table_rows(c, rows, _read(args.work / "quality.json"), _read(args.work / "measured.json"))
         write_csv(out, args.out)

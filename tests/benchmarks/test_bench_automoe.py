@@ -82,3 +82,16 @@ def test_rank_table_leaves_out_unfinished_settings(bench, tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert "mos/sandwich: not fine-tuned yet" in err and "no supernet setting" in err
     assert not out.with_name("b_rank.csv").exists()
+
+
+def test_rank_csv_keeps_the_other_settings(bench, tmp_path):
+    """Each setting runs in its own session: writing one keeps the others' rows, replaces its own."""
+    path = tmp_path / "r_rank.csv"
+    row = lambda combo, tau: {"combo": combo, "archs": 20, "kendall_tau_bleu": tau, "kendall_tau_loss": tau,  # noqa: E731
+                              "mean_bleu_gain": 1.0}
+    bench.write_rank_csv([row("slice/uniform", 0.85)], path)
+    bench.write_rank_csv([row("mos/sandwich", 0.7)], path)
+    bench.write_rank_csv([row("mos/sandwich", 0.75)], path)
+    got = list(csv.DictReader(path.open()))
+    assert [(r["combo"], float(r["kendall_tau_bleu"])) for r in got] == [("slice/uniform", 0.85), ("mos/sandwich", 0.75)]
+    assert all(r["date"] for r in got)
