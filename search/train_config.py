@@ -54,6 +54,9 @@ class TrainConfig:
     sampling: str = _setting("uniform", "uniform: one random arch per step; sandwich: largest + smallest + N random",
                              choices=SAMPLING)
     sandwich_random: int = _setting(2, "random archs per sandwich step", metavar="N", bounds=_at_least(0))
+    largest_every: int = _setting(0, "uniform: every N-th step trains the space's largest arch instead of a random one "
+                                     "(0: never; the sandwich rule's largest arch at 1/N of its cost)",
+                                  metavar="N", bounds=_at_least(0))
     arch: str | None = _setting(None, "train this one arch (JSON file) as a standalone model instead of a supernet")
     init_from: str | None = _setting(None, "with --arch: start from the arch's weights inherited from this supernet "
                                            "checkpoint (or continue a standalone checkpoint of the same arch)",

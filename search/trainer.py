@@ -51,16 +51,22 @@ class ArchSampler:
     """The archs of each step. Seeded identically on every rank, so all ranks agree."""
 
     def __init__(self, space: SearchSpace, rule: str = "uniform", n_random: int = 2, seed: int = 0,
-                 fixed: Arch | None = None):
+                 fixed: Arch | None = None, largest_every: int = 0):
         if rule not in SAMPLING:
             raise UserError(f"unknown sampling rule {rule!r} (choose from {', '.join(SAMPLING)})")
         self.space, self.rule, self.n_random, self.fixed = space, rule, n_random, fixed
+        self.largest_every = largest_every
         self.rng = random.Random(seed)
         self._largest, self._smallest = space.largest(), space.smallest()
 
-    def next(self) -> list[Arch]:
+    def next(self, step: int = 0) -> list[Arch]:
+        """The archs of optimizer step ``step`` (0-based). With ``largest_every`` N, uniform
+        steps N-1, 2N-1, ... train the largest arch and draw nothing, so the other steps see
+        the same sequence of random archs as without it, and a resumed run stays exact."""
         if self.fixed is not None:
             return [self.fixed]
+        if self.rule == "uniform" and self.largest_every and step % self.largest_every == self.largest_every - 1:
+            return [self._largest]
         if self.rule == "uniform":
             return [self.space.sample(self.rng)]
         return [self._largest, self._smallest] + [self.space.sample(self.rng) for _ in range(self.n_random)]
@@ -164,7 +170,8 @@ class Trainer:
         # which matters because every step updates the whole supernet.
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2),
                                      weight_decay=cfg.weight_decay, fused=True)
-        self.sampler = ArchSampler(self.space, cfg.sampling, cfg.sandwich_random, seed=cfg.seed, fixed=self.fixed)
+        self.sampler = ArchSampler(self.space, cfg.sampling, cfg.sandwich_random, seed=cfg.seed, fixed=self.fixed,
+                                   largest_every=cfg.largest_every)
         torch.manual_seed(cfg.seed * 1009 + 17 + rank)  # dropout stream, one per rank
         if ck is not None:
             self.restore(ck)
@@ -242,7 +249,7 @@ class Trainer:
     # ---- one step, evaluation, checkpoint ---------------------------------------------------
     def step(self) -> tuple[float, int]:
         """One optimizer step; returns (mean CE of the step's archs, tokens in the batch)."""
-        archs = self.sampler.next()
+        archs = self.sampler.next(self.step_no)
         batch = next(self.stream).to(self.device)
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.cfg, self.step_no)

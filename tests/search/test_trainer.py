@@ -12,7 +12,7 @@ from moenas.cli import main
 from moenas.search.checkpoint import load_model, load_supernet, meta_path, read_checkpoint, validation_data
 from moenas.search.evaluation import validation_loss
 from moenas.search.train_config import TrainConfig, lr_at
-from moenas.search.trainer import train
+from moenas.search.trainer import ArchSampler, train
 
 from toy_corpus import synthetic_pairs, write_parallel_dir
 
@@ -74,9 +74,9 @@ def test_short_training_lowers_validation_loss(env, tmp_path):
     assert again == validation_loss(net, archs, batches) and all(0 < x < 10 for x in again)
 
 
-@pytest.mark.parametrize("kind,sampling", [("mos", "sandwich"), ("slice", "uniform")])
-def test_resume_is_exact(env, tmp_path, kind, sampling):
-    kw = dict(supernet=kind, sampling=sampling, dropout=0.1, eval_every=3, mos_mode="neuron")
+@pytest.mark.parametrize("kind,sampling,every", [("mos", "sandwich", 0), ("slice", "uniform", 0), ("slice", "uniform", 2)])
+def test_resume_is_exact(env, tmp_path, kind, sampling, every):
+    kw = dict(supernet=kind, sampling=sampling, dropout=0.1, eval_every=3, mos_mode="neuron", largest_every=every)
     straight = tmp_path / "straight.pt"
     train(cfg(env, steps=6, **kw), straight, log=quiet)
     split = tmp_path / "split.pt"
@@ -90,6 +90,20 @@ def test_resume_is_exact(env, tmp_path, kind, sampling):
     for k, st in a["optimizer"]["state"].items():
         assert all(torch.equal(st[n], b["optimizer"]["state"][k][n]) for n in st)
     assert [r["val_loss"] for r in a["meta"]["history"]] == [r["val_loss"] for r in b["meta"]["history"]]
+
+
+def test_largest_every_replaces_every_nth_uniform_draw():
+    space = SearchSpace.from_dict(MICRO)
+    plain = ArchSampler(space, "uniform", seed=3)
+    every = ArchSampler(space, "uniform", seed=3, largest_every=3)
+    got = [every.next(step) for step in range(9)]
+    assert [len(a) for a in got] == [1] * 9
+    assert [got[i][0] for i in (2, 5, 8)] == [space.largest()] * 3
+    # the other steps draw the same random archs as plain uniform sampling, in order
+    assert [got[i][0] for i in range(9) if i % 3 != 2] == [plain.next(i)[0] for i in range(6)]
+    # the sandwich rule and standalone training ignore it
+    sandwich = ArchSampler(space, "sandwich", n_random=1, seed=3, largest_every=2)
+    assert [len(sandwich.next(s)) for s in range(4)] == [3] * 4
 
 
 def test_nothing_is_overwritten(env, tmp_path, capsys):
