@@ -64,6 +64,8 @@ def register(subparsers) -> None:
     p.add_argument("--drift-threshold", type=float, default=0.05, help="relative reference change that flags rows")
     p.add_argument("--ref-wait", type=float, default=10.0, help="seconds between reference retries after drift")
     p.add_argument("--ref-retries", type=int, default=3, help="reference retries after a drifted check before going on")
+    p.add_argument("--max-remeasure", type=int, default=2,
+                   help="times a flagged arch is re-measured before its row stays flagged (0: never re-measure)")
     p.add_argument("--export-method", default="torchscript", choices=["torchscript", "dynamo"])
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -139,7 +141,7 @@ def check_profile_flags(args) -> None:
     --drift-threshold used to flag every row (a dataset of 0 valid archs, exit 0)."""
     for flag, low in (("--n", 1), ("--seed", 0), ("--threads", 1), ("--inter-threads", 1), ("--repeat-check", 0),
                       ("--model-seed", 0), ("--warmup", 0), ("--min-runs", 1), ("--ref-every", 1), ("--visit-runs", 0),
-                      ("--visit-warmup", 0), ("--ref-wait", 0), ("--ref-retries", 0)):
+                      ("--visit-warmup", 0), ("--ref-wait", 0), ("--ref-retries", 0), ("--max-remeasure", 0)):
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), low)
     check_range("--max-runs", args.max_runs, args.min_runs)
     for flag in ("--max-seconds", "--target", "--drift-threshold"):
@@ -213,7 +215,7 @@ def profile_config(args, out: Path):
         allow_mixed=args.allow_mixed, shard=parse_shard(args.shard), repeat_check=args.repeat_check,
         op_profile=args.op_profile, ref_every=args.ref_every, visit_runs=args.visit_runs, ref_in_group=args.ref_timing == "group",
         visit_warmup=args.visit_warmup, drift_threshold=args.drift_threshold,
-        ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
+        ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, max_remeasure=args.max_remeasure, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
         progress=not args.no_progress and not args.json,
     )
     return cfg

@@ -275,3 +275,13 @@ def test_archs_file_is_read_and_validated(tmp_path, capsys):
     rc, err = _run_cli(["profile", "--archs", str(tmp_path / "a.jsonl"), "--space", "hat-wmt",
                         "--out", str(tmp_path / "g.parquet"), *FAST_FLAGS], capsys)
     assert rc == 2 and "outside space" in err
+
+
+@pytest.mark.parametrize("flags,expected", [([], 2), (["--max-remeasure", "0"], 0), (["--max-remeasure", "5"], 5)])
+def test_max_remeasure_flag_reaches_the_profiler(tmp_path, flags, expected):
+    from moenas.cli import build_parser
+    from moenas.commands.profile import profile_config
+
+    out = tmp_path / "m.parquet"
+    args = build_parser().parse_args(["profile", "--space", "tiny", "--n", "2", "--out", str(out), *flags])
+    assert profile_config(args, out).max_remeasure == expected

@@ -64,7 +64,7 @@ def _flags() -> list[tuple[str, list[str], str]]:
             ("--min-runs", "0", ">= 1"), ("--max-runs", "5", ">= 6"), ("--max-seconds", "0", "> 0"),
             ("--target", "0", "> 0"), ("--ref-every", "0", ">= 1"), ("--visit-runs", "-1", ">= 0"),
             ("--visit-warmup", "-1", ">= 0"), ("--drift-threshold", "-1", "> 0"), ("--drift-threshold", "0", "> 0"),
-            ("--ref-wait", "-1", ">= 0"), ("--ref-retries", "-1", ">= 0")]],
+            ("--ref-wait", "-1", ">= 0"), ("--ref-retries", "-1", ">= 0"), ("--max-remeasure", "-1", ">= 0")]],
         (profile, ["--drift-threshold", "nan"], "--drift-threshold must be a finite number"),
         (profile, ["--warmup", "-1"], "--warmup must be >= 0"),
         *[(profile, [f, "0"], f"protocol {n} must be >= 1") for f, n in [
