@@ -7,6 +7,11 @@ from typing import Any
 from .report import Verification, translation_lines, verification_row
 
 
+def _largest_every(cfg) -> str:
+    n = cfg.train_largest_every
+    return f", the largest arch every {n}th step" if n else ""
+
+
 def summary(demo, report, dense: Verification) -> dict[str, Any]:
     from .pipeline import config_dict
 
@@ -50,7 +55,7 @@ def markdown(demo, s: dict[str, Any]) -> str:
              "## What happened", ""]
     lines += _latency_lines(f, cfg.confidence)
     lines.append(f"2. Supernet trained for {cfg.train_steps} steps of {cfg.train_max_tokens} tokens ({cfg.supernet}, {cfg.sampling} "
-                 f"sampling, peak lr {cfg.train_lr:g}, {cfg.train_schedule}): "
+                 f"sampling{_largest_every(cfg)}, peak lr {cfg.train_lr:g}, {cfg.train_schedule}): "
                  + "; ".join(f"{k} arch validation loss {v['val_loss']:.3f}, BLEU {v['bleu']:.1f}" for k, v in sup.items()) + ".")
     if "largest" in sup and "smallest" in sup:
         lines.append(f"   Loss spread smallest - largest: {sup['smallest']['val_loss'] - sup['largest']['val_loss']:.3f} nats.")

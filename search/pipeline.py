@@ -81,6 +81,7 @@ class DemoConfig:
     train_warmup: int = 100
     train_schedule: str = "cosine"
     train_dropout: float = 0.0        # the measured recipe's (benchmarks/bench_demo_training.py); ~6 epochs: underfit
+    train_largest_every: int = 0      # uniform: every N-th step trains the largest arch (0: never)
     supernet: str = "slice"
     sampling: str = "uniform"
     max_latency_ms: float | None = None  # None: the median measured latency of the profiled archs
@@ -128,6 +129,7 @@ class DemoConfig:
         from scratch 8 (to fit and hold out)."""
         lows = {"profile_n": 1, "transfer_n": 1, "train_max_tokens": 8, "population": 1, "parents": 1,
                 "valid_sentences": 1, "dense_candidates": 1, "threads": 1, "search_workers": 0, "train_steps": 0, "iterations": 0,
+                "train_largest_every": 0,
                 "mutations": 0, "crossovers": 0, "bleu_sentences": 0, "transfer_holdout": 0, "train_warmup": 0, "seed": 0}
         for name, low in lows.items():
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, integer=True)
@@ -180,13 +182,14 @@ class Demo:
         c = self.cfg
         return TrainConfig(space=c.space, corpus=c.corpus, steps=c.train_steps, supernet=c.supernet, sampling=c.sampling,
                            seed=c.seed, valid_sentences=c.valid_sentences, max_tokens=c.train_max_tokens, lr=c.train_lr,
-                           warmup=c.train_warmup, schedule=c.train_schedule, dropout=c.train_dropout, bleu_sentences=0)
+                           warmup=c.train_warmup, schedule=c.train_schedule, dropout=c.train_dropout, bleu_sentences=0,
+                           largest_every=c.train_largest_every)
 
     def train_command(self) -> str:
         """The `moenas train` command that trains exactly :meth:`train_config` (tested)."""
         t = self.train_config()
         return (f"moenas train --space {t.space} --corpus {t.corpus} --steps {t.steps} --supernet {t.supernet} "
-                f"--sampling {t.sampling} --max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
+                f"--sampling {t.sampling} --largest-every {t.largest_every} --max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
                 f"--dropout {t.dropout} --seed {t.seed} --valid-sentences {t.valid_sentences} --bleu-sentences {t.bleu_sentences} "
                 f"--out {self.path('supernet.pt')}")
 

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--train-warmup", type=int, default=None, help="warm-up steps [100]")
     g.add_argument("--train-dropout", type=float, default=None, help="dropout [0.0]")
     g.add_argument("--sampling", default=None, choices=SAMPLING, help="arch sampling rule [uniform]")
+    g.add_argument("--train-largest-every", type=int, default=None,
+                   help="uniform sampling: every N-th step trains the largest arch (0: never) [tiny: 0]")
     g.add_argument("--supernet", default=None, choices=KINDS, help="supernet kind [slice]")
     s = p.add_argument_group("search")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from moenas.search.report import Verification
 
     names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup", "train_dropout",
-             "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
+             "train_largest_every", "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
              "valid_sentences", "bleu_sentences", "dense_candidates", "search_workers", "seed")
     cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
                                reuse_profiles=args.reuse_profiles or None, **{n: getattr(args, n) for n in names})
