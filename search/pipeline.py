@@ -48,8 +48,10 @@ SCALES = {
     # drift 10% and 1 timed second per measurement: on the 2-vCPU VMs this demo targets the reference
     # wanders +-20% within a minute; at 5% half the archs stayed flagged after their re-measurements,
     # and the default stop rule's 200 runs per arch (5 s) buy precision that the wander swamps.
+    # largest arch every 8th step: at 1350 steps the largest arch's test BLEU 11.6 (uniform: 10.3)
+    # and a loss spread of 0.63 nats (uniform: 0.49), for ~8% more training compute (README).
     "tiny": dict(space="tiny", corpus="default", profile_n=60, transfer_n=14, transfer_holdout=6, drift_threshold=0.10,
-                 profile_seconds=1.0, train_steps=1350,
+                 profile_seconds=1.0, train_steps=1350, train_largest_every=8,
                  train_max_tokens=2048, train_lr=3e-3, train_warmup=100, train_schedule="cosine", train_dropout=0.0,
                  population=40, parents=10, mutations=15, crossovers=15, iterations=8, valid_sentences=200,
                  dense_candidates=48),

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--train-dropout", type=float, default=None, help="dropout [0.0]")
     g.add_argument("--sampling", default=None, choices=SAMPLING, help="arch sampling rule [uniform]")
     g.add_argument("--train-largest-every", type=int, default=None,
-                   help="uniform sampling: every N-th step trains the largest arch (0: never) [tiny: 0]")
+                   help="uniform sampling: every N-th step trains the largest arch (0: never) [tiny: 8]")
     g.add_argument("--supernet", default=None, choices=KINDS, help="supernet kind [slice]")
     s = p.add_argument_group("search")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")

@@ -113,8 +113,8 @@ def test_printed_train_command_trains_the_demos_supernet(tmp_path):
     from moenas.search.pipeline import Demo, DemoConfig
     from moenas.search.train_config import TrainConfig
 
-    for every in (None, 3):
+    for every, want in ((None, 8), (3, 3), (0, 0)):  # tiny's default, an override, off
         demo = Demo(DemoConfig.for_scale("tiny", out=tmp_path, train_largest_every=every))
         args = build_parser().parse_args(shlex.split(demo.train_command())[1:])
         assert TrainConfig(**settings_from_args(args)) == demo.train_config()
-    assert demo.train_config().largest_every == 3
+        assert demo.train_config().largest_every == want
