@@ -100,6 +100,20 @@ def summary_rows(runs: list[dict[str, Any]], tables: list[Any]) -> list[dict[str
     return out
 
 
+def write_stamped(rows: list[dict[str, Any]], path: Path, fp: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Write ``rows`` as CSV, every row stamped with the machine (``fp``, a profiler fingerprint),
+    the versions, ``extra`` settings and the date."""
+    stamp = {"device": fp["cpu_model"], "cores": fp["cpu_cores"], "fingerprint_id": fp["fingerprint_id"],
+             "onnxruntime": fp["onnxruntime_version"], "torch": fp["torch_version"], "moenas": fp["moenas_version"],
+             **extra, "date": time.strftime("%Y-%m-%d %H:%M")}
+    fields = list(dict.fromkeys(k for r in rows for k in r)) + list(stamp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows({**r, **stamp} for r in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="micro protocol and sizes (a smoke run)")
@@ -119,15 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {i + 1} ({timing}): {figures['measurements']} measurements, {figures['rows_flagged']} rows flagged, "
                   f"{figures['wall_s']:.1f} s, overhead {figures['overhead_fraction']:.1%}", file=sys.stderr, flush=True)
     rows = runs + summary_rows(runs, tables)
-    stamp = {"device": fp["cpu_model"], "cores": fp["cpu_cores"], "fingerprint_id": fp["fingerprint_id"],
-             "onnxruntime": fp["onnxruntime_version"], "torch": fp["torch_version"], "moenas": fp["moenas_version"],
-             "n_archs": c.n_archs, "ref_every": c.ref_every, "date": time.strftime("%Y-%m-%d %H:%M")}
-    fields = list(dict.fromkeys(k for r in rows for k in r)) + list(stamp)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows({**r, **stamp} for r in rows)
+    write_stamped(rows, args.out, fp, {"n_archs": c.n_archs, "ref_every": c.ref_every})
     cols = ["run", "ref_timing", "wall_s", "measurements", "rows_flagged", "reference_model_s", "overhead_fraction",
             "noise_floor_mape_percent", "latency_ratio_median"]
     print("  ".join(f"{k:>18}" for k in cols))
