@@ -16,8 +16,8 @@ fine-tuned BLEU and loss over --rank-archs archs spread over the latency range, 
 slice/uniform, slice/sandwich and mos/sandwich at equal training compute). Only
 ``measure`` times anything: run it on a quiet machine (nothing else using the cores); every
 other stage may run in the background (``nice``). Never oversubscribe the cores: on the 2-vCPU
-machine a 2-thread run beside a 1-thread one slowed a 300-step fine-tune from 45 s to 18 min
-(2026-12-03); two settings side by side run at ``--threads 1`` each, in separate ``--work`` dirs
+machine a 2-thread run beside two 1-thread trainings (and, for a while, a test run) slowed a
+300-step fine-tune from 45 s alone to 18 min (2026-12-03); two settings side by side run at ``--threads 1`` each, in separate ``--work`` dirs
 holding copies of ``predictor/`` and ``rank_archs.json``.
 
     python benchmarks/bench_automoe.py                      # every stage not yet done

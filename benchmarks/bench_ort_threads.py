@@ -8,7 +8,7 @@ prepared session, ``checks`` checks under the reference stop rule, the median of
 at 1 and 2 threads in ABBA order, ``rounds`` times, in one run. Rows: each timing; then per
 thread count the median over its timings and the spread, and the 2-thread / 1-thread ratio.
 
-    python benchmarks/bench_ort_threads.py            # 2 rounds of ABBA, 3 checks each (~1 min)
+    python benchmarks/bench_ort_threads.py            # 2 rounds of ABBA, 3 checks each (3 rounds: ~1 min here)
     python benchmarks/bench_ort_threads.py --quick    # micro protocol (seconds; the test)
 
 Results: benchmarks/results/bench_ort_threads.csv (device and versions in every row). Run it on a
@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         c = replace(c, rounds=args.rounds)
     fp = fingerprint("cpu")
-    runs = []
+    runs, plans = [], {t: plan(c, t) for t in set(ABBA)}
     for i, threads in enumerate(ABBA * c.rounds):
-        r = time_reference(plan(c, threads), checks=c.checks)
+        r = time_reference(plans[threads], checks=c.checks)
         runs.append({"run": str(i + 1), "threads": threads, "reference_ms": round(r["median_ms"], 4),
                      "ci_rel": round(r["ci_rel"], 4), "n_runs": r["n_runs"]})
         print(f"timing {i + 1}: {threads} thread(s) {r['median_ms']:.2f} ms", file=sys.stderr, flush=True)

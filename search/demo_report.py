@@ -9,7 +9,7 @@ from .report import Verification, translation_lines, verification_row
 
 def _largest_every(cfg) -> str:
     n = cfg.train_largest_every
-    return f", the largest arch every {n}th step" if n else ""
+    return f", the largest arch one step in {n}" if n else ""
 
 
 def summary(demo, report, dense: Verification) -> dict[str, Any]:

@@ -59,7 +59,7 @@ class ArchSampler:
         self.rng = random.Random(seed)
         self._largest, self._smallest = space.largest(), space.smallest()
 
-    def next(self, step: int = 0) -> list[Arch]:
+    def next(self, step: int) -> list[Arch]:
         """The archs of optimizer step ``step`` (0-based). With ``largest_every`` N, uniform
         steps N-1, 2N-1, ... train the largest arch and draw nothing, so the other steps see
         the same sequence of random archs as without it, and a resumed run stays exact."""
