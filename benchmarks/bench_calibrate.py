@@ -95,7 +95,8 @@ def write_csv(path: Path, rows: list[dict], append: bool = False) -> None:
     extra = {"machine": f"{cpu_model()} ({platform.machine()})", "versions": " ".join(f"{k}={v}" for k, v in versions().items())}
     fresh = not append or not path.exists() or path.stat().st_size == 0
     with path.open("w" if not append else "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list({**rows[0], **extra}))
+        names = {k: None for r in rows for k in r}  # every row's columns, in first-seen order
+        w = csv.DictWriter(f, fieldnames=list({**names, **extra}))
         if fresh:
             w.writeheader()
         for r in rows:

@@ -31,7 +31,8 @@ from moenas.arch import SearchSpace
 from moenas.predictor import metrics as M
 from moenas.predictor.api import Predictor
 from moenas.predictor.dataset import Dataset, load_dataset
-from moenas.predictor.models import MODELS, TransferModel, make_model
+from moenas.predictor.models import MODELS, make_model
+from moenas.predictor.transfer import TransferModel
 from moenas.predictor.persist import versions
 from moenas.predictor.synthetic import DEVICES, PROTOCOL, true_latency
 

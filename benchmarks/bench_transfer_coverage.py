@@ -26,7 +26,7 @@ from bench_calibrate import RESULTS, ROOT, SHIPPED, device_label, write_csv
 from moenas.predictor import metrics as M
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import Dataset, load_dataset
-from moenas.predictor.models import TransferModel
+from moenas.predictor.transfer import TransferModel
 
 OTHER = (ROOT / "runs" / "demo" / "profiles.parquet", ROOT / "runs" / "coverage" / "profiles.parquet")
 

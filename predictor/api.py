@@ -24,7 +24,8 @@ from . import metrics as M
 from . import persist
 from .dataset import Dataset
 from .features import as_archs, describe
-from .models import LatencyModel, TransferModel, conformal_halfwidth, make_model
+from .models import LatencyModel, conformal_halfwidth, make_model
+from .transfer import TransferModel
 
 
 @dataclass(frozen=True)

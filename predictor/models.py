@@ -324,150 +324,20 @@ class LatencyModel(RegressorMixin, BaseEstimator):
         return mean, mean * math.exp(-q), mean * math.exp(q)
 
 
-TRANSFER_FEATURES = ("flops_encoder", "flops_decoder", "bytes_encoder", "bytes_decoder", "hat.enc_layers",
-                     "hat.dec_layers", "moe.enc_experts_total", "moe.dec_experts_total")
-RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
-
-
-class TransferModel(RegressorMixin, BaseEstimator):
-    """Adapt a model fitted on one device to another from a few (~20) measurements.
-
-    log y_new = log y_base + a + z . beta, where z = [log y_base, log FLOPs and log bytes of the
-    encoder and decoder, layer counts, expert counts] standardised on the few samples. beta is
-    ridge-shrunk towards 0 (= "the new device is the old one times a constant"), the strength
-    picked from a grid by exact leave-one-out error, so with very few or very consistent samples
-    the correction stays a scale, and with a device that weighs FLOPs, bytes or operator counts
-    differently it bends accordingly. ``features`` chooses z's extra columns (``()`` = scale +
-    power of the base prediction only). The interval is recalibrated from the leave-one-out
-    residuals of the chosen fit. ``residual=True`` adds a small GBT on what is left (>= 10 samples).
-    """
-
-    def __init__(self, base: LatencyModel | None = None, features: Sequence[str] = TRANSFER_FEATURES,
-                 residual: bool = False, random_state: int = 0):
-        self.base = base
-        self.features = features
-        self.residual = residual
-        self.random_state = random_state
-
-    def _z(self, X: np.ndarray, lb: np.ndarray) -> np.ndarray:
-        names = self.base.features_.feature_names_
-        cols = [lb]
-        for f in self.features:
-            v = X[:, names.index(f)]
-            cols.append(np.log(np.maximum(v, 1.0)) if f.startswith(("flops", "bytes")) else v)
-        return np.column_stack(cols)
-
-    @staticmethod
-    def _ridge_loo(Z: np.ndarray, r: np.ndarray, lam: float) -> tuple[np.ndarray, float, np.ndarray]:
-        """(beta, intercept, leave-one-out residuals) of ridge r ~ a + Z beta (Z standardised)."""
-        n = len(r)
-        Zc = Z - Z.mean(0)
-        A = np.column_stack([np.ones(n), Zc])
-        P = np.eye(A.shape[1]) * lam
-        P[0, 0] = 0.0
-        G = np.linalg.solve(A.T @ A + P, A.T)
-        coef = G @ r
-        H = A @ G
-        res = r - A @ coef
-        loo = res / np.maximum(1.0 - np.diag(H), 1e-9)
-        return coef[1:], float(coef[0] - Z.mean(0) @ coef[1:]), loo
-
-    def fit(self, archs, y):
-        if self.base is None:
-            raise UserError("a transfer needs a base predictor")
-        archs = as_archs(archs)
-        y = np.asarray(y, dtype=float).ravel()
-        if len(y) != len(archs) or len(y) < 3:
-            raise UserError(f"a transfer needs at least 3 measured archs on the new device, got {len(y)}")
-        if not np.all(np.isfinite(y)) or np.any(y <= 0):
-            raise UserError("latencies must be positive and finite")
-        X = self.base.features_.transform(archs)
-        lb = np.log(self.base.predict_features(X))
-        Z, r = self._z(X, lb), np.log(y) - lb
-        self.z_mean_, self.z_std_, self.alpha_, self.coef_, self.intercept_, loo = self._ridge_fit(Z, r)
-        self.residual_model_ = None
-        if self.residual and len(y) >= 10:
-            ratio = np.exp(r - (self.intercept_ + (Z - self.z_mean_) / self.z_std_ @ self.coef_))
-            self.residual_model_ = LogTreeModel("gbt", n_estimators=50, max_depth=2, learning_rate=0.1,
-                                                columns=list(COST_FEATURES), random_state=self.random_state).fit(
-                X, ratio, self.base.features_.feature_names_)
-        self.jackknife_ = None if self.residual_model_ is not None else self._jackknife(Z, r)
-        if self.jackknife_ is not None:
-            self.abs_log_residuals_ = self.jackknife_["residuals"]
-        else:  # the ridge's exact leave-one-out residuals at the chosen strength
-            self.abs_log_residuals_ = np.abs(loo)
-        self.n_train_ = int(len(y))
-        self.features_ = self.base.features_
-        return self
-
-    def _ridge_fit(self, Z: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, float, np.ndarray]:
-        """(z mean, z std, strength, beta, intercept, leave-one-out residuals): Z standardised on
-        these rows, the ridge strength picked from :data:`RIDGE_GRID` by exact leave-one-out error."""
-        zm, zs = Z.mean(0), np.where(Z.std(0) > 1e-12, Z.std(0), 1.0)
-        Zs = (Z - zm) / zs
-        best = None
-        for lam in RIDGE_GRID:
-            beta, a, loo = self._ridge_loo(Zs, r, lam * len(r) / 20)
-            err = float(np.mean(loo ** 2))
-            if best is None or err < best[0]:
-                best = (err, lam, beta, a, loo)
-        return zm, zs, best[1], best[2], best[3], best[4]
-
-    def _jackknife(self, Z: np.ndarray, r: np.ndarray) -> dict[str, np.ndarray]:
-        """The whole fit (standardisation and strength included) redone without each sample j:
-        its parameters and |residual| on j. The exact ridge LOO at the chosen strength ignores
-        that the strength was chosen on all samples, and its intervals covered 84% where 90% was
-        asked (13 transfer archs, benchmarks/bench_transfer_coverage.py); jackknife+ over these
-        refits is what ``predict_interval`` uses (Barber et al. 2021: coverage >= 1 - 2 alpha
-        in theory, about nominal in practice)."""
-        n = len(r)
-        fits = [self._ridge_fit(Z[np.arange(n) != j], r[np.arange(n) != j]) for j in range(n)]
-        zm, zs, _, beta, a = (np.array([f[i] for f in fits]) for i in range(5))
-        loo = np.array([a[j] + ((Z[j] - zm[j]) / zs[j]) @ beta[j] for j in range(n)])
-        return {"z_mean": zm, "z_std": zs, "coef": beta, "intercept": a, "residuals": np.abs(r - loo)}
-
-    @property
-    def scale_(self) -> float:
-        """Exponent of the base prediction in the correction (1 = pure scale)."""
-        return float(1.0 + self.coef_[0] / self.z_std_[0])
-
-    def predict_features(self, X: np.ndarray) -> np.ndarray:
-        lb = np.log(self.base.predict_features(X))
-        Zs = (self._z(X, lb) - self.z_mean_) / self.z_std_
-        p = np.exp(lb + self.intercept_ + Zs @ self.coef_)
-        if self.residual_model_ is not None:
-            p = p * self.residual_model_.predict(X)
-        return p
-
-    def predict(self, archs) -> np.ndarray:
-        return self.predict_features(self.base.features_.transform(archs))
-
-    def predict_interval(self, archs, confidence: float = 0.9):
-        """Mean (the full fit) and a jackknife+ interval: the ceil(c (n+1))-th smallest of
-        log mu_-j(x) + R_j and the as-large of log mu_-j(x) - R_j over the n refits without
-        sample j. Models saved before moenas kept the refits, or with a residual GBT: the
-        split-conformal band mean * exp(+-q) on the leave-one-out residuals."""
-        X = self.base.features_.transform(archs)
-        mean = self.predict_features(X)
-        jk = getattr(self, "jackknife_", None)
-        if jk is None:
-            q = conformal_halfwidth(self.abs_log_residuals_, confidence)
-            return mean, mean * math.exp(-q), mean * math.exp(q)
-        conformal_halfwidth(jk["residuals"], confidence)  # the same check of confidence
-        lb = np.log(self.base.predict_features(X))
-        Z = self._z(X, lb)  # (m, d)
-        mu = lb[None, :] + jk["intercept"][:, None] + np.einsum(
-            "jmd,jd->jm", (Z[None, :, :] - jk["z_mean"][:, None, :]) / jk["z_std"][:, None, :], jk["coef"])  # (n, m)
-        n = len(jk["residuals"])
-        k = min(int(math.ceil((n + 1) * confidence)), n)
-        upper = np.sort(mu + jk["residuals"][:, None], axis=0)[k - 1]
-        lower = -np.sort(-(mu - jk["residuals"][:, None]), axis=0)[k - 1]
-        return mean, np.minimum(np.exp(lower), mean), np.maximum(np.exp(upper), mean)
-
-
 def make_model(name: str, protocol: LatencyProtocol | None = None, space: str | None = None, folds: int = 5,
                random_state: int = 0, params: dict[str, Any] | None = None) -> LatencyModel:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
     return LatencyModel(model=name, protocol=protocol, space=space, folds=folds, random_state=random_state,
                         params=params)
+
+
+def __getattr__(name: str) -> Any:
+    """Predictor files saved before the transfer model had its own module name it
+    ``moenas.predictor.models.TransferModel``; skops resolves that path here (lazily: the
+    transfer module imports this one)."""
+    if name == "TransferModel":
+        from .transfer import TransferModel
+
+        return TransferModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,8 +38,10 @@ TRUSTED = [
     "moenas.predictor.models.LatencyModel",
     "moenas.predictor.models.LogTreeModel",
     "moenas.predictor.models.RooflineLinear",
-    "moenas.predictor.models.TransferModel",
+    "moenas.predictor.models.TransferModel",  # files saved before predictor/transfer.py
     "moenas.predictor.stacking.StackedModel",
+    "moenas.predictor.transfer.RidgeCorrection",
+    "moenas.predictor.transfer.TransferModel",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.tree._tree.Tree",
 ]
@@ -148,7 +150,8 @@ def load(path: str | Path) -> tuple[Any, dict[str, Any]]:
     from skops.io.exceptions import UntrustedTypesFoundException
 
     from .calibrate import ScaledModel
-    from .models import LatencyModel, TransferModel
+    from .models import LatencyModel
+    from .transfer import TransferModel
 
     d = Path(path)
     meta = read_metadata(d)
