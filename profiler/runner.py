@@ -105,6 +105,7 @@ class ProfileConfig:
     visit_runs: int = 5  # archs between two reference checks are timed round-robin, this many runs per visit; 0 = one at a time
     visit_warmup: int = 1
     ref_in_group: bool = True  # the reference is one more member of each round-robin group; False: a separate check after it
+    ref_follow: bool = True  # in the group, the reference follows it (min_runs, then one run per visit) instead of the stop rule
     drift_threshold: float = 0.05
     ref_retries: int = 3
     ref_wait_s: float = 10.0
@@ -177,11 +178,14 @@ class Profiler:
             "measurement": {"stop_rule": asdict(cfg.rule), "ci": "distribution-free (binomial order statistics) CI of the median",
                             "reference_stop_rule": asdict(cfg.ref_rule),
                             "interleave": {"group": cfg.ref_every, "visit_runs": cfg.visit_runs, "visit_warmup": cfg.visit_warmup,
-                                           "reference": "group" if self._ref_in_group() else "alone",
+                                           "reference": self._ref_timing(),
                                            "doc": "the archs of one reference interval are timed round-robin, visit_runs timed runs "
                                                   "per visit after visit_warmup untimed ones; visit_runs 0 = one arch at a time; "
                                                   "reference group: the reference model is one more member of each group and "
-                                                  "its median there is the check that judges the group's rows"}},
+                                                  "its median there is the check that judges the group's rows; "
+                                                  "reference follow: the same, but the reference gets visit_runs runs per "
+                                                  "visit until min_runs and one per visit after that, until the group ends "
+                                                  "(profiler.stats.measure_interleaved's follower)"}},
             "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; total = encoder + decoder",
         })
         refmeta = self.meta.setdefault("reference", {})
@@ -232,6 +236,10 @@ class Profiler:
     def _ref_in_group(self) -> bool:
         return self.cfg.ref_in_group and self.cfg.visit_runs > 0
 
+    def _ref_timing(self) -> str:
+        """'follow', 'group' or 'alone' (what the sidecar records)."""
+        return ("follow" if self.cfg.ref_follow else "group") if self._ref_in_group() else "alone"
+
     def _measure_group(self, items: list[tuple[Arch, int, bool]]) -> list[list[dict[str, Any]]]:
         """Time (arch, repeat_index, remeasured) items: round-robin as one group when
         ``visit_runs`` > 0 (see :func:`measure_interleaved`), else one after the other; all rows
@@ -256,7 +264,8 @@ class Profiler:
             steps = [p.step for p in prepared]
             if self._ref_in_group():  # the reference shares the group's window: its median is the check
                 steps.insert(0, self._ref_prepared_workload().step)
-            ms = measure_interleaved(steps, cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup)
+            follower = 0 if self._ref_in_group() and cfg.ref_follow else None
+            ms = measure_interleaved(steps, cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup, follower=follower)
         finally:
             for p in prepared:
                 p.close()

@@ -146,7 +146,7 @@ def measure(step: Callable[[], dict[str, float]], rule: StopRule = StopRule(),
 
 def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: StopRule = StopRule(),
                         visit_runs: int = 5, visit_warmup: int = 1,
-                        clock: Callable[[], float] = time.perf_counter) -> list[Measurement]:
+                        clock: Callable[[], float] = time.perf_counter, follower: int | None = None) -> list[Measurement]:
     """Time several workloads round-robin: each visit = ``visit_warmup`` untimed runs (the cache
     was left to another model) + ``visit_runs`` timed runs; the first visit warms up with
     ``rule.warmup`` instead. Each workload stops on its own under ``rule`` (checked after each
@@ -157,9 +157,18 @@ def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: S
     interleaved, each median spans the whole group's window and archs measured together share the
     same mix (measured here on 16 tiny archs, three passes: repeat MAPE 0.9-1.2% against 1.2-2.0%
     sequential, same number of timed runs).
+
+    ``follower``: the index of a step that follows the group instead of the rule (the profiler's
+    reference model, whose median is the group's drift check): it is visited every round, with
+    ``visit_runs`` timed runs until it has ``rule.min_runs`` and one run per visit after that,
+    and it leaves the rotation only when every other step has (its own caps and precision do
+    not stop it), so its median spans the group's whole window at a fraction of an arch's
+    timing (on automoe-wmt, where archs run to the 16 s cap, about 4 s instead of 16 s).
     """
     if visit_runs < 1 or visit_warmup < 0:
         raise ValueError("need visit_runs >= 1 and visit_warmup >= 0")
+    if follower is not None and not 0 <= follower < len(steps):
+        raise ValueError(f"follower {follower} is not a step index")
     n = len(steps)
     if n == 1:  # alone: nothing evicts its cache between visits, so no visits at all
         visit_runs, visit_warmup = 1, 0
@@ -177,17 +186,20 @@ def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: S
                 steps[i]()
                 n_warm[i] += 1
             t1 = clock()
-            for _ in range(visit_runs):
+            runs = visit_runs if i != follower or _runs(samples[i]) < rule.min_runs else 1
+            for _ in range(runs):
                 for k, sec in steps[i]().items():
                     samples[i].setdefault(k, []).append(sec * 1e3)
-                if _capped(samples[i], timed[i] + clock() - t1, rule):
+                if i != follower and _capped(samples[i], timed[i] + clock() - t1, rule):
                     break
             t2 = clock()
             warm[i] += t1 - t0
             timed[i] += t2 - t1
             visits[i] += 1
-            if not (_capped(samples[i], timed[i], rule) or _precise(samples[i], rule)):
+            if i == follower or not (_capped(samples[i], timed[i], rule) or _precise(samples[i], rule)):
                 still.append(i)
+        if follower is not None and still == [follower] and _runs(samples[follower]) >= rule.min_runs:
+            still = []  # the group is done, and the follower has its minimum
         active = still
     return [Measurement(samples[i], {k: summarize(v, rule.target_rel, rule.confidence) for k, v in samples[i].items()},
                         n_warm[i], timed[i], warm[i]) for i in range(n)]

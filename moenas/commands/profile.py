@@ -55,9 +55,11 @@ def register(subparsers) -> None:
     p.add_argument("--target", type=float, default=0.02, help="target half-width of the median's 95%% CI, relative")
     p.add_argument("--ref-every", type=int, default=10,
                    help="archs per group: timed round-robin together, the reference model among them")
-    p.add_argument("--ref-timing", choices=["group", "alone"], default="group",
-                   help="group: the reference is one more member of each round-robin group and its median there "
-                        "judges the group; alone: a separate reference check after each group (the method before 2026-12)")
+    p.add_argument("--ref-timing", choices=["follow", "group", "alone"], default="follow",
+                   help="follow: the reference is one more member of each round-robin group, timed until its minimum "
+                        "runs and then once per visit while the group runs, and its median there judges the group; "
+                        "group: the same, but the reference is timed to the stop rule like an arch (before 2026-12-03); "
+                        "alone: a separate reference check after each group (before 2026-12)")
     p.add_argument("--visit-runs", type=int, default=5,
                    help="timed runs per visit when a group is timed round-robin (0 = time each arch alone to the end)")
     p.add_argument("--visit-warmup", type=int, default=1, help="untimed runs at the start of each later visit (re-warm caches)")
@@ -213,7 +215,8 @@ def profile_config(args, out: Path):
         archs=archs, out=out, space=space, backend=args.backend, device=args.device, threads_intra=args.threads,
         threads_inter=args.inter_threads, protocol=protocol, rule=rule, resume=args.resume, overwrite=args.overwrite,
         allow_mixed=args.allow_mixed, shard=parse_shard(args.shard), repeat_check=args.repeat_check,
-        op_profile=args.op_profile, ref_every=args.ref_every, visit_runs=args.visit_runs, ref_in_group=args.ref_timing == "group",
+        op_profile=args.op_profile, ref_every=args.ref_every, visit_runs=args.visit_runs, ref_in_group=args.ref_timing != "alone",
+        ref_follow=args.ref_timing == "follow",
         visit_warmup=args.visit_warmup, drift_threshold=args.drift_threshold,
         ref_wait_s=args.ref_wait, ref_retries=args.ref_retries, max_remeasure=args.max_remeasure, export_method=args.export_method, command=["moenas", *sys.argv[1:]],
         progress=not args.no_progress and not args.json,

@@ -156,22 +156,26 @@ def test_drift_flags_the_interval_and_remeasures_it(tmp_path, monkeypatch):
     assert [c["in_range"] for c in meta["reference"]["checks"]][:4] == [True, True, False, True]
 
 
-@pytest.mark.parametrize("in_group", [True, False])
-def test_reference_timed_inside_each_group_is_its_check(tmp_path, monkeypatch, in_group):
+@pytest.mark.parametrize("timing", ["follow", "group", "alone"])
+def test_reference_timed_inside_each_group_is_its_check(tmp_path, monkeypatch, timing):
     """Group timing: the reference runs round-robin with the group's archs and that median judges
-    the group (both ends of its rows' interval); alone: a separate check after each group."""
+    the group (both ends of its rows' interval), as the group's follower (follow) or to the stop
+    rule (group); alone: a separate check after each group."""
     import moenas.profiler.runner as R
 
-    alone = []
-    real = R.measure
+    alone, followers = [], []
+    real, real_il = R.measure, R.measure_interleaved
     monkeypatch.setattr(R, "measure", lambda step, rule: alone.append(1) or real(step, rule))
+    monkeypatch.setattr(R, "measure_interleaved", lambda *a, follower=None, **k: followers.append(follower) or real_il(*a, follower=follower, **k))
     out = tmp_path / "g.parquet"
-    Profiler(cfg(out, n=4, ref_every=2, ref_in_group=in_group)).run()
+    in_group = timing != "alone"
+    Profiler(cfg(out, n=4, ref_every=2, ref_in_group=in_group, ref_follow=timing == "follow")).run()
     df, meta = read_profiles(out)
     checks = meta["reference"]["checks"]
     assert [c["timing"] for c in checks] == ["alone"] + ["group" if in_group else "alone"] * 2
     assert len(alone) == (1 if in_group else 3)  # only the baseline check times the reference alone
-    assert meta["measurement"]["interleave"]["reference"] == ("group" if in_group else "alone")
+    assert meta["measurement"]["interleave"]["reference"] == timing
+    assert followers == [0 if timing == "follow" else None] * 2
     tot = df[df["component"] == "total"]
     group_meds = {round(c["median_ms"], 4) for c in checks[1:]}
     assert set(tot["ref_after_ms"].round(4)) == group_meds

@@ -110,18 +110,20 @@ def test_measure_needs_every_component_precise():
     assert m.summaries["total"].n_runs == 30
 
 
+def tagged(log, name, values):
+    """A FakeStep that appends ``name`` to ``log`` at each call (the visiting order)."""
+    inner = FakeStep(values)
+
+    def step():
+        log.append(name)
+        return inner()
+    return step
+
+
 def test_interleaved_visits_rotate_and_each_workload_stops_on_its_own():
     log = []
 
-    def tagged(name, values):
-        inner = FakeStep(values)
-
-        def step():
-            log.append(name)
-            return inner()
-        return step
-
-    precise, noisy = tagged("a", [0.010]), tagged("b", [0.010, 0.020])
+    precise, noisy = tagged(log, "a", [0.010]), tagged(log, "b", [0.010, 0.020])
     rule = StopRule(warmup=2, min_runs=6, max_runs=12, max_seconds=1e9)
     ma, mb = measure_interleaved([precise, noisy], rule, visit_runs=3, visit_warmup=1)
     # first visits: 2 warm-ups + 3 timed each; later visits: 1 warm-up + 3 timed
@@ -171,3 +173,24 @@ def test_interleaved_time_cap_counts_each_workloads_own_runs():
     # each stops after 4 visits (12 s of its own timed runs), although the shared clock ran ~40 s
     assert [m.summaries["total"].n_runs for m in ms] == [8, 8]
     assert [m.timed_s for m in ms] == [12.0, 12.0] and t[0] > 24
+
+
+def test_a_follower_spans_the_group_at_one_run_per_visit():
+    """The follower (the reference model) gets visit_runs runs per visit until it has min_runs,
+    one per visit after that, ignores its own caps, and leaves with the group."""
+    log = []
+
+    rule = StopRule(warmup=0, min_runs=4, max_runs=16, max_seconds=1e9)
+    ref, a = tagged(log, "r", [0.010, 0.030]), tagged(log, "a", [0.010, 0.020])  # a never precise: 16 runs
+    mr, ma = measure_interleaved([ref, a], rule, visit_runs=2, visit_warmup=0, follower=0)
+    assert ma.summaries["total"].n_runs == 16  # 8 visits of 2
+    # r: 2 + 2 (its minimum) then 1 per visit over the remaining 6 visits
+    assert mr.summaries["total"].n_runs == 10 and log[:8] == ["r", "r", "a", "a", "r", "r", "a", "a"]
+    assert log[8:11] == ["r", "a", "a"]
+    log.clear()  # a quick group (precise as soon as its interval exists): the follower leaves with it
+    mr2, mq = measure_interleaved([tagged(log, "r", [0.010, 0.030]), tagged(log, "q", [0.010])], rule, visit_runs=1,
+                                  visit_warmup=0, follower=0)
+    assert mq.summaries["total"].precision_reached and mr2.summaries["total"].n_runs == mq.summaries["total"].n_runs
+    assert log == ["r", "q"] * mq.summaries["total"].n_runs
+    with pytest.raises(ValueError, match="follower"):
+        measure_interleaved([ref], rule, follower=3)
