@@ -111,6 +111,11 @@ class DemoConfig:
             raise UserError(f"unknown demo setting(s): {', '.join(sorted(bad))}")
         cfg = cls(scale=scale, **SCALES[scale])
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        if cfg.sampling != "uniform" and cfg.train_largest_every:
+            if overrides.get("train_largest_every"):
+                raise UserError(f"--train-largest-every applies to uniform sampling only ({cfg.sampling} "
+                                "sampling trains the largest arch every step)")
+            cfg = replace(cfg, train_largest_every=0)  # the scale's preset is a uniform-sampling rule
         if cfg.corpus is None:
             raise UserError("--scale wmt needs --corpus DIR (train/valid/test .en/.de files): the embedded corpus is tiny-scale only")
         cfg.check()

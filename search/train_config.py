@@ -100,6 +100,9 @@ class TrainConfig:
             raise UserError(f"unknown sampling rule {self.sampling!r} (choose from {', '.join(SAMPLING)})")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule {self.schedule!r} (choose from {', '.join(SCHEDULES)})")
+        if self.largest_every and self.sampling != "uniform":
+            raise UserError(f"--largest-every applies to uniform sampling only ({self.sampling} sampling "
+                            "trains the largest arch every step)")
         for f in fields(self):  # also guards a config read from a checkpoint
             if f.metadata["bounds"] is not None:
                 check_range(f"--{f.name.replace('_', '-')}", getattr(self, f.name), *f.metadata["bounds"],

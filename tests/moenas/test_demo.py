@@ -6,6 +6,7 @@ import json
 import pytest
 
 from moenas.cli import main
+from moenas.arch import UserError
 
 from toy_corpus import synthetic_pairs, write_parallel_dir
 
@@ -118,3 +119,9 @@ def test_printed_train_command_trains_the_demos_supernet(tmp_path):
         args = build_parser().parse_args(shlex.split(demo.train_command())[1:])
         assert TrainConfig(**settings_from_args(args)) == demo.train_config()
         assert demo.train_config().largest_every == want
+    # sandwich sampling trains the largest arch every step: the preset rule drops, an explicit one is refused
+    assert DemoConfig.for_scale("tiny", out=tmp_path, sampling="sandwich").train_largest_every == 0
+    with pytest.raises(UserError, match="uniform sampling only"):
+        DemoConfig.for_scale("tiny", out=tmp_path, sampling="sandwich", train_largest_every=4)
+    with pytest.raises(UserError, match="uniform sampling only"):
+        TrainConfig(sampling="sandwich", largest_every=4)

@@ -101,7 +101,7 @@ def test_largest_every_replaces_every_nth_uniform_draw():
     assert [got[i][0] for i in (2, 5, 8)] == [space.largest()] * 3
     # the other steps draw the same random archs as plain uniform sampling, in order
     assert [got[i][0] for i in range(9) if i % 3 != 2] == [plain.next(i)[0] for i in range(6)]
-    # the sandwich rule ignores it
+    # the sampler's sandwich rule ignores it (TrainConfig refuses the pair: tests/moenas/test_demo.py)
     sandwich = ArchSampler(space, "sandwich", n_random=1, seed=3, largest_every=2)
     assert [len(sandwich.next(s)) for s in range(4)] == [3] * 4
 
