@@ -205,6 +205,7 @@ def transfer_predictor(base: Predictor, ds: Dataset, n_samples: int = 20, seed: 
         [ds.archs[i] for i in fit_idx], ds.y[fit_idx])
     rep["loo_mape"] = float(np.mean(np.expm1(tm.abs_log_residuals_)) * 100)
     rep["scale"], rep["ridge_alpha"] = tm.scale_, tm.alpha_
+    rep["blend"] = tm.describe()["blend"]  # each correction's weight, ridge strength and scale
     meta = _base_metadata(ds.subset(list(fit_idx)), f"transfer({bm.get('model')})", tm)
     meta["chosen"] = f"transfer({bm.get('chosen')})"
     meta["description"] = f"transfer({bm.get('description') or bm.get('chosen')})"

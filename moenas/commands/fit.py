@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     if args.base:
         print(f"adapted {args.base} ({base.metadata.get('device')}) from {rep['n_samples']} archs: "
               f"exponent {rep['scale']:.3f}, ridge {rep['ridge_alpha']:g}, leave-one-out MAPE {rep['loo_mape']:.2f}%")
+        print("  corrections blended: " + ", ".join(  # the scale alone; scale + FLOPs, bytes, layer and expert counts
+            f"{'scale' if b['features'] == ['scale'] else 'features'} {b['weight']:.2f}" for b in rep["blend"]))
         if "holdout" in rep:
             h = rep["holdout"]
             print(f"holdout of {h['n_test']} archs of the new device (scratch models: {h['compare_model']}):")

@@ -79,6 +79,10 @@ def test_transfer_cli(predictor, data, capsys):
     assert main(["fit", "--base", str(predictor), "--data", str(data["new"]), "--out", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)["report"]
     assert rep["n_samples"] == 20 and {"transfer", "scratch_20", "base_uncorrected"} <= set(rep["holdout"]["rows"])
+    assert [b["features"][0] for b in rep["blend"]] == ["scale", "flops_encoder"]
+    assert abs(sum(b["weight"] for b in rep["blend"]) - 1) < 1e-3
+    assert main(["fit", "--base", str(predictor), "--data", str(data["new"]), "--out", str(out), "--overwrite"]) == 0
+    assert "corrections blended: scale " in capsys.readouterr().out
 
 
 def _rewrite(src, dst, fn_df=lambda d: d, fn_meta=lambda m: m):
