@@ -32,7 +32,7 @@ tau >= 0.9.
 
     python benchmarks/bench_transfer.py
     python benchmarks/bench_transfer.py --target mine=runs/x.parquet --shots 5 10 --repeats 50
-    python benchmarks/bench_transfer.py --all-pairs --model hybrid --repeats 40 --out benchmarks/results/bench_transfer_pairs.csv
+    python benchmarks/bench_transfer.py --all-pairs --model hybrid --repeats 60 --out benchmarks/results/bench_transfer_pairs.csv
 
 Results: benchmarks/results/bench_transfer.csv (base and target devices, versions in every row).
 """
@@ -146,10 +146,9 @@ def _targets(specs: list[str] | None) -> dict[str, Path]:
     return out
 
 
-def pair_rows(base_name: str, base: Dataset, base_pred, name: str, path: Path, a: argparse.Namespace,
+def pair_rows(base_name: str, base: Dataset, base_pred, name: str, ds: Dataset, path: Path, a: argparse.Namespace,
               scratch: bool) -> list[dict[str, Any]]:
-    """The rows of one (base, target) pair."""
-    ds = load_dataset([path], "total")
+    """The rows of one (base, target) pair (``ds``: the target, read from ``path``)."""
     if min(a.shots) < 3 or max(a.shots) > len(ds) - 10:
         raise UserError(f"--shots must be in [3, {len(ds) - 10}] for {name}'s {len(ds)} valid archs")
     about = {"base": base_name, "base_model": base_pred.metadata.get("chosen"), "base_device": device_label(base),
@@ -183,15 +182,17 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         targets = _targets(a.target)
-        named = {a.base.stem: a.base, **targets}
-        bases = named if a.all_pairs else {a.base.stem: a.base}
+        # (path, dataset) per name, each file read once
+        others = {name: (path, load_dataset([path], "total")) for name, path in targets.items()}
+        base_entry = {a.base.stem: (a.base, load_dataset([a.base], "total"))}
+        named = {**base_entry, **others}
+        bases = named if a.all_pairs else base_entry
         rows = []
-        for base_name, base_path in bases.items():
-            base = load_dataset([base_path], "total")
+        for base_name, (_, base) in bases.items():
             base_pred, _ = fit_predictor(base, a.model, folds=5, seed=a.seed, with_learning_curve=False)
-            for name, path in (named if a.all_pairs else targets).items():
+            for name, (path, ds) in (named if a.all_pairs else others).items():
                 if not (a.all_pairs and name == base_name):
-                    rows += pair_rows(base_name, base, base_pred, name, path, a, scratch=not a.all_pairs)
+                    rows += pair_rows(base_name, base, base_pred, name, ds, path, a, scratch=not a.all_pairs)
     except UserError as e:
         print(f"bench_transfer: error: {e}", file=sys.stderr)
         return 2

@@ -264,7 +264,7 @@ class Profiler:
             steps = [p.step for p in prepared]
             if self._ref_in_group():  # the reference shares the group's window: its median is the check
                 steps.insert(0, self._ref_prepared_workload().step)
-            follower = 0 if self._ref_in_group() and cfg.ref_follow else None
+            follower = 0 if self._ref_timing() == "follow" else None
             ms = measure_interleaved(steps, cfg.rule, max(1, cfg.visit_runs), cfg.visit_warmup, follower=follower)
         finally:
             for p in prepared:

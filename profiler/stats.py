@@ -163,7 +163,8 @@ def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: S
     ``visit_runs`` timed runs until it has ``rule.min_runs`` and one run per visit after that,
     and it leaves the rotation only when every other step has (its own caps and precision do
     not stop it), so its median spans the group's whole window at a fraction of an arch's
-    timing (on automoe-wmt, where archs run to the 16 s cap, about 4 s instead of 16 s).
+    timing (10 automoe-wmt archs in groups of 5, archs at the 16 s cap: 30 s of reference timing
+    per run instead of 65 s, benchmarks/bench_ref_timing.py).
     """
     if visit_runs < 1 or visit_warmup < 0:
         raise ValueError("need visit_runs >= 1 and visit_warmup >= 0")
