@@ -299,6 +299,14 @@ class ProtocolCost:
     def total_bytes(self) -> float:
         return self.encoder.bytes + self.decoder.bytes
 
+    @property
+    def ffn_share(self) -> float:
+        """The FFN's share of the protocol's FLOPs (dense FFN, experts and router, both stacks):
+        what experts can save at most, so an MoE arch is at most 1 / (1 - share) times faster
+        than a dense arch of equal attention and embeddings (Amdahl's bound)."""
+        ffn = sum(c.flops_by_part.get(p, 0.0) for c in (self.encoder, self.decoder) for p in ("ffn", "experts", "router"))
+        return ffn / self.total_flops if self.total_flops else 0.0
+
     def summary(self) -> dict[str, float]:
         """A flat dict: params, FLOPs and bytes per component and per part."""
         out: dict[str, float] = {

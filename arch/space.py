@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -187,6 +187,16 @@ class SearchSpace:
                          cross_span=r.choice(_spans(sp.cross_span, max_span)))
 
     # ---- extremes (sandwich rule, budget messages) -----------------------------------------
+    def dense(self) -> "SearchSpace":
+        """The same space with one expert per layer (dense FFNs of the same hidden sizes): the
+        baseline an MoE search is measured against. Its archs belong to this space too."""
+        return replace(self, encoder=replace(self.encoder, experts=(1,)), decoder=replace(self.decoder, experts=(1,)))
+
+    @property
+    def is_dense(self) -> bool:
+        """Whether every arch of the space is dense (no layer can hold two experts)."""
+        return self.encoder.experts == (1,) and self.decoder.experts == (1,)
+
     def largest(self) -> Arch:
         """Every gene at its largest value."""
         return self._extreme(max)

@@ -112,11 +112,6 @@ def finetune_config(c: BenchConfig, arch, supernet: Path, steps: int) -> TrainCo
                        eval_archs=["largest"], eval_every=steps, progress=False)
 
 
-def dense_subspace(space):
-    """The space's dense subspace: one expert per layer everywhere (HAT's space)."""
-    return replace(space, encoder=replace(space.encoder, experts=(1,)), decoder=replace(space.decoder, experts=(1,)))
-
-
 def _predictor(c: BenchConfig, work: Path, log):
     """A predictor fitted on the shipped dataset of the space: it places the budgets and drives
     the search; every reported latency is re-measured here (stage ``measure``)."""
@@ -164,7 +159,7 @@ def stage_search(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
     if done.exists():
         return json.loads(done.read_text())
     space = SearchSpace.load(c.space)
-    dense = dense_subspace(space)
+    dense = space.dense()
     pred, pdir = _predictor(c, work, log)
     largest = dense.largest()
     top = float(pred.predict([largest]).mean[0])
@@ -345,14 +340,13 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
         a = Arch.from_dict(r["arch"])
         cost = protocol_cost(a)
         dec = cost.decoder.flops_by_part
-        ffn = sum(comp.flops_by_part.get(p, 0.0) for comp in (cost.encoder, cost.decoder) for p in ("ffn", "experts", "router"))
         params = param_count(a)
         out.append({"budget": r["budget"], "budget_ms_predicted": r["budget_ms"], "role": r["role"], "arch_id": a.arch_id,
                     **{k: round(v, 4) for k, v in quality[a.arch_id].items()},
                     "measured_ms": round(measured["ms"][a.arch_id], 4), "ci_rel": measured["ci_rel"].get(a.arch_id),
-                    "mflops": round(cost.total_flops / 1e6, 2), "ffn_flop_share": round(ffn / cost.total_flops, 4),
+                    "mflops": round(cost.total_flops / 1e6, 2), "ffn_flop_share": round(cost.ffn_share, 4),
                     "logits_share_of_decoder": round(dec.get("logits", 0.0) / cost.decoder.flops, 4),
-                    "amdahl_max_speedup": round(1 / (1 - ffn / cost.total_flops), 3),
+                    "amdahl_max_speedup": round(1 / (1 - cost.ffn_share), 3),
                     "params_total_m": round(params.total / 1e6, 3), "params_active_m": round(params.active / 1e6, 3),
                     **env})
     return out

@@ -79,13 +79,14 @@ def make_runner(name: str, workers: int, factory: Callable, batch_size: int):
 
 
 def time_runner(runner, fitness, warm: list, archs: list) -> tuple[list[float], float, float]:
-    """(values, warm-up seconds, timed seconds); the warm-up gives every worker a batch or two."""
+    """(fitness values, warm-up seconds, timed seconds); the warm-up gives every worker a batch or
+    two. The values' errors are dropped: a nan never equals another, so they cannot be compared."""
     try:
         t = time.perf_counter()
         runner.evaluate(fitness, warm)
         startup = time.perf_counter() - t
         t = time.perf_counter()
-        values = runner.evaluate(fitness, archs)
+        values = [v for v, _ in runner.evaluate(fitness, archs)]
         return values, startup, time.perf_counter() - t
     finally:
         runner.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -18,7 +19,8 @@ from moenas.arch.model import PAD, SubTransformer
 from moenas.data.batching import Batch, encode_pairs
 from moenas.data.tokenizer import SubwordTokenizer
 
-from .loss import linear_cross_entropy, run_model
+from .fitness_noise import SentenceStats, bleu_stats
+from .loss import run_model, token_nll
 from .supernet import SuperNet, extract
 
 
@@ -30,6 +32,13 @@ def autocast(device: torch.device):
 @torch.no_grad()
 def validation_loss(model: nn.Module, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[float]:
     """Cross-entropy (nats/token) of each arch on ``batches``: a list, one value per arch."""
+    return [value for value, _ in validation_scores(model, archs, batches)]
+
+
+@torch.no_grad()
+def validation_scores(model: nn.Module, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[tuple[float, SentenceStats]]:
+    """Per arch: (cross-entropy in nats/token on ``batches``, its per-sentence statistics in
+    batch order, from which :mod:`fitness_noise` bootstraps the value's error)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -38,17 +47,28 @@ def validation_loss(model: nn.Module, archs: Sequence[Arch], batches: Sequence[B
         for arch in archs:
             if isinstance(model, SuperNet):
                 model.space.validate(arch)
-            total, count = 0.0, 0
+            total, count, stats = 0.0, 0, []
             for b in batches:
                 b = b.to(device)
                 with autocast(device):
                     states, weight = run_model(model, b.src, b.tgt_in, arch, hidden=True)
-                total += float(linear_cross_entropy(states.float(), weight.float(), b.tgt_out, reduction="sum"))
+                nll, batch_sum = token_nll(states.float(), weight.float(), b.tgt_out)
+                total += float(batch_sum)
                 count += int(b.tgt_out.ne(PAD).sum())
-            out.append(total / max(count, 1))
+                stats.append(sentence_sums(nll, b.tgt_out))
+            out.append((total / max(count, 1), SentenceStats("loss", np.concatenate(stats) if stats else np.zeros((0, 2)))))
     finally:
         model.train(was_training)
     return out
+
+
+def sentence_sums(nll: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """(B, 2) per sentence: nats summed over its non-PAD tokens, token count; ``nll`` (N,)
+    holds the non-PAD tokens of ``target`` (B, T) in row-major order."""
+    keep = target.ne(PAD)
+    rows = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)[keep]
+    sums = torch.zeros(target.shape[0], dtype=torch.float64, device=target.device).index_add_(0, rows, nll.double())
+    return np.stack([sums.cpu().numpy(), keep.sum(1).cpu().numpy().astype(np.float64)], axis=1)
 
 
 def _standalone(model: nn.Module, arch: Arch | None) -> SubTransformer:
@@ -109,6 +129,15 @@ def bleu_score(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer,
     """Corpus BLEU of ``arch`` translating ``pairs`` (source, reference)."""
     hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len, batch_size)
     return corpus_bleu(hyps, [t for _, t in pairs])
+
+
+def bleu_with_stats(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, pairs: Sequence[tuple[str, str]],
+                    beam: int = 1, max_len: int = 64) -> tuple[float, SentenceStats]:
+    """Corpus BLEU of ``arch`` on ``pairs`` and its per-sentence statistics (fitness "bleu":
+    value -BLEU, so that its bootstrap error is BLEU's)."""
+    hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len)
+    refs = [t for _, t in pairs]
+    return corpus_bleu(hyps, refs), SentenceStats("bleu", bleu_stats(hyps, refs))
 
 
 def translation_report(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer,

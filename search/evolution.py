@@ -62,10 +62,11 @@ class Candidate:
     loss: float
     latency: float  # predicted mean latency (ms); nan without a latency model
     g: list[float]  # constraint values, all <= 0
+    loss_se: float = float("nan")  # the loss's standard error over the evaluation sentences (nan: unknown)
 
     def row(self) -> dict:
-        return {"arch_id": self.arch.arch_id, "loss": self.loss, "latency_ms": self.latency, "arch": self.arch.to_json(),
-                **{f"g{i}": v for i, v in enumerate(self.g)}}
+        return {"arch_id": self.arch.arch_id, "loss": self.loss, "loss_se": self.loss_se, "latency_ms": self.latency,
+                "arch": self.arch.to_json(), **{f"g{i}": v for i, v in enumerate(self.g)}}
 
 
 @dataclass
@@ -127,7 +128,9 @@ class Evolution:
         lat = self.latency(archs) if self.latency else np.full(len(archs), np.nan)
         G = self.constraints.G(archs)
         assert (G <= 0).all(), "an infeasible arch reached fitness evaluation"
-        cands = [Candidate(a, float(l), float(t), [float(x) for x in g]) for a, l, t, g in zip(archs, losses, lat, G)]
+        errors = getattr(self.fitness, "errors", {})
+        cands = [Candidate(a, float(l), float(t), [float(x) for x in g], float(errors.get(a.arch_id, float("nan"))))
+                 for a, l, t, g in zip(archs, losses, lat, G)]
         for c in cands:
             self.evaluated.setdefault(c.arch.arch_id, c)
         return cands
@@ -209,7 +212,7 @@ class Evolution:
         if self.state_path is None:
             return
         state = {"config": asdict(self.config), "iteration": it, "rng": _rng_to_json(self.rng.getstate()),
-                 "population": [c.arch.to_json() for c in pop], "cache": self.fitness.cache,
+                 "population": [c.arch.to_json() for c in pop], "cache": self.fitness.cache, "errors": self.fitness.errors,
                  "evaluated": [c.row() for c in self.evaluated.values()], "history": self.history,
                  "counters": [self.fitness.evaluations, self.fitness.hits]}
         atomic_write_text(self.state_path, json.dumps(state))
@@ -223,11 +226,13 @@ class Evolution:
                 raise UserError(f"{self.state_path}: saved with other search settings; use the same flags or a new --out")
             self.rng.setstate(_rng_from_json(state["rng"]))
             self.fitness.cache.update(state["cache"])
+            self.fitness.errors.update(state.get("errors", {}))  # states saved before errors existed have none
             self.fitness.evaluations, self.fitness.hits = state["counters"]
             self.history = state["history"]
             for r in state["evaluated"]:
                 g = [r[k] for k in sorted((k for k in r if k.startswith("g") and k[1:].isdigit()), key=lambda k: int(k[1:]))]
-                self.evaluated[r["arch_id"]] = Candidate(Arch.from_json(r["arch"]), r["loss"], r["latency_ms"], g)
+                self.evaluated[r["arch_id"]] = Candidate(Arch.from_json(r["arch"]), r["loss"], r["latency_ms"], g,
+                                                         r.get("loss_se", float("nan")))
             pop = [self.evaluated[Arch.from_json(s).arch_id] for s in state["population"]]
             return pop, int(state["iteration"])
         except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:  # UnicodeDecodeError is a ValueError

@@ -2,18 +2,22 @@
 and the translation quality of chosen archs for reports.
 
 The supernet and the fixed validation subset are loaded once, lazily, in the process that
-evaluates (so a ProcessPoolRunner worker loads its own copy once). Lower is better:
+evaluates (so a ProcessPoolRunner worker loads its own copy once). Each value comes with its
+standard error over the sentences (:mod:`fitness_noise`). Lower is better:
 ``metric="loss"`` returns nats/token (HAT and AutoMoE search on it); ``metric="bleu"`` returns
 -BLEU (greedy decoding of the validation subset, ~10x slower than the loss).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
 
 METRICS = ("loss", "bleu")
+
+if TYPE_CHECKING:
+    from .fitness_noise import SentenceStats
 
 
 @dataclass
@@ -49,13 +53,19 @@ class SupernetFitness:
         if self.space.name != space.name:
             raise UserError(f"supernet {self.ckpt} was trained on space {self.space.name!r}, not {space.name!r}")
 
-    def __call__(self, archs: Sequence[Arch]) -> list[float]:
-        from .evaluation import bleu_score, validation_loss
+    def __call__(self, archs: Sequence[Arch]) -> list[tuple[float, float]]:
+        """(fitness, its bootstrap standard error over the sentences) per arch, lower is better."""
+        return [(value, stats.se()) for value, stats in self.scores(archs)]
+
+    def scores(self, archs: Sequence[Arch]) -> list[tuple[float, "SentenceStats"]]:
+        """(fitness, per-sentence statistics) per arch: what :func:`fitness_noise.paired_se`
+        compares two archs with."""
+        from .evaluation import bleu_with_stats, validation_scores
 
         st = self._load()
         if self.metric == "bleu":
-            return [-bleu_score(st["net"], a, st["tok"], st["pairs"]) for a in archs]
-        return validation_loss(st["net"], list(archs), st["batches"])
+            return [(-b, stats) for b, stats in (bleu_with_stats(st["net"], a, st["tok"], st["pairs"]) for a in archs)]
+        return validation_scores(st["net"], list(archs), st["batches"])
 
     def quality(self, arch: Arch, sentences: int = 200, samples: int = 3, split: str = "test") -> dict[str, Any]:
         """Validation loss, BLEU on the first ``sentences`` pairs of ``split`` (greedy) and

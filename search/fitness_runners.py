@@ -1,7 +1,9 @@
 """Where fitness evaluations run, injected into the search as an object (pymoo-style).
 
-A fitness function maps a batch of archs to one float each (validation loss, lower is better).
-A runner has two methods: ``evaluate(fitness, archs)`` (one value per arch, in input order) and
+A fitness function maps a batch of archs to one value each (validation loss, lower is better),
+either a float or a (value, standard error) pair. A runner has two methods:
+``evaluate(fitness, archs)`` (one (value, error) pair per arch, in input order; error nan when
+the fitness gives none) and
 ``close()`` (release workers; the search calls it when it ends, also on an error).
 ``InProcessRunner`` calls the fitness in this process (HAT's loop); ``ProcessPoolRunner`` spreads
 batches over worker processes and ``ray_runner.RayRunner`` over Ray actors on a cluster. Both
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from moenas.arch import Arch
 
-FitnessFn = Callable[[Sequence[Arch]], Sequence[float]]
+FitnessFn = Callable[[Sequence[Arch]], Sequence[Any]]  # float or (value, standard error) per arch
+Scored = tuple[float, float]  # (fitness, its standard error; nan when unknown)
 
 
 # --runner of `moenas search`: auto = in-process for one worker, a process pool for more
@@ -24,7 +27,7 @@ RUNNERS = ("auto", "process", "ray")
 
 
 class Runner(Protocol):
-    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]: ...
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[Scored]: ...
 
     def close(self) -> None: ...
 
@@ -39,17 +42,24 @@ def json_batches(archs: Sequence[Arch], size: int) -> list[list[str]]:
     return [[a.to_json() for a in b] for b in _batches(archs, size)]
 
 
-def evaluate_json(fitness: FitnessFn, arch_json: Sequence[str]) -> list[float]:
-    """The worker side of :func:`json_batches`: one float per arch of the batch, in order."""
-    return [float(v) for v in fitness([Arch.from_json(s) for s in arch_json])]
+def scored(v: Any) -> Scored:
+    """A fitness value as (value, standard error): a bare float's error is unknown (nan)."""
+    if isinstance(v, (tuple, list)):
+        return float(v[0]), float(v[1])
+    return float(v), float("nan")
+
+
+def evaluate_json(fitness: FitnessFn, arch_json: Sequence[str]) -> list[Scored]:
+    """The worker side of :func:`json_batches`: one (value, error) per arch of the batch, in order."""
+    return [scored(v) for v in fitness([Arch.from_json(s) for s in arch_json])]
 
 
 @dataclass
 class InProcessRunner:
     batch_size: int = 16
 
-    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
-        return [float(v) for b in _batches(archs, self.batch_size) for v in fitness(b)]
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[Scored]:
+        return [scored(v) for b in _batches(archs, self.batch_size) for v in fitness(b)]
 
     def close(self) -> None:
         """Nothing to release."""
@@ -63,7 +73,7 @@ def _init_worker(factory: Callable[[], FitnessFn]) -> None:
     _WORKER_FITNESS = factory()
 
 
-def _run_batch(arch_json: list[str]) -> list[float]:
+def _run_batch(arch_json: list[str]) -> list[Scored]:
     assert _WORKER_FITNESS is not None
     return evaluate_json(_WORKER_FITNESS, arch_json)
 
@@ -78,7 +88,7 @@ class ProcessPoolRunner:
     batch_size: int = 16
     _pool: cf.ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
 
-    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[Scored]:
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(self.factory,))
         return [v for part in self._pool.map(_run_batch, json_batches(archs, self.batch_size)) for v in part]
@@ -90,12 +100,14 @@ class ProcessPoolRunner:
 
 
 class CachedFitness:
-    """Fitness memoised by arch_id: an arch is evaluated at most once per search."""
+    """Fitness memoised by arch_id: an arch is evaluated at most once per search. Calls return
+    the values; ``errors`` holds each value's standard error (nan when the fitness gives none)."""
 
     def __init__(self, fitness: FitnessFn, runner: Runner | None = None, cache: dict[str, float] | None = None):
         self.fitness = fitness
         self.runner = runner or InProcessRunner()
         self.cache: dict[str, float] = dict(cache or {})
+        self.errors: dict[str, float] = {}
         self.evaluations = 0
         self.hits = 0
 
@@ -107,7 +119,8 @@ class CachedFitness:
             else:
                 todo.setdefault(a.arch_id, a)
         if todo:
-            values = self.runner.evaluate(self.fitness, list(todo.values()))
-            self.cache.update(zip(todo, values))
+            pairs = self.runner.evaluate(self.fitness, list(todo.values()))
+            self.cache.update((k, v) for k, (v, _) in zip(todo, pairs))
+            self.errors.update((k, se) for k, (_, se) in zip(todo, pairs))
             self.evaluations += len(todo)
         return [self.cache[a.arch_id] for a in archs]

@@ -72,6 +72,26 @@ def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor,
     return total / max(int(target.numel()), 1)
 
 
+@torch.no_grad()
+def token_nll(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy (nats) of the non-PAD targets, for evaluation: h (..., D) states,
+    w (V, D) output weights, target (...) ids -> (nll (N,) fp32 over the N non-PAD targets in
+    row-major order, their sum). The sum adds chunk by chunk exactly as
+    :func:`linear_cross_entropy` does, so ``sum / N`` equals its mean bit for bit."""
+    h, target = h.reshape(-1, h.shape[-1]), target.reshape(-1)
+    keep = target.ne(PAD)
+    h, target = h[keep], target[keep]
+    wf = w.float()
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
+    parts = []
+    for s in range(0, h.shape[0], chunk):
+        lp = torch.log_softmax(h[s: s + chunk].float() @ wf.t(), dim=-1)
+        nll = -lp.gather(1, target[s: s + chunk].unsqueeze(1)).squeeze(1)
+        total += nll.sum()
+        parts.append(nll)
+    return (torch.cat(parts) if parts else torch.zeros(0, device=h.device)), total
+
+
 class LossModule(nn.Module):
     """Wraps the supernet (or one SubTransformer) so that a whole step - every arch of the
     sandwich - is one forward; DDP wraps this. Returns (sum over archs of CE + aux_coef x

@@ -10,13 +10,13 @@ re-run continues where an interrupted one stopped; each is also a subcommand of 
    by ~20%). ``from_scratch``: profile ``profile_n`` archs and fit on them alone.
 2. the supernet, trained with the settings measured to translate within the budget
    (benchmarks/bench_demo_training.py); its largest and smallest archs' BLEU on the test split.
-3. evolutionary search under the latency budget; the winner re-measured.
-4. the dense arch (one expert per layer) of closest validation loss, re-measured.
-5. BLEU and translations of both; the winner exported with its weights and one sentence
-   translated by onnxruntime.
+3. evolutionary search under the latency budget, and the same search over the space's dense
+   variant (one expert per layer); the finalists of both measured side by side, the deployable
+   arch chosen by measurement (search/final_selection.py), BLEU and translations of the picks.
+4. the chosen arch exported with its weights and one sentence translated by onnxruntime.
 
-The comparison answers AutoMoE's question on this machine: how fast is the searched MoE arch
-against a dense arch of about the same quality?
+The verdict answers AutoMoE's question on this machine: at this budget, is the searched MoE arch
+better or faster than the best dense arch, beyond the noise of both measurements?
 """
 from __future__ import annotations
 
@@ -28,13 +28,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-
 from moenas.arch import SearchSpace, UserError
 from moenas.arch.checks import check_range
 
 from .evolution import Candidate, EvolutionConfig
-from .report import Verification
 
 if TYPE_CHECKING:
     from .train_config import TrainConfig
@@ -53,12 +50,11 @@ SCALES = {
     "tiny": dict(space="tiny", corpus="default", profile_n=60, transfer_n=14, transfer_holdout=6, drift_threshold=0.10,
                  profile_seconds=1.0, train_steps=1350, train_largest_every=8,
                  train_max_tokens=2048, train_lr=3e-3, train_warmup=100, train_schedule="cosine", train_dropout=0.0,
-                 population=40, parents=10, mutations=15, crossovers=15, iterations=8, valid_sentences=200,
-                 dense_candidates=48),
+                 population=40, parents=10, mutations=15, crossovers=15, iterations=8, dense_iterations=4,
+                 valid_sentences=200, final_k=4),
     "wmt": dict(space="automoe-wmt", corpus=None, profile_n=2000, transfer_n=40, transfer_holdout=20, train_steps=40000,
                 train_max_tokens=4096, train_lr=1e-3, train_warmup=4000, train_schedule="inverse_sqrt", train_dropout=0.1,
-                population=125, parents=25, mutations=50, crossovers=50, iterations=30, valid_sentences=1000,
-                dense_candidates=200),
+                population=125, parents=25, mutations=50, crossovers=50, iterations=30, valid_sentences=1000, final_k=5),
 }
 
 
@@ -93,9 +89,11 @@ class DemoConfig:
     mutations: int = 15
     crossovers: int = 15
     iterations: int = 8
+    dense_iterations: int | None = None  # the dense baseline's search (None: as many as the search's)
+    final_k: int = 5                  # finalists per family measured (plus those tied within noise)
+    dense_baseline: bool = True       # also search the dense variant of the space and compare
     valid_sentences: int = 200
     bleu_sentences: int = 200
-    dense_candidates: int = 48
     search_workers: int = 0           # fitness processes; 0 = one per core (the search is not timed)
     predictor_model: str = "auto"
     seed: int = 0
@@ -135,14 +133,15 @@ class DemoConfig:
         violation). The predictor's inputs then need a few archs more: transferring needs 3, fitting
         from scratch 8 (to fit and hold out)."""
         lows = {"profile_n": 1, "transfer_n": 1, "train_max_tokens": 8, "population": 1, "parents": 1,
-                "valid_sentences": 1, "dense_candidates": 1, "threads": 1, "search_workers": 0, "train_steps": 0, "iterations": 0,
+                "valid_sentences": 1, "final_k": 1, "threads": 1, "search_workers": 0, "train_steps": 0, "iterations": 0,
                 "train_largest_every": 0,
                 "mutations": 0, "crossovers": 0, "bleu_sentences": 0, "transfer_holdout": 0, "train_warmup": 0, "seed": 0}
         for name, low in lows.items():
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, integer=True)
         name, low = ("profile_n", 8) if self.from_scratch else ("transfer_n", 3)
         check_range(f"--{name.replace('_', '-')}", getattr(self, name), low)
-        check_range("--profile-seconds", self.profile_seconds, 0)  # 0 = the profiler's own stop rule
+        check_range("--profile-seconds", self.profile_seconds, 0)
+        check_range("--dense-iterations", self.dense_iterations, 0, integer=True)  # 0 = the profiler's own stop rule
         for name in ("drift_threshold", "train_lr", "max_latency_ms"):
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0, low_open=True)
         check_range("--train-dropout", self.train_dropout, 0, 1, high_open=True)
@@ -245,13 +244,16 @@ class Demo:
         out = self.path("search")
         job = SearchJob(space=self.space, supernet=str(ckpt), predictor_path=str(self.path("predictor")), out=out,
                         config=econf, max_latency_ms=budget_ms, confidence=cfg.confidence,
-                        valid_sentences=cfg.valid_sentences, bleu_sentences=cfg.bleu_sentences, verify_top=0,
+                        valid_sentences=cfg.valid_sentences, bleu_sentences=cfg.bleu_sentences, final_k=cfg.final_k,
+                        dense_baseline=cfg.dense_baseline, dense_iterations=cfg.dense_iterations, rule=cfg.quick_rule(),
                         threads=cfg.threads, resume=(out / "search_state.json").exists(), overwrite=True, random_baseline=True,
                         workers=cfg.search_workers or os.cpu_count() or 1)
+        dense = (f"--dense-iterations {job.settings()['dense_iterations']}" if job.dense_baseline else "--no-dense")
         self.facts["search_command"] = (f"moenas search --space {cfg.space} --supernet {ckpt} --predictor {self.path('predictor')} "
                                         f"--max-latency-ms {budget_ms:.4g} --confidence {cfg.confidence} --population {cfg.population} "
                                         f"--parents {cfg.parents} --mutations {cfg.mutations} --crossovers {cfg.crossovers} "
-                                        f"--iterations {cfg.iterations} --seed {cfg.seed} --workers {job.workers} --random-baseline --out {out}")
+                                        f"--iterations {cfg.iterations} --final-k {cfg.final_k} {dense} --seed {cfg.seed} "
+                                        f"--workers {job.workers} --random-baseline --out {out}")
         report, paths = job.run()
         return job, report, paths
 
@@ -265,36 +267,9 @@ class Demo:
                      f"the smallest arch's {self.cfg.confidence:.0%} upper bound is {floor:.3g} ms")
         return budget
 
-    # ---- 4. dense comparison ----------------------------------------------------------------------
-    def dense_baseline(self, job, report) -> Verification:
-        """The dense arch (one expert per layer) whose inherited-weight loss is closest to the
-        searched arch's, the faster one on ties; then the winner and it re-measured side by
-        side (round-robin in one run, so their ratio is fair). Replaces the report's rows."""
-        from .verify import verify
-
-        sp, best = self.space, report.result.best
-        dense = replace(sp, name=sp.name, encoder=replace(sp.encoder, experts=(1,)), decoder=replace(sp.decoder, experts=(1,)))
-        archs = dense.sample_n(self.cfg.dense_candidates, seed=self.cfg.seed + 7) + [dense.largest()]
-        losses = job.evaluator(archs)
-        lat = job.predictor.predict(archs).mean
-        gap = np.abs(np.asarray(losses) - best.loss)
-        i = int(np.lexsort((lat, np.round(gap, 3)))[0])
-        cand = Candidate(archs[i], float(losses[i]), float(lat[i]), [])
-        self.facts["dense_candidates"] = len(archs)
-        self.facts["dense_loss_gap"] = float(gap[i])
-        rule = self.cfg.quick_rule()  # the quick look, when asked for, applies to the re-measurement too
-        won, den = verify([("best", best), ("dense-baseline", cand)], job.predictor, self.cfg.confidence,
-                          job.max_latency_ms, measure=True, threads=self.cfg.threads, rule=rule)
-        den.budget_ms = None  # the comparison arch is not held to the budget
-        old = next(v for v in report.verifications if v.role == "best")
-        won.bleu, won.val_loss, won.samples = old.bleu, old.val_loss, old.samples
-        job.add_quality(den, cand.arch)
-        report.verifications = [won, den]
-        return den
-
-    # ---- 5. the deployable model --------------------------------------------------------------------
+    # ---- 4. the deployable model --------------------------------------------------------------------
     def deploy(self, ckpt: Path, best: Candidate) -> dict[str, Any]:
-        """Export the winner with its inherited weights and translate one test sentence with onnxruntime."""
+        """Export the chosen arch with its inherited weights and translate one test sentence with onnxruntime."""
         from .checkpoint import checkpoint_corpus, read_checkpoint
         from .deploy import OnnxTranslator, export_trained
 
@@ -348,20 +323,18 @@ class Demo:
         cfg = self.cfg
         cfg.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        pred, median_ms = self._stage("1/6 latency predictor for this machine", self.latency)
-        ckpt = self._stage("2/6 train the supernet", self.train)
-        self._stage("3/6 supernet quality (largest and smallest arch)", lambda: self.supernet_quality(ckpt))
+        pred, median_ms = self._stage("1/5 latency predictor for this machine", self.latency)
+        ckpt = self._stage("2/5 train the supernet", self.train)
+        self._stage("3/5 supernet quality (largest and smallest arch)", lambda: self.supernet_quality(ckpt))
         budget = cfg.max_latency_ms or self.default_budget(pred, median_ms)
         self.facts["budget_ms"] = budget
-        job, report, paths = self._stage(f"4/6 search under {budget:.3g} ms",
+        job, report, paths = self._stage(f"4/5 search under {budget:.3g} ms (and its dense variant); finalists measured",
                                          lambda: self.search(ckpt, budget))
-        dense = self._stage("5/6 dense arch of similar loss; both re-measured side by side",
-                            lambda: self.dense_baseline(job, report))
-        report.write(self.path("search"))
-        self.facts["deploy"] = self._stage("6/6 export the winner with its weights; translate with onnxruntime",
-                                           lambda: self.deploy(ckpt, report.result.best))
+        if report.answer is not None:
+            self.facts["deploy"] = self._stage("5/5 export the chosen arch with its weights; translate with onnxruntime",
+                                               lambda: self.deploy(ckpt, report.answer))
         self.timings["total"] = round(time.perf_counter() - t0, 1)
-        s = summary(self, report, dense)
+        s = summary(self, report)
         self.path("demo.json").write_text(json.dumps(s, indent=2, default=str) + "\n")
         self.path("README.md").write_text(markdown(self, s))
         return s

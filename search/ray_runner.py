@@ -1,7 +1,7 @@
 """Fitness evaluations on a Ray cluster (`moenas search --runner ray [--ray-address ADDR]`).
 
 ``RayRunner`` keeps the runner contract of ``fitness_runners.py``: ``evaluate(fitness, archs)`` returns
-one float per arch in input order, equal to ``InProcessRunner``'s for the same supernet (the
+one (value, error) pair per arch in input order, equal to ``InProcessRunner``'s for the same supernet (the
 fitness of an arch does not depend on its batch), and ``close()`` releases the workers.
 
 A pool of ``workers`` Ray actors (1 CPU each) is started at the first ``evaluate``; each actor
@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from moenas.arch import Arch, UserError
 from moenas.arch.ray_cluster import check_reachable, import_ray
 
-from .fitness_runners import FitnessFn, evaluate_json, json_batches
+from .fitness_runners import FitnessFn, Scored, evaluate_json, json_batches
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
@@ -41,7 +41,7 @@ class FitnessActor:
     def __init__(self, factory: Callable[[], FitnessFn]):
         self.fitness = factory()
 
-    def evaluate(self, arch_json: list[str]) -> list[float]:
+    def evaluate(self, arch_json: list[str]) -> list[Scored]:
         return evaluate_json(self.fitness, arch_json)
 
 
@@ -62,7 +62,7 @@ class RayRunner:
     _pool: Any = field(default=None, init=False, repr=False)
     _owns_ray: bool = field(default=False, init=False, repr=False)
 
-    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[float]:
+    def evaluate(self, fitness: FitnessFn, archs: Sequence[Arch]) -> list[Scored]:
         ray = import_ray("--runner ray")
         pool = self._start(ray)
         try:

@@ -36,6 +36,9 @@ class Verification:
     # runs slower now than when the data was measured); None when not judged
     reference_factor: float | None = None
     reference_noise_rel: float | None = None   # the reference's spread in that data (a fraction)
+    loss_se: float | None = None       # the fitness's standard error over the evaluation sentences
+    params_active_m: float | None = None   # parameters one token passes through (top-k experts), millions
+    ffn_share: float | None = None     # FFN share of the protocol's FLOPs: Amdahl's bound on what experts save
 
     def add_quality(self, q: dict[str, Any]) -> None:
         """Attach :meth:`SupernetFitness.quality`'s result."""
@@ -92,87 +95,126 @@ class SearchReport:
     result: SearchResult
     verifications: list[Verification] = field(default_factory=list)
     baseline: dict[str, Any] | None = None  # e.g. random search at the same evaluation budget
+    final: Any = None                       # final_selection.FinalSelection (None: no final selection ran)
+    dense: SearchResult | None = None       # the dense baseline's evolution
+
+    @property
+    def answer(self) -> Candidate | None:
+        """The arch to deploy: the final selection's winner (None when no finalist met the
+        budget when measured); without a final selection, evolution's best by fitness."""
+        if self.final is None:
+            return self.result.best
+        return self.final.winner.candidate if self.final.winner else None
 
     def write(self, out: str | Path) -> dict[str, Path]:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "best": out / "best_arch.json",
-            "pareto": out / "pareto.csv",
-            "history": out / "history.csv",
-            "evaluated": out / "evaluated.csv",
-            "report_md": out / "report.md",
-            "report_json": out / "report.json",
-            "plot": out / "pareto.png",
-        }
-        paths["best"].write_text(self.result.best.arch.to_json(indent=2) + "\n")
+        names = {"best": "best_arch.json", "pareto": "pareto.csv", "history": "history.csv", "evaluated": "evaluated.csv",
+                 "dense_evaluated": "dense_evaluated.csv", "finalists": "finalists.csv", "report_md": "report.md",
+                 "report_json": "report.json", "plot": "pareto.png"}
+        paths = {k: out / v for k, v in names.items()}
+        if self.answer is not None:
+            paths["best"].write_text(self.answer.arch.to_json(indent=2) + "\n")
+        else:  # nothing deployable: an older search's answer must not stay behind as this one's
+            paths["best"].unlink(missing_ok=True)
         _write_csv(paths["pareto"], [c.row() for c in self.result.pareto()])
         _write_csv(paths["evaluated"], [c.row() for c in self.result.evaluated])
         _write_csv(paths["history"], self.result.history)
+        for key, rows in (("dense_evaluated", [c.row() for c in self.dense.evaluated] if self.dense else None),
+                          ("finalists", [v.to_dict() | {"samples": len(v.samples)} for v in self.verifications] or None)):
+            if rows:
+                _write_csv(paths[key], rows)
+            else:
+                paths[key].unlink(missing_ok=True)
         paths["report_json"].write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
         paths["report_md"].write_text(self.markdown())
         plot_front(self.result, self.verifications, self.settings.get("max_latency_ms"), paths["plot"])
         return paths
 
     def to_json(self) -> dict[str, Any]:
-        best = self.result.best
+        best, ans = self.result.best, self.answer
         return {
             "settings": self.settings,
-            "best": {"arch_id": best.arch.arch_id, "loss": best.loss, "predicted_latency_ms": best.latency,
-                     "arch": json.loads(best.arch.to_json())},
-            "pareto": [{"arch_id": c.arch.arch_id, "loss": c.loss, "predicted_latency_ms": c.latency} for c in self.result.pareto()],
+            "best": None if ans is None else {"arch_id": ans.arch.arch_id, "loss": ans.loss, "loss_se": ans.loss_se,
+                                              "predicted_latency_ms": ans.latency, "arch": json.loads(ans.arch.to_json())},
+            "evolution_best": {"arch_id": best.arch.arch_id, "loss": best.loss, "loss_se": best.loss_se,
+                               "predicted_latency_ms": best.latency},
+            "final": self.final.to_dict() if self.final is not None else None,
+            "pareto": [{"arch_id": c.arch.arch_id, "loss": c.loss, "loss_se": c.loss_se, "predicted_latency_ms": c.latency}
+                       for c in self.result.pareto()],
             "verification": [v.to_dict() for v in self.verifications],
-            "all_verified_meet_budget": all(v.meets_budget for v in self.verifications if v.role != "dense-baseline"),
+            "dense_evaluations": len(self.dense.evaluated) if self.dense else None,
             "history": self.result.history,
             "baseline": self.baseline,
         }
 
     def markdown(self) -> str:
         s, best = self.settings, self.result.best
-        lines = [
-            "# moenas search report",
-            "",
+        lines = ["# moenas search report", ""]
+        if self.final is not None:
+            head = self.final.verdict.sentence if self.final.verdict else f"**Nothing to deploy:** {self.final.none_meets_message()}."
+            lines += [f"**Answer.** {head}" if self.final.verdict else head, ""]
+        lines += [
             f"Space `{s.get('space')}`; latency budget {s.get('max_latency_ms')} ms at confidence {s.get('confidence')} "
-            f"(the predictor's upper bound must meet it); FLOPs budget {s.get('max_gflops')} G; params budget {s.get('max_params')}.",
+            f"(the predictor's upper bound must meet it for an arch to be evaluated); FLOPs budget {s.get('max_gflops')} G; "
+            f"params budget {s.get('max_params')}. Fitness: {s.get('fitness', 'loss')} with inherited supernet weights, "
+            "± its bootstrap standard error over the validation sentences.",
             f"Objectives: {s.get('objectives')}; {len(self.result.history) - 1} iterations, "
-            f"{len(self.result.evaluated)} archs evaluated (validation loss with inherited supernet weights).",
-            "",
-            "## Best arch",
-            "",
-            f"`{best.arch.arch_id}`: validation loss {best.loss:.4f}, predicted latency {best.latency:.3g} ms. "
-            f"Saved as `best_arch.json`.",
+            f"{len(self.result.evaluated)} archs evaluated" + (f"; the dense baseline's search evaluated {len(self.dense.evaluated)}"
+                                                                if self.dense else "") + ".",
             "",
         ]
-        if self.verifications:
-            lines += ["## Re-measured on the device", "",
-                      f"Fitness: {s.get('fitness', 'loss')}. BLEU: greedy, inherited weights, the test split.", "",
-                      "| arch | role | val loss | BLEU | predicted ms (interval) | measured ms | error | GFLOPs | params (M) | budget |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
-            for v in self.verifications:
-                lines.append(verification_row(v))
-            failed = [v for v in self.verifications if v.meets_budget is False and v.role != "dense-baseline"]
-            lines += ["", ("**Warning:** " + ", ".join(f"`{v.arch_id}`" for v in failed) +
-                           " exceeded the budget when measured; it is not reported as meeting it.") if failed
-                      else "Every searched arch that was re-measured met the budget on the device.", ""]
-            note = next((v.drift_note() for v in self.verifications if v.machine_drifted), "")
-            lines += [f"**Machine drift:** {note}.", ""] if note else []
-            lines += translation_lines(self.verifications)
-        if self.baseline:
-            lines += ["## Baseline", "", "```", json.dumps(self.baseline, indent=2, default=str), "```", ""]
-        lines += ["## Files", "", "`best_arch.json`, `pareto.csv` (non-dominated archs: loss vs predicted latency), "
-                  "`evaluated.csv` (every evaluated arch), `history.csv` (per iteration), `pareto.png`, `report.json`.", ""]
+        if self.final is not None:
+            lines += self._final_lines()
+        else:
+            lines += ["## Best arch", "", f"`{best.arch.arch_id}`: validation loss {best.loss:.4f}, predicted latency "
+                      f"{best.latency:.3g} ms. Saved as `best_arch.json`.", ""]
+        lines += translation_lines(self.verifications)
+        lines += ["## Files", "", "`best_arch.json` (the arch to deploy), `finalists.csv` (every measured finalist), "
+                  "`pareto.csv` (non-dominated archs: loss vs predicted latency), `evaluated.csv` / `dense_evaluated.csv` "
+                  "(every evaluated arch), `history.csv` (per iteration), `pareto.png`, `report.json`.", ""]
         return "\n".join(lines)
 
+    def _final_lines(self) -> list[str]:
+        """The chosen archs side by side, then every finalist, then how they were chosen."""
+        f = self.final
+        picks = [(x, label) for x, label in ((f.winner, "**deploy**"), (f.searched, "searched winner"), (f.dense, "dense winner"),
+                                             (f.largest_dense, "largest dense in budget"), (f.random, "random search, same evaluations"))
+                 if x is not None]
+        seen: dict[int, str] = {}
+        for x, label in picks:
+            seen[id(x)] = f"{seen[id(x)]}, {label}" if id(x) in seen else label
+        shown = {id(x): x for x, _ in picks}
+        how = ("measured side by side in one round-robin with the reference model" if f.measured
+               else "**not measured** (predicted latency only: unverified)")
+        lines = [f"## What to deploy: the picks, {how}", "", FINAL_HEADER, FINAL_RULE]
+        lines += [final_row(x.row, seen[k]) for k, x in shown.items()]
+        lines += ["", f"Chosen among {len(f.finalists)} finalists: per family, the {self.settings.get('final_k')} best by fitness "
+                  f"plus every arch whose fitness ties the best within {f.to_dict()['tie_z']:g} paired standard errors; among "
+                  "those meeting the budget when measured, the best fitness, and the fastest of the archs tied with it. "
+                  "FFN share: the share of the protocol's FLOPs that experts act on; an MoE arch can be at most "
+                  "1 / (1 - share) times faster than a dense arch with the same attention and embeddings (Amdahl).", ""]
+        note = f.winner.row.drift_note() if f.winner else next((v.drift_note() for v in self.verifications if v.machine_drifted), "")
+        lines += [f"**Machine drift:** {note}.", ""] if note else []
+        lines += ["### Every finalist", "", FINAL_HEADER, FINAL_RULE] + [final_row(v, v.role) for v in self.verifications] + [""]
+        return lines
 
-def verification_row(v: Verification) -> str:
-    """One Markdown table row: arch, role, loss, BLEU, predicted vs measured latency, cost, verdict."""
+
+FINAL_HEADER = ("| arch | role | fitness ± SE | BLEU | measured ms | predicted ms (interval) | GFLOPs | params active / total (M) "
+                "| FFN share (Amdahl max) | budget |")
+FINAL_RULE = "|---|---|---|---|---|---|---|---|---|---|"
+
+
+def final_row(v: Verification, label: str) -> str:
+    """One Markdown row of a measured finalist."""
+    se = f" ± {v.loss_se:.4f}" if v.loss_se is not None else ""
     meas = "not measured" if v.measured_ms is None else f"{v.measured_ms:.3g}"
-    err = "" if v.error_pct is None else f"{v.error_pct:+.1f}%"
-    verdict = {True: "meets", False: "**FAILS**", None: "unverified"}[v.meets_budget] if v.role != "dense-baseline" else "-"
-    loss = v.val_loss if v.val_loss is not None else v.loss
     bleu = "-" if v.bleu is None else f"{v.bleu:.1f}"
-    return (f"| `{v.arch_id}` | {v.role} | {loss:.4f} | {bleu} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-{v.predicted_high_ms:.3g}) "
-            f"| {meas} | {err} | {v.gflops:.3g} | {v.params_m:.2f} | {verdict} |")
+    share = "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({1 / (1 - v.ffn_share):.2f}x)"
+    act = "-" if v.params_active_m is None else f"{v.params_active_m:.2f}"
+    verdict = {True: "meets", False: "**misses**", None: "unverified"}[v.meets_budget]
+    return (f"| `{v.arch_id}` | {label} | {v.loss:.4f}{se} | {bleu} | {meas} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-"
+            f"{v.predicted_high_ms:.3g}) | {v.gflops:.3g} | {act} / {v.params_m:.2f} | {share} | {verdict} |")
 
 
 def translation_lines(verifications: Sequence[Verification]) -> list[str]:
@@ -198,6 +240,9 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
+ROLE_COLORS = {"searched": "tab:green", "dense": "tab:purple", "largest-dense": "tab:brown", "random-search": "tab:orange"}
+
+
 def plot_front(result: SearchResult, verifications: Sequence[Verification], budget_ms: float | None, path: Path) -> None:
     """Evaluated archs, the front, the budget line and the re-measured points."""
     import matplotlib
@@ -212,8 +257,9 @@ def plot_front(result: SearchResult, verifications: Sequence[Verification], budg
     ax.plot([c.latency for c in front], [c.loss for c in front], "o-", c="tab:blue", ms=4, label="Pareto front")
     for v in verifications:
         if v.measured_ms is not None:
-            color = "tab:purple" if v.role == "dense-baseline" else ("tab:green" if v.meets_budget else "tab:red")
-            ax.scatter([v.measured_ms], [v.loss], marker="*", s=120, zorder=5, c=color, label=f"{v.role} measured")
+            color = ROLE_COLORS.get(v.role, "tab:gray") if v.meets_budget is not False else "tab:red"
+            ax.scatter([v.measured_ms], [v.loss], marker="*", s=120, zorder=5, c=color,
+                       label=f"{v.role} measured" + ("" if v.meets_budget is not False else " (misses)"))
             ax.errorbar([v.predicted_ms], [v.loss], xerr=[[v.predicted_ms - v.predicted_low_ms], [v.predicted_high_ms - v.predicted_ms]],
                         fmt="x", c="k", capsize=3)
     if budget_ms:

@@ -1,30 +1,36 @@
-"""One search job end to end: inputs checked, evolution run, winners re-measured, report written.
+"""One search job end to end: inputs checked, evolution run (the space and its dense variant),
+finalists measured and the deployable arch chosen, report written.
 
 Shared by `moenas search` and the demo pipeline, so both do exactly the same thing.
 """
 from __future__ import annotations
 
+import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from moenas.arch import SearchSpace, UserError
-from moenas.arch.files import check_replaceable, json_dict, output_lock
+from moenas.arch.checks import check_range
+from moenas.arch.files import atomic_write_text, check_replaceable, json_dict, output_lock
 
 from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
-from .evolution import Evolution, EvolutionConfig, SearchResult, random_search
+from .evolution import Candidate, Evolution, EvolutionConfig, SearchResult, random_search
+from .final_selection import Finalist, FinalSelection, decide, largest, pool
 from .fitness import SupernetFitness
-from .report import SearchReport
+from .report import SearchReport, Verification
 from .fitness_runners import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
 from .verify import verify
 
 STATE_FILE = "search_state.json"
+DENSE_STATE_FILE = "dense_state.json"    # the dense baseline's evolution (resumable like the search's)
+FINAL_STATE_FILE = "final_state.json"    # the finalists' measurements (a resume does not time them again)
 # every file a search writes into --out; none is replaced unless the folder is a search's
-OUTPUT_FILES = (STATE_FILE, "best_arch.json", "pareto.csv", "history.csv", "evaluated.csv", "report.md", "report.json",
-                "pareto.png")
+OUTPUT_FILES = (STATE_FILE, DENSE_STATE_FILE, FINAL_STATE_FILE, "best_arch.json", "pareto.csv", "history.csv",
+                "evaluated.csv", "dense_evaluated.csv", "finalists.csv", "report.md", "report.json", "pareto.png")
 
 
 @dataclass
@@ -45,7 +51,12 @@ class SearchJob:
     runner: str = "auto"              # RUNNERS: auto (in-process for 1 worker, else processes), process, ray
     ray_address: str | None = None    # --runner ray: a running cluster (None: a local one of `workers` CPUs)
     random_baseline: bool = False
-    verify_top: int = 3
+    measure: bool = True              # time the finalists on this device (False: choose by prediction, unverified)
+    final_k: int = 5                  # per family, the k best by fitness are measured (plus those tied within noise)
+    dense_baseline: bool = True       # also search the dense variant of the space under the same budget
+    dense_iterations: int | None = None  # the dense search's iterations (None: the same as the search's)
+    largest_k: int = 2                # the dense archs of most FLOPs measured for "the largest dense that fits"
+    rule: Any = None                  # the profiler's StopRule for the final measurement (None: its default)
     backend: str = "onnxruntime"
     device: str = "cpu"
     threads: int = 1
@@ -69,6 +80,8 @@ class SearchJob:
             raise UserError(f"--bleu-sentences must be >= 0, got {self.bleu_sentences}")
         if self.valid_sentences is not None and self.valid_sentences < 1:
             raise UserError(f"--valid-sentences must be >= 1, got {self.valid_sentences}")
+        check_range("--final-k", self.final_k, 1, integer=True)
+        check_range("--dense-iterations", self.dense_iterations, 0, integer=True)
         if not 0 <= self.confidence < 1:
             raise UserError(f"--confidence must be in [0, 1), got {self.confidence}")
         self.check_runner()
@@ -103,9 +116,11 @@ class SearchJob:
         return {"space": self.space.name, "supernet": str(self.supernet), "predictor": str(self.predictor_path),
                 "max_latency_ms": self.max_latency_ms, "max_gflops": self.max_gflops, "max_params": self.max_params,
                 "confidence": self.confidence, "fitness": "validation loss" if self.fitness == "loss" else "-BLEU (validation)",
-                "objectives": ",".join(self.config.objectives), **asdict(self.config),
+                **asdict(self.config), "objectives": ",".join(self.config.objectives),
                 "predictor_device": self.predictor.metadata.get("device"), "remeasure_backend": self.backend,
-                "remeasure_device": self.device, "threads": self.threads}
+                "remeasure_device": self.device, "threads": self.threads, "measure": self.measure, "final_k": self.final_k,
+                "dense_baseline": self.dense_baseline and not self.space.is_dense,
+                "dense_iterations": self.config.iterations if self.dense_iterations is None else self.dense_iterations}
 
     # ---- run -----------------------------------------------------------------------------------
     def _latency(self, archs):
@@ -127,31 +142,50 @@ class SearchJob:
         cached = CachedFitness(fitness, runner)
         constraints = self.constraints()
         bars: list[tqdm] = []  # opened at the first finished iteration, so an early error prints alone
-
-        def progress(row: dict) -> None:
-            if not bars:
-                for line in self.notices:
-                    sys.stderr.write(line + "\n")
-                bars.append(tqdm(total=self.config.iterations + 1, desc="search", unit="iter", file=sys.stderr,
-                                 disable=not self.show_progress))
-            bar = bars[0]
-            bar.update(1)
-            bar.set_postfix(best=f"{row['best_loss']:.3f}", evals=row["evaluations"])
-
         state = self.out / STATE_FILE  # --overwrite: replaced (atomically) by the new search's first save
         evo = Evolution(self.space, cached, constraints, self.config, latency=self._latency, state_path=state,
-                        progress=progress)
+                        progress=self._progress(bars, "search", self.config.iterations))
+        baseline = random_best = dense = None
         try:
             result = evo.run(resume=self.resume)
-            baseline = (self._random_baseline(CachedFitness(fitness, runner), constraints, cached.evaluations)
-                        if self.random_baseline else None)
+            if self.random_baseline:
+                baseline, random_best = self._random_baseline(CachedFitness(fitness, runner), constraints, cached.evaluations)
+            if self.dense_baseline and not self.space.is_dense:
+                dense = self._dense_search(cached, runner, constraints, bars)
         finally:
             for bar in bars:
                 bar.close()
             runner.close()
-        verifications = self._verify(result)
-        report = SearchReport(self.settings(), result, verifications, baseline)
+        final = self._final(result, dense, random_best)
+        report = SearchReport(self.settings(), result, final.rows(), baseline, final=final, dense=dense)
         return report, report.write(self.out)
+
+    def _progress(self, bars: list[tqdm], desc: str, iterations: int):
+        """A progress callback that opens its bar at the first finished iteration (the notices,
+        shown once, go first)."""
+        def progress(row: dict) -> None:
+            if not bars:
+                for line in self.notices:
+                    sys.stderr.write(line + "\n")
+            if not bars or bars[-1].desc != desc:
+                if bars:
+                    bars[-1].close()
+                bars.append(tqdm(total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress))
+            bar = bars[-1]
+            bar.update(1)
+            bar.set_postfix(best=f"{row['best_loss']:.3f}", evals=row["evaluations"])
+        return progress
+
+    def _dense_search(self, cached: CachedFitness, runner: Runner, constraints, bars: list[tqdm]) -> SearchResult:
+        """Evolution over the space's dense variant under the same constraints (HAT's space inside
+        AutoMoE's), on the same workers; archs the search already scored are not scored again."""
+        iters = self.config.iterations if self.dense_iterations is None else self.dense_iterations
+        cfg = replace(self.config, iterations=iters, seed=self.config.seed + 2)
+        fit = CachedFitness(cached.fitness, runner, cache=cached.cache)
+        fit.errors.update(cached.errors)
+        evo = Evolution(self.space.dense(), fit, constraints, cfg, latency=self._latency, state_path=self.out / DENSE_STATE_FILE,
+                        progress=self._progress(bars, "dense search", iters))
+        return evo.run(resume=self.resume)
 
     def check_runner(self) -> None:
         """The runner settings, and Ray's presence for --runner ray, before any work."""
@@ -176,27 +210,49 @@ class SearchJob:
             return ProcessPoolRunner(factory, self.workers)
         return InProcessRunner()
 
-    def _random_baseline(self, fitness: CachedFitness, constraints, n_evals: int) -> dict[str, Any]:
+    def _random_baseline(self, fitness: CachedFitness, constraints, n_evals: int) -> tuple[dict[str, Any], Candidate]:
         """As many random feasible archs as the evolution evaluated, on the evolution's runner
         (its workers) with a cache of their own, so that the count is the same and fair."""
         res = random_search(self.space, fitness, constraints, n_evals, seed=self.config.seed + 1,
                             latency=self._latency)
-        return {"method": "random search", "evaluations": n_evals, "best_loss": res.best.loss,
-                "best_arch_id": res.best.arch.arch_id, "best_predicted_latency_ms": res.best.latency}
+        return ({"method": "random search", "evaluations": n_evals, "best_loss": res.best.loss, "best_loss_se": res.best.loss_se,
+                 "best_arch_id": res.best.arch.arch_id, "best_predicted_latency_ms": res.best.latency}, res.best)
 
-    def _verify(self, result: SearchResult):
-        """The best arch plus up to verify_top-1 other Pareto archs, re-measured when verify_top > 0."""
-        chosen = [("best", result.best)]
-        for c in result.pareto():
-            if len(chosen) >= max(self.verify_top, 1):
-                break
-            if c.arch.arch_id != result.best.arch.arch_id:
-                chosen.append(("pareto", c))
-        rows = verify(chosen, self.predictor, self.confidence or 0.5, self.max_latency_ms, measure=self.verify_top > 0,
-                      backend=self.backend, device=self.device, threads=self.threads)
-        for v, (_, c) in zip(rows, chosen):
-            self.add_quality(v, c.arch)
-        return rows
+    # ---- final selection by measurement ------------------------------------------------------------
+    def _final(self, result: SearchResult, dense: SearchResult | None, random_best: Candidate | None) -> FinalSelection:
+        """Pools of both families (and the random baseline's best), measured side by side, then
+        the picks and the verdict (final_selection.py has the rules)."""
+        def stats_of(archs):
+            return [st for _, st in self.evaluator.scores(archs)]
+
+        fins = pool(result.evaluated, self.final_k, stats_of, "searched")
+        if dense is not None:
+            fins += pool(dense.evaluated, self.final_k, stats_of, "dense") + largest(dense.evaluated, self.largest_k)
+        if random_best is not None:
+            fins.append(Finalist("random-search", random_best))
+        rows = self._measure_finalists(fins)
+        for f in fins:
+            f.row = replace(rows[f.arch_id], role=f.role)
+        sel = decide(fins, self.max_latency_ms, self.measure, self.fitness)
+        for f in {id(x): x for x in (sel.winner, sel.searched, sel.dense, sel.largest_dense, sel.random) if x}.values():
+            self.add_quality(f.row, f.candidate.arch)
+        return sel
+
+    def _measure_finalists(self, fins: list[Finalist]) -> dict[str, Verification]:
+        """One Verification per distinct finalist arch, all timed in one round-robin with the
+        reference. Saved to FINAL_STATE_FILE, which a --resume of the same pool reuses."""
+        chosen = list({f.arch_id: (f.role, f.candidate) for f in fins}.values())
+        key = {"arch_ids": [c.arch.arch_id for _, c in chosen], "budget_ms": self.max_latency_ms, "measure": self.measure,
+               "backend": self.backend, "device": self.device, "threads": self.threads}
+        path = self.out / FINAL_STATE_FILE
+        saved = json_dict(path) if self.resume else None
+        if saved and saved.get("key") == key:
+            rows = [Verification.from_dict(d) for d in saved["rows"]]
+        else:
+            rows = verify(chosen, self.predictor, self.confidence or 0.5, self.max_latency_ms, measure=self.measure,
+                          backend=self.backend, device=self.device, threads=self.threads, rule=self.rule)
+            atomic_write_text(path, json.dumps({"key": key, "rows": [r.to_dict() for r in rows]}, default=str))
+        return {r.arch_id: r for r in rows}
 
     def add_quality(self, v, arch) -> None:
         """Validation loss, test BLEU and translation samples of one verified arch."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from moenas.arch.cost import param_count, protocol_cost
+from moenas.arch.cost import protocol_cost
 from moenas.arch.protocol import LatencyProtocol
 
 from .constraints import PredictsLatency
@@ -47,10 +47,12 @@ def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, 
             factor = float(ms[-1]["total"]["median_ms"]) / ref["median_ms"]
     rows = []
     for (role, c), mean, lo, hi, meas in zip(chosen, pred.mean, pred.lower, pred.upper, measured):
+        cost = protocol_cost(c.arch, protocol)
         rows.append(Verification(
             arch_id=c.arch.arch_id, role=role, loss=c.loss, predicted_ms=float(mean), predicted_low_ms=float(lo),
             predicted_high_ms=float(hi), measured_ms=meas, budget_ms=budget_ms,
-            gflops=protocol_cost(c.arch, protocol).total_flops / 1e9, params_m=param_count(c.arch).total / 1e6,
+            gflops=cost.total_flops / 1e9, params_m=cost.params.total / 1e6, params_active_m=cost.params.active / 1e6,
+            ffn_share=cost.ffn_share, loss_se=None if c.loss_se != c.loss_se else c.loss_se,
             reference_factor=factor, reference_noise_rel=(ref or {}).get("noise_rel") if factor else None))
     return rows
 

@@ -11,11 +11,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     from moenas.search.names import KINDS
     from moenas.search.train_config import SAMPLING
 
-    p = sub.add_parser("demo", help="run the whole pipeline: profile, fit, train, search, re-measure, compare",
+    p = sub.add_parser("demo", help="run the whole pipeline: profile, fit, train, search, measure, choose, export",
                        description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~14 archs measured "
-                                   "here), train a supernet on the embedded corpus, search under a latency budget, "
-                                   "re-measure the winner, compare it with a dense arch of similar validation loss (BLEU "
-                                   "and translations of both), and export the winner with its weights. Stages whose "
+                                   "here), train a supernet on the embedded corpus, search the space and its dense "
+                                   "variant under a latency budget, measure the finalists of both side by side, choose "
+                                   "the arch to deploy (MoE or dense) by measurement, and export it with its weights. "
+                                   "Stages whose "
                                    "output exists in --out are reused, so an interrupted demo continues.")
     p.add_argument("--scale", default="tiny", choices=["tiny", "wmt"],
                    help="tiny: minutes on a CPU [default]; wmt: paper scale (automoe-wmt space, needs --corpus DIR, hours)")
@@ -53,7 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--bleu-sentences", type=int, default=None, help="test sentences for BLEU [200]")
     s.add_argument("--search-workers", type=int, default=None,
                    help="fitness processes (the search is not timed) [0 = one per core]")
-    s.add_argument("--dense-candidates", type=int, default=None, help="dense archs sampled for the comparison [tiny: 48]")
+    s.add_argument("--final-k", type=int, default=None,
+                   help="finalists per family measured here (plus every arch tied with the best within noise) [tiny: 4]")
+    s.add_argument("--dense-iterations", type=int, default=None,
+                   help="iterations of the dense baseline's search (one expert per layer, same budget) [tiny: 4]")
+    s.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -65,27 +70,42 @@ def run(args: argparse.Namespace) -> int:
 
     names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup", "train_dropout",
              "train_largest_every", "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
-             "valid_sentences", "bleu_sentences", "dense_candidates", "search_workers", "seed")
+             "valid_sentences", "bleu_sentences", "final_k", "dense_iterations", "search_workers", "seed")
     cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
-                               reuse_profiles=args.reuse_profiles or None, **{n: getattr(args, n) for n in names})
+                               reuse_profiles=args.reuse_profiles or None,
+                               dense_baseline=False if args.no_dense else None, **{n: getattr(args, n) for n in names})
     check_writable(args.out, kind="dir")
     s = Demo(cfg).run()
     if args.json:
         print_json(s)
-        return 0
-    b, d = s["searched"], s["dense"]
-    rows = [[name, v["arch_id"], v["val_loss"] if v["val_loss"] is not None else v["loss"], v["bleu"], v["predicted_ms"],
-             v["measured_ms"], v["gflops"], v["params_m"]] for name, v in (("searched MoE", b), ("dense, similar loss", d))]
+    else:
+        print_summary(s, Path(args.out))
+    return 0 if s["final"]["winner"] else 1
+
+
+def print_summary(s: dict, out: Path) -> None:
+    """The answer first, then the picks side by side, the stage times, the exported model."""
+    from moenas.search.report import Verification
+
+    fin = s["final"]
+    print("\n" + (fin["verdict"] if fin["winner"] else f"nothing to deploy: {fin['verdict']}"))
+    rows = []
+    for key, label in (("searched", "searched"), ("dense", "dense"), ("largest_dense", "largest dense"), ("random", "random search")):
+        v = s["picks"].get(key)
+        if v:
+            rows.append([label + (" (deploy)" if v["arch_id"] == fin["winner"] else ""), v["arch_id"],
+                         f"{v['loss']:.4f} ± {v['loss_se'] or float('nan'):.4f}", "-" if v["bleu"] is None else f"{v['bleu']:.1f}",
+                         "-" if v["measured_ms"] is None else f"{v['measured_ms']:.3g}", f"{v['gflops']:.3g}",
+                         f"{v['params_active_m'] or float('nan'):.2f} / {v['params_m']:.2f}", f"{100 * (v['ffn_share'] or 0):.0f}%",
+                         {True: "yes", False: "NO", None: "?"}[v["meets_budget"]]])
+    print(table(rows, ["pick", "arch", "val loss ± SE", "BLEU", "measured ms", "GFLOPs", "params M act/total", "FFN share",
+                       f"≤ {s['facts']['budget_ms']:.3g} ms"]))
+    drift = next((Verification.from_dict(v).drift_note() for v in s["picks"].values() if v.get("machine_drifted")), "")
+    if drift:
+        print(f"note: {drift}")
     print()
-    print(table(rows, ["arch", "id", "valid loss", "test BLEU", "predicted ms", "measured ms", "GFLOPs", "params M"]))
-    ratio = s["dense_over_searched_latency"]
-    budget = s["facts"]["budget_ms"]
-    verdict = "meets" if b["meets_budget"] else "DOES NOT meet"
-    dep = s["facts"]["deploy"]
-    print(f"\nbudget {budget:.3g} ms: the searched arch {verdict} it when measured"
-          + (f"; the dense arch is {ratio:.2f}x its latency." if ratio else "."))
-    if b.get("machine_drifted"):
-        print(f"note: {Verification.from_dict(b).drift_note()}")
-    print(f"exported with its weights to {dep['model_dir']}; onnxruntime: {dep['source']!r} -> {dep['output']!r}")
-    print(f"report: {Path(args.out) / 'README.md'}  (stage times: {s['timings_s']})")
-    return 0 if b["meets_budget"] else 1
+    print(table([[k, f"{v:.1f}"] for k, v in s["timings_s"].items()], ["stage", "seconds"]))
+    dep = s["facts"].get("deploy")
+    if dep:
+        print(f"exported with its weights to {dep['model_dir']}; onnxruntime: {dep['source']!r} -> {dep['output']!r}")
+    print(f"report: {out / 'README.md'}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -44,7 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --runner ray: a running Ray cluster (head's HOST:PORT, or 'auto'); "
                         "none = start a local one of --workers CPUs")
     p.add_argument("--random-baseline", action="store_true", help="also run random search with the same number of evaluations")
-    p.add_argument("--verify-top", type=int, default=3, help="re-measure the best and up to N-1 Pareto archs [3]; 0 = skip")
+    p.add_argument("--final-k", type=int, default=5,
+                   help="finalists per family measured on this device: the K best by fitness, plus every arch tied with "
+                        "the best within noise; the answer is the best that meets the budget measured [5]")
+    p.add_argument("--no-measure", action="store_true",
+                   help="choose among the finalists by predicted latency, without timing them (the answer is unverified)")
+    p.add_argument("--no-dense", action="store_true",
+                   help="skip the dense baseline (the best arch with one expert per layer under the same budget)")
+    p.add_argument("--dense-iterations", type=int, default=None,
+                   help="evolution iterations of the dense baseline's search [the same as --iterations]")
     p.add_argument("--backend", default="onnxruntime", help="profiler backend for re-measurement [onnxruntime]")
     p.add_argument("--device", default="cpu", help="device for re-measurement [cpu]")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for re-measurement [1]")
@@ -58,12 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """The flags SearchJob leaves unchecked (or lets NaN through), and --out, before any work."""
     for flag, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                             ("--verify-top", args.verify_top, 0), ("--seed", args.seed, 0),
+                             ("--final-k", args.final_k, 1), ("--seed", args.seed, 0),
                              ("--population", args.population, 1), ("--iterations", args.iterations, 0)):
         check_range(flag, value, low)
     for flag in ("--max-latency-ms", "--max-gflops", "--max-params"):  # NaN slipped past SearchJob's `<= 0`
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), 0, low_open=True)
     check_range("--mutate-prob", args.mutate_prob, 0, 1)
+    check_range("--dense-iterations", args.dense_iterations, 0)
     check_writable(args.out, kind="dir")
 
 
@@ -81,7 +91,8 @@ def job_from_args(a: argparse.Namespace):
                      confidence=a.confidence, valid_sentences=a.valid_sentences, fitness=a.fitness,
                      bleu_sentences=a.bleu_sentences, workers=a.workers, runner=a.runner, ray_address=a.ray_address,
                      random_baseline=a.random_baseline,
-                     verify_top=a.verify_top, backend=a.backend, device=a.device, threads=a.threads, resume=a.resume,
+                     measure=not a.no_measure, final_k=a.final_k, dense_baseline=not a.no_dense,
+                     dense_iterations=a.dense_iterations, backend=a.backend, device=a.device, threads=a.threads, resume=a.resume,
                      overwrite=a.overwrite)
 
 
@@ -92,9 +103,18 @@ def run(args: argparse.Namespace) -> int:
     report, paths = job.run()
     if args.json:
         print_json(report.to_json())
-        return 0
-    print_summary(report, paths)
-    return 0 if all(v.meets_budget is not False for v in report.verifications if v.role != "dense-baseline") else 1
+    else:
+        print_summary(report, paths)
+    return exit_code(report)
+
+
+def exit_code(report) -> int:
+    """1 only when the finalists were measured and none met the budget (the line says which came
+    closest, on stderr); 0 otherwise."""
+    if report.answer is None:
+        sys.stderr.write(f"moenas search: {report.final.none_meets_message()}\n")
+        return 1
+    return 0
 
 
 def _elsewhere_notice(path: str) -> list[str]:
@@ -115,18 +135,24 @@ def _elsewhere_notice(path: str) -> list[str]:
 
 
 def print_summary(report, paths) -> None:
+    """The answer's sentence, the picks side by side, one translation, where the report is."""
     best = report.result.best
-    print(f"\nbest arch {best.arch.arch_id}: loss {best.loss:.4f}, predicted {best.latency:.3g} ms "
-          f"({len(report.result.evaluated)} archs evaluated)")
-    if report.verifications:
-        rows = [[v.role, v.arch_id, f"{v.val_loss if v.val_loss is not None else v.loss:.4f}",
-                 "-" if v.bleu is None else f"{v.bleu:.1f}",
-                 f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
-                 "-" if v.measured_ms is None else f"{v.measured_ms:.3g}", f"{v.gflops:.3g}",
-                 {True: "yes", False: "NO", None: "?"}[v.meets_budget]] for v in report.verifications]
-        print(table(rows, ["role", "arch", "val loss", "BLEU", "predicted ms [interval]", "measured ms", "GFLOPs", "in budget"]))
-        best_v = next((v for v in report.verifications if v.samples), None)
-        if best_v:
-            x = best_v.samples[0]
-            print(f"{best_v.arch_id} translates {x['source']!r} -> {x['output']!r} (reference {x['reference']!r})")
+    print(f"\nevolution: {len(report.result.evaluated)} archs evaluated, best by fitness {best.arch.arch_id} "
+          f"(loss {best.loss:.4f} ± {best.loss_se:.4f}, predicted {best.latency:.3g} ms)")
+    final = report.final
+    if final is not None:
+        rows = [[f.role, f.arch_id, f"{f.row.loss:.4f} ± {f.row.loss_se or float('nan'):.4f}",
+                 "-" if f.row.bleu is None else f"{f.row.bleu:.1f}",
+                 "-" if f.row.measured_ms is None else f"{f.row.measured_ms:.3g}",
+                 f"{f.row.predicted_ms:.3g} [{f.row.predicted_low_ms:.3g}, {f.row.predicted_high_ms:.3g}]", f"{f.row.gflops:.3g}",
+                 f"{100 * (f.row.ffn_share or 0):.0f}%", {True: "yes", False: "NO", None: "?"}[f.row.meets_budget]]
+                for f in (final.searched, final.dense, final.largest_dense, final.random) if f is not None]
+        if rows:
+            print(table(rows, ["pick", "arch", "fitness ± SE", "BLEU", "measured ms", "predicted ms [interval]", "GFLOPs",
+                               "FFN share", "in budget"]))
+        print(final.verdict.sentence if final.verdict else f"nothing to deploy: {final.none_meets_message()}")
+        win = final.winner
+        if win is not None and win.row.samples:
+            x = win.row.samples[0]
+            print(f"{win.arch_id} translates {x['source']!r} -> {x['output']!r} (reference {x['reference']!r})")
     print(f"report: {paths['report_md']}")

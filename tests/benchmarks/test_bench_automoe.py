@@ -19,7 +19,7 @@ def bench():
 
 def _rows(bench):
     space = SearchSpace.load("tiny")
-    dense = bench.dense_subspace(space)
+    dense = space.dense()
     moe = [a for a in space.sample_n(40, seed=3) if any(layer.is_moe for layer in a.encoder.layers)][:2]
     dw = dense.sample_n(2, seed=4)
     rows = [{"budget": None, "budget_ms": None, "role": "largest-dense", "arch": dense.largest().to_dict()}]
@@ -29,10 +29,12 @@ def _rows(bench):
     return rows, [dense.largest(), moe[0], dw[0], moe[1], dw[1]]
 
 
-def test_dense_subspace_has_one_expert_everywhere(bench):
-    dense = bench.dense_subspace(SearchSpace.load("tiny"))
+def test_dense_variant_has_one_expert_everywhere_and_belongs_to_the_space():
+    space = SearchSpace.load("tiny")
+    dense = space.dense()
+    assert dense.is_dense and not space.is_dense
     for a in dense.sample_n(20, seed=0):
-        assert not any(layer.is_moe for layer in a.encoder.layers + a.decoder.layers)
+        assert a.is_dense and space.contains(a)
 
 
 def test_table_and_targets(bench, tmp_path):

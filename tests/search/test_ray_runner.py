@@ -114,7 +114,7 @@ def test_a_worker_that_keeps_dying_stops_the_search_with_one_line(ray):
 def search_args(env, out, *extra):
     return ["search", "--space", "tiny", "--supernet", env["ckpt"], "--predictor", env["pred"], "--max-latency-ms",
             str(env["median"]), "--population", "8", "--parents", "3", "--mutations", "3", "--crossovers", "2",
-            "--iterations", "1", "--seed", "1", "--verify-top", "0", "--bleu-sentences", "0", "--out", str(out), *extra]
+            "--iterations", "1", "--seed", "1", "--no-measure", "--bleu-sentences", "0", "--out", str(out), *extra]
 
 
 def test_search_with_ray_runner_equals_in_process_and_resumes(ray, env, tmp_path, capsys):
