@@ -1,6 +1,6 @@
 """AutoMoE's headline experiment at CPU scale: at equal BLEU, is the searched MoE arch faster?
 
-Claim measured (issue #11 item 4): one supernet on the `tiny` space, trained ten times the
+Claim measured: one supernet on the `tiny` space, trained ten times the
 demo's tokens; for three latency budgets, the search's winner in the full MoE space and in its
 dense subspace (one expert per layer), the largest dense arch (the hand-designed Transformer's
 analogue) and a random feasible MoE arch; each fine-tuned standalone from its inherited weights
@@ -138,7 +138,8 @@ def _search(c: BenchConfig, space, ckpt: Path, pdir: Path, budget_ms: float, out
                             iterations=c.iterations, seed=c.seed)
     job = SearchJob(space=space, supernet=str(ckpt), predictor_path=str(pdir), out=out, config=econf,
                     max_latency_ms=budget_ms, confidence=0.9, valid_sentences=c.valid_sentences, bleu_sentences=0,
-                    verify_top=0, resume=(out / "search_state.json").exists(), overwrite=True, show_progress=False)
+                    measure=False, dense_baseline=False, resume=(out / "search_state.json").exists(), overwrite=True,
+                    show_progress=False)
     report, _ = job.run()
     return report.result.best
 

@@ -56,26 +56,31 @@ class Finalist:
         return self.row.measured_ms if self.row.measured_ms is not None else self.row.predicted_ms
 
 
-def pool(evaluated: Sequence[Candidate], k: int, stats_of: StatsFn | None, role: str, scan: int = 20,
+def pool(evaluated: Sequence[Candidate], k: int, stats_of: StatsFn | None, role: str, scan: int = 60,
          z: float = Z_TIE) -> list[Finalist]:
-    """The ``k`` best of ``evaluated`` by fitness plus the others that tie the best within noise.
+    """The ``k`` best of ``evaluated`` by fitness plus every other arch that ties the best within noise.
 
     Ties are decided on the paired error, which needs per-sentence statistics (``stats_of``,
-    computed here for the pool only); candidates are pre-screened with their unpaired errors
-    (two independent errors bound a positively correlated pair's), at most ``scan`` of them, in
-    fitness order. Without ``stats_of`` the pool is the ``k`` best."""
+    computed for the pool only). The others are pre-screened by fitness: within twice the tie
+    margin of the k best's largest paired error with the best (without two of them, within the
+    unpaired margin), at most ``scan`` of them in fitness order, so that the pool stays what a
+    round-robin can time. Without ``stats_of`` the pool is the ``k`` best."""
     ranked = sorted(evaluated, key=lambda c: (c.loss, c.arch.arch_id))
     top, rest = ranked[:k], ranked[k:]
     if not top:
         return []
-    best = top[0]
-    maybe = [c for c in rest if _within(c.loss - best.loss, np.hypot(best.loss_se, c.loss_se), z)][:scan]
     if stats_of is None:
         return [Finalist(role, c) for c in top]
-    stats = stats_of([c.arch for c in top + maybe])
+    best = top[0]
+    stats = stats_of([c.arch for c in top])
     out = [Finalist(role, c, s) for c, s in zip(top, stats)]
-    ref = stats[0]
-    out += [Finalist(role, c, s) for c, s in zip(maybe, stats[len(top):]) if ties(c.loss - best.loss, paired_se(s, ref), z)]
+    errors = [paired_se(s, stats[0]) for s in stats[1:]]
+    if errors and np.isfinite(max(errors)):
+        maybe = [c for c in rest if c.loss - best.loss <= 2 * z * max(errors)][:scan]
+    else:
+        maybe = [c for c in rest if _within(c.loss - best.loss, np.hypot(best.loss_se, c.loss_se), z)][:scan]
+    more = stats_of([c.arch for c in maybe]) if maybe else []
+    out += [Finalist(role, c, s) for c, s in zip(maybe, more) if ties(c.loss - best.loss, paired_se(s, stats[0]), z)]
     return out
 
 

@@ -46,15 +46,15 @@ SCALES = {
     # wanders +-20% within a minute; at 5% half the archs stayed flagged after their re-measurements,
     # and the default stop rule's 200 runs per arch (5 s) buy precision that the wander swamps.
     # largest arch every 8th step: at 1350 steps the largest arch's test BLEU 11.6 (uniform: 10.3)
-    # and a loss spread of 0.63 nats (uniform: 0.49), for ~8% more training compute (README).
+    # and a loss spread of 0.63 nats (uniform: 0.49), for ~8% more training compute (docs/RESULTS.md).
     "tiny": dict(space="tiny", corpus="default", profile_n=60, transfer_n=14, transfer_holdout=6, drift_threshold=0.10,
                  profile_seconds=1.0, train_steps=1350, train_largest_every=8,
                  train_max_tokens=2048, train_lr=3e-3, train_warmup=100, train_schedule="cosine", train_dropout=0.0,
                  population=40, parents=10, mutations=15, crossovers=15, iterations=8, dense_iterations=4,
-                 valid_sentences=200, final_k=4),
+                 valid_sentences=200),
     "wmt": dict(space="automoe-wmt", corpus=None, profile_n=2000, transfer_n=40, transfer_holdout=20, train_steps=40000,
                 train_max_tokens=4096, train_lr=1e-3, train_warmup=4000, train_schedule="inverse_sqrt", train_dropout=0.1,
-                population=125, parents=25, mutations=50, crossovers=50, iterations=30, valid_sentences=1000, final_k=5),
+                population=125, parents=25, mutations=50, crossovers=50, iterations=30, valid_sentences=1000),
 }
 
 
@@ -90,7 +90,7 @@ class DemoConfig:
     crossovers: int = 15
     iterations: int = 8
     dense_iterations: int | None = None  # the dense baseline's search (None: as many as the search's)
-    final_k: int = 5                  # finalists per family measured (plus those tied within noise)
+    final_k: int = 4                  # finalists per family measured (plus those tied within noise): see SearchJob
     dense_baseline: bool = True       # also search the dense variant of the space and compare
     valid_sentences: int = 200
     bleu_sentences: int = 200

@@ -254,7 +254,9 @@ def plot_front(result: SearchResult, verifications: Sequence[Verification], budg
     ev: list[Candidate] = result.evaluated
     ax.scatter([c.latency for c in ev], [c.loss for c in ev], s=8, c="0.7", label="evaluated (predicted latency)")
     front = result.pareto()
-    ax.plot([c.latency for c in front], [c.loss for c in front], "o-", c="tab:blue", ms=4, label="Pareto front")
+    se = [c.loss_se if c.loss_se == c.loss_se else 0.0 for c in front]  # nan (no error known): no bar
+    ax.errorbar([c.latency for c in front], [c.loss for c in front], yerr=se, fmt="o-", c="tab:blue", ms=4, capsize=2,
+                label="Pareto front (± 1 SE)")
     for v in verifications:
         if v.measured_ms is not None:
             color = ROLE_COLORS.get(v.role, "tab:gray") if v.meets_budget is not False else "tab:red"

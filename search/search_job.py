@@ -52,7 +52,9 @@ class SearchJob:
     ray_address: str | None = None    # --runner ray: a running cluster (None: a local one of `workers` CPUs)
     random_baseline: bool = False
     measure: bool = True              # time the finalists on this device (False: choose by prediction, unverified)
-    final_k: int = 5                  # per family, the k best by fitness are measured (plus those tied within noise)
+    # per family, the k best by fitness are measured (plus those tied within noise); 4 kept the demo's
+    # search stage within about a minute of the search alone (benchmarks/bench_demo.py times it)
+    final_k: int = 4
     dense_baseline: bool = True       # also search the dense variant of the space under the same budget
     dense_iterations: int | None = None  # the dense search's iterations (None: the same as the search's)
     largest_k: int = 2                # the dense archs of most FLOPs measured for "the largest dense that fits"

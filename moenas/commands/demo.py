@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--search-workers", type=int, default=None,
                    help="fitness processes (the search is not timed) [0 = one per core]")
     s.add_argument("--final-k", type=int, default=None,
-                   help="finalists per family measured here (plus every arch tied with the best within noise) [tiny: 4]")
+                   help="finalists per family measured here (plus every arch tied with the best within noise) [4]")
     s.add_argument("--dense-iterations", type=int, default=None,
                    help="iterations of the dense baseline's search (one expert per layer, same budget) [tiny: 4]")
     s.add_argument("--no-dense", action="store_true", help="skip the dense baseline")

@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --runner ray: a running Ray cluster (head's HOST:PORT, or 'auto'); "
                         "none = start a local one of --workers CPUs")
     p.add_argument("--random-baseline", action="store_true", help="also run random search with the same number of evaluations")
-    p.add_argument("--final-k", type=int, default=5,
+    p.add_argument("--final-k", type=int, default=4,
                    help="finalists per family measured on this device: the K best by fitness, plus every arch tied with "
-                        "the best within noise; the answer is the best that meets the budget measured [5]")
+                        "the best within noise; the answer is the best that meets the budget measured [4]")
     p.add_argument("--no-measure", action="store_true",
                    help="choose among the finalists by predicted latency, without timing them (the answer is unverified)")
     p.add_argument("--no-dense", action="store_true",

@@ -84,19 +84,22 @@ def test_pool_takes_the_k_best_and_every_arch_tied_with_the_best():
     losses = [3.70, 3.71, 3.80, 3.705, 3.90]
     cands = [Candidate(a, v, 5.0, [0.0], 0.05) for a, v in zip(ARCHS, losses)]
     deltas = dict(zip((a.arch_id for a in ARCHS), [0.0, 0.01, 0.10, 0.005, 0.2]))
+    ids = [a.arch_id for a in ARCHS]  # each arch's own noise seed
     calls = []
 
     def stats_of(archs):
         calls.append(len(archs))
-        return [shifted(deltas[a.arch_id], noise=0.1, seed=i) for i, a in enumerate(archs)]
+        return [shifted(deltas[a.arch_id], noise=0.1, seed=ids.index(a.arch_id)) for a in archs]
 
-    got = pool(cands, 1, stats_of, "searched")
-    ids = [f.arch_id for f in got]
-    assert ids[0] == ARCHS[0].arch_id  # the best by fitness first
-    assert ARCHS[3].arch_id in ids and ARCHS[1].arch_id in ids  # 0.005 and 0.01 nats: within the paired noise
-    assert ARCHS[4].arch_id not in ids and ARCHS[2].arch_id not in ids  # 0.1 and 0.2 nats: beyond it
-    assert calls == [4]  # pre-screened by the unpaired errors: 3.90 never reached the paired test
+    got = [f.arch_id for f in pool(cands, 1, stats_of, "searched")]  # one top arch: no paired error yet, the unpaired screen
+    assert got[0] == ARCHS[0].arch_id  # the best by fitness first
+    assert ARCHS[3].arch_id in got and ARCHS[1].arch_id in got  # 0.005 and 0.01 nats: within the paired noise
+    assert ARCHS[4].arch_id not in got and ARCHS[2].arch_id not in got  # 0.1 and 0.2 nats: beyond it
+    assert calls == [1, 3]  # the best, then 3 pre-screened by its error scale: 3.90 never reached the paired test
     assert [f.arch_id for f in pool(cands, 2, None, "searched")] == [ARCHS[0].arch_id, ARCHS[3].arch_id]
+    calls.clear()
+    got2 = pool(cands, 2, stats_of, "searched")  # two top archs: screened by twice the tie margin of their paired error
+    assert calls == [2, 1] and {f.arch_id for f in got2} == {ARCHS[0].arch_id, ARCHS[3].arch_id, ARCHS[1].arch_id}
 
 
 def test_an_arch_that_meets_the_budget_predicted_but_not_measured_is_passed_over():
