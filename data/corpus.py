@@ -1,18 +1,21 @@
-"""Parallel corpora: line-aligned text files, and the embedded gettext demo corpus.
+"""Parallel corpora: line-aligned text files, gettext catalogs, and the shipped demo corpus.
 
-Two sources give the same :class:`Corpus` (train / valid / test lists of (source, target)
+Three sources give the same :class:`Corpus` (train / valid / test lists of (source, target)
 pairs plus a short fingerprint of what was read):
 
+* ``load_corpus("default")`` reads the demo corpus shipped in the repository
+  (``data/corpora/gettext-en-de.tsv.xz``, checked against its stored SHA-256): English->German
+  software messages ("cannot open file", "Save As..."), the same pairs and fingerprint on every
+  machine. Real and offline, good enough to see a supernet learn and to rank architectures on
+  a laptop; no substitute for WMT.
+* ``load_corpus("gettext")`` / ``"gettext:DIR"`` builds such a corpus from the gettext catalogs
+  installed on this machine (``/usr/share/locale/de/LC_MESSAGES/*.mo`` or DIR): msgid =
+  English, msgstr = German, plural forms paired up (msgid with msgstr[0], msgid_plural with
+  msgstr[1]). The shipped corpus was built this way (``data/build_corpus.py``).
 * ``load_corpus(DIR)`` reads WMT/IWSLT-style line-aligned files ``train.en``/``train.de``
   (and ``valid.*`` or ``dev.*``, ``test.*`` when present). With only a training pair, a
   deterministic valid/test split is cut from it (by a hash of the source sentence, so the
-  same sentence always lands in the same split, whatever the file order).
-* ``load_corpus("default")`` builds an English->German corpus from the gettext catalogs
-  installed on this machine (``/usr/share/locale/de/LC_MESSAGES/*.mo``): msgid = English,
-  msgstr = German, plural forms paired up (msgid with msgstr[0], msgid_plural with
-  msgstr[1]). It is a small, domain-specific demo corpus (software messages: "cannot open
-  file", "Save As..."), real and offline, good enough to see a supernet learn and to rank
-  architectures on a laptop; it is no substitute for WMT. For real work pass ``--corpus DIR``.
+  same sentence always lands in the same split, whatever the file order). For real work.
 
 Cleaning (both sources): newlines and runs of whitespace collapse to one space; pairs that
 are empty, identical on both sides, have no letters, are longer than ``max_words`` words or
@@ -24,6 +27,8 @@ accelerator markers (_File, &File).
 from __future__ import annotations
 
 import hashlib
+import json
+import lzma
 import os
 import re
 import struct
@@ -329,8 +334,72 @@ def load_gettext_corpus(locale_dir: str | Path | None = None, max_words: int = 4
     return Corpus(train, valid, test, fp, f"gettext:{d}", "en", "de", info)
 
 
+# ---- the shipped demo corpus ----------------------------------------------------------------------
+# data/corpora/gettext-en-de.tsv.xz: the cleaned pairs, one "split<TAB>source<TAB>target" line each,
+# built once from one Debian machine's German catalogs (data/build_corpus.py), with its SHA-256,
+# counts and source packages in gettext-en-de.json and their licences in data/corpora/NOTICE.
+# Why shipped: read on the fly, the corpus was whatever catalogs the host had (86 on one machine,
+# none on a slim image), so tokenizer, BLEU and checkpoints differed from machine to machine.
+CORPORA_DIR = Path(__file__).parent / "corpora"
+NAME = "gettext-en-de"
+SPLITS = ("train", "valid", "test")
+
+
+def data_path(name: str = NAME) -> Path:
+    return CORPORA_DIR / f"{name}.tsv.xz"
+
+
+def manifest_path(name: str = NAME) -> Path:
+    return CORPORA_DIR / f"{name}.json"
+
+
+# ---- reading -------------------------------------------------------------------------------------
+def load_shipped_corpus(name: str = NAME) -> Corpus:
+    """The shipped corpus, its bytes checked against the stored SHA-256 (UserError if damaged)."""
+    path, mpath = data_path(name), manifest_path(name)
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        blob = path.read_bytes()
+    except (OSError, ValueError) as e:
+        raise UserError(f"{mpath.parent}: the shipped corpus {name!r} cannot be read ({type(e).__name__}); "
+                        "restore data/corpora/ from git") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != manifest.get("sha256"):
+        raise UserError(f"{path}: damaged (SHA-256 {digest[:12]}... is not the stored {str(manifest.get('sha256'))[:12]}...); "
+                        "restore it from git")
+    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    for line in lzma.decompress(blob).decode("utf-8").splitlines():
+        split, src, tgt = line.split("\t")
+        splits[split].append((src, tgt))
+    fp = _fingerprint([(path.name, len(blob), digest)], {"kind": "shipped", "cleaning": manifest.get("cleaning")})
+    info = {"file": str(path), "sha256": digest, "packages": len(manifest.get("packages", [])),
+            "built_from": manifest.get("built_from")}
+    return Corpus(splits["train"], splits["valid"], splits["test"], fp, f"shipped:{name}", "en", "de", info)
+
+
 def load_corpus(spec: str | Path = "default", **kwargs) -> Corpus:
-    """``"default"`` -> the gettext demo corpus; a directory -> :func:`load_parallel_dir`."""
-    if str(spec) == "default":
-        return load_gettext_corpus(**kwargs)
+    """``"default"`` -> the shipped demo corpus (the same on every machine); ``"gettext"`` or
+    ``"gettext:DIR"`` -> built from this machine's catalogs (:func:`load_gettext_corpus`); a
+    directory -> :func:`load_parallel_dir`."""
+    spec = check_corpus_spec(spec)
+    if spec == "default":
+        return load_shipped_corpus()
+    if spec == "gettext" or spec.startswith("gettext:"):
+        return load_gettext_corpus(spec.partition(":")[2] or None, **kwargs)
     return load_parallel_dir(spec, **kwargs)
+
+
+def check_corpus_spec(spec: str | Path) -> str:
+    """``spec`` as a string when it names a corpus (before any work); a one-line UserError for
+    an unknown value or a ``gettext:DIR`` without catalogs."""
+    spec = str(spec)
+    if spec in ("default", "gettext"):
+        return spec
+    if spec.startswith("gettext:"):
+        d = spec.partition(":")[2]
+        if not gettext_catalogs(d):
+            raise UserError(f"--corpus {spec}: no gettext catalogs (*.mo) in {d or 'an empty path'}")
+        return spec
+    if not Path(spec).is_dir():
+        raise UserError(f"--corpus {spec}: not 'default', 'gettext[:DIR]' or a directory with train.en/train.de")
+    return spec

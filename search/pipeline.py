@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from moenas.arch import SearchSpace, UserError
 from moenas.arch.checks import check_range
+from moenas.data.corpus import check_corpus_spec
 
 from .evolution import Candidate, EvolutionConfig
 
@@ -145,6 +146,7 @@ class DemoConfig:
         for name in ("drift_threshold", "train_lr", "max_latency_ms"):
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0, low_open=True)
         check_range("--train-dropout", self.train_dropout, 0, 1, high_open=True)
+        check_corpus_spec(self.corpus)  # an unknown --corpus before any profiling
         measured = self.profile_n if self.from_scratch else self.transfer_n + self.transfer_holdout
         SearchSpace.load(self.space).check_sample_count(measured)  # an --n that would sample for ever
 

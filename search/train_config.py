@@ -48,7 +48,7 @@ class TrainConfig:
     reached after ``warmup`` steps; ``eval_every``/``save_every`` 0 = every steps // 5."""
 
     space: str = _setting("tiny", "search space name or YAML file")
-    corpus: str = _setting("default", "'default' (gettext demo corpus) or a directory with train.en/train.de")
+    corpus: str = _setting("default", "'default' (the shipped demo corpus), 'gettext[:DIR]' (this machine's German gettext catalogs) or a directory with train.en/train.de")
     steps: int = _setting(1000, "total optimizer steps (also the target when resuming)", bounds=_at_least(0))
     supernet: str = _setting("slice", "slice: HAT/AutoMoE weight sharing; mos: Mixture-of-Supernets", choices=KINDS)
     sampling: str = _setting("uniform", "uniform: one random arch per step; sandwich: largest + smallest + N random",

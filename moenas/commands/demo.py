@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", default="tiny", choices=["tiny", "wmt"],
                    help="tiny: minutes on a CPU [default]; wmt: paper scale (automoe-wmt space, needs --corpus DIR, hours)")
     p.add_argument("--out", default="runs/demo", help="output folder [runs/demo]")
-    p.add_argument("--corpus", default=None, help="'default' (gettext catalogs on this machine) or a folder of parallel text")
+    p.add_argument("--corpus", default=None, help="'default' (the shipped demo corpus), 'gettext[:DIR]' (this machine's German gettext catalogs) or a folder of parallel text")
     p.add_argument("--from-scratch", action="store_true",
                    help="profile --profile-n archs here and fit on them alone, instead of adapting the shipped predictor")
     p.add_argument("--reuse-profiles", action="store_true", help="use the shipped dataset as is (no measurement on this machine)")

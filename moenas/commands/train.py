@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 from moenas.arch import UserError, load_arch
+from moenas.data.corpus import check_corpus_spec
 
 from ._common import check_writable, print_json
 
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir:
         check_writable(args.cache_dir, "--cache", kind="dir")
     settings = settings_from_args(args)
-    if args.corpus != "default" and not Path(args.corpus).is_dir():
-        raise UserError(f"--corpus {args.corpus}: not 'default' and not a directory")
+    check_corpus_spec(args.corpus)
     cfg = TrainConfig(**settings)  # range-checks every number, before any data is read
     meta = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     if args.json and meta:

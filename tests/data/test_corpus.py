@@ -1,4 +1,5 @@
 """Corpora: the .mo reader, gettext cleaning, parallel files, splits, fingerprints, bad input."""
+import json
 import os
 from pathlib import Path
 
@@ -88,11 +89,57 @@ def test_gettext_corpus_too_small_is_a_clear_error(tmp_path):
         load_gettext_corpus(tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(len(gettext_catalogs()) < 10, reason="this machine has few German gettext catalogs")
-def test_default_corpus_on_this_machine():
+# the shipped corpus: counts and fingerprint are the same on every machine, whatever its locales
+SHIPPED_COUNTS = (39328, 1000, 1000)
+SHIPPED_FINGERPRINT = "be6629b87313ae2f"
+
+
+@pytest.mark.parametrize("locales", ["empty", "missing"])
+def test_default_corpus_is_the_shipped_one_without_any_host_catalog(tmp_path, monkeypatch, locales):
+    d = tmp_path / "locale"
+    if locales == "empty":
+        d.mkdir()
+    monkeypatch.setenv("MOENAS_LOCALE_DIR", str(d))
     c = load_corpus("default")
-    assert len(c.train) >= 1000 and len(c.valid) >= 100 and len(c.test) >= 100
-    assert c.source.startswith("gettext:") and c.info["files"] >= 10
+    assert (len(c.train), len(c.valid), len(c.test)) == SHIPPED_COUNTS
+    assert c.fingerprint == SHIPPED_FINGERPRINT and c.source == "shipped:gettext-en-de"
+    srcs = [set(s for s, _ in split) for split in (c.train, c.valid, c.test)]
+    assert not (srcs[0] & srcs[1]) and not (srcs[0] & srcs[2]) and not (srcs[1] & srcs[2])
+    assert ("alignment", "Ausrichtung") in c.test
+
+
+def test_the_shipped_corpus_names_its_sources_and_their_licences():
+    from moenas.data.corpus import CORPORA_DIR, manifest_path
+
+    m = json.loads(manifest_path().read_text())
+    notice = (CORPORA_DIR / "NOTICE").read_text()
+    assert m["pairs"] == dict(zip(("train", "valid", "test"), SHIPPED_COUNTS))
+    assert "NOT distributed under the moenas licence" in notice
+    for p in m["packages"]:
+        assert p["version"] and p["licenses"] and f"{p['package']} | {p['version']} |" in notice
+
+
+def test_a_damaged_shipped_corpus_is_one_line(tmp_path, monkeypatch):
+    import moenas.data.corpus as corpus
+
+    for name in ("gettext-en-de.tsv.xz", "gettext-en-de.json"):
+        (tmp_path / name).write_bytes((corpus.CORPORA_DIR / name).read_bytes())
+    blob = bytearray((tmp_path / "gettext-en-de.tsv.xz").read_bytes())
+    blob[100] ^= 0xFF
+    (tmp_path / "gettext-en-de.tsv.xz").write_bytes(bytes(blob))
+    monkeypatch.setattr(corpus, "CORPORA_DIR", tmp_path)
+    with pytest.raises(UserError, match="damaged.*restore it from git"):
+        load_corpus("default")
+
+
+def test_corpus_specs_gettext_and_bad_values(tmp_path):
+    d = make_locale(tmp_path, n_filler=1200)
+    c = load_corpus(f"gettext:{d}")
+    assert c.source == f"gettext:{d}" and len(c.train) > 1000
+    with pytest.raises(UserError, match="no gettext catalogs"):
+        load_corpus(f"gettext:{tmp_path / 'nowhere'}")
+    with pytest.raises(UserError, match="not 'default', 'gettext"):
+        load_corpus("defualt")
 
 
 def test_filter_pairs_dedupes_and_limits():

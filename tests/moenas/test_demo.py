@@ -52,6 +52,8 @@ def test_demo_transfer_path_end_to_end(tmp_path, capsys, monkeypatch):
     (["--train-lr", "-1"], "--train-lr must be > 0"),
     (["--max-latency-ms", "0"], "--max-latency-ms must be > 0"),
     (["--scale", "wmt"], "--scale wmt needs --corpus DIR"),
+    (["--corpus", "defualt"], "--corpus defualt: not 'default', 'gettext[:DIR]' or a directory"),
+    (["--corpus", "gettext:/no/such/locale"], "no gettext catalogs (*.mo) in /no/such/locale"),
 ])
 def test_bad_demo_settings_are_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "d"
