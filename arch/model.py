@@ -202,7 +202,19 @@ class SubTransformer(nn.Module):
         states, pad = self.encode(src)
         cross = [tuple(None if t is None else t.repeat_interleave(beam, 0) for t in c) for c in self.cross_kv(states, pad)]
         return beam_search(lambda tokens, cache: self.step(tokens, cache, cross), src.shape[0], beam,
-                           max_len or int(1.2 * src.shape[1]) + 10, self.arch.vocab_size, src.device, len_penalty)
+                           max_len or max_new_tokens(src.shape[1]), self.arch.vocab_size, src.device, len_penalty)
+
+
+# How long an output may grow: fairseq's max_len_a * S + max_len_b (recommended for WMT), S the
+# source length in ids with its EOS; translation also caps it at MAX_LENGTH (the training's max_len).
+MAX_LEN_A, MAX_LEN_B, MAX_LENGTH = 1.2, 10, 64
+
+
+def max_new_tokens(src_len: int, max_length: int | None = None) -> int:
+    """Decoding steps allowed for a source of ``src_len`` ids (EOS included): a translation stops
+    at EOS or after this many tokens (the export's manifest states the same rule for clients)."""
+    n = int(MAX_LEN_A * src_len) + MAX_LEN_B
+    return n if max_length is None else min(max_length, n)
 
 
 def beam_search(step, bsz: int, beam: int, max_len: int, vocab: int, device: torch.device | str = "cpu",

@@ -32,6 +32,11 @@ def summary(demo, report) -> dict[str, Any]:
             "dense_evaluations": len(report.dense.evaluated) if report.dense else None, "baseline": report.baseline}
 
 
+def _beam(s: dict[str, Any]) -> Any:
+    """The beam the picks' BLEU was decoded with (as their rows record it)."""
+    return next((v.get("beam") for v in s["picks"].values() if v.get("beam")), "-")
+
+
 def stage_table(timings: dict[str, float]) -> list[str]:
     """Stage times as a Markdown table."""
     return ["| stage | seconds |", "|---|---|"] + [f"| {name} | {sec:.1f} |" for name, sec in timings.items()]
@@ -89,13 +94,14 @@ def markdown(demo, s: dict[str, Any]) -> str:
         f"30 source tokens, 30 decoder steps with KV cache, beam 5; every arch above was timed in one round-robin with the "
         f"reference model. Fitness: validation loss (nats/token, {cfg.valid_sentences} sentences, inherited supernet "
         f"weights) ± its bootstrap standard error; two archs tie when their difference is within {fin['tie_z']:g} paired "
-        f"standard errors. BLEU: sacrebleu, greedy, {cfg.bleu_sentences} sentences of the corpus's test split. FFN share: "
+        f"standard errors. BLEU / chrF: sacrebleu, {cfg.bleu_sentences} sentences of the corpus's test split decoded with "
+        f"beam {_beam(s)}, the beam the latency was timed with (the supernet's largest / smallest archs below: greedy). FFN share: "
         "what experts act on; an MoE arch is at most 1 / (1 - share) times faster than a dense one with the same "
         "attention (Amdahl).", "", "## Stage times", ""] + stage_table(s["timings_s"]) + ["", "## What happened", ""]
     lines += _latency_lines(f, cfg.confidence)
     lines.append(f"2. Supernet trained for {cfg.train_steps} steps of {cfg.train_max_tokens} tokens ({cfg.supernet}, {cfg.sampling} "
                  f"sampling{_largest_every(cfg)}, peak lr {cfg.train_lr:g}, {cfg.train_schedule}): "
-                 + "; ".join(f"{k} arch validation loss {v['val_loss']:.3f}, BLEU {v['bleu']:.1f}" for k, v in sup.items()) + ".")
+                 + "; ".join(f"{k} arch validation loss {v['val_loss']:.3f}, BLEU {v['bleu']:.1f} (greedy)" for k, v in sup.items()) + ".")
     if "largest" in sup and "smallest" in sup:
         lines.append(f"   Loss spread smallest - largest: {sup['smallest']['val_loss'] - sup['largest']['val_loss']:.3f} nats.")
     lines.append(_search_line(s, cfg))

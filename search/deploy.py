@@ -6,7 +6,11 @@ translator that runs them with onnxruntime.
                                decoder step with KV cache), weights inline;
   tokenizer.json               the checkpoint's subword tokenizer;
   manifest.json                the export manifest plus ``weights`` (where they came from:
-                               supernet inheritance or a standalone checkpoint) and ``tokenizer``.
+                               supernet inheritance or a standalone checkpoint), ``tokenizer`` and
+                               ``generation``: every convention a client needs (special ids, the
+                               source's EOS, start token, stop and length rules, the timed beam);
+  generation_config.json       the same in Hugging Face's generation-config fields;
+  genai_config.json            the graphs' tensor names in onnxruntime-genai's layout.
 
 :class:`OnnxTranslator` decodes with :func:`moenas.arch.model.beam_search`, the same search the
 torch model uses, one sentence at a time (batch 1: the exported graphs carry no source padding
@@ -14,6 +18,7 @@ mask, and batch 1 is the latency protocol's setting), so its output equals the t
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +27,8 @@ import numpy as np
 import torch
 
 from moenas.arch import Arch, UserError
-from moenas.arch.model import PAD, beam_search
+from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.model import BOS, EOS, MAX_LEN_A, MAX_LEN_B, MAX_LENGTH, PAD, UNK, beam_search, max_new_tokens
 from moenas.data.tokenizer import SubwordTokenizer
 from moenas.arch.files import output_lock
 from moenas.profiler.onnx_export import DEFAULT_OPSET, ExportedArch, check_export_dir, export_arch
@@ -34,16 +40,18 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 def export_trained(arch: Arch | None, ckpt: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, protocol: LatencyProtocol | None = None) -> Path:
     """Export ``arch`` with the weights of checkpoint ``ckpt`` (inherited from a supernet, or
-    the standalone model it holds; ``arch`` may be None for a standalone checkpoint)."""
+    the standalone model it holds; ``arch`` may be None for a standalone checkpoint).
+    ``protocol``: the latency protocol the arch was timed under (recorded; default: the default one)."""
     out = Path(out_dir)
     with output_lock(out, "export folder"):
         check_export_dir(out, overwrite)  # refuse before spending time on the export
-        return _export_trained(arch, ckpt, out, opset, overwrite)
+        return _export_trained(arch, ckpt, out, opset, overwrite, protocol or LatencyProtocol())
 
 
-def _export_trained(arch: Arch | None, ckpt: str | Path, out: Path, opset: int, overwrite: bool) -> Path:
+def _export_trained(arch: Arch | None, ckpt: str | Path, out: Path, opset: int, overwrite: bool,
+                    protocol: LatencyProtocol) -> Path:
     kind = read_checkpoint(ckpt)["kind"]
     model, meta = model_for_arch(ckpt, arch)
     tok = load_tokenizer(meta)
@@ -53,9 +61,60 @@ def _export_trained(arch: Arch | None, ckpt: str | Path, out: Path, opset: int, 
                               "corpus_fingerprint": meta.get("corpus_fingerprint")}
     ex.manifest["seed"] = None  # the weights are trained, not drawn from a seed
     ex.manifest["tokenizer"] = TOKENIZER_FILE
+    ex.manifest["protocol"] = protocol.to_dict()
+    ex.manifest["generation"] = generation_conventions(ex.manifest)
     ex.save(out, overwrite=overwrite)
     shutil.copyfile(tok.path, out / TOKENIZER_FILE)
+    for name, content in (("generation_config.json", generation_config(ex.manifest)), ("genai_config.json", genai_config(ex.manifest))):
+        (out / name).write_text(json.dumps(content, indent=2) + "\n")
     return out
+
+
+def generation_conventions(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Everything a client needs to translate with the export, beside the tensor names and shapes
+    the manifest already lists (``encoder`` / ``decoder``): special ids, the source's EOS, the
+    decoder's start token and stop rule, the length rule, and the beam the latency was timed with."""
+    protocol = manifest.get("protocol") or {}
+    return {
+        "tokenizer_file": TOKENIZER_FILE, "pad_token_id": PAD, "bos_token_id": BOS, "eos_token_id": EOS, "unk_token_id": UNK,
+        "source": {"add_special_tokens": False, "max_subwords": MAX_LENGTH - 1, "append_eos": True,
+                   "note": "ids = tokenizer ids truncated to max_subwords, then eos_token_id appended; batch 1 (no padding mask)"},
+        "decoder_start_token_id": BOS,
+        "stop": "at eos_token_id (not emitted) or after max_new_tokens steps",
+        "max_new_tokens": {"rule": "min(max_length, floor(max_len_a * S) + max_len_b), S = source ids with EOS",
+                           "max_length": MAX_LENGTH, "max_len_a": MAX_LEN_A, "max_len_b": MAX_LEN_B},
+        "decode": {"skip_special_tokens": True},
+        "kv_cache": {"past": "past_%d_k / past_%d_v, (batch, heads, past_len, head_dim), past_len 0 at the first step",
+                     "present": "present_%d_k / present_%d_v (past_len + 1)", "cross": "cross_%d_k / cross_%d_v from the encoder"},
+        "latency_beam": protocol.get("beam"),
+    }
+
+
+def generation_config(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Hugging Face's generation_config.json fields for the export (num_beams: the latency
+    protocol's beam, the decoding that was timed; max_length: the cap of the length rule)."""
+    g = manifest["generation"]
+    return {"bos_token_id": g["bos_token_id"], "eos_token_id": g["eos_token_id"], "pad_token_id": g["pad_token_id"],
+            "decoder_start_token_id": g["decoder_start_token_id"], "num_beams": g["latency_beam"] or 1,
+            "max_length": MAX_LENGTH, "early_stopping": True, "length_penalty": 1.0}
+
+
+def genai_config(manifest: dict[str, Any]) -> dict[str, Any]:
+    """onnxruntime-genai's genai_config.json layout naming the graphs, their inputs and outputs,
+    and the past/present KV name patterns (the encoder-decoder graphs are not a genai model
+    type; the file states the names in that tool's vocabulary)."""
+    g = manifest["generation"]
+    return {"model": {"type": "moenas-encoder-decoder", "vocab_size": manifest["arch"]["vocab_size"],
+                      "bos_token_id": g["bos_token_id"], "eos_token_id": g["eos_token_id"], "pad_token_id": g["pad_token_id"],
+                      "decoder_start_token_id": g["decoder_start_token_id"], "context_length": MAX_LENGTH,
+                      "encoder": {"filename": manifest["encoder"]["file"], "inputs": {"input_ids": "src"},
+                                  "outputs": {"cross_present_key_names": "cross_%d_k", "cross_present_value_names": "cross_%d_v"}},
+                      "decoder": {"filename": manifest["decoder"]["file"],
+                                  "inputs": {"input_ids": "tokens", "past_key_names": "past_%d_k", "past_value_names": "past_%d_v",
+                                             "cross_past_key_names": "cross_%d_k", "cross_past_value_names": "cross_%d_v"},
+                                  "outputs": {"logits": "logits", "present_key_names": "present_%d_k",
+                                              "present_value_names": "present_%d_v"}}},
+            "search": {"num_beams": g["latency_beam"] or 1, "max_length": MAX_LENGTH, "do_sample": False}}
 
 
 class OnnxTranslator:
@@ -83,7 +142,7 @@ class OnnxTranslator:
         out = []
         for row in src:
             ids = row[row.ne(PAD)].unsqueeze(0)  # batch 1: drop the padding
-            out += self._generate_one(ids, beam, max_len or int(1.2 * ids.shape[1]) + 10)
+            out += self._generate_one(ids, beam, max_len or max_new_tokens(ids.shape[1]))
         return out
 
     def _generate_one(self, src: torch.Tensor, beam: int, max_len: int) -> list[list[int]]:

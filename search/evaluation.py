@@ -4,7 +4,7 @@ Every function takes a SuperNet (any arch of its space, inherited weights) or a
 SubTransformer (``arch`` = its own), runs in eval mode without gradients and restores the
 model's mode afterwards. Loss is token-level cross-entropy in nats without label smoothing;
 BLEU is sacrebleu's corpus BLEU (13a tokenisation) of detokenised outputs against the raw
-references.
+references, chrF sacrebleu's character n-gram F-score; both name the decoding (beam) they scored.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from moenas.arch import Arch
-from moenas.arch.model import PAD, SubTransformer
+from moenas.arch.model import MAX_LENGTH, PAD, SubTransformer, max_new_tokens
 from moenas.data.batching import Batch, encode_pairs
 from moenas.data.tokenizer import SubwordTokenizer
 
@@ -94,7 +94,7 @@ def translate(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, 
         sub.train(was_training)
 
 
-def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[str], beam: int = 1, max_len: int = 64,
+def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[str], beam: int = 1, max_len: int = MAX_LENGTH,
                      batch_size: int = 32, device: torch.device | str = "cpu") -> list[str]:
     """Translate with any ``generate(src (B, S) ids, beam=, max_len=) -> B id lists`` (the torch
     model's, or the ONNX translator's): sentences are encoded (+ EOS, each truncated to
@@ -110,7 +110,7 @@ def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[st
         for r, i in enumerate(idx):
             ids = examples[i][0] + [tokenizer.eos_id]
             src[r, : len(ids)] = torch.tensor(ids)
-        out_len = min(max_len, int(1.2 * src.shape[1]) + 10)
+        out_len = max_new_tokens(src.shape[1], max_len)
         for i, o in zip(idx, generate(src.to(device), beam=beam, max_len=out_len)):
             hyps[i] = tokenizer.decode(o)
     return [hyps[i] for i in range(len(sources))]
@@ -142,9 +142,22 @@ def bleu_with_stats(model: nn.Module, arch: Arch | None, tokenizer: SubwordToken
 
 def translation_report(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer,
                        pairs: Sequence[tuple[str, str]], n_samples: int = 3, beam: int = 1,
-                       max_len: int = 64) -> dict:
-    """{"bleu", "sentences", "samples": [{"source", "reference", "output"}] x n_samples}: BLEU
-    over ``pairs`` and the first ``n_samples`` of them as readable triples."""
+                       max_len: int = MAX_LENGTH) -> dict:
+    """{"bleu", "chrf", "beam", "sentences", "samples": [{"source", "reference", "output"}] x
+    n_samples}: BLEU and chrF over ``pairs`` decoded with ``beam`` (1 = greedy), and the first
+    ``n_samples`` of them as readable triples."""
     hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len)
+    refs = [t for _, t in pairs]
     samples = [{"source": s, "reference": t, "output": h} for (s, t), h in list(zip(pairs, hyps))[:n_samples]]
-    return {"bleu": corpus_bleu(hyps, [t for _, t in pairs]), "sentences": len(pairs), "samples": samples}
+    return {"bleu": corpus_bleu(hyps, refs), "chrf": corpus_chrf(hyps, refs), "beam": beam, "sentences": len(pairs),
+            "samples": samples}
+
+
+def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu's chrF: character n-gram F-score, which separates archs whose BLEU ties on the
+    demo corpus's short sentences (BLEU needs 4-gram matches a 2-word message rarely has)."""
+    import sacrebleu
+
+    if not hypotheses:
+        return float("nan")
+    return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)

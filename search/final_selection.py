@@ -57,14 +57,16 @@ class Finalist:
 
 
 def pool(evaluated: Sequence[Candidate], k: int, stats_of: StatsFn | None, role: str, scan: int = 60,
-         z: float = Z_TIE) -> list[Finalist]:
-    """The ``k`` best of ``evaluated`` by fitness plus every other arch that ties the best within noise.
+         z: float = Z_TIE, max_ties: int | None = None) -> list[Finalist]:
+    """The ``k`` best of ``evaluated`` by fitness plus the other archs that tie the best within noise.
 
     Ties are decided on the paired error, which needs per-sentence statistics (``stats_of``,
     computed for the pool only). The others are pre-screened by fitness: within twice the tie
     margin of the k best's largest paired error with the best (without two of them, within the
-    unpaired margin), at most ``scan`` of them in fitness order, so that the pool stays what a
-    round-robin can time. Without ``stats_of`` the pool is the ``k`` best."""
+    unpaired margin), at most ``scan`` of them in fitness order. Of the ties, the ``max_ties``
+    (default 2k) of lowest predicted latency join: a tie goes to the faster arch, and a converged
+    population can hold dozens of archs within noise of each other (36 in one demo run), more
+    than a round-robin of a minute can time. Without ``stats_of`` the pool is the ``k`` best."""
     ranked = sorted(evaluated, key=lambda c: (c.loss, c.arch.arch_id))
     top, rest = ranked[:k], ranked[k:]
     if not top:
@@ -80,8 +82,9 @@ def pool(evaluated: Sequence[Candidate], k: int, stats_of: StatsFn | None, role:
     else:
         maybe = [c for c in rest if _within(c.loss - best.loss, np.hypot(best.loss_se, c.loss_se), z)][:scan]
     more = stats_of([c.arch for c in maybe]) if maybe else []
-    out += [Finalist(role, c, s) for c, s in zip(maybe, more) if ties(c.loss - best.loss, paired_se(s, stats[0]), z)]
-    return out
+    tied = [Finalist(role, c, s) for c, s in zip(maybe, more) if ties(c.loss - best.loss, paired_se(s, stats[0]), z)]
+    tied.sort(key=lambda f: (f.candidate.latency, f.candidate.loss, f.arch_id))  # the likeliest winners of a tie first
+    return out + tied[: 2 * k if max_ties is None else max_ties]
 
 
 def largest(evaluated: Sequence[Candidate], n: int, role: str = "largest-dense") -> list[Finalist]:

@@ -67,17 +67,18 @@ class SupernetFitness:
             return [(-b, stats) for b, stats in (bleu_with_stats(st["net"], a, st["tok"], st["pairs"]) for a in archs)]
         return validation_scores(st["net"], list(archs), st["batches"])
 
-    def quality(self, arch: Arch, sentences: int = 200, samples: int = 3, split: str = "test") -> dict[str, Any]:
-        """Validation loss, BLEU on the first ``sentences`` pairs of ``split`` (greedy) and
-        ``samples`` source / reference / output triples, all with inherited weights."""
+    def quality(self, arch: Arch, sentences: int = 200, samples: int = 3, split: str = "test", beam: int = 1) -> dict[str, Any]:
+        """Validation loss, BLEU and chrF on the first ``sentences`` pairs of ``split`` decoded with
+        ``beam`` (1 = greedy; reports beside a latency pass the beam that latency was timed with)
+        and ``samples`` source / reference / output triples, all with inherited weights."""
         from .checkpoint import checkpoint_corpus
         from .evaluation import translation_report, validation_loss
 
         st = self._load()
         pairs = getattr(checkpoint_corpus(st["meta"]), split)[:sentences]
-        rep = translation_report(st["net"], arch, st["tok"], pairs, n_samples=samples)
-        return {"val_loss": validation_loss(st["net"], [arch], st["batches"])[0], "bleu": rep["bleu"],
-                "bleu_split": split, "bleu_sentences": rep["sentences"], "samples": rep["samples"]}
+        rep = translation_report(st["net"], arch, st["tok"], pairs, n_samples=samples, beam=beam)
+        return {"val_loss": validation_loss(st["net"], [arch], st["batches"])[0], "bleu": rep["bleu"], "chrf": rep["chrf"],
+                "beam": beam, "bleu_split": split, "bleu_sentences": rep["sentences"], "samples": rep["samples"]}
 
     def __getstate__(self) -> dict[str, Any]:  # workers reload instead of pickling the model
         return {"ckpt": self.ckpt, "valid_sentences": self.valid_sentences, "device": self.device, "metric": self.metric,

@@ -270,13 +270,14 @@ class Demo:
         return budget
 
     # ---- 4. the deployable model --------------------------------------------------------------------
-    def deploy(self, ckpt: Path, best: Candidate) -> dict[str, Any]:
-        """Export the chosen arch with its inherited weights and translate one test sentence with onnxruntime."""
+    def deploy(self, ckpt: Path, best: Candidate, protocol=None) -> dict[str, Any]:
+        """Export the chosen arch with its inherited weights (and the latency protocol it was
+        timed under) and translate one test sentence with onnxruntime."""
         from .checkpoint import checkpoint_corpus, read_checkpoint
         from .deploy import OnnxTranslator, export_trained
 
         model_dir = self.path("model")
-        export_trained(best.arch, ckpt, model_dir, overwrite=True)
+        export_trained(best.arch, ckpt, model_dir, overwrite=True, protocol=protocol)
         src, ref = checkpoint_corpus(read_checkpoint(ckpt)["meta"]).test[0]
         out = OnnxTranslator(model_dir, threads=self.cfg.threads).translate([src])[0]
         self.log(f"onnxruntime, {model_dir}: {src!r} -> {out!r} (reference {ref!r})")
@@ -321,6 +322,7 @@ class Demo:
 
     def _run(self) -> dict[str, Any]:
         from .demo_report import markdown, summary
+        from .verify import protocol_of
 
         cfg = self.cfg
         cfg.out.mkdir(parents=True, exist_ok=True)
@@ -334,7 +336,7 @@ class Demo:
                                          lambda: self.search(ckpt, budget))
         if report.answer is not None:
             self.facts["deploy"] = self._stage("5/5 export the chosen arch with its weights; translate with onnxruntime",
-                                               lambda: self.deploy(ckpt, report.answer))
+                                               lambda: self.deploy(ckpt, report.answer, protocol_of(job.predictor)))
         self.timings["total"] = round(time.perf_counter() - t0, 1)
         s = summary(self, report)
         self.path("demo.json").write_text(json.dumps(s, indent=2, default=str) + "\n")

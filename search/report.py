@@ -29,7 +29,9 @@ class Verification:
     budget_ms: float | None
     gflops: float
     params_m: float
-    bleu: float | None = None          # inherited-weight BLEU on the test split (greedy)
+    bleu: float | None = None          # inherited-weight BLEU on the test split, decoded with ``beam``
+    chrf: float | None = None          # chrF of the same translations
+    beam: int | None = None            # the decoding BLEU and chrF scored: the latency protocol's beam
     val_loss: float | None = None      # validation loss (= loss unless the search's fitness was BLEU)
     samples: list[dict[str, str]] = field(default_factory=list)  # source / reference / output triples
     # the reference model timed beside it / its latency in the predictor's data (> 1: the machine
@@ -43,6 +45,7 @@ class Verification:
     def add_quality(self, q: dict[str, Any]) -> None:
         """Attach :meth:`SupernetFitness.quality`'s result."""
         self.bleu, self.val_loss, self.samples = q["bleu"], q["val_loss"], q["samples"]
+        self.chrf, self.beam = q.get("chrf"), q.get("beam")
 
     @property
     def meets_budget(self) -> bool | None:
@@ -158,7 +161,8 @@ class SearchReport:
             f"Space `{s.get('space')}`; latency budget {s.get('max_latency_ms')} ms at confidence {s.get('confidence')} "
             f"(the predictor's upper bound must meet it for an arch to be evaluated); FLOPs budget {s.get('max_gflops')} G; "
             f"params budget {s.get('max_params')}. Fitness: {s.get('fitness', 'loss')} with inherited supernet weights, "
-            "± its bootstrap standard error over the validation sentences.",
+            "± its bootstrap standard error over the validation sentences. BLEU / chrF: the test split decoded with "
+            f"beam {s.get('quality_beam')}, the beam the latency protocol times.",
             f"Objectives: {s.get('objectives')}; {len(self.result.history) - 1} iterations, "
             f"{len(self.result.evaluated)} archs evaluated" + (f"; the dense baseline's search evaluated {len(self.dense.evaluated)}"
                                                                 if self.dense else "") + ".",
@@ -200,7 +204,7 @@ class SearchReport:
         return lines
 
 
-FINAL_HEADER = ("| arch | role | fitness ± SE | BLEU | measured ms | predicted ms (interval) | GFLOPs | params active / total (M) "
+FINAL_HEADER = ("| arch | role | fitness ± SE | BLEU / chrF | measured ms | predicted ms (interval) | GFLOPs | params active / total (M) "
                 "| FFN share (Amdahl max) | budget |")
 FINAL_RULE = "|---|---|---|---|---|---|---|---|---|---|"
 
@@ -209,7 +213,7 @@ def final_row(v: Verification, label: str) -> str:
     """One Markdown row of a measured finalist."""
     se = f" ± {v.loss_se:.4f}" if v.loss_se is not None else ""
     meas = "not measured" if v.measured_ms is None else f"{v.measured_ms:.3g}"
-    bleu = "-" if v.bleu is None else f"{v.bleu:.1f}"
+    bleu = "-" if v.bleu is None else f"{v.bleu:.1f} / {v.chrf:.1f}" if v.chrf is not None else f"{v.bleu:.1f}"
     share = "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({1 / (1 - v.ffn_share):.2f}x)"
     act = "-" if v.params_active_m is None else f"{v.params_active_m:.2f}"
     verdict = {True: "meets", False: "**misses**", None: "unverified"}[v.meets_budget]
@@ -227,7 +231,9 @@ def translation_lines(verifications: Sequence[Verification]) -> list[str]:
         cell = lambda t: t.replace("|", "\\|") or "(empty)"  # noqa: E731
         out += [f"| {cell(x['source'])} | {cell(x['reference'])} | {cell(x['output'])} |" for x in v.samples]
         out.append("")
-    return (["## Translations (test split, greedy, inherited weights)", ""] + out) if out else []
+    beams = {v.beam for v in verifications if v.samples}
+    how = "greedy" if beams <= {1, None} else ", ".join(f"beam {b}" for b in sorted(b for b in beams if b))
+    return ([f"## Translations (test split, {how}, inherited weights)", ""] + out) if out else []
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:

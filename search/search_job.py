@@ -23,7 +23,7 @@ from .final_selection import Finalist, FinalSelection, decide, largest, pool
 from .fitness import SupernetFitness
 from .report import SearchReport, Verification
 from .fitness_runners import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
-from .verify import verify
+from .verify import protocol_of, verify
 
 STATE_FILE = "search_state.json"
 DENSE_STATE_FILE = "dense_state.json"    # the dense baseline's evolution (resumable like the search's)
@@ -107,8 +107,6 @@ class SearchJob:
         if self.max_latency_ms is not None:
             cons.append(LatencyConstraint(self.predictor, self.max_latency_ms, self.confidence or None))
         if self.max_gflops is not None:
-            from .verify import protocol_of
-
             cons.append(FlopsConstraint(self.max_gflops, protocol_of(self.predictor)))
         if self.max_params is not None:
             cons.append(ParamsConstraint(self.max_params))
@@ -120,7 +118,7 @@ class SearchJob:
                 "confidence": self.confidence, "fitness": "validation loss" if self.fitness == "loss" else "-BLEU (validation)",
                 **asdict(self.config), "objectives": ",".join(self.config.objectives),
                 "predictor_device": self.predictor.metadata.get("device"), "remeasure_backend": self.backend,
-                "remeasure_device": self.device, "threads": self.threads, "measure": self.measure, "final_k": self.final_k,
+                "remeasure_device": self.device, "threads": self.threads, "quality_beam": self.quality_beam, "measure": self.measure, "final_k": self.final_k,
                 "dense_baseline": self.dense_baseline and not self.space.is_dense,
                 "dense_iterations": self.config.iterations if self.dense_iterations is None else self.dense_iterations}
 
@@ -256,10 +254,16 @@ class SearchJob:
             atomic_write_text(path, json.dumps({"key": key, "rows": [r.to_dict() for r in rows]}, default=str))
         return {r.arch_id: r for r in rows}
 
+    @property
+    def quality_beam(self) -> int:
+        """The beam BLEU and chrF decode with: the latency protocol's, so that a report's BLEU
+        and its latency come from the same decoding."""
+        return protocol_of(self.predictor).beam
+
     def add_quality(self, v, arch) -> None:
-        """Validation loss, test BLEU and translation samples of one verified arch."""
+        """Validation loss, test BLEU / chrF (the protocol's beam) and translation samples of one verified arch."""
         if self.bleu_sentences > 0:
-            v.add_quality(self.evaluator.quality(arch, self.bleu_sentences))
+            v.add_quality(self.evaluator.quality(arch, self.bleu_sentences, beam=self.quality_beam))
 
 
 def check_search_files(out: Path) -> None:

@@ -94,11 +94,13 @@ def print_summary(s: dict, out: Path) -> None:
         v = s["picks"].get(key)
         if v:
             rows.append([label + (" (deploy)" if v["arch_id"] == fin["winner"] else ""), v["arch_id"],
-                         f"{v['loss']:.4f} ± {v['loss_se'] or float('nan'):.4f}", "-" if v["bleu"] is None else f"{v['bleu']:.1f}",
+                         f"{v['loss']:.4f} ± {v['loss_se'] or float('nan'):.4f}",
+                         "-" if v["bleu"] is None else f"{v['bleu']:.1f} / {v['chrf']:.1f}",
                          "-" if v["measured_ms"] is None else f"{v['measured_ms']:.3g}", f"{v['gflops']:.3g}",
                          f"{v['params_active_m'] or float('nan'):.2f} / {v['params_m']:.2f}", f"{100 * (v['ffn_share'] or 0):.0f}%",
                          {True: "yes", False: "NO", None: "?"}[v["meets_budget"]]])
-    print(table(rows, ["pick", "arch", "val loss ± SE", "BLEU", "measured ms", "GFLOPs", "params M act/total", "FFN share",
+    beam = next((v.get("beam") for v in s["picks"].values() if v.get("beam")), "-")
+    print(table(rows, ["pick", "arch", "val loss ± SE", f"BLEU / chrF (beam {beam})", "measured ms", "GFLOPs", "params M act/total", "FFN share",
                        f"≤ {s['facts']['budget_ms']:.3g} ms"]))
     drift = next((Verification.from_dict(v).drift_note() for v in s["picks"].values() if v.get("machine_drifted")), "")
     if drift:

@@ -142,13 +142,13 @@ def print_summary(report, paths) -> None:
     final = report.final
     if final is not None:
         rows = [[f.role, f.arch_id, f"{f.row.loss:.4f} ± {f.row.loss_se or float('nan'):.4f}",
-                 "-" if f.row.bleu is None else f"{f.row.bleu:.1f}",
+                 "-" if f.row.bleu is None else f"{f.row.bleu:.1f} / {f.row.chrf:.1f}",
                  "-" if f.row.measured_ms is None else f"{f.row.measured_ms:.3g}",
                  f"{f.row.predicted_ms:.3g} [{f.row.predicted_low_ms:.3g}, {f.row.predicted_high_ms:.3g}]", f"{f.row.gflops:.3g}",
                  f"{100 * (f.row.ffn_share or 0):.0f}%", {True: "yes", False: "NO", None: "?"}[f.row.meets_budget]]
                 for f in (final.searched, final.dense, final.largest_dense, final.random) if f is not None]
         if rows:
-            print(table(rows, ["pick", "arch", "fitness ± SE", "BLEU", "measured ms", "predicted ms [interval]", "GFLOPs",
+            print(table(rows, ["pick", "arch", "fitness ± SE", f"BLEU / chrF (beam {report.settings.get('quality_beam')})", "measured ms", "predicted ms [interval]", "GFLOPs",
                                "FFN share", "in budget"]))
         print(final.verdict.sentence if final.verdict else f"nothing to deploy: {final.none_meets_message()}")
         win = final.winner

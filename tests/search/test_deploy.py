@@ -115,3 +115,51 @@ def test_bad_input_is_one_line(trained, tmp_path, capsys):
     assert _sha(rand / "manifest.json") == before
     assert Arch.from_json(tiny_arch.read_text())  # the input is untouched
     assert torch.load(trained["sup"], weights_only=True)["kind"] == "supernet"
+
+
+def independent_client(model_dir, sentences):
+    """Greedy translation that reads only the export's manifest and uses onnxruntime, numpy and
+    tokenizers, never moenas: what an application developer would write from the manifest."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    d = __import__("pathlib").Path(model_dir)
+    m = json.loads((d / "manifest.json").read_text())
+    g, rule = m["generation"], m["generation"]["max_new_tokens"]
+    tok = Tokenizer.from_file(str(d / g["tokenizer_file"]))
+    enc, dec = (ort.InferenceSession(str(d / m[p]["file"])) for p in ("encoder", "decoder"))
+    src_name, token_name = m["encoder"]["inputs"][0]["name"], m["decoder"]["inputs"][0]["name"]
+    cross_names = [o["name"] for o in m["encoder"]["outputs"]]
+    past = [i for i in m["decoder"]["inputs"] if i["name"].startswith("past_")]
+    out_names = [o["name"] for o in m["decoder"]["outputs"]]
+    outputs = []
+    for text in sentences:
+        ids = tok.encode(text, add_special_tokens=g["source"]["add_special_tokens"]).ids[: g["source"]["max_subwords"]]
+        src = np.array([ids + ([g["eos_token_id"]] if g["source"]["append_eos"] else [])], dtype=np.int64)
+        cross = dict(zip(cross_names, enc.run(None, {src_name: src})))
+        cache = {p["name"]: np.zeros((1, p["shape"][1], 0, p["shape"][3]), np.float32) for p in past}
+        token, hyp = g["decoder_start_token_id"], []
+        for _ in range(min(rule["max_length"], int(rule["max_len_a"] * src.shape[1]) + rule["max_len_b"])):
+            res = dict(zip(out_names, dec.run(None, {token_name: np.array([[token]], np.int64), **cross, **cache})))
+            cache = {p["name"]: res[p["name"].replace("past_", "present_")] for p in past}
+            token = int(res["logits"][0].argmax())
+            if token == g["eos_token_id"]:
+                break
+            hyp.append(token)
+        outputs.append(tok.decode(hyp, skip_special_tokens=g["decode"]["skip_special_tokens"]))
+    return outputs
+
+
+def test_an_independent_client_reproduces_moenas_translate_from_the_manifest(trained, tmp_path, capsys):
+    out = export_trained(trained["arch"], trained["sup"], tmp_path / "m")
+    src = tmp_path / "src.txt"
+    src.write_text("\n".join(trained["sources"]) + "\n")
+    assert main(["translate", "--model", str(out), "--input", str(src)]) == 0
+    ours = capsys.readouterr().out.splitlines()
+    assert independent_client(out, trained["sources"]) == ours and any(ours)
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"], gen["decoder_start_token_id"]) == (1, 2, 0, 1)
+    assert gen["num_beams"] == 5 and gen["max_length"] == 64  # the beam the latency protocol times
+    genai = json.loads((out / "genai_config.json").read_text())
+    assert genai["model"]["decoder"]["inputs"]["past_key_names"] == "past_%d_k"
+    assert genai["model"]["decoder"]["outputs"]["present_value_names"] == "present_%d_v"

@@ -102,6 +102,21 @@ def test_pool_takes_the_k_best_and_every_arch_tied_with_the_best():
     assert calls == [2, 1] and {f.arch_id for f in got2} == {ARCHS[0].arch_id, ARCHS[3].arch_id, ARCHS[1].arch_id}
 
 
+def test_ties_beyond_the_cap_keep_the_fastest_predicted():
+    cands = [Candidate(a, 3.70 + 0.0001 * i, 10.0 - 0.1 * i, [0.0], 0.05) for i, a in enumerate(ARCHS[:10])]
+
+    def stats_of(archs):  # every arch within noise of the best
+        return [shifted(0.0, noise=0.1, seed=TINY_IDS.index(a.arch_id)) for a in archs]
+
+    got = pool(cands, 2, stats_of, "searched")
+    assert len(got) == 6  # the 2 best + at most 2k ties
+    assert [f.candidate.latency for f in got[2:]] == sorted(c.latency for c in cands[2:])[:4]  # the fastest predicted
+    assert len(pool(cands, 2, stats_of, "searched", max_ties=10)) == 10
+
+
+TINY_IDS = [a.arch_id for a in ARCHS]
+
+
 def test_an_arch_that_meets_the_budget_predicted_but_not_measured_is_passed_over():
     best = finalist("searched", ARCHS[0], 3.70, 10.06, st=shifted(0.0))  # predicted in budget, measured 0.6% over
     second = finalist("searched", ARCHS[1], 3.75, 9.5, st=shifted(0.05))  # worse beyond noise, but it fits

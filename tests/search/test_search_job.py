@@ -62,6 +62,7 @@ def test_search_end_to_end_respects_the_budget_and_remeasures(env, tmp_path, cap
     assert all(v["measured_ms"] > 0 and v["meets_budget"] == (v["measured_ms"] <= budget) for v in rows.values())
     if fin["winner"]:  # the answer met the budget when measured, and best_arch.json is it
         win = rows[(fin["winner_role"], fin["winner"])]
+        assert win["beam"] == 5 and win["bleu"] is not None and win["chrf"] is not None  # the protocol's decoding
         assert win["meets_budget"] and best.arch_id == fin["winner"] and code == 0
         assert fin["verdict"].startswith("Deploy") and fin["winner"] in captured.out
     else:
