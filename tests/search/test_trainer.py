@@ -123,7 +123,7 @@ def test_nothing_is_overwritten(env, tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--space", "nope"], "unknown space 'nope'"),
-    (["--corpus", "/nonexistent/dir"], "not 'default' and not a directory"),
+    (["--corpus", "/nonexistent/dir"], "not 'default', 'gettext[:DIR]' or a directory"),
     (["--resume"], "no such checkpoint"),
     (["--init-from", "x.pt"], "--init-from needs --arch"),
     (["--supernet", "mos", "--mos-experts", "0"], "--mos-experts must be >= 1"),  # TrainConfig, before any data
