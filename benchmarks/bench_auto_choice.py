@@ -1,4 +1,4 @@
-"""Does ``auto`` fit as well as the best single model? Held-out archs, many random splits (issue 12 item 5).
+"""Does ``auto`` fit as well as the best single model? Held-out archs, many random splits.
 
     python benchmarks/bench_auto_choice.py                 # the shipped datasets with >= 100 archs, 10 splits
     python benchmarks/bench_auto_choice.py --splits 3 --data data/profiles/tiny-cpu-ort.parquet

@@ -1,4 +1,4 @@
-"""How much of the cross-machine error the reference rescale alone removes (issue 12, item 1).
+"""How much of the cross-machine error the reference rescale alone removes.
 
     python benchmarks/bench_calibrate.py                       # shipped tiny set -> runs/demo/profiles.parquet
     python benchmarks/bench_calibrate.py --other OTHER.parquet --models hybrid

@@ -1,4 +1,4 @@
-"""A fleet campaign on a local Ray cluster with two simulated device nodes (issue 14, evidence 2).
+"""A fleet campaign on a local Ray cluster with two simulated device nodes.
 
     python benchmarks/bench_fleet.py            # 20 tiny archs per device, chunks of 5, default protocol
     python benchmarks/bench_fleet.py --quick    # 2 archs, chunks of 1, micro protocol (seconds; for the test)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the heterogeneous grouped-expert FFN (moenas.moe_kernels) against its baselines.
 
-Claim measured (issue 5, on an H100): with experts of mixed hidden sizes in one layer the
+Claim measured (on an H100): with experts of mixed hidden sizes in one layer the
 Triton kernels are >= 1.3x faster than padding every expert to the largest size and running a
 uniform batched matmul, >= 3x faster than a PyTorch loop over experts at >= 4k tokens, and reach
 >= 50% of a dense matmul with the same useful FLOPs (the ceiling) at 16k tokens.

@@ -1,4 +1,4 @@
-"""Claim checked (issue 12 item 3's unexplained oddity): on this machine, is onnxruntime at 2
+"""Claim checked (why the 2-thread transfer target is so noisy): on this machine, is onnxruntime at 2
 intra-op threads faster or slower than at 1 thread for the tiny space's reference model?
 
 The shipped `tiny-cpu-ort-2t` dataset's reference checks (35-46 ms) were slower than the 1-thread

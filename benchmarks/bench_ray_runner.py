@@ -1,4 +1,4 @@
-"""Claim (issue 14): Ray spreads the search's fitness over workers like the process pool does, at a
+"""Claim: Ray spreads the search's fitness over workers like the process pool does, at a
 small cost per batch.
 
 The same archs, sampled from the supernet's space, are evaluated (validation loss with inherited

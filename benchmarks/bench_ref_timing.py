@@ -1,4 +1,4 @@
-"""Claim (issue 12 item 6): timing the reference model as one more member of each round-robin
+"""Claim: timing the reference model as one more member of each round-robin
 group (``--ref-timing group``) costs less and flags less than a separate reference check after
 each group (``alone``), without biasing the latencies; and letting it follow the group
 (``follow``, the default since 2026-12-03: its minimum runs, then one run per visit) costs less

@@ -1,4 +1,4 @@
-"""Claim (issue 12 item 3): a predictor fitted on one device transfers to another from a few archs
+"""Claim: a predictor fitted on one device transfers to another from a few archs
 measured there, better than fitting from scratch on the same archs.
 
 No new timing. Base: the shipped ``tiny-cpu-ort`` dataset (onnxruntime, 1 thread, the machine
@@ -27,7 +27,7 @@ each other one), transfers only (``transfer``, ``transfer-full``, ``base-uncorre
 mean over pairs last: the check behind the blend (predictor/transfer.py).
 
 Columns: MAPE, share within ±10%, Kendall tau, 90% interval coverage (means over draws).
-Targets (issue 12, HELP's 0.93 rank correlation from 10 samples): from 10 archs, MAPE <= 5% and
+Targets (HELP's 0.93 rank correlation from 10 samples): from 10 archs, MAPE <= 5% and
 tau >= 0.9.
 
     python benchmarks/bench_transfer.py

@@ -1,4 +1,4 @@
-"""Do a transferred predictor's 90% intervals cover 90% on the new machine? (issue 12, item 2)
+"""Do a transferred predictor's 90% intervals cover 90% on the new machine?
 
     python benchmarks/bench_transfer_coverage.py                     # runs/demo + runs/coverage datasets
     python benchmarks/bench_transfer_coverage.py --other A.parquet B.parquet --repeats 200
@@ -10,7 +10,7 @@ measurements); its intervals, the jackknife (leave-one-out residuals of the tran
 split-conformal quantile over them), are scored on every other arch of those datasets. Repeated
 over ``--repeats`` random draws, because one draw of 20 archs is one coin: the table gives the
 mean coverage over draws, its 10th percentile (how bad an unlucky user's draw is), MAPE and
-Kendall tau. Target (issue 12): 90% intervals cover >= 88% on held-out archs of the new machine.
+Kendall tau. Target: 90% intervals cover >= 88% on held-out archs of the new machine.
 
 Results: benchmarks/results/bench_transfer_coverage.csv (both machines and the versions in every row).
 """

@@ -22,7 +22,7 @@ from moenas.predictor.dataset import load_dataset
 from moenas.predictor.synthetic import make_profiles
 
 REF_MS = 8.0        # the reference model on machine "a", ms
-K = 0.78            # machine "b" runs everything 0.78x as long (the faster second machine)
+K = 0.78            # machine "b" runs everything 0.78x as long (a faster second machine, as once measured)
 SMALL_RULE = {"warmup": 1, "min_runs": 3, "max_runs": 8, "max_seconds": 2.0, "target_rel": 0.05, "confidence": 0.95}
 LATENCY_COLS = ["median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci_lo_ms", "ci_hi_ms"]
 

@@ -1,4 +1,4 @@
-"""Issue #13, class 5: hostile or damaged input is one line, never a crash or a hang.
+"""Hostile or damaged input is one line, never a crash or a hang.
 
 Deeply nested or non-UTF-8 JSON wherever a file is parsed (arch files, predictor.json, a
 dataset's embedded metadata and sidecar, space YAML); metadata of the wrong type in a Parquet

@@ -1,4 +1,4 @@
-"""Issue #13, class 1: a user's file is never overwritten.
+"""A user's file is never overwritten.
 
 Sidecars are named after their whole output (``X.parquet.json``), so ``--archs X.json --out
 X.parquet`` leaves the arch file alone; a file moenas did not write that sits where a sidecar,

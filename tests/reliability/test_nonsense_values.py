@@ -1,4 +1,4 @@
-"""Issue #13, class 6: nonsense is refused before any work, never accepted with exit 0.
+"""Nonsense is refused before any work, never accepted with exit 0.
 
 Every numeric flag of every command is range-checked (a negative --drift-threshold used to
 write a dataset of 0 valid archs; `train --valid-sentences 0` printed val_loss 0.0000); more
@@ -43,7 +43,7 @@ def files(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sixty(tmp_path_factory) -> Path:
-    """60 archs of the shipped dataset (the issue's `fit --folds 1000 on 60 archs`)."""
+    """60 archs of the shipped dataset (a user's `fit --folds 1000` on 60 archs)."""
     root = tmp_path_factory.mktemp("sixty")
     split_profiles(SHIPPED, 60 / 420, 0, root / "rest.parquet", root / "sixty.parquet")
     return root / "sixty.parquet"

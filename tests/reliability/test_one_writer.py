@@ -1,4 +1,4 @@
-"""Issue #13, class 2: one writer per output.
+"""One writer per output.
 
 Another process holds the locks of a dataset, a predictor folder, a checkpoint, a search
 folder, an export folder and a demo folder; every command writing one of them is refused with

@@ -1,4 +1,4 @@
-"""Issue #13, class 4: what the operating system refuses is one line, and is found before work.
+"""What the operating system refuses is one line, and is found before work.
 
 Every command that writes checks each output location first (``check_writable``): a path under
 a regular file, or (as a non-root user) a read-only folder, gives ``moenas CMD: error: ...``

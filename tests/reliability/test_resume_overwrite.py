@@ -1,4 +1,4 @@
-"""Issue #13, class 3: --resume and --overwrite never degrade data.
+"""--resume and --overwrite never degrade data.
 
 * --resume judges earlier rows only by their own run's reference checks: resuming a copy of a
   shipped dataset whose archs are all measured measures nothing and leaves the files
