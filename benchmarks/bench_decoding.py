@@ -1,5 +1,6 @@
-"""What scoring quality under the timed decoding costs: BLEU and chrF of the demo's picks decoded
-greedily and with the latency protocol's beam (5), and the seconds each decoding takes.
+"""What scoring quality under the timed decoding costs: BLEU and chrF of the demo's picks (and of
+the supernet's largest and smallest archs, the quality bars' archs) decoded greedily and with the
+latency protocol's beam (5), and the seconds each decoding takes.
 
 The demo times latency with beam 5 (HAT's protocol), so its reports score BLEU with beam 5 too;
 this measures what that costs the search stage and what it changes in the picks' BLEU. For each
@@ -29,7 +30,7 @@ def score(demo_dir: Path, beams: tuple[int, ...], sentences: int) -> list[dict]:
     """One row per (pick, beam): BLEU, chrF, seconds."""
     import torch
 
-    from moenas.arch import Arch
+    from moenas.arch import Arch, SearchSpace
     from moenas.search.fitness import SupernetFitness
 
     torch.set_num_threads(1)
@@ -41,9 +42,13 @@ def score(demo_dir: Path, beams: tuple[int, ...], sentences: int) -> list[dict]:
         if v and v["arch_id"] not in archs:
             archs[v["arch_id"]] = role
     rows = []
-    evaluated = _evaluated(demo_dir)
+    known = {a_id: Arch.from_json(text) for a_id, text in _evaluated(demo_dir).items()}
+    space = SearchSpace.load(s["config"]["space"])
+    for role, arch in (("largest", space.largest()), ("smallest", space.smallest())):  # the quality bars' archs
+        known[arch.arch_id] = arch
+        archs.setdefault(arch.arch_id, role)
     for arch_id, role in archs.items():
-        arch = Arch.from_json(evaluated[arch_id])
+        arch = known[arch_id]
         for beam in beams:
             t = time.perf_counter()
             q = fit.quality(arch, sentences, samples=0, beam=beam)
