@@ -112,7 +112,7 @@ class Arch:
                 decoder=_stack_from_dict(d["decoder"], "decoder", decoder=True),
                 top_k=_int(d.get("top_k", 1), "top_k"),
                 qkv_dim=_int(d.get("qkv_dim", 512), "qkv_dim"),
-                vocab_size=_int(d.get("vocab_size", 32000), "vocab_size"),
+                vocab_size=_int(d.get("vocab_size", 32000), "vocab_size", MAX_VOCAB),
             )
         except KeyError as e:
             raise UserError(f"arch is missing the field {e.args[0]!r}") from None
@@ -153,12 +153,20 @@ def _known(d: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
         raise UserError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))} (known: {', '.join(allowed)})")
 
 
-def _int(v: Any, path: str) -> int:
-    """A positive integer: every count and size of an arch is one."""
+# Sane bounds without a space: no Transformer has a width, head count or expert size above
+# MAX_SIZE (the largest open models use 16-53k) or a vocabulary above MAX_VOCAB; an arch of
+# embed_dim 10^9 used to pass `space stats` and end `export` in an allocation traceback.
+MAX_SIZE, MAX_VOCAB = 1 << 17, 1 << 21
+
+
+def _int(v: Any, path: str, high: int = MAX_SIZE) -> int:
+    """A positive integer up to ``high``: every count and size of an arch is one."""
     if isinstance(v, bool) or not isinstance(v, int):
         raise UserError(f"{path}: expected an integer, got {v!r}")
     if v <= 0:
         raise UserError(f"{path}: must be >= 1, got {v}")
+    if v > high:
+        raise UserError(f"{path}: {v} is beyond any Transformer's (at most {high})")
     return v
 
 

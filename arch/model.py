@@ -13,11 +13,15 @@ These are what ONNX export and latency profiling time (encoder = encode + cross_
 from __future__ import annotations
 
 import math
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .arch import Arch, LayerArch
+from .cost import param_count
+from .errors import UserError
 from .moe import MoELayer, make_ffn
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -256,9 +260,35 @@ def beam_search(step, bsz: int, beam: int, max_len: int, vocab: int, device: tor
 
 
 def build_model(arch: Arch, seed: int | None = 0, dropout: float = 0.0, moe_backend: str = "torch") -> SubTransformer:
-    """A freshly initialised SubTransformer (seeded, so the same arch gives the same weights)."""
+    """A freshly initialised SubTransformer (seeded, so the same arch gives the same weights).
+    An arch whose fp32 weights alone exceed this machine's memory is one line, not an allocation
+    traceback."""
+    check_fits_memory(arch)
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return SubTransformer(arch, dropout=dropout, moe_backend=moe_backend)
     return SubTransformer(arch, dropout=dropout, moe_backend=moe_backend)
+
+
+def memory_limit_bytes() -> int | None:
+    """This process's memory: the cgroup's limit when one is set, else the physical memory."""
+    try:
+        text = open("/sys/fs/cgroup/memory.max").read().strip()
+        if text.isdigit():
+            return int(text)
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_memory(arch: Arch) -> None:
+    """UserError when the arch's fp32 parameters alone do not fit this machine's memory."""
+    need, have = 4 * param_count(arch).total, memory_limit_bytes()
+    if have is not None and need > have:
+        raise UserError(f"arch {arch.arch_id}: its {param_count(arch).total / 1e9:.3g}G parameters need {need / 2**30:.1f} GiB "
+                        f"in fp32, more than this machine's {have / 2**30:.1f} GiB (embed_dim "
+                        f"{arch.encoder.embed_dim}/{arch.decoder.embed_dim}, vocab_size {arch.vocab_size})")

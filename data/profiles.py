@@ -150,12 +150,32 @@ def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             df[c] = df[c].astype(t)
         except (ValueError, TypeError):
             raise UserError(f"{p}: column {c!r} does not hold {t} values") from None
+    check_values(p, df)
     check_arch_column(p, df)
     if meta.get("reshaped"):  # the ids the rows agree on, as a written dataset's metadata holds them
         for c in ("protocol_id", "fingerprint_id", "space"):
             vals = df[c].dropna().unique() if c in df else []
             meta[c] = str(vals[0]) if len(vals) == 1 else None
     return df, meta
+
+
+def check_values(p: Path, df: pd.DataFrame) -> None:
+    """UserError when a row cannot be a measurement: an empty required field, a component the
+    schema does not know (a column of integers reads as "0", "1"), or a median that is not a
+    positive finite number of milliseconds. Such rows used to pass reading, and a --resume run
+    rewrote the file around them with exit 0."""
+    for c in REQUIRED:
+        empty = df[c].isna() | (df[c].astype("string").str.strip() == "")
+        if empty.any():
+            raise UserError(f"{p}: {int(empty.sum())} row(s) with an empty {c!r} (first: row {int(empty.to_numpy().argmax())})")
+    bad = ~df["component"].isin(COMPONENTS)
+    if bad.any():
+        raise UserError(f"{p}: component {df['component'][bad].iloc[0]!r} is not one of {', '.join(COMPONENTS)}")
+    ms = df["median_ms"].to_numpy(dtype=float)
+    bad_ms = ~np.isfinite(ms) | (ms <= 0)
+    if bad_ms.any():
+        raise UserError(f"{p}: median_ms {ms[bad_ms][0]} is not a positive number of milliseconds "
+                        f"({int(bad_ms.sum())} row(s))")
 
 
 def check_arch_column(p: Path, df: pd.DataFrame) -> None:

@@ -156,7 +156,9 @@ class Profiler:
         check_sidecar(out)
         self._replacing = out.exists()
         if out.exists() and cfg.resume:
-            df, meta = read_profiles(out)  # UserError on corrupt/foreign; nothing written
+            df, meta = read_profiles(out)  # UserError on corrupt/foreign/damaged rows; nothing written
+            if df.empty:
+                raise UserError(f"{out}: holds no rows to resume; remove it or pass --overwrite")
             if not cfg.allow_mixed:
                 if meta.get("protocol_id") != p.protocol_id:
                     raise UserError(f"{out}: measured under protocol {meta.get('protocol_id')} "

@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -231,13 +232,43 @@ def _arch_dict(**change) -> dict:
     (_arch_dict(**{"decoder.layers.0.cross_span": 7}), "exceeds the 2 encoder layer(s)"),
     (_arch_dict(**{"encoder.embed_dim": 0}), "encoder.embed_dim: must be >= 1"),
     (_arch_dict(**{"qkv_dim": -128}), "qkv_dim: must be >= 1"),
+    (_arch_dict(**{"encoder.embed_dim": 10 ** 9}), "encoder.embed_dim: 1000000000 is beyond any Transformer's (at most 131072)"),
+    (_arch_dict(**{"vocab_size": 10 ** 9}), "vocab_size: 1000000000 is beyond"),
 ])
-@pytest.mark.parametrize("command", ["export", "profile"])
+@pytest.mark.parametrize("command", ["export", "profile", "space stats"])
 def test_arch_that_fits_no_space_without_space_is_one_line(tmp_path, capsys, arch, needle, command):
     path = write(tmp_path / "arch.json", json.dumps(arch))
-    argv = (["export", path, "--out", tmp_path / "e"] if command == "export"
-            else ["profile", "--archs", path, "--out", tmp_path / "d.parquet", *FAST])
+    argv = {"export": ["export", path, "--out", tmp_path / "e"], "space stats": ["space", "stats", path],
+            "profile": ["profile", "--archs", path, "--out", tmp_path / "d.parquet", *FAST]}[command]
     refused(argv, capsys, tmp_path, needle)
+
+
+def test_an_arch_whose_weights_exceed_the_machines_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import moenas.arch.model as model
+
+    monkeypatch.setattr(model, "memory_limit_bytes", lambda: 1 << 20)  # a 1 MiB machine: the tiny arch's 4 MB do not fit
+    path = write(tmp_path / "arch.json", TINY.smallest().to_json())
+    refused(["export", path, "--out", tmp_path / "e"], capsys, tmp_path, "GiB in fp32, more than this machine's")
+
+
+@pytest.mark.parametrize("spoil, needle", [
+    ({"median_ms": lambda df: df["median_ms"].where(df.index != 3, float("nan"))}, "row(s) with an empty 'median_ms'"),
+    ({"median_ms": lambda df: df["median_ms"].where(df.index != 3, -1.0)}, "median_ms -1.0 is not a positive number"),
+    ({"component": lambda df: pd.Series(range(len(df)), index=df.index) % 3}, "component '0' is not one of encoder, decoder, total"),
+    ({"arch_id": lambda df: df["arch_id"].where(df.index != 5, "")}, "row(s) with an empty 'arch_id'"),
+])
+def test_resume_refuses_rows_that_cannot_be_measurements(tmp_path, capsys, spoil, needle):
+    data = dataset_with(tmp_path / "d.parquet", **spoil)
+    refused(["profile", "--resume", "--allow-mixed", "--space", "tiny", "--n", "1", "--out", data, *FAST], capsys, tmp_path,
+            needle)
+
+
+def test_resume_refuses_a_dataset_without_rows(tmp_path, capsys):
+    table = pq.read_table(SHIPPED)
+    data = tmp_path / "d.parquet"
+    pq.write_table(table.slice(0, 0), data)  # the schema and metadata, no row
+    refused(["profile", "--resume", "--allow-mixed", "--space", "tiny", "--n", "1", "--out", data, *FAST], capsys, tmp_path,
+            "holds no rows to resume")
 
 
 @pytest.mark.parametrize("column", ["median_ms", "n_runs", "drift_flag"])
