@@ -106,6 +106,33 @@ class Predictor:
                 f"space={m.get('space')!r}, device={m.get('device')!r})")
 
 
+# ---- what a predictor was fitted on ----------------------------------------------------------------
+# compared between a predictor and the data or machine it meets; not the device (a machine's
+# name: another machine is what transfer and calibration are for, and `predict` / `search` name it)
+FITTED_ON = ("backend", "threads_intra", "threads_inter", "space")
+
+
+def fitted_on_differences(meta: dict[str, Any], facts: dict[str, Any]) -> list[str]:
+    """Where the data or machine ``facts`` (protocol, backend, threads_intra, threads_inter,
+    space; :meth:`Dataset.fitted_on`) differ from what the predictor with
+    metadata ``meta`` was fitted on, one phrase each. A fact either side does not know is not
+    compared (predictors saved before thread counts were recorded fall back to their reference's)."""
+    out = []
+    if facts.get("protocol") is not None and meta.get("protocol"):
+        out += [f"protocol {d}" for d in shape_differences(LatencyProtocol.from_dict(meta["protocol"]), facts["protocol"])]
+    ref = meta.get("reference") or {}
+    for k in FITTED_ON:
+        mine, theirs = meta.get(k, ref.get(k) if k.startswith("threads") else None), facts.get(k)
+        if mine is not None and theirs is not None and mine != theirs:
+            out.append(f"{k} {mine} (predictor) vs {theirs}")
+    return out
+
+
+def mismatch_line(where: str, against: str, diffs: list[str]) -> str:
+    """The one line naming every difference between a predictor and what it meets."""
+    return f"{where} was fitted on other data than {against}: {'; '.join(diffs)}"
+
+
 # ---- fitting with reports -------------------------------------------------------------------------
 
 
@@ -116,7 +143,7 @@ def _base_metadata(ds: Dataset, model_name: str, model: Any) -> dict[str, Any]:
         "space": ds.space, "protocol": ds.protocol.to_dict(), "protocol_id": ds.protocol_id, "device": ds.device,
         "backend": ds.backend, "fingerprint_id": ds.fingerprint_id, "fingerprint": ds.fingerprint,
         "dataset": ds.describe(), "features": describe(model.features_), "n_train": int(model.n_train_),
-        "train_arch_ids": list(ds.arch_ids),
+        "train_arch_ids": list(ds.arch_ids), **ds.threads,
         # the reference model's latency in the training rows: what `moenas calibrate` rescales by
         "reference": ds.reference,
     }

@@ -40,6 +40,7 @@ class Dataset:
     synthetic: bool = False
     # the reference model's latency in these rows (predictor.calibrate.reference_stats); None = unknown
     reference: dict[str, Any] | None = None
+    threads: dict[str, int | None] = field(default_factory=dict)  # threads_intra / threads_inter of the rows (None: mixed)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -48,13 +49,18 @@ class Dataset:
         idx = list(idx)
         return Dataset([self.archs[i] for i in idx], self.y[idx], [self.arch_ids[i] for i in idx], self.target,
                        self.protocol, self.protocol_id, self.space, self.device, self.backend, self.fingerprint_id,
-                       self.fingerprint, self.noise_floor, self.sha256, self.paths, self.synthetic, self.reference)
+                       self.fingerprint, self.noise_floor, self.sha256, self.paths, self.synthetic, self.reference,
+                       self.threads)
 
     def describe(self) -> dict[str, Any]:
         return {"paths": self.paths, "sha256": self.sha256, "n_archs": len(self), "target": self.target,
                 "protocol": self.protocol.to_dict(), "protocol_id": self.protocol_id, "space": self.space,
                 "device": self.device, "backend": self.backend, "fingerprint_id": self.fingerprint_id,
-                "noise_floor_mape": self.noise_floor, "synthetic": self.synthetic}
+                "noise_floor_mape": self.noise_floor, "synthetic": self.synthetic, **self.threads}
+
+    def fitted_on(self) -> dict[str, Any]:
+        """What a predictor meeting this data is compared on (:func:`predictor.api.fitted_on_differences`)."""
+        return {"protocol": self.protocol, "backend": self.backend, "space": self.space, **self.threads}
 
 
 def _one(values: pd.Series, what: str, path: str) -> Any:
@@ -124,4 +130,11 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         noise_floor=noise_floor(df, target), sha256=digest.hexdigest(), paths=[str(p) for p in paths],
         synthetic=any(bool(i["meta"].get("synthetic")) for i in infos) or i0["backend"] == "synthetic",
         reference=reference_stats(valid_rows(df, target, 0), [i["meta"] for i in infos]),
+        threads={c: _single_int(df[c]) if c in df else None for c in ("threads_intra", "threads_inter")},
     )
+
+
+def _single_int(values: pd.Series) -> int | None:
+    """The one value of an integer column, or None when it is empty or mixed."""
+    vals = values.dropna().unique()
+    return int(vals[0]) if len(vals) == 1 else None

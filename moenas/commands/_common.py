@@ -104,3 +104,18 @@ def write_new_file(path: str | Path, text: str, overwrite: bool = False) -> Path
 
 def iter_lines(archs: Iterable[Arch]) -> str:
     return "".join(a.to_json() + "\n" for a in archs)
+
+
+def check_fitted_on(command: str, meta: dict, ds, where: str, allow: bool) -> list[str]:
+    """A predictor (metadata ``meta``, at ``where``) against the dataset ``ds`` it meets: a
+    difference in protocol, backend, thread counts or space is an error (one line),
+    or with ``allow`` a warning on stderr. Returns the differences."""
+    from moenas.predictor.api import fitted_on_differences, mismatch_line
+
+    diffs = fitted_on_differences(meta, ds.fitted_on())
+    if diffs:
+        line = mismatch_line(where, ", ".join(ds.paths), diffs)
+        if not allow:
+            raise UserError(f"{line}; pass --allow-mismatch to go on anyway")
+        sys.stderr.write(f"moenas {command}: warning: {line}\n")
+    return diffs

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import check_confidence, check_writable, print_json, table
+from ._common import check_confidence, check_fitted_on, check_writable, print_json, table
 from .fit import metric_headers, metric_rows
 
 
@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="HOLDOUT.parquet", help="holdout profile dataset(s)")
     p.add_argument("--confidence", type=float, default=0.9, help="interval confidence [0.9]")
     p.add_argument("--plots", default=None, metavar="DIR", help="write predicted-vs-measured and learning-curve PNGs here")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="score data measured otherwise than the predictor's own (protocol, backend, threads, space): "
+                        "a warning instead of an error")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     pred = Predictor.load(args.predictor)
     meta = pred.metadata
     ds = load_dataset(args.data, meta.get("target", "total"))
-    pred.check(protocol=ds.protocol, space=ds.space, where=args.predictor)
+    check_fitted_on("evaluate", meta, ds, args.predictor, args.allow_mismatch)
     seen = set(meta.get("train_arch_ids") or [])
     p = pred.predict(ds.archs, confidence=args.confidence)
     rep = M.report(ds.y, p.mean, p.lower, p.upper, args.confidence, ds.noise_floor)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from moenas.arch import UserError
 
-from ._common import check_at_least, check_confidence, check_writable, print_json, table
+from ._common import check_at_least, check_confidence, check_fitted_on, check_writable, print_json, table
 
 METRIC_COLS = [("rmse_ms", "RMSE ms"), ("mape", "MAPE %"), ("rmspe", "RMSPE %"), ("within_5", "±5% %"),
                ("within_10", "±10% %"), ("kendall_tau", "tau"), ("spearman_rho", "rho")]
@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, metavar="P", help="adapt this predictor to the device of --data")
     p.add_argument("--transfer-n", type=int, default=20, help="with --base: measured archs to adapt from [20]")
     p.add_argument("--transfer-residual", action="store_true", help="with --base: also fit a small residual model")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="with --base: adapt from data measured otherwise than the base's (backend, threads, protocol, "
+                        "space; another machine is what --base is for): a warning instead of an error")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=locked_run)
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--folds {args.folds}: more folds than the {len(ds)} valid archs of the data")
     if args.base:
         base = Predictor.load(args.base)
+        check_fitted_on("fit", base.metadata, ds, args.base, args.allow_mismatch)
         pred, rep = transfer_predictor(base, ds, args.transfer_n, args.seed, args.transfer_residual,
                                        confidence=args.confidence)
     else:

@@ -99,7 +99,7 @@ def job_from_args(a: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     job = job_from_args(args)
-    job.notices = _elsewhere_notice(args.predictor)
+    job.notices = _elsewhere_notice(args.predictor) + _mismatch_notice(args)
     report, paths = job.run()
     if args.json:
         print_json(report.to_json())
@@ -132,6 +132,23 @@ def _elsewhere_notice(path: str) -> list[str]:
         return []
     msg = elsewhere_message(meta, path, here_fingerprint(meta.get("device") or "cpu"))
     return [f"moenas search: {msg}"] if msg else []
+
+
+def _mismatch_notice(args: argparse.Namespace) -> list[str]:
+    """A warning when the finalists will be timed otherwise (backend, intra-op threads)
+    than the predictor's data was: then the budget compares two kinds of latency."""
+    from moenas.arch import UserError
+    from moenas.predictor.api import fitted_on_differences, mismatch_line
+    from moenas.predictor.persist import read_metadata
+
+    try:
+        meta = read_metadata(args.predictor)
+    except UserError:
+        return []
+    diffs = fitted_on_differences(meta, {"backend": args.backend, "threads_intra": args.threads})
+    if not diffs or args.no_measure:
+        return []
+    return [f"moenas search: warning: {mismatch_line(args.predictor, 'the re-measurement', diffs)}"]
 
 
 def print_summary(report, paths) -> None:

@@ -114,7 +114,8 @@ def test_bad_input_one_line_exit_2(predictor, data, capsys, tmp_path):
     assert main(["fit", "--data", str(data["train"]), str(other), *FAST, "--out", str(tmp_path / "x")]) == 2
     assert "different latency protocols" in _err(capsys)
     assert main(["evaluate", "--predictor", str(predictor), "--data", str(other)]) == 2
-    assert "another latency protocol" in _err(capsys)
+    err = _err(capsys)
+    assert "fitted on other data" in err and "protocol beam" in err
     assert main(["fit", "--data", str(data["train"]), "--model", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown model" in _err(capsys)
     assert main(["evaluate", "--predictor", str(tmp_path / "missing"), "--data", str(data["hold"])]) == 2
@@ -132,3 +133,18 @@ def test_help(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
     assert "--base" in capsys.readouterr().out
+
+
+def test_a_thread_count_mismatch_is_refused_unless_allowed(predictor, data, capsys, tmp_path):
+    """A predictor fitted on 1-thread data scored against archs timed at 2 threads: one line,
+    exit 2; with --allow-mismatch a warning naming the difference, and the report."""
+    capsys.readouterr()
+    two = _rewrite(data["hold"], tmp_path / "two.parquet", lambda d: d.assign(threads_intra=2))
+    assert main(["evaluate", "--predictor", str(predictor), "--data", str(two)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "threads_intra 1 (predictor) vs 2" in err and "--allow-mismatch" in err
+    assert main(["evaluate", "--predictor", str(predictor), "--data", str(two), "--allow-mismatch", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "warning" in out.err and "threads_intra 1 (predictor) vs 2" in out.err and '"holdout"' in out.out
+    assert main(["fit", "--base", str(predictor), "--data", str(two), "--out", str(tmp_path / "t")]) == 2
+    assert "threads_intra" in capsys.readouterr().err and not (tmp_path / "t").exists()

@@ -219,3 +219,14 @@ def test_resume_of_a_search_stopped_during_final_selection(env, tmp_path, capsys
     # a resume of the finished search reuses the saved measurements: nothing is timed again
     assert main(search_args(env, out, env["median"], "--final-k", "2", "--bleu-sentences", "0", "--resume")) == 0
     assert device.calls == 1 and _final(out) == _final(ref)
+
+
+def test_a_remeasurement_at_another_thread_count_is_named(env):
+    import argparse
+
+    from moenas.commands.search import _mismatch_notice
+
+    args = argparse.Namespace(predictor=env["pred"], backend="onnxruntime", threads=2, no_measure=False)
+    (line,) = _mismatch_notice(args)
+    assert line.startswith("moenas search: warning:") and "threads_intra 1 (predictor) vs 2" in line
+    assert _mismatch_notice(argparse.Namespace(predictor=env["pred"], backend="onnxruntime", threads=1, no_measure=False)) == []
