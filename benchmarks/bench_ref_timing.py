@@ -62,7 +62,7 @@ class BenchConfig:
     ref_retries: int = 3
 
 
-# the shipped automoe-wmt dataset's settings (data/profiles/automoe-wmt-cpu-ort.json's command)
+# the shipped automoe-wmt dataset's settings (data/profiles/automoe-wmt-cpu-ort.parquet.json's command)
 AUTOMOE = BenchConfig(space="automoe-wmt", n_archs=10, ref_every=5, repeat_check=2, seed=0, visit_warmup=0,
                       rule=StopRule(warmup=2, min_runs=10, max_runs=200, max_seconds=16.0), ref_wait_s=5.0,
                       drift_threshold=0.10, ref_retries=30)

@@ -143,6 +143,7 @@ class Profiler:
         self.wanted: set[str] | None = None  # arch ids this run was asked for (None: all)
         self._replacing = False  # an existing dataset stays as it is until this run has news for it
         self._old_flags_changed = False  # an earlier run's row got flagged (its interval never closed)
+        self._ref_prepared = None  # the reference model's prepared workload, made at its first timing
         self._group_ref_ms: float | None = None  # the reference's median timed inside the last group
         self._works: dict[str, Workload] = {}  # workloads (exports) kept for archs that may be measured again
 
@@ -314,7 +315,7 @@ class Profiler:
 
     def _ref_prepared_workload(self):
         """Exported and prepared once per run; every check re-times the same live sessions."""
-        if getattr(self, "_ref_prepared", None) is None:
+        if self._ref_prepared is None:
             self._ref_prepared = self.backend.prepare(Workload(self.ref, self.cfg.protocol, self.cfg.export_method))
         return self._ref_prepared
 
@@ -473,7 +474,7 @@ class Profiler:
                 self._check_and_recover()
         finally:
             bar.close()
-            if getattr(self, "_ref_prepared", None) is not None:
+            if self._ref_prepared is not None:
                 self._ref_prepared.close()
                 self._ref_prepared = None
             self._works = {}

@@ -31,6 +31,10 @@ class Constraint(Protocol):
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray: ...
 
+    def explain(self, arch: Arch, g: float) -> str:
+        """A violation (g > 0) in the budget's own units, for the 'nothing is feasible' line."""
+        ...
+
 
 @dataclass
 class LatencyConstraint:
@@ -48,6 +52,10 @@ class LatencyConstraint:
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         return self.bound(archs) / self.max_ms - 1.0
 
+    def explain(self, arch: Arch, g: float) -> str:
+        what = "mean" if self.confidence is None else "bound"
+        return f"predicted latency {what} {float(self.bound([arch])[0]):.3g} ms over the budget of {self.max_ms:g} ms"
+
 
 @dataclass
 class FlopsConstraint:
@@ -60,6 +68,9 @@ class FlopsConstraint:
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         return np.array([protocol_cost(a, self.protocol).total_flops / 1e9 for a in archs]) / self.max_gflops - 1.0
 
+    def explain(self, arch: Arch, g: float) -> str:
+        return f"{(g + 1) * self.max_gflops:.3g} GFLOPs over the budget of {self.max_gflops:g}"
+
 
 @dataclass
 class ParamsConstraint:
@@ -70,6 +81,9 @@ class ParamsConstraint:
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         return np.array([param_count(a).total for a in archs], dtype=float) / self.max_params - 1.0
+
+    def explain(self, arch: Arch, g: float) -> str:
+        return f"{(g + 1) * self.max_params:.4g} parameters over the budget of {self.max_params:.4g}"
 
 
 @dataclass

@@ -143,10 +143,7 @@ class Evolution:
         for c, v in zip(self.constraints.constraints, g):
             if v <= 0:
                 continue
-            if hasattr(c, "bound"):
-                parts.append(f"predicted latency bound {float(c.bound([small])[0]):.3g} ms over the budget of {c.max_ms:g} ms")
-            else:
-                parts.append(f"{c.name} at {100 * (v + 1):.0f}% of its budget")
+            parts.append(c.explain(small, float(v)))
         return (f"no feasible arch in space {self.space.name!r}: even its smallest arch ({small.arch_id}) has "
                 + "; ".join(parts or ["no violation, yet no sampled arch was feasible"]))
 

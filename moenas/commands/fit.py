@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "from a few (default 20) measured archs instead.")
     p.add_argument("--data", nargs="+", required=True, metavar="FILE.parquet", help="profile dataset(s), one device")
     p.add_argument("--target", default="total", choices=["total", "encoder", "decoder"], help="component [total]")
-    p.add_argument("--model", default="auto", help=f"one of {', '.join(MODELS)} [auto: chosen by cross-validation]")
+    p.add_argument("--model", default="auto", help=f"one of {', '.join(MODELS)} [auto: a stack of the candidates, weighted by their out-of-fold predictions]")
     p.add_argument("--out", default=None, help="predictor directory to write [predictors/MODEL-TARGET]")
     p.add_argument("--folds", type=int, default=5, help="K for cross-validation and interval calibration [5]")
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")

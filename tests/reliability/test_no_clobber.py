@@ -41,12 +41,12 @@ def test_a_foreign_file_at_the_sidecar_name_is_refused(tmp_path, capsys):
 
 
 def test_old_name_sidecar_is_read_and_refreshed_only_when_it_is_the_datasets(tmp_path):
-    """Shipped datasets keep ``X.json``: a rewrite keeps that copy true, while a user's
+    """Datasets written by older moenas keep ``X.json``: a rewrite keeps that copy true, while a user's
     ``X.json`` beside a dataset (or a copy of another dataset's sidecar) is never touched."""
     src = shipped("tiny-cpu-ort")
     out = tmp_path / "t.parquet"
     shutil.copy(src, out)
-    shutil.copy(legacy_sidecar_path(src), legacy_sidecar_path(out))
+    shutil.copy(sidecar_path(src), legacy_sidecar_path(out))  # as an older moenas named it
     df, meta = read_profiles(out)
     write_profiles(out, df, meta)
     new = json.loads(sidecar_path(out).read_text())
@@ -58,7 +58,7 @@ def test_old_name_sidecar_is_read_and_refreshed_only_when_it_is_the_datasets(tmp
     # a reshaped file (no embedded metadata) still takes its fingerprint from an old-name sidecar
     plain = tmp_path / "plain.parquet"
     df.to_parquet(plain)
-    shutil.copy(legacy_sidecar_path(src), legacy_sidecar_path(plain))
+    shutil.copy(sidecar_path(src), legacy_sidecar_path(plain))
     assert read_profiles(plain)[1]["fingerprint"] == meta["fingerprint"]
     legacy_sidecar_path(plain).write_text("not json {")  # anyone's broken X.json does not block reading
     assert read_profiles(plain)[1].get("fingerprint") is None

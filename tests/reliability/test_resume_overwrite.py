@@ -18,7 +18,7 @@ import pytest
 
 from moenas.arch import SearchSpace
 from moenas.cli import main
-from moenas.data.profiles import latency_table, legacy_sidecar_path, read_profiles, shipped
+from moenas.data.profiles import latency_table, read_profiles, shipped, sidecar_path
 from moenas.predictor.dataset import load_dataset
 from moenas.profiler.runner import Profiler
 
@@ -34,7 +34,7 @@ def copy_shipped(name: str, tmp_path: Path) -> Path:
     src = shipped(name)
     out = tmp_path / src.name
     shutil.copy(src, out)
-    shutil.copy(legacy_sidecar_path(src), legacy_sidecar_path(out))
+    shutil.copy(sidecar_path(src), sidecar_path(out))
     return out
 
 

@@ -143,6 +143,13 @@ def test_impossible_budget_names_the_smallest_feasible_latency():
         evo.run()
 
 
+def test_an_impossible_flops_or_params_budget_is_said_in_its_own_units():
+    for cons, pattern in ((FlopsConstraint(max_gflops=1e-6), r"smallest arch.*[0-9.]+ GFLOPs over the budget of 1e-06"),
+                          (ParamsConstraint(max_params=10), r"smallest arch.*[0-9.e+]+ parameters over the budget of 10")):
+        with pytest.raises(UserError, match=pattern):
+            Evolution(TINY, CachedFitness(synthetic_loss), ConstraintSet([cons]), EvolutionConfig(**SMALL)).run()
+
+
 def test_flops_and_params_constraints():
     cons = ConstraintSet([FlopsConstraint(max_gflops=0.3), ParamsConstraint(max_params=1.5e6)])
     fit = CachedFitness(Guarded(cons))
