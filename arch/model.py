@@ -287,8 +287,9 @@ def memory_limit_bytes() -> int | None:
 
 def check_fits_memory(arch: Arch) -> None:
     """UserError when the arch's fp32 parameters alone do not fit this machine's memory."""
-    need, have = 4 * param_count(arch).total, memory_limit_bytes()
+    params = param_count(arch).total
+    need, have = 4 * params, memory_limit_bytes()
     if have is not None and need > have:
-        raise UserError(f"arch {arch.arch_id}: its {param_count(arch).total / 1e9:.3g}G parameters need {need / 2**30:.1f} GiB "
+        raise UserError(f"arch {arch.arch_id}: its {params / 1e9:.3g}G parameters need {need / 2**30:.1f} GiB "
                         f"in fp32, more than this machine's {have / 2**30:.1f} GiB (embed_dim "
                         f"{arch.encoder.embed_dim}/{arch.decoder.embed_dim}, vocab_size {arch.vocab_size})")

@@ -157,11 +157,12 @@ def checkpoint_corpus(meta: dict[str, Any]):
 
 
 def validation_data(meta: dict[str, Any], n_sentences: int | None = None, max_tokens: int | None = None,
-                    split: str = "valid") -> tuple[list[Batch], list[tuple[str, str]]]:
+                    split: str = "valid", corpus=None) -> tuple[list[Batch], list[tuple[str, str]]]:
     """The fixed validation subset a checkpoint was evaluated on: (batches, pairs). Reloads the
-    corpus and tokenizer recorded in ``meta`` and checks the corpus fingerprint."""
+    corpus (unless the caller passes the one it read with :func:`checkpoint_corpus`) and the
+    tokenizer recorded in ``meta``, and checks the corpus fingerprint."""
     tcfg = TrainConfig.from_dict(meta["train_config"])
-    corpus = checkpoint_corpus(meta)
+    corpus = checkpoint_corpus(meta) if corpus is None else corpus
     tok = load_tokenizer(meta)
     pairs = getattr(corpus, split)[: n_sentences or tcfg.valid_sentences]
     return fixed_batches(encode_pairs(tok, pairs, tcfg.max_len), max_tokens or tcfg.max_tokens), pairs

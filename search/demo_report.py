@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .report import FINAL_HEADER, FINAL_RULE, Verification, final_row, translation_lines
-
-PICKS = (("winner", "**deploy**"), ("searched", "searched winner"), ("dense", "dense winner"),
-         ("largest_dense", "largest dense in budget"), ("random", "random search, same evaluations"))
+from .report import PICKS, Verification, pick_lines, translation_lines
 
 
 def _largest_every(cfg) -> str:
@@ -40,18 +37,6 @@ def _beam(s: dict[str, Any]) -> Any:
 def stage_table(timings: dict[str, float]) -> list[str]:
     """Stage times as a Markdown table."""
     return ["| stage | seconds |", "|---|---|"] + [f"| {name} | {sec:.1f} |" for name, sec in timings.items()]
-
-
-def pick_lines(s: dict[str, Any]) -> list[str]:
-    """The picks as a Markdown table (an arch that is two picks is one row naming both)."""
-    labels: dict[str, str] = {}
-    rows: dict[str, Verification] = {}
-    for key, label in PICKS:
-        if key in s["picks"]:
-            v = Verification.from_dict(s["picks"][key])
-            labels[v.arch_id] = f"{labels[v.arch_id]}, {label}" if v.arch_id in labels else label
-            rows.setdefault(v.arch_id, v)
-    return [FINAL_HEADER, FINAL_RULE] + [final_row(v, labels[i]) for i, v in rows.items()]
 
 
 def _latency_lines(f: dict[str, Any], confidence: float) -> list[str]:
@@ -89,7 +74,8 @@ def markdown(demo, s: dict[str, Any]) -> str:
     cfg, f, fin = demo.cfg, s["facts"], s["final"]
     sup = f.get("supernet", {})
     head = f"**Answer.** {fin['verdict']}" if fin.get("winner") else f"**Nothing to deploy:** {fin['verdict']}."
-    lines = ["# moenas demo report", "", head, ""] + pick_lines(s) + [
+    picks = [(Verification.from_dict(s["picks"][key]), label) for key, label in PICKS if key in s["picks"]]
+    lines = ["# moenas demo report", "", head, ""] + pick_lines(picks) + [
         "", f"Budget {f['budget_ms']:.3g} ms, measured with onnxruntime on this CPU ({cfg.threads} thread), protocol: batch 1, "
         f"30 source tokens, 30 decoder steps with KV cache, beam 5; every arch above was timed in one round-robin with the "
         f"reference model. Fitness: validation loss (nats/token, {cfg.valid_sentences} sentences, inherited supernet "
@@ -110,10 +96,9 @@ def markdown(demo, s: dict[str, Any]) -> str:
         lines.append(f"4. The chosen arch exported with its weights to `{dep['model_dir']}`; onnxruntime translated "
                      f"\"{dep['source']}\" as \"{dep['output']}\" (reference: \"{dep['reference']}\").")
     lines.append("")
-    picks = [Verification.from_dict(v) for v in s["picks"].values()]
-    note = next((v.drift_note() for v in picks if v.machine_drifted), "")
+    note = next((v.drift_note() for v, _ in picks if v.machine_drifted), "")
     lines += [f"**Machine drift:** {note}.", ""] if note else []
-    lines += translation_lines(list({v.arch_id: v for v in picks}.values()))
+    lines += translation_lines(list({v.arch_id: v for v, _ in picks}.values()))
     rerun = [f.get("profile_command", ""), f.get("fit_command", ""), f.get("train_command", ""), f.get("search_command", "")]
     if dep:
         rerun += [f"moenas export {cfg.out / 'search' / 'best_arch.json'} --supernet {cfg.out / 'supernet.pt'} "

@@ -132,7 +132,7 @@ def bleu_score(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer,
 
 
 def bleu_with_stats(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, pairs: Sequence[tuple[str, str]],
-                    beam: int = 1, max_len: int = 64) -> tuple[float, SentenceStats]:
+                    beam: int = 1, max_len: int = MAX_LENGTH) -> tuple[float, SentenceStats]:
     """Corpus BLEU of ``arch`` on ``pairs`` and its per-sentence statistics (fitness "bleu":
     value -BLEU, so that its bootstrap error is BLEU's)."""
     hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len)

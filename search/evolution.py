@@ -128,7 +128,7 @@ class Evolution:
         lat = self.latency(archs) if self.latency else np.full(len(archs), np.nan)
         G = self.constraints.G(archs)
         assert (G <= 0).all(), "an infeasible arch reached fitness evaluation"
-        errors = getattr(self.fitness, "errors", {})
+        errors = self.fitness.errors
         cands = [Candidate(a, float(l), float(t), [float(x) for x in g], float(errors.get(a.arch_id, float("nan"))))
                  for a, l, t, g in zip(archs, losses, lat, G)]
         for c in cands:

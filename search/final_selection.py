@@ -65,8 +65,8 @@ def pool(evaluated: Sequence[Candidate], k: int, stats_of: StatsFn | None, role:
     margin of the k best's largest paired error with the best (without two of them, within the
     unpaired margin), at most ``scan`` of them in fitness order. Of the ties, the ``max_ties``
     (default 2k) of lowest predicted latency join: a tie goes to the faster arch, and a converged
-    population can hold dozens of archs within noise of each other (36 in one demo run), more
-    than a round-robin of a minute can time. Without ``stats_of`` the pool is the ``k`` best."""
+    population can hold dozens of archs within noise of each other (36 in one demo run, which
+    took that run's search stage to 195 s). Without ``stats_of`` the pool is the ``k`` best."""
     ranked = sorted(evaluated, key=lambda c: (c.loss, c.arch.arch_id))
     top, rest = ranked[:k], ranked[k:]
     if not top:
@@ -93,11 +93,16 @@ def largest(evaluated: Sequence[Candidate], n: int, role: str = "largest-dense")
     return [Finalist(role, c) for c in by_size[:n]]
 
 
+def _meeting(finalists: Sequence[Finalist]) -> list[Finalist]:
+    """The finalists that meet the budget (measured; predicted when unmeasured)."""
+    return [f for f in finalists if f.row is not None and f.row.meets_budget is not False]
+
+
 def pick(finalists: Sequence[Finalist], z: float = Z_TIE) -> Finalist | None:
     """Among finalists that meet the budget (measured; predicted when unmeasured), the best
     fitness; the ones tied with it within the paired noise are equal, and the fastest wins.
     None when none meets the budget."""
-    ok = [f for f in finalists if f.row is not None and f.row.meets_budget is not False]
+    ok = _meeting(finalists)
     if not ok:
         return None
     best = min(ok, key=lambda f: (f.candidate.loss, f.arch_id))
@@ -114,7 +119,7 @@ def tie_between(a: Finalist, b: Finalist, z: float = Z_TIE) -> bool:
 
 def largest_meeting(finalists: Sequence[Finalist]) -> Finalist | None:
     """The finalist of most GFLOPs that meets the budget (None when none does)."""
-    ok = [f for f in finalists if f.row is not None and f.row.meets_budget is not False]
+    ok = _meeting(finalists)
     return max(ok, key=lambda f: (f.row.gflops, f.arch_id)) if ok else None
 
 
@@ -143,10 +148,10 @@ def verdict(searched: Finalist | None, dense: Finalist | None, budget_ms: float 
         only = searched or dense
         other = "dense" if dense is None else "searched"
         return Verdict(only, None, None, f"Deploy {describe(only)}: no {other} arch met the budget when measured.")
-    diff = searched.candidate.loss - dense.candidate.loss
-    se = paired_se(searched.stats, dense.stats) if searched.stats is not None and dense.stats is not None else float("nan")
     if searched.arch_id == dense.arch_id:
         return Verdict(searched, 0.0, 0.0, f"Deploy {describe(searched)}: the search's answer is itself dense.")
+    diff = searched.candidate.loss - dense.candidate.loss
+    se = paired_se(searched.stats, dense.stats) if searched.stats is not None and dense.stats is not None else float("nan")
     unit = "nats" if metric == "loss" else "BLEU"
     shown = diff if metric == "loss" else -diff
     gap = f"searched - dense fitness {shown:+.3f} ± {se:.3f} {unit}"

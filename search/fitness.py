@@ -36,13 +36,14 @@ class SupernetFitness:
         if not self._state:
             import torch
 
-            from .checkpoint import load_supernet, load_tokenizer, validation_data
+            from .checkpoint import checkpoint_corpus, load_supernet, load_tokenizer, validation_data
 
             torch.set_num_threads(1)  # one evaluator per core; see docs/ARCHITECTURE.md on thread noise
             net, meta = load_supernet(self.ckpt, self.device)
-            batches, pairs = validation_data(meta, n_sentences=self.valid_sentences)
+            corpus = checkpoint_corpus(meta)  # read once: quality() takes its test pairs from it too
+            batches, pairs = validation_data(meta, n_sentences=self.valid_sentences, corpus=corpus)
             self._state.update(net=net, meta=meta, batches=batches, pairs=pairs, n_pairs=len(pairs),
-                               tok=load_tokenizer(meta))
+                               tok=load_tokenizer(meta), corpus=corpus)
         return self._state
 
     @property
@@ -71,11 +72,10 @@ class SupernetFitness:
         """Validation loss, BLEU and chrF on the first ``sentences`` pairs of ``split`` decoded with
         ``beam`` (1 = greedy; reports beside a latency pass the beam that latency was timed with)
         and ``samples`` source / reference / output triples, all with inherited weights."""
-        from .checkpoint import checkpoint_corpus
         from .evaluation import translation_report, validation_loss
 
         st = self._load()
-        pairs = getattr(checkpoint_corpus(st["meta"]), split)[:sentences]
+        pairs = getattr(st["corpus"], split)[:sentences]
         rep = translation_report(st["net"], arch, st["tok"], pairs, n_samples=samples, beam=beam)
         return {"val_loss": validation_loss(st["net"], [arch], st["batches"])[0], "bleu": rep["bleu"], "chrf": rep["chrf"],
                 "beam": beam, "bleu_split": split, "bleu_sentences": rep["sentences"], "samples": rep["samples"]}

@@ -13,6 +13,7 @@ on the same hard sentences, so their difference is far less noisy than either va
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -66,9 +67,13 @@ def ties(diff: float, se: float, z: float = Z_TIE) -> bool:
     return bool(np.isfinite(se)) and abs(diff) <= z * se
 
 
+@lru_cache(maxsize=8)
 def _indices(m: int) -> np.ndarray:
-    """(BOOTSTRAP, m) sentence indices, the same for every call with the same m."""
-    return np.random.default_rng(0).integers(0, m, size=(BOOTSTRAP, m))
+    """(BOOTSTRAP, m) sentence indices, the same for every call with the same m; drawn once per m
+    (every fitness evaluation asks for them) and read-only."""
+    idx = np.random.default_rng(0).integers(0, m, size=(BOOTSTRAP, m))
+    idx.flags.writeable = False
+    return idx
 
 
 def _resampled(s: SentenceStats, idx: np.ndarray) -> np.ndarray:

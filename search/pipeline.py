@@ -141,8 +141,8 @@ class DemoConfig:
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, integer=True)
         name, low = ("profile_n", 8) if self.from_scratch else ("transfer_n", 3)
         check_range(f"--{name.replace('_', '-')}", getattr(self, name), low)
-        check_range("--profile-seconds", self.profile_seconds, 0)
-        check_range("--dense-iterations", self.dense_iterations, 0, integer=True)  # 0 = the profiler's own stop rule
+        check_range("--profile-seconds", self.profile_seconds, 0)  # 0 = the profiler's own stop rule
+        check_range("--dense-iterations", self.dense_iterations, 0, integer=True)
         for name in ("drift_threshold", "train_lr", "max_latency_ms"):
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0, low_open=True)
         check_range("--train-dropout", self.train_dropout, 0, 1, high_open=True)
@@ -250,7 +250,7 @@ class Demo:
                         dense_baseline=cfg.dense_baseline, dense_iterations=cfg.dense_iterations, rule=cfg.quick_rule(),
                         threads=cfg.threads, resume=(out / "search_state.json").exists(), overwrite=True, random_baseline=True,
                         workers=cfg.search_workers or os.cpu_count() or 1)
-        dense = (f"--dense-iterations {job.settings()['dense_iterations']}" if job.dense_baseline else "--no-dense")
+        dense = f"--dense-iterations {job.dense_iterations_run}" if job.runs_dense else "--no-dense"
         self.facts["search_command"] = (f"moenas search --space {cfg.space} --supernet {ckpt} --predictor {self.path('predictor')} "
                                         f"--max-latency-ms {budget_ms:.4g} --confidence {cfg.confidence} --population {cfg.population} "
                                         f"--parents {cfg.parents} --mutations {cfg.mutations} --crossovers {cfg.crossovers} "

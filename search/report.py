@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .evolution import Candidate, SearchResult
+from .fitness_noise import Z_TIE
 
 
 @dataclass
@@ -155,8 +156,8 @@ class SearchReport:
         s, best = self.settings, self.result.best
         lines = ["# moenas search report", ""]
         if self.final is not None:
-            head = self.final.verdict.sentence if self.final.verdict else f"**Nothing to deploy:** {self.final.none_meets_message()}."
-            lines += [f"**Answer.** {head}" if self.final.verdict else head, ""]
+            v = self.final.verdict
+            lines += [f"**Answer.** {v.sentence}" if v else f"**Nothing to deploy:** {self.final.none_meets_message()}.", ""]
         lines += [
             f"Space `{s.get('space')}`; latency budget {s.get('max_latency_ms')} ms at confidence {s.get('confidence')} "
             f"(the predictor's upper bound must meet it for an arch to be evaluated); FLOPs budget {s.get('max_gflops')} G; "
@@ -182,19 +183,12 @@ class SearchReport:
     def _final_lines(self) -> list[str]:
         """The chosen archs side by side, then every finalist, then how they were chosen."""
         f = self.final
-        picks = [(x, label) for x, label in ((f.winner, "**deploy**"), (f.searched, "searched winner"), (f.dense, "dense winner"),
-                                             (f.largest_dense, "largest dense in budget"), (f.random, "random search, same evaluations"))
-                 if x is not None]
-        seen: dict[int, str] = {}
-        for x, label in picks:
-            seen[id(x)] = f"{seen[id(x)]}, {label}" if id(x) in seen else label
-        shown = {id(x): x for x, _ in picks}
         how = ("measured side by side in one round-robin with the reference model" if f.measured
                else "**not measured** (predicted latency only: unverified)")
-        lines = [f"## What to deploy: the picks, {how}", "", FINAL_HEADER, FINAL_RULE]
-        lines += [final_row(x.row, seen[k]) for k, x in shown.items()]
+        lines = [f"## What to deploy: the picks, {how}", ""]
+        lines += pick_lines([(getattr(f, key).row, label) for key, label in PICKS if getattr(f, key) is not None])
         lines += ["", f"Chosen among {len(f.finalists)} finalists: per family, the {self.settings.get('final_k')} best by fitness "
-                  f"plus every arch whose fitness ties the best within {f.to_dict()['tie_z']:g} paired standard errors; among "
+                  f"plus every arch whose fitness ties the best within {Z_TIE:g} paired standard errors; among "
                   "those meeting the budget when measured, the best fitness, and the fastest of the archs tied with it. "
                   "FFN share: the share of the protocol's FLOPs that experts act on; an MoE arch can be at most "
                   "1 / (1 - share) times faster than a dense arch with the same attention and embeddings (Amdahl).", ""]
@@ -202,6 +196,21 @@ class SearchReport:
         lines += [f"**Machine drift:** {note}.", ""] if note else []
         lines += ["### Every finalist", "", FINAL_HEADER, FINAL_RULE] + [final_row(v, v.role) for v in self.verifications] + [""]
         return lines
+
+
+# the picks a final selection names: (FinalSelection attribute = demo.json "picks" key, label)
+PICKS = (("winner", "**deploy**"), ("searched", "searched winner"), ("dense", "dense winner"),
+         ("largest_dense", "largest dense in budget"), ("random", "random search, same evaluations"))
+
+
+def pick_lines(picks: Sequence[tuple[Verification, str]]) -> list[str]:
+    """The picks as a Markdown table; an arch that is several picks is one row naming them all."""
+    labels: dict[str, str] = {}
+    rows: dict[str, Verification] = {}
+    for v, label in picks:
+        labels[v.arch_id] = f"{labels[v.arch_id]}, {label}" if v.arch_id in labels else label
+        rows.setdefault(v.arch_id, v)
+    return [FINAL_HEADER, FINAL_RULE] + [final_row(v, labels[i]) for i, v in rows.items()]
 
 
 FINAL_HEADER = ("| arch | role | fitness ± SE | BLEU / chrF | measured ms | predicted ms (interval) | GFLOPs | params active / total (M) "

@@ -52,8 +52,9 @@ class SearchJob:
     ray_address: str | None = None    # --runner ray: a running cluster (None: a local one of `workers` CPUs)
     random_baseline: bool = False
     measure: bool = True              # time the finalists on this device (False: choose by prediction, unverified)
-    # per family, the k best by fitness are measured (plus those tied within noise); 4 kept the demo's
-    # search stage within about a minute of the search alone (benchmarks/bench_demo.py times it)
+    # per family, the k best by fitness are measured (plus up to 2k ties within noise); with 4 the
+    # demo's search stage took 118-146 s, against 89 s for the search alone on another host
+    # (benchmarks/bench_demo.py times it)
     final_k: int = 4
     dense_baseline: bool = True       # also search the dense variant of the space under the same budget
     dense_iterations: int | None = None  # the dense search's iterations (None: the same as the search's)
@@ -119,8 +120,17 @@ class SearchJob:
                 **asdict(self.config), "objectives": ",".join(self.config.objectives),
                 "predictor_device": self.predictor.metadata.get("device"), "remeasure_backend": self.backend,
                 "remeasure_device": self.device, "threads": self.threads, "quality_beam": self.quality_beam, "measure": self.measure, "final_k": self.final_k,
-                "dense_baseline": self.dense_baseline and not self.space.is_dense,
-                "dense_iterations": self.config.iterations if self.dense_iterations is None else self.dense_iterations}
+                "dense_baseline": self.runs_dense, "dense_iterations": self.dense_iterations_run}
+
+    @property
+    def runs_dense(self) -> bool:
+        """Whether the dense baseline is searched (asked for, and the space is not dense already)."""
+        return self.dense_baseline and not self.space.is_dense
+
+    @property
+    def dense_iterations_run(self) -> int:
+        """The dense baseline's iterations (the search's when not set)."""
+        return self.config.iterations if self.dense_iterations is None else self.dense_iterations
 
     # ---- run -----------------------------------------------------------------------------------
     def _latency(self, archs):
@@ -150,7 +160,7 @@ class SearchJob:
             result = evo.run(resume=self.resume)
             if self.random_baseline:
                 baseline, random_best = self._random_baseline(CachedFitness(fitness, runner), constraints, cached.evaluations)
-            if self.dense_baseline and not self.space.is_dense:
+            if self.runs_dense:
                 dense = self._dense_search(cached, runner, constraints, bars)
         finally:
             for bar in bars:
@@ -179,7 +189,7 @@ class SearchJob:
     def _dense_search(self, cached: CachedFitness, runner: Runner, constraints, bars: list[tqdm]) -> SearchResult:
         """Evolution over the space's dense variant under the same constraints (HAT's space inside
         AutoMoE's), on the same workers; archs the search already scored are not scored again."""
-        iters = self.config.iterations if self.dense_iterations is None else self.dense_iterations
+        iters = self.dense_iterations_run
         cfg = replace(self.config, iterations=iters, seed=self.config.seed + 2)
         fit = CachedFitness(cached.fitness, runner, cache=cached.cache)
         fit.errors.update(cached.errors)
@@ -234,8 +244,12 @@ class SearchJob:
         for f in fins:
             f.row = replace(rows[f.arch_id], role=f.role)
         sel = decide(fins, self.max_latency_ms, self.measure, self.fitness)
-        for f in {id(x): x for x in (sel.winner, sel.searched, sel.dense, sel.largest_dense, sel.random) if x}.values():
-            self.add_quality(f.row, f.candidate.arch)
+        if self.bleu_sentences > 0:  # each picked arch decoded once, also when it is two picks
+            picks = [x for x in (sel.searched, sel.dense, sel.largest_dense, sel.random) if x]
+            archs = {f.arch_id: f.candidate.arch for f in picks}
+            quality = {i: self.evaluator.quality(a, self.bleu_sentences, beam=self.quality_beam) for i, a in archs.items()}
+            for f in picks:
+                f.row.add_quality(quality[f.arch_id])
         return sel
 
     def _measure_finalists(self, fins: list[Finalist]) -> dict[str, Verification]:
@@ -259,11 +273,6 @@ class SearchJob:
         """The beam BLEU and chrF decode with: the latency protocol's, so that a report's BLEU
         and its latency come from the same decoding."""
         return protocol_of(self.predictor).beam
-
-    def add_quality(self, v, arch) -> None:
-        """Validation loss, test BLEU / chrF (the protocol's beam) and translation samples of one verified arch."""
-        if self.bleu_sentences > 0:
-            v.add_quality(self.evaluator.quality(arch, self.bleu_sentences, beam=self.quality_beam))
 
 
 def check_search_files(out: Path) -> None:

@@ -9,6 +9,7 @@ machine's drift rather than to the predictor.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from moenas.arch.cost import protocol_cost
@@ -52,7 +53,7 @@ def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, 
             arch_id=c.arch.arch_id, role=role, loss=c.loss, predicted_ms=float(mean), predicted_low_ms=float(lo),
             predicted_high_ms=float(hi), measured_ms=meas, budget_ms=budget_ms,
             gflops=cost.total_flops / 1e9, params_m=cost.params.total / 1e6, params_active_m=cost.params.active / 1e6,
-            ffn_share=cost.ffn_share, loss_se=None if c.loss_se != c.loss_se else c.loss_se,
+            ffn_share=cost.ffn_share, loss_se=None if math.isnan(c.loss_se) else c.loss_se,
             reference_factor=factor, reference_noise_rel=(ref or {}).get("noise_rel") if factor else None))
     return rows
 

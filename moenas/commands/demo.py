@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import check_writable, print_json, table
+from ._common import check_writable, picks_table, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,20 +89,11 @@ def print_summary(s: dict, out: Path) -> None:
 
     fin = s["final"]
     print("\n" + (fin["verdict"] if fin["winner"] else f"nothing to deploy: {fin['verdict']}"))
-    rows = []
-    for key, label in (("searched", "searched"), ("dense", "dense"), ("largest_dense", "largest dense"), ("random", "random search")):
-        v = s["picks"].get(key)
-        if v:
-            rows.append([label + (" (deploy)" if v["arch_id"] == fin["winner"] else ""), v["arch_id"],
-                         f"{v['loss']:.4f} ± {v['loss_se'] or float('nan'):.4f}",
-                         "-" if v["bleu"] is None else f"{v['bleu']:.1f} / {v['chrf']:.1f}",
-                         "-" if v["measured_ms"] is None else f"{v['measured_ms']:.3g}", f"{v['gflops']:.3g}",
-                         f"{v['params_active_m'] or float('nan'):.2f} / {v['params_m']:.2f}", f"{100 * (v['ffn_share'] or 0):.0f}%",
-                         {True: "yes", False: "NO", None: "?"}[v["meets_budget"]]])
-    beam = next((v.get("beam") for v in s["picks"].values() if v.get("beam")), "-")
-    print(table(rows, ["pick", "arch", "val loss ± SE", f"BLEU / chrF (beam {beam})", "measured ms", "GFLOPs", "params M act/total", "FFN share",
-                       f"≤ {s['facts']['budget_ms']:.3g} ms"]))
-    drift = next((Verification.from_dict(v).drift_note() for v in s["picks"].values() if v.get("machine_drifted")), "")
+    picks = {key: Verification.from_dict(v) for key, v in s["picks"].items()}
+    beam = next((v.beam for v in picks.values() if v.beam), "-")
+    print(f"budget {s['facts']['budget_ms']:.3g} ms")
+    print(picks_table(picks, fin["winner"], beam))
+    drift = next((v.drift_note() for v in picks.values() if v.machine_drifted), "")
     if drift:
         print(f"note: {drift}")
     print()

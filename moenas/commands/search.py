@@ -8,7 +8,7 @@ from pathlib import Path
 
 from moenas.search.fitness_runners import RUNNERS
 
-from ._common import check_range, check_writable, print_json, table
+from ._common import PICK_LABELS, check_range, check_writable, picks_table, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +99,8 @@ def job_from_args(a: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     job = job_from_args(args)
-    job.notices = _elsewhere_notice(args.predictor) + _mismatch_notice(args)
+    meta = _predictor_meta(args.predictor)
+    job.notices = _elsewhere_notice(args.predictor, meta) + _mismatch_notice(args, meta)
     report, paths = job.run()
     if args.json:
         print_json(report.to_json())
@@ -117,38 +118,39 @@ def exit_code(report) -> int:
     return 0
 
 
-def _elsewhere_notice(path: str) -> list[str]:
-    """The line to show when the predictor holds on another machine (fingerprint only: no
-    timing); the job prints it once its inputs passed, so bad input still gets one line alone.
-    A predictor that cannot be read is left to SearchJob to refuse."""
+def _predictor_meta(path: str) -> dict | None:
+    """The predictor's metadata, read once for the notices; None when it cannot be read (left to
+    SearchJob to refuse, so bad input still gets one line alone)."""
     from moenas.arch import UserError
     from moenas.predictor.persist import read_metadata
 
+    try:
+        return read_metadata(path)
+    except UserError:
+        return None
+
+
+def _elsewhere_notice(path: str, meta: dict | None) -> list[str]:
+    """The line to show when the predictor holds on another machine (fingerprint only: no
+    timing); the job prints it once its inputs passed."""
     from .calibrate import elsewhere_message, here_fingerprint
 
-    try:
-        meta = read_metadata(path)
-    except UserError:
+    if meta is None:
         return []
     msg = elsewhere_message(meta, path, here_fingerprint(meta.get("device") or "cpu"))
     return [f"moenas search: {msg}"] if msg else []
 
 
-def _mismatch_notice(args: argparse.Namespace) -> list[str]:
+def _mismatch_notice(args: argparse.Namespace, meta: dict | None = None) -> list[str]:
     """A warning when the finalists will be timed otherwise (backend, intra-op threads)
     than the predictor's data was: then the budget compares two kinds of latency."""
-    from moenas.arch import UserError
     from moenas.predictor.api import fitted_on_differences, mismatch_line
-    from moenas.predictor.persist import read_metadata
 
-    try:
-        meta = read_metadata(args.predictor)
-    except UserError:
+    meta = _predictor_meta(args.predictor) if meta is None else meta
+    if meta is None or args.no_measure:
         return []
     diffs = fitted_on_differences(meta, {"backend": args.backend, "threads_intra": args.threads})
-    if not diffs or args.no_measure:
-        return []
-    return [f"moenas search: warning: {mismatch_line(args.predictor, 'the re-measurement', diffs)}"]
+    return [f"moenas search: warning: {mismatch_line(args.predictor, 'the re-measurement', diffs)}"] if diffs else []
 
 
 def print_summary(report, paths) -> None:
@@ -158,17 +160,10 @@ def print_summary(report, paths) -> None:
           f"(loss {best.loss:.4f} ± {best.loss_se:.4f}, predicted {best.latency:.3g} ms)")
     final = report.final
     if final is not None:
-        rows = [[f.role, f.arch_id, f"{f.row.loss:.4f} ± {f.row.loss_se or float('nan'):.4f}",
-                 "-" if f.row.bleu is None else f"{f.row.bleu:.1f} / {f.row.chrf:.1f}",
-                 "-" if f.row.measured_ms is None else f"{f.row.measured_ms:.3g}",
-                 f"{f.row.predicted_ms:.3g} [{f.row.predicted_low_ms:.3g}, {f.row.predicted_high_ms:.3g}]", f"{f.row.gflops:.3g}",
-                 f"{100 * (f.row.ffn_share or 0):.0f}%", {True: "yes", False: "NO", None: "?"}[f.row.meets_budget]]
-                for f in (final.searched, final.dense, final.largest_dense, final.random) if f is not None]
-        if rows:
-            print(table(rows, ["pick", "arch", "fitness ± SE", f"BLEU / chrF (beam {report.settings.get('quality_beam')})", "measured ms", "predicted ms [interval]", "GFLOPs",
-                               "FFN share", "in budget"]))
-        print(final.verdict.sentence if final.verdict else f"nothing to deploy: {final.none_meets_message()}")
+        picks = {key: getattr(final, key).row for key, _ in PICK_LABELS if getattr(final, key) is not None}
         win = final.winner
+        print(picks_table(picks, win.arch_id if win else None, report.settings.get("quality_beam")))
+        print(final.verdict.sentence if final.verdict else f"nothing to deploy: {final.none_meets_message()}")
         if win is not None and win.row.samples:
             x = win.row.samples[0]
             print(f"{win.arch_id} translates {x['source']!r} -> {x['output']!r} (reference {x['reference']!r})")
