@@ -288,23 +288,23 @@ class ProtocolCost:
     """Everything the cost model says about one arch under one protocol."""
 
     params: ParamCount
-    encoder: ComponentCost
-    decoder: ComponentCost
+    # one entry per timed component of the protocol's family, in its order
+    components: dict[str, ComponentCost]
 
     @property
     def total_flops(self) -> float:
-        return self.encoder.flops + self.decoder.flops
+        return sum(c.flops for c in self.components.values())
 
     @property
     def total_bytes(self) -> float:
-        return self.encoder.bytes + self.decoder.bytes
+        return sum(c.bytes for c in self.components.values())
 
     @property
     def ffn_share(self) -> float:
         """The FFN's share of the protocol's FLOPs (dense FFN, experts and router, both stacks):
         what experts can save at most, so an MoE arch is at most 1 / (1 - share) times faster
         than a dense arch of equal attention and embeddings (Amdahl's bound)."""
-        ffn = sum(c.flops_by_part.get(p, 0.0) for c in (self.encoder, self.decoder) for p in ("ffn", "experts", "router"))
+        ffn = sum(c.flops_by_part.get(p, 0.0) for c in self.components.values() for p in ("ffn", "experts", "router"))
         return ffn / self.total_flops if self.total_flops else 0.0
 
     def summary(self) -> dict[str, float]:
@@ -316,7 +316,7 @@ class ProtocolCost:
             "flops_total": self.total_flops,
             "bytes_total": self.total_bytes,
         }
-        for name, comp in (("encoder", self.encoder), ("decoder", self.decoder)):
+        for name, comp in self.components.items():
             out[f"flops_{name}"] = comp.flops
             out[f"bytes_{name}"] = comp.bytes
             for part in PARTS:
@@ -327,11 +327,8 @@ class ProtocolCost:
 
 @lru_cache(maxsize=1 << 16)
 def protocol_cost(arch: Arch, protocol: LatencyProtocol = LatencyProtocol()) -> ProtocolCost:
-    """Params plus encoder and decoder cost under ``protocol`` with uniform routing (memoised:
-    search and feature extraction ask for the same archs many times; treat the result as
-    read-only)."""
-    return ProtocolCost(
-        params=param_count(arch),
-        encoder=encoder_cost(arch, protocol.batch, protocol.src_len),
-        decoder=decoder_cost(arch, protocol),
-    )
+    """Params plus the cost of each component of the protocol's family (encoder and decoder)
+    under ``protocol`` with uniform routing (memoised: search and feature extraction ask for the
+    same archs many times; treat the result as read-only)."""
+    components = {"encoder": encoder_cost(arch, protocol.batch, protocol.src_len), "decoder": decoder_cost(arch, protocol)}
+    return ProtocolCost(params=param_count(arch), components=components)

@@ -22,10 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from .checks import check_range
 from .errors import UserError
+from .family import ENCODER_DECODER, ModelFamily
 
 ROUTINGS = ("seeded-random",)
 # What the cost model and the shape of every timed tensor depend on: a predictor is refused for
@@ -35,6 +36,8 @@ SHAPE_FIELDS = ("batch", "src_len", "decoder_steps", "beam")
 
 @dataclass(frozen=True)
 class LatencyProtocol:
+    # What one measurement times (not a field: protocol ids predate families and stay the same)
+    family: ClassVar[ModelFamily] = ENCODER_DECODER
     batch: int = 1
     src_len: int = 30
     decoder_steps: int = 30

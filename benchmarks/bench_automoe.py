@@ -340,13 +340,13 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
     for r in rows:
         a = Arch.from_dict(r["arch"])
         cost = protocol_cost(a)
-        dec = cost.decoder.flops_by_part
+        dec = cost.components["decoder"].flops_by_part
         params = param_count(a)
         out.append({"budget": r["budget"], "budget_ms_predicted": r["budget_ms"], "role": r["role"], "arch_id": a.arch_id,
                     **{k: round(v, 4) for k, v in quality[a.arch_id].items()},
                     "measured_ms": round(measured["ms"][a.arch_id], 4), "ci_rel": measured["ci_rel"].get(a.arch_id),
                     "mflops": round(cost.total_flops / 1e6, 2), "ffn_flop_share": round(cost.ffn_share, 4),
-                    "logits_share_of_decoder": round(dec.get("logits", 0.0) / cost.decoder.flops, 4),
+                    "logits_share_of_decoder": round(dec.get("logits", 0.0) / cost.components["decoder"].flops, 4),
                     "amdahl_max_speedup": round(1 / (1 - cost.ffn_share), 3),
                     "params_total_m": round(params.total / 1e6, 3), "params_active_m": round(params.active / 1e6, 3),
                     **env})

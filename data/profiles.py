@@ -31,12 +31,13 @@ from moenas.arch import Arch
 from moenas.arch.provenance import now_iso  # noqa: F401  (re-exported: the profiler stamps rows with it)
 from moenas.arch.checks import check_fields, parse_json, read_json
 from moenas.arch.errors import UserError
+from moenas.arch.family import TOTAL, all_row_components
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 
 PROFILE_SCHEMA_VERSION = 1
 FORMAT = "moenas-profiles"
 META_KEY = b"moenas_profiles"
-COMPONENTS = ("encoder", "decoder", "total")
+COMPONENTS = all_row_components()  # any family's; one measurement's rows: its family's row_components
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 
 # column -> pandas dtype. Order = order on disk.
@@ -246,7 +247,7 @@ def _meta_from_rows(p: Path) -> dict[str, Any]:
 # ---- derived tables ---------------------------------------------------------------------------
 
 
-def valid_rows(df: pd.DataFrame, component: str = "total", repeat_index: int | None = 0) -> pd.DataFrame:
+def valid_rows(df: pd.DataFrame, component: str = TOTAL, repeat_index: int | None = 0) -> pd.DataFrame:
     """Rows of ``component`` (and ``repeat_index`` unless None) that are not drift-flagged,
     keeping the latest per arch (a re-measurement supersedes an earlier one)."""
     if component not in COMPONENTS:
@@ -257,7 +258,7 @@ def valid_rows(df: pd.DataFrame, component: str = "total", repeat_index: int | N
     return sel.sort_values("timestamp", kind="stable").drop_duplicates("arch_id", keep="last")
 
 
-def latency_table(df: pd.DataFrame, component: str = "total") -> pd.DataFrame:
+def latency_table(df: pd.DataFrame, component: str = TOTAL) -> pd.DataFrame:
     """One row per arch_id from first measurements (repeat_index 0); rows flagged for drift and
     not re-measured are dropped (a re-measurement replaces them). Columns: arch_id, arch_json,
     median_ms, p10_ms, p90_ms, ci_rel."""
@@ -266,7 +267,7 @@ def latency_table(df: pd.DataFrame, component: str = "total") -> pd.DataFrame:
     return out
 
 
-def noise_floor(df: pd.DataFrame, component: str = "total") -> float | None:
+def noise_floor(df: pd.DataFrame, component: str = TOTAL) -> float | None:
     """MAPE (percent) between the first measurement (repeat_index 0) and the noise-floor
     re-measurement (repeat_index 1) of the same archs; None without such pairs."""
     a = valid_rows(df, component, 0).set_index("arch_id")["median_ms"]
@@ -278,14 +279,20 @@ def noise_floor(df: pd.DataFrame, component: str = "total") -> float | None:
     return float(np.mean(np.abs(y - x) / x) * 100.0)
 
 
-def noise_pairs(df: pd.DataFrame, component: str = "total") -> int:
+def noise_pairs(df: pd.DataFrame, component: str = TOTAL) -> int:
     a = valid_rows(df, component, 0)["arch_id"]
     b = valid_rows(df, component, 1)["arch_id"]
     return len(set(a) & set(b))
 
 
+def present_components(df: pd.DataFrame) -> list[str]:
+    """The components ``df`` has rows of, in :data:`COMPONENTS` order."""
+    have = set(df["component"].dropna()) if len(df) else set()
+    return [c for c in COMPONENTS if c in have]
+
+
 def counts(df: pd.DataFrame) -> dict[str, Any]:
-    tot = df[df["component"] == "total"]
+    tot = df[df["component"] == TOTAL]
     return {
         "rows": int(len(df)),
         "measurements": int(len(tot)),
@@ -317,9 +324,9 @@ def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> 
     meta["updated"] = now_iso()
     meta["counts"] = counts(df) if len(df) else {"rows": 0}
     nf = noise_floor(df) if len(df) else None
-    meta["noise_floor"] = {"component": "total", "mape_percent": nf,
+    meta["noise_floor"] = {"component": TOTAL, "mape_percent": nf,
                            "pairs": noise_pairs(df) if len(df) else 0,
-                           "by_component": {c: noise_floor(df, c) for c in COMPONENTS} if len(df) else {}}
+                           "by_component": {c: noise_floor(df, c) for c in present_components(df)}}
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})

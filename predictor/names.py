@@ -1,3 +1,5 @@
 """Model and target names, importable without scikit-learn (the CLI's --help needs only these)."""
+from moenas.arch.family import all_targets
+
 MODELS = ("flops-linear", "hat-mlp", "automoe-mlp", "gbt", "rf", "hybrid", "stack", "auto")
-TARGETS = ("total", "encoder", "decoder")
+TARGETS = all_targets()

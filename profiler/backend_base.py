@@ -2,8 +2,9 @@
 
 A :class:`Backend` (one runtime on one device with explicit thread counts) turns a
 :class:`~moenas.profiler.workload.Workload` (one arch under one latency protocol) into a
-:class:`PreparedWorkload`, whose ``run_encoder`` / ``run_decoder`` execute the protocol's
-encoder and its decoder steps synchronously (a GPU backend synchronises before returning). The
+:class:`PreparedWorkload`, with one synchronous ``run_<component>`` per component of its model
+family (:mod:`moenas.arch.family`): for encoder-decoder, ``run_encoder`` / ``run_decoder`` execute
+the protocol's encoder and its decoder steps (a GPU backend synchronises before returning). The
 profiler times :meth:`PreparedWorkload.step`; everything else (export, session creation, input
 upload, the untimed encoder pass whose cross keys/values feed the decoder) happens in
 :meth:`Backend.prepare`.
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moenas.arch import UserError
+from moenas.arch.family import ENCODER_DECODER, TOTAL, ModelFamily
 
 from .workload import Workload
 
@@ -28,6 +30,9 @@ from .workload import Workload
 class PreparedWorkload(ABC):
     """A workload made ready to time on one backend (sessions built, inputs on the device,
     cross keys/values computed). ``run_*`` must be synchronous."""
+
+    # what step() times: one run_<component> method per component, in the family's order
+    family: ClassVar[ModelFamily] = ENCODER_DECODER
 
     @abstractmethod
     def run_encoder(self) -> None: ...
@@ -40,13 +45,17 @@ class PreparedWorkload(ABC):
         """Final-step logits of the last ``run_decoder`` as a (decoder batch, V) float32 array."""
 
     def step(self) -> dict[str, float]:
-        """One timed repetition: seconds for encoder, decoder and their sum."""
-        t0 = time.perf_counter()
-        self.run_encoder()
-        t1 = time.perf_counter()
-        self.run_decoder()
-        t2 = time.perf_counter()
-        return {"encoder": t1 - t0, "decoder": t2 - t1, "total": t2 - t0}
+        """One timed repetition: seconds per component of :attr:`family` (run in its order, back
+        to back) and their sum under :data:`~moenas.arch.family.TOTAL`."""
+        runs = [(c, getattr(self, f"run_{c}")) for c in self.family.components]  # looked up before the clock starts
+        out: dict[str, float] = {}
+        start = t0 = time.perf_counter()
+        for comp, run in runs:
+            run()
+            t1 = time.perf_counter()
+            out[comp], t0 = t1 - t0, t1
+        out[TOTAL] = t0 - start
+        return out
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions / device memory."""

@@ -34,9 +34,11 @@ def ops_ms(events: list[dict[str, Any]], runs: int) -> dict[str, float]:
     return {k: round(v / runs, 6) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
 
 
-def sum_ops(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    """Per-op sum of two {op_type: ms} tables (the ``total`` component = encoder + decoder)."""
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = round(out.get(k, 0.0) + v, 6)
+def sum_ops(first: dict[str, float], *rest: dict[str, float]) -> dict[str, float]:
+    """Per-op sum of {op_type: ms} tables (the ``total`` component = the sum of its family's
+    components), largest first."""
+    out = dict(first)
+    for table in rest:
+        for k, v in table.items():
+            out[k] = round(out.get(k, 0.0) + v, 6)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))

@@ -1,8 +1,8 @@
 """Profile rows: what one measurement becomes in the dataset (:data:`moenas.data.profiles.COLUMNS`).
 
 Pure: :func:`measurement_rows` takes the measurement, the arch, its expert counts, the op
-profile and the ids, and returns the three rows (encoder, decoder, total); nothing is timed or
-read here. What every row of a run shares (backend, device, threads, session options,
+profile and the ids, and returns one row per component of the protocol's model family and one
+for the total (encoder, decoder, total); nothing is timed or read here. What every row of a run shares (backend, device, threads, session options,
 protocol, fingerprint, versions) is a :class:`RunColumns`, fixed once when the run starts.
 Every row is checked against the schema (:func:`~moenas.data.profiles.check_row`), so a
 misspelt or forgotten column fails at once instead of landing as an extra, empty column.
@@ -16,7 +16,8 @@ from typing import Any
 
 from moenas.arch import Arch
 from moenas.arch.protocol import LatencyProtocol
-from moenas.data.profiles import COMPONENTS, check_row
+from moenas.arch.family import TOTAL
+from moenas.data.profiles import check_row
 
 from .fingerprint import ID_FIELDS
 from .op_profile import sum_ops
@@ -65,10 +66,11 @@ class RunColumns:
 def measurement_rows(run: RunColumns, arch: Arch, m: Measurement, expert_counts: dict[str, list[int]],
                      ops: dict[str, dict[str, float]] | None, *, measurement_id: str, timestamp: str,
                      repeat_index: int, remeasured: bool, ref_before_ms: float | None) -> list[dict[str, Any]]:
-    """The three rows (one per component, in :data:`COMPONENTS` order) of one measurement.
+    """The rows of one measurement: one per component of the protocol's family, then the total
+    (``run.protocol.family.row_components`` order).
 
     ``expert_counts``: routed tokens per expert ('encoder.i' / 'decoder.i' -> list);
-    ``ops``: {"encoder": {op_type: ms}, "decoder": {...}} or None (the total's is their sum);
+    ``ops``: {component: {op_type: ms}} or None (the total's is their sum);
     ``ref_before_ms``: the reference check that opened this row's interval (None before the
     first). The drift columns start unjudged (the check that closes the interval sets them).
     ValueError when a row does not match the schema."""
@@ -80,10 +82,11 @@ def measurement_rows(run: RunColumns, arch: Arch, m: Measurement, expert_counts:
         "ref_before_ms": ref_before_ms, "ref_after_ms": None,
     }
     rows = []
-    for comp in COMPONENTS:
+    family = run.protocol.family
+    for comp in family.row_components:
         op = None
         if ops is not None:
-            op = ops.get(comp) if comp != "total" else sum_ops(ops["encoder"], ops["decoder"])
+            op = ops.get(comp) if comp != TOTAL else sum_ops(*(ops[c] for c in family.components))
         row = {**base, "component": comp, **m.summaries[comp].to_dict(),
                "op_profile": json.dumps(op) if op is not None else None}
         rows.append(check_row(row))

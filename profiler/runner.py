@@ -34,7 +34,8 @@ from typing import Any, Callable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.files import output_lock
-from moenas.data.profiles import COMPONENTS, check_sidecar, now_iso, read_profiles, to_frame, write_profiles
+from moenas.arch.family import TOTAL
+from moenas.data.profiles import check_sidecar, now_iso, read_profiles, to_frame, write_profiles
 
 from moenas.arch.protocol import LatencyProtocol
 
@@ -307,11 +308,11 @@ class Profiler:
         """The reference's median (ms): from its measurement inside a round-robin group, or
         timed alone now under ``ref_rule``. Every check's value comes through here (tests script it)."""
         if group is not None:
-            return group.summaries["total"].median_ms
+            return group.summaries[TOTAL].median_ms
         t = time.perf_counter()
         m = measure(self._ref_prepared_workload().step, self.cfg.ref_rule)
         self.seconds["reference_model"] += time.perf_counter() - t
-        return m.summaries["total"].median_ms
+        return m.summaries[TOTAL].median_ms
 
     def _ref_prepared_workload(self):
         """Exported and prepared once per run; every check re-times the same live sessions."""
@@ -391,7 +392,7 @@ class Profiler:
         queued = {(a.arch_id, rep) for a, rep in self.queue}
         for r in self.records:
             key = (r["arch_id"], int(r["repeat_index"]))
-            if r["component"] != "total" or key in valid or key in queued or not _flag(r["drift_flag"]):
+            if r["component"] != TOTAL or key in valid or key in queued or not _flag(r["drift_flag"]):
                 continue
             if self.wanted is not None and key[0] not in self.wanted:
                 continue  # not asked for by this run: an earlier run's business
@@ -497,7 +498,7 @@ class Profiler:
             "noise_floor_mape_percent": noise_floor(df) if len(df) else None,
             "noise_pairs": self.meta.get("noise_floor", {}).get("pairs"),
             "rows": len(df), "rows_flagged": int(df["drift_flag"].fillna(False).astype(bool).sum()) if len(df) else 0,
-            "precision_reached_share": float(df[df["component"] == "total"]["precision_reached"].fillna(False).astype(bool).mean()) if len(df) else None,
+            "precision_reached_share": float(df[df["component"] == TOTAL]["precision_reached"].fillna(False).astype(bool).mean()) if len(df) else None,
             "wall_s": round(wall_s, 2), "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "overhead_fraction": round(1.0 - timed / wall_s, 4) if wall_s > 0 else None,
             "reference_checks": len(self.meta["reference"]["checks"]),
@@ -531,7 +532,7 @@ def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: s
         for p in prepared:
             p.close()
     options, fp = be.session_options(), fingerprint(device)  # once for all archs
-    return [{"arch_id": w.arch.arch_id, **{c: m.summaries[c].to_dict() for c in COMPONENTS},
+    return [{"arch_id": w.arch.arch_id, **{c: m.summaries[c].to_dict() for c in protocol.family.row_components},
              "expert_counts": w.reference()["expert_counts"], "protocol": protocol.to_dict(),
              "session_options": dict(options), "fingerprint": dict(fp)} for w, m in zip(works, ms)]
 

@@ -71,7 +71,7 @@ def fit_from_scratch(demo):
 
     c = demo.cfg
     data = _profile(demo, c.profile_n, c.seed, "profiles.parquet")
-    ds = load_dataset([data], "total")
+    ds = load_dataset([data])
     perm = np.random.default_rng(c.seed).permutation(len(ds))
     n_hold = max(8, len(ds) // 5)
     hold, train = ds.subset(perm[:n_hold]), ds.subset(perm[n_hold:])
@@ -93,10 +93,10 @@ def transfer_to_this_machine(demo):
 
     c = demo.cfg
     base_data = shipped(f"{c.space}-cpu-ort")
-    base = _fit_or_load(demo, load_dataset([base_data], "total"), "base_predictor")
+    base = _fit_or_load(demo, load_dataset([base_data]), "base_predictor")
     # A seed apart from the shipped dataset's (seed 0) so that no arch here was in the base's training set.
     data = _profile(demo, c.transfer_n + c.transfer_holdout, c.seed + 1000, "profiles.parquet")
-    ds = load_dataset([data], "total")
+    ds = load_dataset([data])
     pdir = demo.path("predictor")
     n, want = len(ds), c.transfer_n + c.transfer_holdout
     # Archs that stayed drift-flagged are missing: keep the requested share held out.
@@ -144,7 +144,7 @@ def reuse_shipped(demo):
     data = shipped(f"{c.space}-cpu-ort")
     demo.log(f"reusing the shipped dataset {data} as is: its latencies hold on the machine that measured it, not necessarily here")
     demo.facts["profile_command"] = "(shipped dataset)"
-    ds = load_dataset([data], "total")
+    ds = load_dataset([data])
     pred = _fit_or_load(demo, ds, "predictor")
     demo.facts["predictor"] = {"path": f"shipped {data.name}, not checked on this machine", "model": pred.metadata.get("chosen"),
                                "n_train": len(ds), "n_holdout": 0}

@@ -13,6 +13,7 @@ import math
 from typing import Any, Sequence
 
 from moenas.arch.cost import protocol_cost
+from moenas.arch.family import TOTAL
 from moenas.arch.protocol import LatencyProtocol
 
 from .constraints import PredictsLatency
@@ -28,7 +29,7 @@ def protocol_of(predictor: Any) -> LatencyProtocol:
 
 def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, confidence: float,
            budget_ms: float | None, measure: bool = True, backend: str = "onnxruntime", device: str = "cpu",
-           threads: int = 1, component: str = "total", rule=None) -> list[Verification]:
+           threads: int = 1, component: str = TOTAL, rule=None) -> list[Verification]:
     """(role, candidate) pairs -> Verification rows, timing the archs under the predictor's
     protocol with the profiler, round-robin in one run, when ``measure``."""
     protocol = protocol_of(predictor)
@@ -45,7 +46,7 @@ def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, 
                            threads_intra=threads, protocol=protocol, **kw)
         measured = [float(m[component]["median_ms"]) for m in ms[:len(archs)]]
         if ref:
-            factor = float(ms[-1]["total"]["median_ms"]) / ref["median_ms"]
+            factor = float(ms[-1][TOTAL]["median_ms"]) / ref["median_ms"]
     rows = []
     for (role, c), mean, lo, hi, meas in zip(chosen, pred.mean, pred.lower, pred.upper, measured):
         cost = protocol_cost(c.arch, protocol)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from moenas.arch.family import TOTAL
+
 from ._common import check_confidence, check_fitted_on, check_writable, print_json, table
 from .fit import metric_headers, metric_rows
 
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         check_plots_replaceable(args.plots)  # --plots . must not replace someone's learning_curve.png
     pred = Predictor.load(args.predictor)
     meta = pred.metadata
-    ds = load_dataset(args.data, meta.get("target", "total"))
+    ds = load_dataset(args.data, meta.get("target", TOTAL))
     check_fitted_on("evaluate", meta, ds, args.predictor, args.allow_mismatch)
     seen = set(meta.get("train_arch_ids") or [])
     p = pred.predict(ds.archs, confidence=args.confidence)

@@ -13,7 +13,7 @@ METRIC_COLS = [("rmse_ms", "RMSE ms"), ("mape", "MAPE %"), ("rmspe", "RMSPE %"),
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from moenas.predictor.names import MODELS
+    from moenas.predictor.names import MODELS, TARGETS
 
     p = sub.add_parser(
         "fit", help="fit a latency predictor on profile datasets",
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "and a learning curve. With --base, adapt an existing predictor to the device of --data "
                     "from a few (default 20) measured archs instead.")
     p.add_argument("--data", nargs="+", required=True, metavar="FILE.parquet", help="profile dataset(s), one device")
-    p.add_argument("--target", default="total", choices=["total", "encoder", "decoder"], help="component [total]")
+    p.add_argument("--target", default=TARGETS[0], choices=TARGETS, help=f"component [{TARGETS[0]}]")
     p.add_argument("--model", default="auto", help=f"one of {', '.join(MODELS)} [auto: a stack of the candidates, weighted by their out-of-fold predictions]")
     p.add_argument("--out", default=None, help="predictor directory to write [predictors/MODEL-TARGET]")
     p.add_argument("--folds", type=int, default=5, help="K for cross-validation and interval calibration [5]")

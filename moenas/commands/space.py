@@ -7,6 +7,7 @@ import sys
 
 from moenas.arch import SearchSpace, load_arch, load_archs, shipped_spaces
 from moenas.arch.cost import protocol_cost
+from moenas.arch.family import TOTAL
 from moenas.arch.protocol import LatencyProtocol
 
 from ._common import check_at_least, print_json, table
@@ -99,10 +100,10 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"params: {s['params_total'] / 1e6:.2f} M total, {s['params_active'] / 1e6:.2f} M active per token "
           f"({s['params_embedding'] / 1e6:.2f} M embeddings)")
     rows = []
-    for comp in ("encoder", "decoder"):
+    for comp in protocol.family.components:
         rows.append([comp, s[f"flops_{comp}"] / 1e9, s[f"bytes_{comp}"] / 1e6,
                      s[f"flops_{comp}_experts"] / 1e9 + s[f"flops_{comp}_ffn"] / 1e9, s[f"flops_{comp}_attention"] / 1e9])
-    rows.append(["total", s["flops_total"] / 1e9, s["bytes_total"] / 1e6, "", ""])
+    rows.append([TOTAL, s["flops_total"] / 1e9, s["bytes_total"] / 1e6, "", ""])
     print(f"protocol: batch {protocol.batch}, source {protocol.src_len} tokens, {protocol.decoder_steps} decoder steps, beam {protocol.beam}, uniform routing")
     print(table(rows, ["component", "GFLOPs", "MB moved", "FFN GFLOPs", "attn GFLOPs"]))
     return 0
