@@ -3,3 +3,4 @@ from moenas.arch.family import all_targets
 
 MODELS = ("flops-linear", "hat-mlp", "automoe-mlp", "gbt", "rf", "hybrid", "stack", "auto")
 TARGETS = all_targets()
+DESIGNS = ("random", "space-filling", "uncertainty")  # moenas profile --design: predictor/design.py

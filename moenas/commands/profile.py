@@ -20,6 +20,8 @@ from ._common import check_range, check_writable, print_json, read_archs, table
 
 
 def register(subparsers) -> None:
+    from moenas.predictor.names import DESIGNS
+
     p = subparsers.add_parser(
         "profile", help="time archs on this machine (encoder, decoder, total) into a profile dataset",
         description="Sample (or read) archs, export them to ONNX, time them under the latency protocol "
@@ -29,6 +31,11 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=100, help="archs to sample")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--archs", help="JSON / JSON-lines file of archs to time instead of sampling")
+    p.add_argument("--design", default="random", choices=DESIGNS,
+                   help="how the --n archs are chosen from --pool sampled candidates: random; space-filling "
+                        "(spread over the cost model's features); uncertainty (where a forest fitted on the archs "
+                        "the --resume'd dataset measured disagrees most; space-filling until it holds 5)")
+    p.add_argument("--pool", type=int, default=None, help="candidates sampled for --design to choose from [20 x --n]")
     p.add_argument("--backend", default="onnxruntime", help="timing backend (onnxruntime, torch, ...)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 = least noise on shared machines)")
@@ -141,7 +148,7 @@ def run_split(args) -> int:
 def check_profile_flags(args) -> None:
     """Every numeric flag of `moenas profile` in range, before any work: a negative
     --drift-threshold used to flag every row (a dataset of 0 valid archs, exit 0)."""
-    for flag, low in (("--n", 1), ("--seed", 0), ("--threads", 1), ("--inter-threads", 1), ("--repeat-check", 0),
+    for flag, low in (("--n", 1), ("--pool", args.n), ("--seed", 0), ("--threads", 1), ("--inter-threads", 1), ("--repeat-check", 0),
                       ("--model-seed", 0), ("--warmup", 0), ("--min-runs", 1), ("--ref-every", 1), ("--visit-runs", 0),
                       ("--visit-warmup", 0), ("--ref-wait", 0), ("--ref-retries", 0), ("--max-remeasure", 0)):
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), low)
@@ -190,6 +197,10 @@ def profile_config(args, out: Path):
     from moenas.profiler.stats import StopRule
 
     space = SearchSpace.load(args.space) if args.space else None
+    if args.design == "random" and args.pool is not None:
+        raise UserError("--pool is what --design space-filling|uncertainty chooses from; random samples --n archs")
+    if args.archs and args.design != "random":
+        raise UserError("--design chooses among sampled archs; with --archs FILE every arch in it is timed")
     if args.archs:
         archs = read_archs(args.archs, space)
         seen, uniq = set(), []
@@ -201,7 +212,6 @@ def profile_config(args, out: Path):
     else:
         if space is None:
             raise UserError("give --space (to sample archs) or --archs FILE")
-        archs = space.sample_n(args.n, seed=args.seed)
     try:
         protocol = LatencyProtocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
                             routing=args.routing, model_seed=args.model_seed)
@@ -209,6 +219,8 @@ def profile_config(args, out: Path):
                         max_seconds=args.max_seconds, target_rel=args.target)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if not args.archs:
+        archs = space.sample_n(args.n, seed=args.seed) if args.design == "random" else designed_archs(args, space, protocol, out)
     if args.op_profile and args.backend != "onnxruntime":
         raise UserError("--op-profile needs --backend onnxruntime")
     cfg = ProfileConfig(
@@ -222,6 +234,21 @@ def profile_config(args, out: Path):
         progress=not args.no_progress and not args.json,
     )
     return cfg
+
+
+def designed_archs(args, space: SearchSpace, protocol, out: Path) -> list:
+    """The archs a dataset of ``--n`` holds under ``--design``: those a ``--resume``d dataset
+    measured already, then the ones the design picks from ``--pool`` seeded candidates."""
+    from moenas.predictor.dataset import load_dataset
+    from moenas.predictor.design import choose
+
+    measured, y = [], []
+    if args.resume and out.exists():
+        ds = load_dataset([out])
+        measured, y = ds.archs, ds.y
+    pool = space.sample_n(min(args.pool or 20 * args.n, space.size()), seed=args.seed)
+    picked = choose(args.design, pool, max(args.n - len(measured), 0), measured, y, seed=args.seed, protocol=protocol)
+    return list(measured) + [pool[i] for i in picked]
 
 
 def fleet_devices(args):
