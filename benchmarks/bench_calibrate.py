@@ -7,7 +7,7 @@ No new timing: both datasets were measured earlier, and every row carries the fi
 model's checks (ref_before_ms / ref_after_ms). A predictor is fitted on the shipped set
 (``--shipped``, machine A) and predicts the archs of ``--other`` (machine B), as they are
 (``uncorrected``), rescaled by reference median on B / reference median on A (what `moenas
-calibrate` does, through the same code: ``predictor.calibrate.calibrated``), and rescaled per arch
+calibrate` does, through the same code: ``predictor.calibration.calibrated``), and rescaled per arch
 by the reference checks around that arch's own measurement (``per-row reference``: what a
 calibration taken at the same moment would give). On B's valid archs (not drift-flagged) and, for
 the per-row variant's sake, on all its archs including the drift-flagged ones (the flag means
@@ -31,7 +31,7 @@ from moenas.arch import Arch
 from moenas.data.profiles import read_profiles, valid_rows
 from moenas.predictor import metrics as M
 from moenas.predictor.api import fit_predictor
-from moenas.predictor.calibrate import calibrated
+from moenas.predictor.calibration import calibrated
 from moenas.predictor.dataset import Dataset, load_dataset
 from moenas.predictor.persist import versions
 

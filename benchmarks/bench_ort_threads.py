@@ -26,8 +26,8 @@ import numpy as np
 
 from moenas.arch import SearchSpace
 from moenas.arch.protocol import LatencyProtocol
-from moenas.commands.calibrate import time_reference
 from moenas.profiler.fingerprint import fingerprint
+from moenas.profiler.reference_timing import time_reference
 from moenas.profiler.runner import REFERENCE_RULE, reference_arch
 from moenas.profiler.stats import StopRule
 from bench_ref_timing import write_stamped  # one CSV stamp for the timing benchmarks

@@ -12,7 +12,7 @@ _LAZY = {
     "Prediction": "api", "Predictor": "api", "fit_predictor": "api", "transfer_predictor": "api",
     "Dataset": "dataset", "load_dataset": "dataset", "ArchFeatures": "features",
     "LatencyModel": "models", "TransferModel": "models", "make_model": "models",
-    "ScaledModel": "calibrate", "calibrated": "calibrate",
+    "ScaledModel": "calibrate", "calibrated": "calibration",
 }
 __all__ = ["MODELS", "TARGETS", *_LAZY]
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from moenas.arch import Arch, UserError
 from moenas.arch.protocol import SHAPE_FIELDS, LatencyProtocol
+from moenas.data.reference import reference_stats
 
 from .names import TARGETS
 
@@ -38,7 +39,7 @@ class Dataset:
     sha256: str = ""
     paths: list[str] = field(default_factory=list)
     synthetic: bool = False
-    # the reference model's latency in these rows (predictor.calibrate.reference_stats); None = unknown
+    # the reference model's latency in these rows (data.reference.reference_stats); None = unknown
     reference: dict[str, Any] | None = None
     threads: dict[str, int | None] = field(default_factory=dict)  # threads_intra / threads_inter of the rows (None: mixed)
 
@@ -86,8 +87,6 @@ def _row_protocol(row: pd.Series, path: str) -> LatencyProtocol:
 def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
     """Read, check and join profile datasets into one (arch, median latency) table."""
     from moenas.data.profiles import latency_table, noise_floor, read_profiles, valid_rows
-
-    from .calibrate import reference_stats
 
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r} (choose from {', '.join(TARGETS)})")

@@ -18,12 +18,10 @@ def _largest_every(cfg) -> str:
 def summary(demo, report) -> dict[str, Any]:
     """demo.json: the settings, the facts of each stage, the stage times, the final selection
     (ids and verdict) and each pick's measured row."""
-    from .pipeline import config_dict
-
     final = report.final
     picks = {key: getattr(final, key).row.to_dict() for key, _ in PICKS if getattr(final, key) is not None}
     answer = report.answer
-    return {"config": config_dict(demo.cfg), "facts": demo.facts, "timings_s": demo.timings, "final": final.to_dict(),
+    return {"config": demo.cfg.to_dict(), "facts": demo.facts, "timings_s": demo.timings, "final": final.to_dict(),
             "picks": picks, "answer_arch": json.loads(answer.arch.to_json()) if answer else None,
             "evolution_evaluations": len(report.result.evaluated),
             "dense_evaluations": len(report.dense.evaluated) if report.dense else None, "baseline": report.baseline}

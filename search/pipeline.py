@@ -120,6 +120,10 @@ class DemoConfig:
         cfg.check()
         return cfg
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as JSON-ready values (paths as strings): the demo summary's ``config``."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
     def quick_rule(self, max_runs: int = 200):
         """The profiler's stop rule for ``--profile-seconds`` (a quick look: fewer, shorter timings
         per arch; the noise floor says what it costs), or None for the profiler's default."""
@@ -343,6 +347,3 @@ class Demo:
         self.path("README.md").write_text(markdown(self, s))
         return s
 
-
-def config_dict(cfg: DemoConfig) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

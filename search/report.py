@@ -60,7 +60,7 @@ class Verification:
     def machine_drifted(self) -> bool:
         """True when the reference model ran slower or faster now than the predictor's data says,
         by more than its noise: the measurement and the prediction are of two machine states."""
-        from moenas.predictor.calibrate import beyond_noise
+        from moenas.data.reference import beyond_noise
 
         return self.reference_factor is not None and beyond_noise(self.reference_factor, self.reference_noise_rel)
 

@@ -64,7 +64,7 @@ def comparable_reference(predictor: Any, backend: str, device: str, threads: int
     "noise_rel"}) when it was timed the way this re-measurement times (same backend, device,
     intra-op threads, same reference arch); None otherwise (then no drift is judged)."""
     from moenas.arch import SearchSpace, UserError
-    from moenas.predictor.calibrate import stored_reference
+    from moenas.data.reference import stored_reference
     from moenas.profiler.runner import reference_arch
 
     meta = getattr(predictor, "metadata", None) or {}

@@ -3,21 +3,15 @@
 Every profile row carries the timing of the profiler's fixed reference model, and a predictor
 keeps its training data's median of it (``predictor.json`` -> ``reference``). Here the same
 model is timed with the profiler's method (its backend, device, threads, protocol and the stop
-rule of its reference checks: a few seconds), and the new predictor is the old one times
-factor = reference here / reference in the data, intervals included.
-
-This module also holds the one-line warning `moenas predict` and `moenas search` print when
-the machine is not the one a predictor holds on (:func:`warn_if_elsewhere`): the timing lives
-here, in the command floor, because the predictor package may not import the profiler.
+rule of its reference checks: a few seconds; :mod:`moenas.profiler.reference_timing`), and the
+new predictor is the old one times factor = reference here / reference in the data, intervals
+included (:func:`moenas.predictor.calibration.calibrated`). This module parses, runs and reports.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from typing import Any
 
-from moenas.arch import UserError
 from moenas.arch.checks import check_range
 
 from ._common import check_writable, print_json, table
@@ -43,107 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# ---- timing (the profiler's method) ------------------------------------------------------------------
-
-
-def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, space: str | None = None) -> dict[str, Any]:
-    """How to time the reference so it compares with the predictor's data: space, protocol,
-    backend, device, threads, export method, stop rule. UserError when that cannot be done here
-    (no stored reference, unknown protocol, backend or space, or another reference model).
-    ``where`` names the predictor in the messages."""
-    from moenas.arch import SearchSpace
-    from moenas.predictor.calibrate import stored_reference
-    from moenas.profiler.backends import get_backend
-    from moenas.arch.protocol import LatencyProtocol
-    from moenas.profiler.runner import REFERENCE_RULE, reference_arch
-
-    ref = stored_reference(meta)
-    if ref is None:
-        raise UserError(f"{where} stores no reference latency (fitted before moenas recorded it, or on data without "
-                        f"reference timings); refit it: `moenas fit --data DATA.parquet --out {where}-refit`")
-    if not meta.get("protocol"):
-        raise UserError(f"{where} records no latency protocol; refit it with `moenas fit`")
-    protocol = LatencyProtocol.from_dict(meta["protocol"])  # UserError for a routing this moenas cannot time
-    backend, device = ref.get("backend") or meta.get("backend"), ref.get("device") or meta.get("device") or "cpu"
-    if backend in (None, "synthetic") or (meta.get("dataset") or {}).get("synthetic"):
-        raise UserError(f"{where} was fitted on synthetic latencies (backend {backend!r}): nothing to time here")
-    sp = SearchSpace.load(space or meta.get("space") or "tiny")
-    arch = reference_arch(sp)
-    if ref.get("arch_id") and ref["arch_id"] != arch.arch_id:
-        raise UserError(f"the reference model of space {sp.name!r} is {arch.arch_id} here but {ref['arch_id']} in "
-                        f"{where}'s data (the space changed?); pass the space YAML it was profiled with as --space")
-    threads = int(threads or ref.get("threads_intra") or 1)
-    get_backend(str(backend), str(device), threads, int(ref.get("threads_inter") or 1))  # UserError: not on this machine
-    rule = ref.get("stop_rule")
-    return {"space": sp, "arch": arch, "protocol": protocol, "backend": str(backend), "device": str(device),
-            "threads_intra": threads, "threads_inter": int(ref.get("threads_inter") or 1),
-            "export_method": ref.get("export_method") or "torchscript",
-            "rule": _stop_rule(rule) if isinstance(rule, dict) else REFERENCE_RULE}
-
-
-def _stop_rule(d: dict[str, Any]) -> Any:
-    """The data's reference stop rule (fields this moenas does not know are dropped)."""
-    from dataclasses import fields
-
-    from moenas.profiler.stats import StopRule
-
-    return StopRule(**{f.name: d[f.name] for f in fields(StopRule) if f.name in d})
-
-
-def time_reference(plan: dict[str, Any], checks: int = 3) -> dict[str, Any]:
-    """Time the reference model as the profiler's reference checks do: one prepared session,
-    then ``checks`` times ``measure`` under the reference stop rule (each one check as the
-    profiler takes it). Returns the median of the checks' total medians (ms; one check slowed by
-    a neighbour does not move it), each check, the median check's relative CI, and how it was
-    timed."""
-    from dataclasses import asdict
-
-    import numpy as np
-    import torch
-
-    from moenas.profiler.backends import get_backend
-    from moenas.profiler.workload import Workload
-    from moenas.profiler.stats import measure
-
-    be = get_backend(plan["backend"], plan["device"], plan["threads_intra"], plan["threads_inter"])
-    before = torch.get_num_threads()
-    torch.set_num_threads(plan["threads_intra"])  # the untimed torch work, as the profiler does
-    t = time.perf_counter()
-    try:
-        runner = be.prepare(Workload(plan["arch"], plan["protocol"], plan["export_method"]))
-        try:
-            ms = [measure(runner.step, plan["rule"]) for _ in range(max(1, checks))]
-        finally:
-            runner.close()
-    finally:
-        torch.set_num_threads(before)
-    tot = sorted((m.summaries["total"] for m in ms), key=lambda s: s.median_ms)
-    mid = tot[(len(tot) - 1) // 2]
-    return {"median_ms": float(np.median([s.median_ms for s in tot])), "checks_ms": [s.median_ms for s in tot],
-            "ci_rel": mid.ci_rel, "n_runs": sum(s.n_runs for s in tot), "precision_reached": all(s.precision_reached for s in tot),
-            "arch_id": plan["arch"].arch_id, "backend": plan["backend"], "device": plan["device"],
-            "threads_intra": plan["threads_intra"], "threads_inter": plan["threads_inter"],
-            "stop_rule": asdict(plan["rule"]), "timed_s": sum(m.timed_s for m in ms), "wall_s": time.perf_counter() - t}
-
-
-def progress(command: str, plan: dict[str, Any], checks: int) -> None:
-    """The one progress line (stderr) before the timing."""
-    r = plan["rule"]
-    sys.stderr.write(f"moenas {command}: timing the reference model {plan['arch'].arch_id} (space {plan['space'].name}, "
-                     f"{plan['backend']} {plan['device']}, {plan['threads_intra']} thread(s), {checks} check(s) of "
-                     f"up to {r.max_runs} runs / {r.max_seconds:g} s) ...\n")
-    sys.stderr.flush()
-
-
-# ---- the command ---------------------------------------------------------------------------------------
-
-
 def run(args: argparse.Namespace) -> int:
     from moenas.arch.files import output_lock
     from moenas.predictor import Predictor
-    from moenas.predictor.calibrate import calibrated, holds_on
+    from moenas.predictor.calibration import calibrated
+    from moenas.predictor.machine import holds_on
     from moenas.predictor.persist import check_out
     from moenas.profiler.fingerprint import fingerprint
+    from moenas.profiler.reference_timing import progress, time_reference, timing_plan
 
     check_range("--threads", args.threads, 1, integer=True)  # None: the predictor data's
     check_range("--checks", args.checks, 1, integer=True)
@@ -165,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, old: dict[str, Any], cal: dict[str, Any], source_fid: str | None,
             plan: dict[str, Any]) -> None:
     """--json: one object; else the summary table and what the factor means."""
-    from moenas.predictor.calibrate import stored_reference
+    from moenas.data.reference import stored_reference
 
     here, src = cal["here"], stored_reference(old) or {}
     if args.json:
@@ -205,60 +106,3 @@ def _notes(here: dict[str, Any], src: dict[str, Any], plan: dict[str, Any]) -> l
         out.append(f"the checks spread {spread:.0%} and {'' if here['precision_reached'] else 'not '}all reached "
                    f"±{plan['rule'].target_rel:.0%}: the machine is busy; calibrate again when it is quiet")
     return out
-
-
-# ---- the warning of predict / search --------------------------------------------------------------------
-
-
-def elsewhere_message(meta: dict[str, Any], where: str, here_fp: dict[str, Any]) -> str | None:
-    """One line when the predictor holds on another machine than ``here_fp``; None when it is
-    this one, or nothing is known (a predictor without fingerprint, or of synthetic data)."""
-    from moenas.predictor.calibrate import holds_on, holds_on_fingerprint
-
-    fid = holds_on(meta)
-    if fid is None or meta.get("backend") == "synthetic" or (meta.get("dataset") or {}).get("synthetic"):
-        return None
-    if fid == here_fp.get("fingerprint_id"):
-        return None
-    there = holds_on_fingerprint(meta)
-    diff = [k for k in ("cpu_model", "cpu_cores", "gpu_name", "os", "onnxruntime_version", "torch_version")
-            if there and there.get(k) != here_fp.get(k)]
-    what = f" (differs in {', '.join(diff)})" if diff else ""
-    return (f"warning: {where} holds on machine {fid}, this is {here_fp.get('fingerprint_id')}{what}; latencies may "
-            f"be off by a constant factor: `moenas calibrate --predictor {where} --out {where}-here` rescales it "
-            f"(or `moenas fit --base {where}` from ~20 archs measured here)")
-
-
-def reference_message(meta: dict[str, Any], where: str) -> str | None:
-    """Time the reference here (seconds) and one line when it differs from the predictor's
-    stored reference by more than its noise; None when it agrees."""
-    from moenas.predictor.calibrate import beyond_noise, calibration_factor, stored_reference, tolerance
-
-    plan = timing_plan(meta, where)
-    progress("predict", plan, 3)
-    here = time_reference(plan, 3)
-    ref = stored_reference(meta) or {}
-    f = calibration_factor(here["median_ms"], ref["median_ms"])
-    if not beyond_noise(f, ref.get("noise_rel")):
-        return None
-    return (f"warning: the reference model times {here['median_ms']:.4g} ms here, {ref['median_ms']:.4g} ms where "
-            f"{where} holds (x{f:.3g}, beyond its ±{tolerance(ref.get('noise_rel')):.0%} noise): "
-            f"`moenas calibrate --predictor {where} --out {where}-here` rescales it")
-
-
-def here_fingerprint(device: str = "cpu") -> dict[str, Any]:
-    """This machine's fingerprint (cheap: ``moenas.profiler`` imports its backends lazily)."""
-    from moenas.profiler.fingerprint import fingerprint
-
-    return fingerprint(device)
-
-
-def warn_if_elsewhere(command: str, meta: dict[str, Any], where: str, check_reference: bool = False) -> str | None:
-    """Print the fingerprint warning (and, with ``check_reference``, the reference-timing one) as
-    one line on stderr; stdout is left alone so --json output stays parseable. Returns the line."""
-    msg = elsewhere_message(meta, where, here_fingerprint(meta.get("device") or "cpu"))
-    if check_reference:
-        msg = reference_message(meta, where) or msg
-    if msg:
-        sys.stderr.write(f"moenas {command}: {msg}\n")
-    return msg

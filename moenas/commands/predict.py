@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from moenas.arch import UserError
 
@@ -26,8 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from moenas.arch import SearchSpace
     from moenas.predictor import Predictor
 
-    from .calibrate import warn_if_elsewhere
-
     check_confidence(args.confidence)
     pred = Predictor.load(args.predictor)
     space_name = pred.metadata.get("space")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     p = pred.predict(archs, confidence=args.confidence)
     rows = [{"arch_id": a.arch_id, **r} for a, r in zip(archs, p.records())]
     # after the input checks, so that bad input still gets its one line alone
-    warn_if_elsewhere("predict", pred.metadata, str(args.predictor), check_reference=args.check_reference)
+    _warn_if_elsewhere(pred.metadata, str(args.predictor), check_reference=args.check_reference)
     if args.json:
         print_json({"predictor": args.predictor, "target": pred.metadata.get("target"),
                     "device": pred.metadata.get("device"), "confidence": args.confidence, "predictions": rows})
@@ -50,3 +50,19 @@ def run(args: argparse.Namespace) -> int:
                 ["arch_id", "mean ms", f"{args.confidence:.0%} low", f"{args.confidence:.0%} high"]))
     print(f"{pred.metadata.get('target')} latency on {pred.metadata.get('device')} ({pred.metadata.get('chosen')})")
     return 0
+
+
+def _warn_if_elsewhere(meta: dict[str, Any], where: str, check_reference: bool = False) -> str | None:
+    """Print the fingerprint warning (and, with ``check_reference``, the reference-timing one) as
+    one line on stderr; stdout is left alone so --json output stays parseable. Returns the line."""
+    from moenas.predictor.machine import elsewhere_message
+    from moenas.profiler.fingerprint import fingerprint
+
+    msg = elsewhere_message(meta, where, fingerprint(meta.get("device") or "cpu"))
+    if check_reference:
+        from moenas.profiler.reference_timing import reference_message
+
+        msg = reference_message(meta, where, "predict") or msg
+    if msg:
+        sys.stderr.write(f"moenas predict: {msg}\n")
+    return msg

@@ -133,11 +133,12 @@ def _predictor_meta(path: str) -> dict | None:
 def _elsewhere_notice(path: str, meta: dict | None) -> list[str]:
     """The line to show when the predictor holds on another machine (fingerprint only: no
     timing); the job prints it once its inputs passed."""
-    from .calibrate import elsewhere_message, here_fingerprint
+    from moenas.predictor.machine import elsewhere_message
+    from moenas.profiler.fingerprint import fingerprint
 
     if meta is None:
         return []
-    msg = elsewhere_message(meta, path, here_fingerprint(meta.get("device") or "cpu"))
+    msg = elsewhere_message(meta, path, fingerprint(meta.get("device") or "cpu"))
     return [f"moenas search: {msg}"] if msg else []
 
 

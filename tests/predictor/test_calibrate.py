@@ -13,12 +13,14 @@ import pytest
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
 from moenas.data.profiles import write_profiles
+from moenas.data.reference import beyond_noise, reference_stats, stored_reference
 from moenas.predictor import Predictor
 from moenas.predictor import metrics as M
 from moenas.predictor.api import fit_predictor
-from moenas.predictor.calibrate import (ScaledModel, beyond_noise, calibrated, holds_on, reference_stats,
-                                        stored_reference)
+from moenas.predictor.calibrate import ScaledModel
+from moenas.predictor.calibration import calibrated
 from moenas.predictor.dataset import load_dataset
+from moenas.predictor.machine import holds_on
 from moenas.predictor.synthetic import make_profiles
 
 REF_MS = 8.0        # the reference model on machine "a", ms
@@ -194,7 +196,7 @@ def test_predict_warns_on_another_machine_in_one_line(here_predictor, tmp_path, 
 
 
 def test_warning_follows_the_machine_a_predictor_holds_on():
-    from moenas.commands.calibrate import elsewhere_message
+    from moenas.predictor.machine import elsewhere_message
 
     here = {"fingerprint_id": "here", "os": "Linux 2"}
     meta = {"fingerprint_id": "there", "fingerprint": {"fingerprint_id": "there", "os": "Linux 1"}, "backend": "onnxruntime"}
