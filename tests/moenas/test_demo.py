@@ -83,9 +83,12 @@ def test_paper_scale_path_runs_end_to_end(tmp_path, capsys, monkeypatch):
     s = json.loads(capsys.readouterr().out)
     assert rc == (0 if s["final"]["winner"] else 1)
     assert s["config"]["space"] == "automoe-wmt" and s["facts"]["predictor"]["path"].startswith("transfer from automoe-wmt")
-    assert s["picks"]["searched"]["measured_ms"] > 0 and s["picks"]["searched"]["bleu"] is not None and "dense" not in s["picks"]
+    assert "dense" not in s["picks"]
     if s["final"]["winner"]:
+        assert s["picks"]["searched"]["measured_ms"] > 0 and s["picks"]["searched"]["bleu"] is not None
         assert (out / "model" / "encoder.onnx").is_file() and (out / "model" / "tokenizer.json").is_file()
+    else:  # a busy host can time every finalist over the budget: then one line says how far over
+        assert "over" in s["final"]["verdict"] and not (out / "model").exists()
 
 
 def test_too_few_valid_archs_to_transfer_says_why(tmp_path, monkeypatch):
