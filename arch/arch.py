@@ -7,6 +7,13 @@ on its id without sharing any state.
 
 A layer's FFN is ``experts``: a tuple of expert hidden sizes. One entry is a dense FFN; more
 entries make a Mixture-of-Experts layer with a router and top-k dispatch.
+
+Two model families (``arch/family.py``) share these pieces: :class:`Arch`, an encoder-decoder
+translation model (its JSON has no ``family`` field, as before families existed), and
+:class:`LMArch`, a decoder-only causal language model (its JSON says ``"family":
+"decoder-only"``). Both live here because they share the layer, stack and parsing helpers and
+because :meth:`Arch.from_dict`, what every reader of arch JSON calls, hands a decoder-only arch
+to :meth:`LMArch.from_dict`.
 """
 from __future__ import annotations
 
@@ -14,10 +21,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 from .checks import parse_json, read_text
 from .errors import UserError
+from .family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_named
 
 SCHEMA_VERSION = 1
 
@@ -60,10 +68,48 @@ class StackArch:
         return {"embed_dim": self.embed_dim, "layers": [layer.to_dict() for layer in self.layers]}
 
 
+class ArchBase:
+    """What both families' archs share: canonical JSON, the id, iteration over layers."""
+
+    family: ClassVar[ModelFamily]
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self, indent: int | None = None) -> str:
+        """Canonical JSON (sorted keys, compact) unless ``indent`` asks for a readable form."""
+        if indent is None:
+            return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.to_dict(), sort_keys=True, indent=indent)
+
+    @property
+    def arch_id(self) -> str:
+        """12 hex chars of SHA-256 over the canonical JSON: stable across processes and runs."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        """Parse canonical (or any) JSON text; see ``from_dict``."""
+        return cls.from_dict(parse_json(text, "arch JSON"))
+
+    @property
+    def layers(self) -> Iterable[tuple[str, int, LayerArch]]:
+        raise NotImplementedError
+
+    @property
+    def is_dense(self) -> bool:
+        return not any(layer.is_moe for _, _, layer in self.layers)
+
+
 @dataclass(frozen=True)
-class Arch:
+class Arch(ArchBase):
     """A whole encoder-decoder sub-Transformer; see the module docstring."""
 
+    family: ClassVar[ModelFamily] = ENCODER_DECODER  # not a field: its JSON and arch_id stay as they were
     encoder: StackArch
     decoder: StackArch
     top_k: int = 1
@@ -82,46 +128,31 @@ class Arch:
             "decoder": self.decoder.to_dict(),
         }
 
-    def to_json(self, indent: int | None = None) -> str:
-        """Canonical JSON (sorted keys, compact) unless ``indent`` asks for a readable form."""
-        if indent is None:
-            return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return json.dumps(self.to_dict(), sort_keys=True, indent=indent)
-
-    @property
-    def arch_id(self) -> str:
-        """12 hex chars of SHA-256 over the canonical JSON: stable across processes and runs."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Arch":
+    def from_dict(cls, d: dict[str, Any]) -> "Arch | LMArch":
         """Parse a dict; structural problems raise UserError naming the field path.
 
         Rejected with or without a space (what no model can be built from, or what a typo
         would silently drop): unknown fields, wrong types, sizes <= 0, ``qkv_dim`` not
-        divisible by a head count, a cross span deeper than the encoder."""
-        if not isinstance(d, dict):
-            raise UserError(f"arch must be a JSON object, got {type(d).__name__}")
+        divisible by a head count, a cross span deeper than the encoder.
+
+        Any family's arch: a dict with ``"family": "decoder-only"`` is an :class:`LMArch`
+        (``"encoder-decoder"``, or no family, is this class)."""
+        if family_named(d, "arch") is DECODER_ONLY:
+            return LMArch.from_dict(d)
+        d = {k: v for k, v in d.items() if k != "family"}
         _known(d, _ARCH_FIELDS, "arch")
-        version = d.get("schema_version", SCHEMA_VERSION)
-        if isinstance(version, bool) or version != SCHEMA_VERSION:
-            raise UserError(f"schema_version: {version!r} is not supported (this moenas reads {SCHEMA_VERSION})")
+        _check_version(d)
         try:
             arch = cls(
                 encoder=_stack_from_dict(d["encoder"], "encoder", decoder=False),
                 decoder=_stack_from_dict(d["decoder"], "decoder", decoder=True),
-                top_k=_int(d.get("top_k", 1), "top_k"),
-                qkv_dim=_int(d.get("qkv_dim", 512), "qkv_dim"),
-                vocab_size=_int(d.get("vocab_size", 32000), "vocab_size", MAX_VOCAB),
+                **_model_fields(d),
             )
         except KeyError as e:
             raise UserError(f"arch is missing the field {e.args[0]!r}") from None
         _check_shape(arch)
         return arch
-
-    @classmethod
-    def from_json(cls, text: str) -> "Arch":
-        return cls.from_dict(parse_json(text, "arch JSON"))
 
     # ---- convenience ----------------------------------------------------------------------
     @property
@@ -132,15 +163,69 @@ class Arch:
                 yield name, i, layer
 
     @property
-    def is_dense(self) -> bool:
-        return not any(layer.is_moe for _, _, layer in self.layers)
-
-    @property
     def max_cross_span(self) -> int:
         return max(layer.cross_span or 1 for layer in self.decoder.layers)
 
 
+@dataclass(frozen=True)
+class LMArch(ArchBase):
+    """A decoder-only causal language model: token embedding (tied to the output projection),
+    ``decoder.layers`` of self-attention (no cross attention) and an FFN each, a final norm.
+
+    The stack is a :class:`StackArch` under the name ``decoder``, so ``arch.decoder.embed_dim``,
+    ``arch.decoder.layers`` and :attr:`layers` (("decoder", i, layer)) read as they do for an
+    :class:`Arch`, and MoE routing counts are keyed ``decoder.i`` in both families."""
+
+    family: ClassVar[ModelFamily] = DECODER_ONLY
+    decoder: StackArch
+    top_k: int = 1
+    qkv_dim: int = 512
+    vocab_size: int = 32000
+    schema_version: int = field(default=SCHEMA_VERSION, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "family": self.family.name,
+            "vocab_size": self.vocab_size,
+            "qkv_dim": self.qkv_dim,
+            "top_k": self.top_k,
+            "decoder": self.decoder.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LMArch":
+        """Parse a dict (``family`` must be ``decoder-only`` or absent); the same checks and
+        field-path messages as :meth:`Arch.from_dict`. A layer takes only heads and experts."""
+        if family_named(d, "arch", DECODER_ONLY) is not DECODER_ONLY:
+            raise UserError(f"arch: family {d['family']!r} is not {DECODER_ONLY.name!r}")
+        _known(d, _LM_FIELDS, "arch")
+        _check_version(d)
+        try:
+            arch = cls(
+                decoder=_stack_from_dict(d["decoder"], "decoder", decoder=False),
+                **_model_fields(d),
+            )
+        except KeyError as e:
+            raise UserError(f"arch is missing the field {e.args[0]!r}") from None
+        _check_shape(arch)
+        return arch
+
+    @property
+    def embed_dim(self) -> int:
+        return self.decoder.embed_dim
+
+    @property
+    def layers(self) -> Iterable[tuple[str, int, LayerArch]]:
+        """("decoder", index, layer) for every layer, as :attr:`Arch.layers` names them."""
+        for i, layer in enumerate(self.decoder.layers):
+            yield "decoder", i, layer
+
+
+AnyArch = Arch | LMArch
+
 _ARCH_FIELDS = ("schema_version", "vocab_size", "qkv_dim", "top_k", "encoder", "decoder")
+_LM_FIELDS = ("schema_version", "family", "vocab_size", "qkv_dim", "top_k", "decoder")
 _STACK_FIELDS = ("embed_dim", "layers")
 _ENCODER_LAYER_FIELDS = ("heads", "experts")
 _DECODER_LAYER_FIELDS = ("heads", "experts", "cross_heads", "cross_span")
@@ -159,6 +244,18 @@ def _known(d: dict[str, Any], allowed: tuple[str, ...], path: str) -> None:
 MAX_SIZE, MAX_VOCAB = 1 << 17, 1 << 21
 
 
+def _model_fields(d: dict[str, Any]) -> dict[str, int]:
+    """The whole-model fields every family shares (top_k, qkv_dim, vocab_size), checked."""
+    return {"top_k": _int(d.get("top_k", 1), "top_k"), "qkv_dim": _int(d.get("qkv_dim", 512), "qkv_dim"),
+            "vocab_size": _int(d.get("vocab_size", 32000), "vocab_size", MAX_VOCAB)}
+
+
+def _check_version(d: dict[str, Any]) -> None:
+    version = d.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise UserError(f"schema_version: {version!r} is not supported (this moenas reads {SCHEMA_VERSION})")
+
+
 def _int(v: Any, path: str, high: int = MAX_SIZE) -> int:
     """A positive integer up to ``high``: every count and size of an arch is one."""
     if isinstance(v, bool) or not isinstance(v, int):
@@ -170,10 +267,10 @@ def _int(v: Any, path: str, high: int = MAX_SIZE) -> int:
     return v
 
 
-def _check_shape(arch: "Arch") -> None:
+def _check_shape(arch: AnyArch) -> None:
     """What a parsed arch must satisfy for a model to exist: head dims are whole, and a decoder
     layer attends to no more encoder outputs than there are."""
-    n_enc = len(arch.encoder.layers)
+    n_enc = len(arch.encoder.layers) if isinstance(arch, Arch) else 0
     for name, i, layer in arch.layers:
         p = f"{name}.layers[{i}]"
         for field_name in ("heads", "cross_heads"):
@@ -211,13 +308,14 @@ def _stack_from_dict(d: Any, path: str, decoder: bool) -> StackArch:
     return StackArch(embed_dim=_int(d.get("embed_dim"), f"{path}.embed_dim"), layers=tuple(layers))
 
 
-def load_arch(path: str | Path) -> Arch:
-    """Read one Arch from a JSON file (or the first line of a JSON-lines file)."""
+def load_arch(path: str | Path) -> AnyArch:
+    """Read one arch from a JSON file (or the first line of a JSON-lines file)."""
     return load_archs(path)[0]
 
 
-def load_archs(path: str | Path) -> list[Arch]:
-    """Read a JSON file holding one Arch, or a JSON-lines file with one Arch per line."""
+def load_archs(path: str | Path) -> list[AnyArch]:
+    """Read a JSON file holding one arch, or a JSON-lines file with one arch per line; each
+    is an Arch or an LMArch as its ``family`` field says (:meth:`Arch.from_dict`)."""
     p = Path(path)
     text = read_text(p).strip()
     if not text:
@@ -242,6 +340,6 @@ def load_archs(path: str | Path) -> list[Arch]:
     return archs
 
 
-def save_archs(archs: Iterable[Arch], path: str | Path) -> None:
+def save_archs(archs: Iterable[AnyArch], path: str | Path) -> None:
     """Write archs as JSON lines (canonical form, one per line)."""
     Path(path).write_text("".join(a.to_json() + "\n" for a in archs))

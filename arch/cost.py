@@ -13,6 +13,12 @@ plus each decoder layer's cross-attention keys/values (computed once per sentenc
 ``decoder`` = the sum over t = 0 .. decoder_steps-1. Every step's cost is affine in t, so
 that sum is decoder_steps times the step at the mean cache length (:func:`mean_past_len`).
 
+A decoder-only language model (``LMArch`` under ``LMProtocol``): ``prefill`` = every layer on
+(batch, prompt_len) with causal self-attention (the masked scores are computed, so they are
+counted: the full prompt_len x prompt_len square) and the last position's logits only;
+``decode_step(t)`` = one token per row with a cache of t positions, with logits; ``decode`` =
+the sum over t = prompt_len .. prompt_len+decode_steps-1 (again one step at the mean length).
+
 Routing: ``counts`` maps a layer key ('encoder.i' / 'decoder.i') to the token-slots each
 expert received; without it every expert gets the expected share tokens*k/E (uniform).
 
@@ -31,8 +37,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .arch import Arch, LayerArch
-from .protocol import LatencyProtocol
+from .arch import Arch, LayerArch, LMArch
+from .errors import UserError
+from .family import DECODER_ONLY
+from .protocol import LatencyProtocol, LMProtocol, Protocol, default_protocol
 
 FP32 = 4
 Counts = Mapping[str, Sequence[float]]
@@ -142,9 +150,14 @@ def linear_params(i: Num, o: Num, bias: bool = True) -> Num:
     return i * o + (o if bias else 0)
 
 
+def token_embedding_params(vocab: Num, dim: Num) -> Num:
+    """One token embedding table."""
+    return vocab * dim
+
+
 def embedding_params(vocab: Num, enc_dim: Num, dec_dim: Num) -> Num:
     """Source and target embeddings (the output projection is tied to the target one)."""
-    return vocab * enc_dim + vocab * dec_dim
+    return token_embedding_params(vocab, enc_dim) + token_embedding_params(vocab, dec_dim)
 
 
 def final_norm_params(dim: Num) -> Num:
@@ -153,7 +166,8 @@ def final_norm_params(dim: Num) -> Num:
 
 
 def encoder_layer_params(dim: Num, qkv: Num) -> Num:
-    """One encoder layer without its FFN: q/k/v/out projections and two layer norms."""
+    """One encoder layer without its FFN: q/k/v/out projections and two layer norms (a
+    decoder-only model's layer is the same block)."""
     return 3 * linear_params(dim, qkv) + linear_params(qkv, dim) + 4 * dim
 
 
@@ -263,6 +277,37 @@ def decoder_cost(arch: Arch, protocol: LatencyProtocol = LatencyProtocol()) -> C
     return step.scaled(steps)
 
 
+def lm_prefill_cost(arch: LMArch, batch: int = 1, prompt_len: int = 128, counts: Counts | None = None) -> ComponentCost:
+    """Every layer on (batch, prompt_len) prompt tokens in one causal pass, then the logits of
+    the last position (what generation needs next)."""
+    c = ComponentCost()
+    dim, qkv = arch.decoder.embed_dim, arch.qkv_dim
+    for i, layer in enumerate(arch.decoder.layers):
+        # causal, but the masked half of the scores is computed: the same products as the encoder's
+        c.add("attention", encoder_attention(layer.heads, dim, qkv, batch, prompt_len))
+        _add_ffn(c, layer, dim, batch * prompt_len, arch.top_k, (counts or {}).get(f"decoder.{i}"))
+    c.add("logits", logits(dim, arch.vocab_size, batch))
+    return c
+
+
+def lm_step_cost(arch: LMArch, past_len: float, batch: int = 1, counts: Counts | None = None) -> ComponentCost:
+    """One decode step: one new token per row attending to a cache of ``past_len`` positions
+    plus itself, and its logits (``past_len`` may be a mean, see :func:`lm_decode_cost`)."""
+    c = ComponentCost()
+    dim, qkv = arch.decoder.embed_dim, arch.qkv_dim
+    for i, layer in enumerate(arch.decoder.layers):
+        c.add("attention", decoder_self_attention(layer.heads, dim, qkv, batch, past_len))
+        _add_ffn(c, layer, dim, batch, arch.top_k, (counts or {}).get(f"decoder.{i}"))
+    c.add("logits", logits(dim, arch.vocab_size, batch))
+    return c
+
+
+def lm_decode_cost(arch: LMArch, protocol: LMProtocol = LMProtocol()) -> ComponentCost:
+    """All decode steps, the cache growing from prompt_len (uniform routing)."""
+    steps = protocol.decode_steps
+    return lm_step_cost(arch, protocol.prompt_len + mean_past_len(steps), protocol.batch).scaled(steps)
+
+
 @dataclass(frozen=True)
 class ParamCount:
     total: int   # every weight, all experts
@@ -270,8 +315,10 @@ class ParamCount:
     embedding: int
 
 
-def param_count(arch: Arch) -> ParamCount:
-    """Parameters of the SubTransformer built from ``arch`` (output projection tied)."""
+def param_count(arch: Arch | LMArch) -> ParamCount:
+    """Parameters of the model built from ``arch`` (output projection tied)."""
+    if arch.family is DECODER_ONLY:
+        return lm_param_count(arch)
     enc_dim, dec_dim, qkv = arch.encoder.embed_dim, arch.decoder.embed_dim, arch.qkv_dim
     emb = embedding_params(arch.vocab_size, enc_dim, dec_dim)
     total = active = emb + final_norm_params(enc_dim) + final_norm_params(dec_dim)
@@ -280,6 +327,18 @@ def param_count(arch: Arch) -> ParamCount:
         for layer in stack.layers:
             ffn_total, ffn_active = ffn_params(dim, arch.top_k, len(layer.experts), sum(layer.experts))
             total, active = total + fixed + ffn_total, active + fixed + ffn_active
+    return ParamCount(total=int(total), active=float(active), embedding=int(emb))
+
+
+def lm_param_count(arch: LMArch) -> ParamCount:
+    """Parameters of the CausalLM built from ``arch``: embedding (tied output), layers, final norm."""
+    dim, qkv = arch.decoder.embed_dim, arch.qkv_dim
+    emb = token_embedding_params(arch.vocab_size, dim)
+    total = active = emb + final_norm_params(dim)
+    for layer in arch.decoder.layers:
+        ffn_total, ffn_active = ffn_params(dim, arch.top_k, len(layer.experts), sum(layer.experts))
+        fixed = encoder_layer_params(dim, qkv)
+        total, active = total + fixed + ffn_total, active + fixed + ffn_active
     return ParamCount(total=int(total), active=float(active), embedding=int(emb))
 
 
@@ -325,10 +384,26 @@ class ProtocolCost:
         return out
 
 
+def _encoder_decoder_components(arch: Arch, protocol: LatencyProtocol) -> dict[str, ComponentCost]:
+    return {"encoder": encoder_cost(arch, protocol.batch, protocol.src_len), "decoder": decoder_cost(arch, protocol)}
+
+
+def _decoder_only_components(arch: LMArch, protocol: LMProtocol) -> dict[str, ComponentCost]:
+    return {"prefill": lm_prefill_cost(arch, protocol.batch, protocol.prompt_len), "decode": lm_decode_cost(arch, protocol)}
+
+
+# family name -> (arch, protocol) -> the cost of each of the family's components, in its order
+COMPONENT_COSTS = {"encoder-decoder": _encoder_decoder_components, "decoder-only": _decoder_only_components}
+
+
 @lru_cache(maxsize=1 << 16)
-def protocol_cost(arch: Arch, protocol: LatencyProtocol = LatencyProtocol()) -> ProtocolCost:
-    """Params plus the cost of each component of the protocol's family (encoder and decoder)
-    under ``protocol`` with uniform routing (memoised: search and feature extraction ask for the
-    same archs many times; treat the result as read-only)."""
-    components = {"encoder": encoder_cost(arch, protocol.batch, protocol.src_len), "decoder": decoder_cost(arch, protocol)}
+def protocol_cost(arch: Arch | LMArch, protocol: Protocol | None = None) -> ProtocolCost:
+    """Params plus the cost of each component of the protocol's family (encoder and decoder;
+    prefill and decode) under ``protocol`` (None: the default of the arch's family) with uniform
+    routing (memoised: search and feature extraction ask for the same archs many times; treat
+    the result as read-only)."""
+    protocol = default_protocol(arch) if protocol is None else protocol
+    if protocol.family is not arch.family:
+        raise UserError(f"arch {arch.arch_id} is {arch.family.name}; a {protocol.family.name} protocol cannot time it")
+    components = COMPONENT_COSTS[arch.family.name](arch, protocol)
     return ProtocolCost(params=param_count(arch), components=components)

@@ -2,7 +2,8 @@
 
 A family names its *components*: the parts of one inference under its latency protocol that the
 profiler times separately, in the order they run (an encoder-decoder translation model: the
-encoder, then the decoder's incremental steps). The whole inference, :data:`TOTAL`, is their sum
+encoder, then the decoder's incremental steps; a decoder-only language model: the prompt's
+prefill, then the decode steps). The whole inference, :data:`TOTAL`, is their sum
 and is timed in the same repetition. Everything that lists components derives it from here:
 the profile rows of one measurement (:attr:`ModelFamily.row_components`), the predictor targets
 and ``fit --target`` (:attr:`ModelFamily.targets`), the profiler's timed step, and the reports.
@@ -13,6 +14,7 @@ field, so protocol ids and the datasets recorded before families existed stay as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import UserError
 
@@ -45,13 +47,30 @@ class ModelFamily:
 
 
 ENCODER_DECODER = ModelFamily("encoder-decoder", ("encoder", "decoder"))
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (ENCODER_DECODER,)}
+# A causal language model timed as llama-bench does: the prompt in one pass (prefill), then
+# single-token steps on the growing KV cache (decode).
+DECODER_ONLY = ModelFamily("decoder-only", ("prefill", "decode"))
+# Registration order is the order of the unions below: encoder-decoder's names come first, so
+# what datasets and predictors of that family list stays as it always was.
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (ENCODER_DECODER, DECODER_ONLY)}
 
 
 def get_family(name: str) -> ModelFamily:
     """The registered family ``name``; UserError naming the known ones otherwise."""
     if name not in FAMILIES:
         raise UserError(f"unknown model family {name!r} (choose from {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+def family_named(d: Any, where: str, default: ModelFamily = ENCODER_DECODER) -> ModelFamily:
+    """The family a mapping (an arch's JSON, a space's YAML) names in its ``family`` field;
+    ``default`` when it names none (files written before families existed). UserError naming
+    ``where`` when ``d`` is no mapping or the name is unknown."""
+    if not isinstance(d, dict):
+        raise UserError(f"{where} must be a JSON object (a mapping), got {type(d).__name__}")
+    name = d.get("family", default.name)
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise UserError(f"{where}: family {name!r} is not a model family (known: {', '.join(FAMILIES)})")
     return FAMILIES[name]
 
 

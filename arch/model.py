@@ -9,17 +9,23 @@ Three entry points matter beyond training's ``forward``:
     per sentence (fairseq caches them the same way);
   * ``step(tokens, cache, cross)`` -> one incremental decoder step with a self-attention KV cache.
 These are what ONNX export and latency profiling time (encoder = encode + cross_kv).
+
+The pieces a decoder-only language model (``arch/lm_model.py``) builds from are shared from
+here: :class:`Attention`, :class:`EncoderLayer` (a pre-norm self-attention + FFN block; with a
+causal bias and a KV cache it is a decoder-only layer), :func:`embed_tokens`,
+:func:`causal_bias`, :func:`tied_logits`, :class:`MoEStats` and :func:`seeded`.
 """
 from __future__ import annotations
 
 import math
 import os
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arch import Arch, LayerArch
+from .arch import Arch, LayerArch, LMArch
 from .cost import param_count
 from .errors import UserError
 from .moe import MoELayer, make_ffn
@@ -40,6 +46,24 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return F.pad(emb, (0, dim - 2 * half))
 
 
+def embed_tokens(emb: nn.Embedding, tokens: torch.Tensor, drop: nn.Module, start: int | torch.SymInt = 0) -> torch.Tensor:
+    """tokens (B, L) at positions start .. start+L-1 -> (B, L, D): the embedding scaled by
+    sqrt(D) plus sinusoid positions (fairseq), then dropout."""
+    pos = torch.arange(tokens.shape[1], device=tokens.device) + start
+    return drop(emb(tokens) * math.sqrt(emb.embedding_dim) + sinusoid(pos, emb.embedding_dim))
+
+
+def causal_bias(q_len: int, past_len: int = 0, device: torch.device | str | None = None) -> torch.Tensor:
+    """(q_len, past_len + q_len) additive mask: query i (at position past_len + i) sees the
+    keys at positions <= its own, NEG_INF above."""
+    return torch.full((q_len, past_len + q_len), NEG_INF, device=device).triu(past_len + 1)
+
+
+def tied_logits(norm: nn.Module, emb: nn.Embedding, x: torch.Tensor) -> torch.Tensor:
+    """Output projection tied to the embedding, after the final norm: (..., D) -> (..., V)."""
+    return norm(x) @ emb.weight.t()
+
+
 class Attention(nn.Module):
     """Multi-head attention whose queries (width q_dim) and keys/values (width kv_dim) may differ."""
 
@@ -57,6 +81,14 @@ class Attention(nn.Module):
     def kv(self, mem: torch.Tensor) -> KV:
         return self._split(self.k_proj(mem)), self._split(self.v_proj(mem))
 
+    def self_attend(self, h: torch.Tensor, past: KV | None = None, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
+        """h (B, L, D) attends to its own keys/values, appended to ``past`` (B, H, t, Q/H) when
+        given -> (output (B, L, D), keys/values of t + L positions: the grown cache)."""
+        k, v = self.kv(h)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        return self.attend(h, k, v, bias), (k, v)
+
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, Lq, q_dim) attends to k, v (B, H, Lk, Q/H); bias broadcasts to (B, H, Lq, Lk)."""
         q = self._split(self.q_proj(x)) * self.head_dim ** -0.5
@@ -68,6 +100,9 @@ class Attention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
+    """Pre-norm self-attention and FFN: an encoder layer, and (causal bias, KV cache, through
+    :meth:`block`) a decoder-only language model's layer."""
+
     def __init__(self, dim: int, layer: LayerArch, qkv_dim: int, top_k: int, dropout: float, moe_backend: str):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -76,9 +111,14 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self.block(x, None, bias)[0]
+
+    def block(self, x: torch.Tensor, past: KV | None, bias: torch.Tensor | None) -> tuple[torch.Tensor, KV]:
+        """x (B, L, D) -> (B, L, D) and this layer's keys/values (``past`` grown by L)."""
         h = self.norm1(x)
-        x = x + self.drop(self.attn.attend(h, *self.attn.kv(h), bias))
-        return x + self.drop(self.ffn(self.norm2(x)))
+        out, kv = self.attn.self_attend(h, past, bias)
+        x = x + self.drop(out)
+        return x + self.drop(self.ffn(self.norm2(x))), kv
 
 
 class DecoderLayer(nn.Module):
@@ -95,15 +135,38 @@ class DecoderLayer(nn.Module):
                 past: KV | None = None, self_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
         """x (B, L, D). With ``past`` the new keys/values are appended to it (incremental step)."""
         h = self.norm1(x)
-        k, v = self.self_attn.kv(h)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        x = x + self.drop(self.self_attn.attend(h, k, v, self_bias))
+        out, kv = self.self_attn.self_attend(h, past, self_bias)
+        x = x + self.drop(out)
         x = x + self.drop(self.cross_attn.attend(self.norm2(x), *cross))
-        return x + self.drop(self.ffn(self.norm3(x))), (k, v)
+        return x + self.drop(self.ffn(self.norm3(x))), kv
 
 
-class SubTransformer(nn.Module):
+class MoEStats:
+    """What a model with MoE layers reports after a forward; its layers are named by
+    ``_stacks()``: (stack name, layers with an ``ffn``) pairs."""
+
+    def _stacks(self) -> Iterable[tuple[str, nn.ModuleList]]:
+        raise NotImplementedError
+
+    def aux_loss(self) -> torch.Tensor:
+        """Sum of the MoE layers' load-balancing losses from the last forward (0 if dense)."""
+        losses = [m.aux_loss for m in self.moe_layers() if m.aux_loss is not None]
+        return torch.stack(losses).sum() if losses else torch.zeros(())
+
+    def moe_layers(self) -> list[MoELayer]:
+        return [m for m in self.modules() if isinstance(m, MoELayer)]
+
+    def expert_counts(self) -> dict[str, list[int]]:
+        """Token-slots per expert in the last forward, keyed 'encoder.i' / 'decoder.i'."""
+        out = {}
+        for name, layers in self._stacks():
+            for i, layer in enumerate(layers):
+                if isinstance(layer.ffn, MoELayer) and layer.ffn.expert_counts is not None:
+                    out[f"{name}.{i}"] = layer.ffn.expert_counts.tolist()
+        return out
+
+
+class SubTransformer(MoEStats, nn.Module):
     """An encoder-decoder Transformer exactly as one Arch describes it (see module docstring)."""
 
     def __init__(self, arch: Arch, dropout: float = 0.0, moe_backend: str = "torch"):
@@ -122,8 +185,10 @@ class SubTransformer(nn.Module):
 
     # ---- building blocks ------------------------------------------------------------------
     def _embed(self, emb: nn.Embedding, tokens: torch.Tensor, start: int | torch.SymInt = 0) -> torch.Tensor:
-        pos = torch.arange(tokens.shape[1], device=tokens.device) + start
-        return self.drop(emb(tokens) * math.sqrt(emb.embedding_dim) + sinusoid(pos, emb.embedding_dim))
+        return embed_tokens(emb, tokens, self.drop, start)
+
+    def _stacks(self) -> Iterable[tuple[str, nn.ModuleList]]:
+        return (("encoder", self.enc_layers), ("decoder", self.dec_layers))
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) -> states (K, B, S, De): the last K layer outputs, each through the final
@@ -152,7 +217,7 @@ class SubTransformer(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Output projection tied to the decoder embedding: (..., Dd) -> (..., V)."""
-        return self.dec_norm(x) @ self.dec_embed.weight.t()
+        return tied_logits(self.dec_norm, self.dec_embed, x)
 
     # ---- training / scoring ---------------------------------------------------------------
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, hidden: bool = False):
@@ -162,31 +227,13 @@ class SubTransformer(nn.Module):
         instead, so that training can fuse the projection into its loss (search/loss.py)."""
         states, pad = self.encode(src)
         cross = self.cross_kv(states, pad)
-        t = tgt_in.shape[1]
-        causal = torch.full((t, t), NEG_INF, device=src.device).triu(1)
+        causal = causal_bias(tgt_in.shape[1], 0, src.device)
         x = self._embed(self.dec_embed, tgt_in)
         for layer, c in zip(self.dec_layers, cross):
             x, _ = layer(x, c, None, causal)
         if hidden:
             return self.dec_norm(x), self.dec_embed.weight
         return self.logits(x)
-
-    def aux_loss(self) -> torch.Tensor:
-        """Sum of the MoE layers' load-balancing losses from the last forward (0 if dense)."""
-        losses = [m.aux_loss for m in self.moe_layers() if m.aux_loss is not None]
-        return torch.stack(losses).sum() if losses else torch.zeros(())
-
-    def moe_layers(self) -> list[MoELayer]:
-        return [m for m in self.modules() if isinstance(m, MoELayer)]
-
-    def expert_counts(self) -> dict[str, list[int]]:
-        """Token-slots per expert in the last forward, keyed 'encoder.i' / 'decoder.i'."""
-        out = {}
-        for name, layers in (("encoder", self.enc_layers), ("decoder", self.dec_layers)):
-            for i, layer in enumerate(layers):
-                if isinstance(layer.ffn, MoELayer) and layer.ffn.expert_counts is not None:
-                    out[f"{name}.{i}"] = layer.ffn.expert_counts.tolist()
-        return out
 
     # ---- incremental decoding -------------------------------------------------------------
     def step(self, tokens: torch.Tensor, cache: list[KV] | None, cross: list) -> tuple[torch.Tensor, list[KV]]:
@@ -262,13 +309,20 @@ def beam_search(step, bsz: int, beam: int, max_len: int, vocab: int, device: tor
 def build_model(arch: Arch, seed: int | None = 0, dropout: float = 0.0, moe_backend: str = "torch") -> SubTransformer:
     """A freshly initialised SubTransformer (seeded, so the same arch gives the same weights).
     An arch whose fp32 weights alone exceed this machine's memory is one line, not an allocation
-    traceback."""
+    traceback. A decoder-only arch is refused: ``lm_model.build_lm_model`` builds it."""
+    if not isinstance(arch, Arch):
+        raise UserError(f"arch {arch.arch_id} is {arch.family.name}: build it with moenas.arch.lm_model.build_lm_model")
     check_fits_memory(arch)
+    return seeded(seed, lambda: SubTransformer(arch, dropout=dropout, moe_backend=moe_backend))
+
+
+def seeded(seed: int | None, make: Callable[[], nn.Module]) -> nn.Module:
+    """``make()`` under torch seed ``seed`` (the global RNG is left as it was); unseeded: as is."""
     if seed is not None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return SubTransformer(arch, dropout=dropout, moe_backend=moe_backend)
-    return SubTransformer(arch, dropout=dropout, moe_backend=moe_backend)
+            return make()
+    return make()
 
 
 def memory_limit_bytes() -> int | None:
@@ -285,11 +339,12 @@ def memory_limit_bytes() -> int | None:
         return None
 
 
-def check_fits_memory(arch: Arch) -> None:
+def check_fits_memory(arch: Arch | LMArch) -> None:
     """UserError when the arch's fp32 parameters alone do not fit this machine's memory."""
     params = param_count(arch).total
     need, have = 4 * params, memory_limit_bytes()
     if have is not None and need > have:
+        widths = f"{arch.encoder.embed_dim}/{arch.decoder.embed_dim}" if isinstance(arch, Arch) else f"{arch.decoder.embed_dim}"
         raise UserError(f"arch {arch.arch_id}: its {params / 1e9:.3g}G parameters need {need / 2**30:.1f} GiB "
                         f"in fp32, more than this machine's {have / 2**30:.1f} GiB (embed_dim "
-                        f"{arch.encoder.embed_dim}/{arch.decoder.embed_dim}, vocab_size {arch.vocab_size})")
+                        f"{widths}, vocab_size {arch.vocab_size})")

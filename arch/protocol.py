@@ -16,6 +16,10 @@ repetition.
 Routing: ``seeded-random`` = the router of ``build_model(arch, model_seed)`` (random weights)
 applied to random source tokens (seed ``input_seed`` mixed with the arch id). The per-expert
 token counts of exactly these inputs are stored with each row.
+
+A decoder-only language model has its own protocol, :class:`LMProtocol` (llama-bench's pp/tg
+terms: a prompt processed in one pass, then greedy single-token steps). Both share
+:class:`ProtocolBase` (id, seeds, reading back); :func:`protocol_for` gives a family's default.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from typing import Any, ClassVar
 
 from .checks import check_range
 from .errors import UserError
-from .family import ENCODER_DECODER, ModelFamily
+from .family import DECODER_ONLY, ENCODER_DECODER, ModelFamily
 
 ROUTINGS = ("seeded-random",)
 # What the cost model and the shape of every timed tensor depend on: a predictor is refused for
@@ -34,34 +38,23 @@ ROUTINGS = ("seeded-random",)
 SHAPE_FIELDS = ("batch", "src_len", "decoder_steps", "beam")
 
 
-@dataclass(frozen=True)
-class LatencyProtocol:
-    # What one measurement times (not a field: protocol ids predate families and stay the same)
-    family: ClassVar[ModelFamily] = ENCODER_DECODER
-    batch: int = 1
-    src_len: int = 30
-    decoder_steps: int = 30
-    beam: int = 5
-    # How MoE layers are routed while timing: the router of build_model(arch, model_seed) on
-    # random source tokens. Another assumption (e.g. a trained supernet's routers) needs a new
-    # value here and its implementation in profiler/workload.py's Workload.
-    routing: str = "seeded-random"
-    model_seed: int = 0
-    input_seed: int = 0
+class ProtocolBase:
+    """What every family's protocol shares: range checks, the id, per-arch seeds, reading back.
 
-    def __post_init__(self) -> None:
+    A subclass is a frozen dataclass whose integer fields are its ``shape_fields`` (>= 1) and
+    ``model_seed`` / ``input_seed`` (>= 0), plus ``routing``; ``family`` is a class attribute."""
+
+    family: ClassVar[ModelFamily]
+    shape_fields: ClassVar[tuple[str, ...]]
+
+    def _check(self) -> None:
         # types too: a protocol is also read back from a dataset's or a predictor's metadata
-        for f in ("batch", "src_len", "decoder_steps", "beam"):
+        for f in self.shape_fields:
             check_range(f"protocol {f}", getattr(self, f), 1, integer=True)
         for f in ("model_seed", "input_seed"):
             check_range(f"protocol {f}", getattr(self, f), 0, integer=True)
         if not isinstance(self.routing, str) or self.routing not in ROUTINGS:
             raise UserError(f"protocol routing {self.routing!r} is unknown (choose from {', '.join(ROUTINGS)})")
-
-    @property
-    def decoder_batch(self) -> int:
-        """Rows the decoder runs on per step: every beam of every sentence."""
-        return self.batch * self.beam
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, as stored in profile rows, dataset sidecars and predictor metadata."""
@@ -77,14 +70,103 @@ class LatencyProtocol:
         return int(hashlib.sha256(f"{self.input_seed}:{arch_id}".encode()).hexdigest()[:8], 16)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LatencyProtocol":
-        """The protocol a ``to_dict`` wrote (missing fields: defaults; unknown keys: ignored)."""
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """The protocol a ``to_dict`` wrote (missing fields: defaults; unknown keys: ignored).
+        A dict naming another family (no ``family`` key: encoder-decoder) is refused: its fields
+        would otherwise be dropped and this family's defaults used without a word."""
+        family = d.get("family", ENCODER_DECODER.name)
+        if family != cls.family.name:
+            raise UserError(f"protocol of family {family!r}, expected one of family {cls.family.name!r}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def shape_differences(have: LatencyProtocol | None, want: LatencyProtocol) -> list[str]:
-    """``"beam 5 vs 4"`` for each of :data:`SHAPE_FIELDS` on which ``have`` (None: not
-    recorded) differs from ``want``; empty when they agree."""
-    return [f"{k} {getattr(have, k, None)} vs {getattr(want, k)}" for k in SHAPE_FIELDS
-            if getattr(have, k, None) != getattr(want, k)]
+@dataclass(frozen=True)
+class LatencyProtocol(ProtocolBase):
+    # What one measurement times (not a field: protocol ids predate families and stay the same)
+    family: ClassVar[ModelFamily] = ENCODER_DECODER
+    shape_fields: ClassVar[tuple[str, ...]] = SHAPE_FIELDS
+    batch: int = 1
+    src_len: int = 30
+    decoder_steps: int = 30
+    beam: int = 5
+    # How MoE layers are routed while timing: the router of build_model(arch, model_seed) on
+    # random source tokens. Another assumption (e.g. a trained supernet's routers) needs a new
+    # value here and its implementation in profiler/workload.py's Workload.
+    routing: str = "seeded-random"
+    model_seed: int = 0
+    input_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    @property
+    def decoder_batch(self) -> int:
+        """Rows the decoder runs on per step: every beam of every sentence."""
+        return self.batch * self.beam
+
+
+@dataclass(frozen=True)
+class LMProtocol(ProtocolBase):
+    """One latency measurement of a decoder-only language model, in llama-bench's terms.
+
+    Defaults: batch 1, a 128-token prompt (pp128) and 32 greedy decode steps (tg32).
+    ``prefill`` = the (batch, prompt_len) prompt in one causal pass, producing the last
+    position's logits (batch, V) and the KV cache of prompt_len positions per layer;
+    ``decode`` = ``decode_steps`` single-token steps, step t attending to a cache of
+    prompt_len + t positions and producing logits (batch, V) (the token fed is drawn at random:
+    which token greedy picks does not change the work). total = prefill + decode of the same
+    repetition. Routing and seeds mean what they mean in :class:`LatencyProtocol`, the random
+    tokens being the prompt's."""
+
+    family: ClassVar[ModelFamily] = DECODER_ONLY
+    shape_fields: ClassVar[tuple[str, ...]] = ("batch", "prompt_len", "decode_steps")
+    batch: int = 1
+    prompt_len: int = 128
+    decode_steps: int = 32
+    routing: str = "seeded-random"
+    model_seed: int = 0
+    input_seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field and the family (a reader of metadata tells the protocols apart by it)."""
+        return {"family": self.family.name, **asdict(self)}
+
+
+Protocol = LatencyProtocol | LMProtocol
+PROTOCOLS: dict[str, type] = {p.family.name: p for p in (LatencyProtocol, LMProtocol)}
+
+
+def protocol_for(family: ModelFamily | str) -> Protocol:
+    """The default protocol of ``family`` (a ModelFamily or its name)."""
+    name = family if isinstance(family, str) else family.name
+    if name not in PROTOCOLS:
+        raise UserError(f"no latency protocol for model family {name!r} (known: {', '.join(PROTOCOLS)})")
+    return PROTOCOLS[name]()
+
+
+def default_protocol(arch: Any) -> Protocol:
+    """The default protocol of the family of ``arch`` (an Arch or an LMArch)."""
+    return protocol_for(arch.family)
+
+
+def protocol_from_dict(d: dict[str, Any]) -> Protocol:
+    """Any family's protocol from its ``to_dict`` (no ``family`` key: encoder-decoder)."""
+    name = d.get("family", ENCODER_DECODER.name)
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        raise UserError(f"protocol family {name!r} is unknown (choose from {', '.join(PROTOCOLS)})")
+    return PROTOCOLS[name].from_dict(d)
+
+
+def shape_differences(have: Protocol | None, want: Protocol) -> list[str]:
+    """``"beam 5 vs 4"`` for each shape field of ``want``'s family (:data:`SHAPE_FIELDS` for
+    encoder-decoder) on which ``have`` (None: not recorded) differs from ``want``, after a
+    ``"family ..."`` entry when ``have`` is of another family; empty when they agree."""
+    out = []
+    if have is not None and have.family is not want.family:
+        out.append(f"family {have.family.name} vs {want.family.name}")
+    return out + [f"{k} {getattr(have, k, None)} vs {getattr(want, k)}" for k in want.shape_fields
+                  if getattr(have, k, None) != getattr(want, k)]

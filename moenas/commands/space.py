@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 
 from moenas.arch import SearchSpace, load_arch, load_archs, shipped_spaces
 from moenas.arch.cost import protocol_cost
-from moenas.arch.family import TOTAL
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.errors import UserError
+from moenas.arch.family import ENCODER_DECODER, TOTAL
+from moenas.arch.protocol import PROTOCOLS, LatencyProtocol, LMProtocol, Protocol
 
 from ._common import check_at_least, print_json, table
 
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Sample, validate and describe archs of a search space.")
     ssub = p.add_subparsers(dest="space_command", metavar="ACTION", parser_class=type(p))
     s = ssub.add_parser("sample", help="print N sampled archs as JSON lines")
-    s.add_argument("--space", default="tiny", help="shipped space name (tiny, hat-wmt, automoe-wmt) or a YAML file [tiny]")
+    s.add_argument("--space", default="tiny", help="shipped space name (tiny, hat-wmt, automoe-wmt, lm-tiny, lm-small) or a YAML file [tiny]")
     s.add_argument("--n", type=int, default=10, help="how many archs [10]")
     s.add_argument("--seed", type=int, default=0, help="random seed [0]")
     s.set_defaults(func=_sample)
@@ -32,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--space", default=None, help="also validate against this space")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     for f, default in (("batch", 1), ("src-len", 30), ("decoder-steps", 30), ("beam", 5)):
-        st.add_argument(f"--{f}", type=int, default=default, help=f"latency protocol {f} [{default}]")
+        st.add_argument(f"--{f}", type=int, default=None, help=f"latency protocol {f} [{default}]")
+    for f, default in (("prompt-len", LMProtocol.prompt_len), ("decode-steps", LMProtocol.decode_steps)):
+        st.add_argument(f"--{f}", type=int, default=None, help=f"latency protocol {f}, decoder-only archs [{default}]")
     st.set_defaults(func=_stats)
     i = ssub.add_parser("info", help="describe a space: genes, allowed values, size")
     i.add_argument("--space", default="tiny")
@@ -72,7 +76,7 @@ def _which_spaces(path: str, archs) -> int:
     spaces = [SearchSpace.load(n) for n in shipped_spaces()]
     lost = 0
     for n, a in enumerate(archs, 1):
-        found = {sp.name: sp.violations(a) for sp in spaces}
+        found = {sp.name: sp.violations(a) for sp in spaces if sp.family is a.family}
         inside = [name for name, v in found.items() if not v]
         if inside:
             print(f"{path}: arch {n} ({a.arch_id}): in {', '.join(inside)}")
@@ -88,15 +92,16 @@ def _stats(args: argparse.Namespace) -> int:
     arch = load_arch(args.file)
     if args.space:
         SearchSpace.load(args.space).validate(arch)
-    protocol = LatencyProtocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam)
+    protocol = _protocol(args, arch.family.name)
     cost = protocol_cost(arch, protocol)
     s = cost.summary()
     if args.json:
         print_json({"arch_id": arch.arch_id, "protocol": protocol.to_dict(), **s})
         return 0
     n_moe = sum(layer.is_moe for _, _, layer in arch.layers)
-    print(f"arch {arch.arch_id}: encoder {len(arch.encoder.layers)} x {arch.encoder.embed_dim}, "
-          f"decoder {len(arch.decoder.layers)} x {arch.decoder.embed_dim}, {n_moe} MoE layer(s), top-{arch.top_k}")
+    stacks = [f"{name} {len(st.layers)} x {st.embed_dim}" for name, st in _stacks(arch)]
+    family = "" if arch.family is ENCODER_DECODER else f"{arch.family.name}, "
+    print(f"arch {arch.arch_id}: {family}{', '.join(stacks)}, {n_moe} MoE layer(s), top-{arch.top_k}")
     print(f"params: {s['params_total'] / 1e6:.2f} M total, {s['params_active'] / 1e6:.2f} M active per token "
           f"({s['params_embedding'] / 1e6:.2f} M embeddings)")
     rows = []
@@ -104,21 +109,51 @@ def _stats(args: argparse.Namespace) -> int:
         rows.append([comp, s[f"flops_{comp}"] / 1e9, s[f"bytes_{comp}"] / 1e6,
                      s[f"flops_{comp}_experts"] / 1e9 + s[f"flops_{comp}_ffn"] / 1e9, s[f"flops_{comp}_attention"] / 1e9])
     rows.append([TOTAL, s["flops_total"] / 1e9, s["bytes_total"] / 1e6, "", ""])
-    print(f"protocol: batch {protocol.batch}, source {protocol.src_len} tokens, {protocol.decoder_steps} decoder steps, beam {protocol.beam}, uniform routing")
+    print(f"protocol: {_describe(protocol)}, uniform routing")
     print(table(rows, ["component", "GFLOPs", "MB moved", "FFN GFLOPs", "attn GFLOPs"]))
     return 0
+
+
+# the protocol fields `space stats` takes as flags (--src-len sets src_len); each protocol
+# takes those of its own fields
+_PROTOCOL_FLAGS = ("batch", "src_len", "decoder_steps", "beam", "prompt_len", "decode_steps")
+
+
+def _protocol(args: argparse.Namespace, family: str) -> Protocol:
+    """The protocol of the arch's family from the flags given (the rest: its defaults); a flag
+    of another family's protocol is refused rather than ignored."""
+    cls = PROTOCOLS[family]
+    given = {f: getattr(args, f) for f in _PROTOCOL_FLAGS if getattr(args, f) is not None}
+    foreign = [f for f in given if f not in {x.name for x in fields(cls)}]
+    if foreign:
+        flags = ", ".join(f"--{f.replace('_', '-')}" for f in foreign)
+        raise UserError(f"{flags}: not a setting of the {family} latency protocol (this arch is {family})")
+    return cls(**given)
+
+
+def _describe(protocol: Protocol) -> str:
+    if isinstance(protocol, LatencyProtocol):
+        return f"batch {protocol.batch}, source {protocol.src_len} tokens, {protocol.decoder_steps} decoder steps, beam {protocol.beam}"
+    return f"batch {protocol.batch}, prompt {protocol.prompt_len} tokens, {protocol.decode_steps} greedy decode steps with a KV cache"
+
+
+def _stacks(x) -> list[tuple[str, object]]:
+    """(name, stack) of an arch or a space, encoder first."""
+    return [(name, getattr(x, name)) for name in ("encoder", "decoder") if hasattr(x, name)]
 
 
 def _info(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space)
     d = {"name": space.name, "vocab_size": space.vocab_size, "qkv_dim": space.qkv_dim, "top_k": list(space.top_k),
-         "encoder": {k: list(v) for k, v in vars(space.encoder).items() if v is not None},
-         "decoder": {k: list(v) for k, v in vars(space.decoder).items() if v is not None},
+         **{name: {k: list(v) for k, v in vars(st).items() if v is not None} for name, st in _stacks(space)},
          "size": space.size(), "log10_size": space.log10_size(), "encoding_length": len(space.feature_names())}
+    if space.family is not ENCODER_DECODER:
+        d = {"name": space.name, "family": space.family.name, **d}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    print(f"space {space.name}: {space.size():.3e} archs, vocabulary {space.vocab_size}, qkv {space.qkv_dim}, top-k {list(space.top_k)}")
-    rows = [[stack, gene, ", ".join(map(str, vals))] for stack in ("encoder", "decoder") for gene, vals in d[stack].items()]
+    family = "" if space.family is ENCODER_DECODER else f" ({space.family.name})"
+    print(f"space {space.name}{family}: {space.size():.3e} archs, vocabulary {space.vocab_size}, qkv {space.qkv_dim}, top-k {list(space.top_k)}")
+    rows = [[stack, gene, ", ".join(map(str, vals))] for stack, _ in _stacks(space) for gene, vals in d[stack].items()]
     print(table(rows, ["stack", "gene", "allowed"]))
     return 0

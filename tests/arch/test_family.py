@@ -8,8 +8,9 @@ import pytest
 from moenas.arch import SearchSpace
 from moenas.arch.cost import protocol_cost
 from moenas.arch.errors import UserError
-from moenas.arch.family import ENCODER_DECODER, FAMILIES, TOTAL, ModelFamily, all_row_components, all_targets, get_family
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.family import (DECODER_ONLY, ENCODER_DECODER, FAMILIES, TOTAL, ModelFamily, all_row_components, all_targets,
+                                 get_family)
+from moenas.arch.protocol import LatencyProtocol, LMProtocol
 from moenas.data import profiles as P
 from moenas.predictor.names import TARGETS
 from moenas.profiler.backend_base import PreparedWorkload
@@ -19,11 +20,17 @@ SHIPPED = ["tiny-cpu-ort", "tiny-cpu-ort-2t", "tiny-cpu-torch", "automoe-wmt-cpu
 
 
 def test_encoder_decoder_names_its_parts_in_the_order_datasets_and_predictors_always_used():
-    assert ENCODER_DECODER.row_components == P.COMPONENTS == ("encoder", "decoder", "total")
-    assert ENCODER_DECODER.targets == TARGETS == all_targets() == ("total", "encoder", "decoder")
-    assert all_row_components() == ("encoder", "decoder", "total")
+    assert ENCODER_DECODER.row_components == ("encoder", "decoder", "total")
+    assert ENCODER_DECODER.targets == ("total", "encoder", "decoder")
+    assert DECODER_ONLY.row_components == ("prefill", "decode", "total")
+    assert DECODER_ONLY.targets == ("total", "prefill", "decode")
+    # the unions keep the encoder-decoder names first, in their order
+    assert P.COMPONENTS == all_row_components() == ("encoder", "decoder", "total", "prefill", "decode")
+    assert TARGETS == all_targets() == ("total", "encoder", "decoder", "prefill", "decode")
     assert LatencyProtocol.family is ENCODER_DECODER and PreparedWorkload.family is ENCODER_DECODER
-    assert get_family("encoder-decoder") is ENCODER_DECODER and set(FAMILIES) == {"encoder-decoder"}
+    assert LMProtocol.family is DECODER_ONLY
+    assert get_family("encoder-decoder") is ENCODER_DECODER and get_family("decoder-only") is DECODER_ONLY
+    assert list(FAMILIES) == ["encoder-decoder", "decoder-only"]
 
 
 def test_a_family_is_refused_when_its_components_cannot_name_rows():
@@ -70,6 +77,15 @@ def test_the_cost_model_costs_each_component_of_the_family():
     assert cost.total_flops == sum(c.flops for c in cost.components.values())
     s = cost.summary()
     assert [k for k in s if k.startswith("flops_") and k.count("_") == 1] == ["flops_total", "flops_encoder", "flops_decoder"]
+
+
+def test_the_cost_model_costs_each_component_of_the_decoder_only_family():
+    arch = SearchSpace.load("lm-tiny").sample(3)
+    cost = protocol_cost(arch)
+    assert tuple(cost.components) == LMProtocol.family.components == ("prefill", "decode")
+    assert cost.total_flops == sum(c.flops for c in cost.components.values())
+    s = cost.summary()
+    assert [k for k in s if k.startswith("flops_") and k.count("_") == 1] == ["flops_total", "flops_prefill", "flops_decode"]
 
 
 def test_step_times_each_component_in_order_and_their_sum():

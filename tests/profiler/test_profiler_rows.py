@@ -5,7 +5,8 @@ import pytest
 
 from moenas.arch import SearchSpace
 from moenas.arch.protocol import LatencyProtocol
-from moenas.data.profiles import COLUMNS, COMPONENTS, read_profiles, to_frame, write_profiles
+from moenas.arch.family import ENCODER_DECODER
+from moenas.data.profiles import COLUMNS, read_profiles, to_frame, write_profiles
 from moenas.profiler import rows as rows_mod
 from moenas.profiler.fingerprint import ID_FIELDS, fingerprint_id
 from moenas.profiler.rows import RunColumns, measurement_rows
@@ -40,7 +41,7 @@ def build(ops=None, run=None, **kw):
 
 def test_rows_have_exactly_the_schema_and_the_measurement():
     rows = build(repeat_index=1, remeasured=True)
-    assert [r["component"] for r in rows] == list(COMPONENTS)
+    assert [r["component"] for r in rows] == list(ENCODER_DECODER.row_components)
     m = measurement()
     for r in rows:
         assert set(r) == set(COLUMNS)
