@@ -4,7 +4,7 @@
 in :class:`ScaledModel`; the factor is the reference model's latency here / in the predictor's
 data (:mod:`moenas.data.reference`). The class stays at this path because a saved predictor
 names its model's types by their module: calibrated predictor files say
-``moenas.predictor.calibrate.ScaledModel``, the name ``persist.TRUSTED`` lets load.
+``moenas.predictor.calibrate.ScaledModel``, a type ``persist.trusted_types()`` lets load.
 """
 from __future__ import annotations
 

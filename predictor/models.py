@@ -30,23 +30,38 @@ Models (the core estimators work on the full feature matrix of :class:`ArchFeatu
 ``auto``          the recommended model: today ``stack``. Picking the single candidate with the
                   best CV MAPE was measured against it and lost on both shipped spaces
                   (benchmarks/bench_auto_choice.py).
+
+A model joins in one place: a factory decorated with :func:`register_model`, which also names
+the classes its fitted core holds (the types a predictor file of it may contain, see
+:mod:`moenas.predictor.persist`). ``names.MODELS`` repeats the names so that the CLI's --help
+needs no scikit-learn; a test holds the two equal, and scikit-learn's estimator checks run on
+every registered core (tests/predictor/test_sklearn_checks.py). A core receives the feature
+matrix, and the names of its columns as its ``feature_names`` parameter.
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Sequence
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
+from sklearn.neural_network._stochastic_optimizers import AdamOptimizer
 from sklearn.preprocessing import MaxAbsScaler
+from sklearn.tree._tree import Tree
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from moenas.arch import UserError
 from moenas.arch.protocol import LatencyProtocol
 
 from .metrics import mape
-from .names import MODELS
+from .names import MODELS  # noqa: F401 - re-exported: callers list the models from here
 from .stacking import StackedModel, oof_predictions
 from .features import COST_FEATURES, GROUPS, HAT_FEATURES, ArchFeatures, as_archs, upgrade_protocol
 
@@ -61,30 +76,73 @@ TREE_CHUNK = 16384
 
 # ---- core regressors on a feature matrix ---------------------------------------------------------
 
+ROOFLINE_COLUMNS = ("flops_encoder", "bytes_encoder", "flops_decoder", "bytes_decoder")
+
 
 class ColumnModel(RegressorMixin, BaseEstimator):
-    """Base for the cores: they receive the full feature matrix plus its column names."""
+    """Base for the cores: a regressor on a feature matrix that may use only some columns, picked
+    by name. The names come the scikit-learn way: the ``feature_names`` parameter (what
+    :func:`make_core` passes), else the columns of a DataFrame given to ``fit``
+    (``feature_names_in_``). y must be positive (latencies)."""
 
-    def _cols(self, names: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True  # latencies: the cores fit log y or the error relative to y
+        return tags
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A file saved before a parameter existed lacks it: it takes its default. The loaded
+        core predicts from its fitted state as saved; the defaults let it clone and print."""
+        params = inspect.signature(type(self).__init__).parameters.values()
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        super().__setstate__({**defaults, **state})
+
+    def _fit_input(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """X and y checked (and n_features_in_, feature_names_in_ set) as scikit-learn does."""
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        if np.any(y <= 0):
+            raise ValueError(f"{type(self).__name__} fits latencies: y must be positive")
+        return X, y
+
+    def _predict_input(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=np.float64, reset=False)
+
+    def _names(self) -> list[str] | None:
+        """The column names: ``feature_names``, else those of the DataFrame fitted on (or None)."""
+        names = self.feature_names if self.feature_names is not None else getattr(self, "feature_names_in_", None)
+        return None if names is None else list(names)
+
+    def _cols(self, wanted: Sequence[str] | None) -> list[int]:
+        """Indices of the ``wanted`` columns of the matrix being fitted; None: all of them."""
+        if wanted is None:
+            return list(range(self.n_features_in_))
+        names = self._names()
+        if names is None or len(names) != self.n_features_in_:
+            raise ValueError(f"{type(self).__name__} picks columns by name: pass feature_names (one per column) "
+                             "or fit on a DataFrame")
         missing = [w for w in wanted if w not in names]
         if missing:
             raise UserError(f"features {', '.join(missing)} are missing")
-        return [list(names).index(w) for w in wanted]
+        return [names.index(w) for w in wanted]
 
 
 class RooflineLinear(ColumnModel):
     """latency = c0 + sum_j w_j x_j, w >= 0, c0 >= 0, minimising squared *relative* error.
 
-    x = FLOPs and bytes of the encoder and decoder (in GFLOP / GB so the solver is well scaled)."""
+    x = ``columns``: by default FLOPs and bytes of the encoder and decoder (in GFLOP / GB so the
+    solver is well scaled); None: every column."""
 
-    def __init__(self, columns: Sequence[str] = ("flops_encoder", "bytes_encoder", "flops_decoder", "bytes_decoder")):
+    def __init__(self, columns: Sequence[str] | None = ROOFLINE_COLUMNS, feature_names: Sequence[str] | None = None):
         self.columns = columns
+        self.feature_names = feature_names
 
-    def fit(self, X, y, names=None):
-        self.idx_ = self._cols(names, self.columns)
+    def fit(self, X: Any, y: Any) -> RooflineLinear:
+        X, y = self._fit_input(X, y)
+        self.idx_ = self._cols(self.columns)
         Z = X[:, self.idx_] / 1e9
         Z1 = np.column_stack([np.ones(len(Z)), Z])
-        w = 1.0 / np.asarray(y)  # rows scaled by 1/y: least squares on relative error
+        w = 1.0 / y  # rows scaled by 1/y: least squares on relative error
         from scipy.optimize import nnls
 
         coef, _ = nnls(Z1 * w[:, None], np.ones(len(y)))
@@ -92,7 +150,8 @@ class RooflineLinear(ColumnModel):
         self.coef_ = coef[1:]
         return self
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
+        X = self._predict_input(X)
         p = self.intercept_ + (X[:, self.idx_] / 1e9) @ self.coef_
         return np.maximum(p, 1e-6)
 
@@ -102,7 +161,8 @@ class LogTreeModel(ColumnModel):
 
     def __init__(self, kind: str = "gbt", n_estimators: int = 400, learning_rate: float = 0.05, max_depth: int | None = 4,
                  min_samples_leaf: int = 2, subsample: float = 0.8, max_features: float | str | None = 0.5,
-                 columns: Sequence[str] | None = None, random_state: int = 0):
+                 columns: Sequence[str] | None = None, random_state: int = 0,
+                 feature_names: Sequence[str] | None = None):
         self.kind = kind
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -112,8 +172,9 @@ class LogTreeModel(ColumnModel):
         self.max_features = max_features
         self.columns = columns
         self.random_state = random_state
+        self.feature_names = feature_names
 
-    def _make(self):
+    def _make(self) -> GradientBoostingRegressor | RandomForestRegressor:
         if self.kind == "gbt":
             return GradientBoostingRegressor(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
                                              max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
@@ -125,15 +186,17 @@ class LogTreeModel(ColumnModel):
                                          n_jobs=1, random_state=self.random_state)
         raise UserError(f"unknown tree kind {self.kind!r}")
 
-    def fit(self, X, y, names=None):
-        self.idx_ = list(range(X.shape[1])) if self.columns is None else self._cols(names, self.columns)
+    def fit(self, X: Any, y: Any) -> LogTreeModel:
+        X, y = self._fit_input(X, y)
+        self.idx_ = self._cols(self.columns)
         self.model_ = self._make().fit(X[:, self.idx_], np.log(y))
         return self
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
         """exp(trees), computed TREE_CHUNK rows at a time: scikit-learn runs an ensemble one tree
         at a time over all the rows it is given, so 100k rows (40 MB) would be re-read from memory
         for each of the 400 trees; a chunk stays in cache. Same numbers, ~1.5x the throughput."""
+        X = self._predict_input(X)
         Xs = X if np.array_equal(self.idx_, np.arange(X.shape[1])) else X[:, self.idx_]  # no copy of all columns
         out = np.empty(len(Xs))
         for i in range(0, len(Xs), TREE_CHUNK):
@@ -142,6 +205,8 @@ class LogTreeModel(ColumnModel):
 
 
 AUTOMOE_FEATURES = HAT_FEATURES + ["moe.enc_experts_mean", "moe.dec_experts_mean"]
+# HatMLP's ``features``: the columns each choice feeds the MLP (None: every column)
+MLP_FEATURES: dict[str, list[str] | None] = {"hat": HAT_FEATURES, "automoe": AUTOMOE_FEATURES, "all": None}
 
 
 class HatMLP(ColumnModel):
@@ -149,13 +214,14 @@ class HatMLP(ColumnModel):
     400, MSE on latency / lat_norm (HAT: 200 ms; here the training mean).
 
     ``features="hat"``: HAT's 10 features; ``"automoe"``: plus the mean expert count of each
-    side (AutoMoE's predictor). ``steps``: train for this many Adam steps of ``batch`` archs with
-    no early stop (HAT's code: 5000 of 128); None: at most ``max_iter`` epochs, stopping when the
-    training loss stalls (the faster variant ``hat-mlp`` uses)."""
+    side (AutoMoE's predictor); ``"all"``: every column. ``steps``: train for this many Adam
+    steps of ``batch`` archs with no early stop (HAT's code: 5000 of 128); None: at most
+    ``max_iter`` epochs, stopping when the training loss stalls (the faster variant ``hat-mlp``
+    uses)."""
 
     def __init__(self, hidden_layer_sizes: Sequence[int] = (400, 400, 400), max_iter: int = 300,
                  learning_rate_init: float = 1e-3, random_state: int = 0, features: str = "hat",
-                 steps: int | None = None, batch: int = 128):
+                 steps: int | None = None, batch: int = 128, feature_names: Sequence[str] | None = None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
         self.learning_rate_init = learning_rate_init
@@ -163,73 +229,155 @@ class HatMLP(ColumnModel):
         self.features = features
         self.steps = steps
         self.batch = batch
+        self.feature_names = feature_names
 
-    def fit(self, X, y, names=None):
-        self.idx_ = self._cols(names, AUTOMOE_FEATURES if self.features == "automoe" else HAT_FEATURES)
+    def fit(self, X: Any, y: Any) -> HatMLP:
+        X, y = self._fit_input(X, y)
+        if self.features not in MLP_FEATURES:
+            raise UserError(f"unknown MLP features {self.features!r} (choose from {', '.join(MLP_FEATURES)})")
+        self.idx_ = self._cols(MLP_FEATURES[self.features])
         self.scaler_ = MaxAbsScaler().fit(X[:, self.idx_])
         self.lat_norm_ = float(np.mean(y))
-        import warnings
+        self.mlp_ = self._mlp(len(y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.mlp_.fit(self.scaler_.transform(X[:, self.idx_]), y / self.lat_norm_)
+        self.n_iter_ = self.mlp_.n_iter_
+        return self
 
-        from sklearn.exceptions import ConvergenceWarning
-
-        batch = min(self.batch, len(y))
-        if self.steps:  # sklearn counts epochs: steps / batches per epoch, never stopping early
-            epochs = max(1, math.ceil(self.steps / math.ceil(len(y) / batch)))
+    def _mlp(self, n: int) -> MLPRegressor:
+        """The unfitted MLP for ``n`` training rows: ``steps`` become epochs (scikit-learn counts
+        epochs: steps / batches per epoch, never stopping early), else ``max_iter`` with early stop."""
+        batch = min(self.batch, n)
+        if self.steps:
+            epochs = max(1, math.ceil(self.steps / math.ceil(n / batch)))
             stop = dict(max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1)
         else:
             stop = dict(max_iter=self.max_iter, tol=1e-7, n_iter_no_change=50)
-        self.mlp_ = MLPRegressor(hidden_layer_sizes=tuple(self.hidden_layer_sizes), activation="relu", solver="adam",
-                                 learning_rate_init=self.learning_rate_init, batch_size=batch,
-                                 random_state=self.random_state, **stop)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.mlp_.fit(self.scaler_.transform(X[:, self.idx_]), np.asarray(y) / self.lat_norm_)
-        return self
+        return MLPRegressor(hidden_layer_sizes=tuple(self.hidden_layer_sizes), activation="relu", solver="adam",
+                            learning_rate_init=self.learning_rate_init, batch_size=batch,
+                            random_state=self.random_state, **stop)
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
+        X = self._predict_input(X)
         p = self.mlp_.predict(self.scaler_.transform(X[:, self.idx_])) * self.lat_norm_
         return np.maximum(p, 1e-3 * self.lat_norm_)
 
 
 class HybridModel(ColumnModel):
-    """The analytical (roofline) model times a learned correction: GBT on log(y / base)."""
+    """The analytical (roofline on ``base_columns``) model times a learned correction: GBT on
+    log(y / base) over all columns."""
 
     def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, max_depth: int = 3,
-                 random_state: int = 0):
+                 random_state: int = 0, base_columns: Sequence[str] | None = ROOFLINE_COLUMNS,
+                 feature_names: Sequence[str] | None = None):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
         self.random_state = random_state
+        self.base_columns = base_columns
+        self.feature_names = feature_names
 
-    def fit(self, X, y, names=None):
-        self.base_ = RooflineLinear().fit(X, y, names)
-        ratio = np.asarray(y) / self.base_.predict(X)
+    def fit(self, X: Any, y: Any) -> HybridModel:
+        X, y = self._fit_input(X, y)
+        self.base_ = RooflineLinear(columns=self.base_columns, feature_names=self._names()).fit(X, y)
+        ratio = y / self.base_.predict(X)
         self.residual_ = LogTreeModel("gbt", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
-                                      max_depth=self.max_depth, random_state=self.random_state).fit(X, ratio, names)
+                                      max_depth=self.max_depth, random_state=self.random_state).fit(X, ratio)
         return self
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
+        X = self._predict_input(X)
         return self.base_.predict(X) * self.residual_.predict(X)
 
 
-def make_core(name: str, random_state: int = 0, **params) -> ColumnModel:
-    if name == "flops-linear":
-        return RooflineLinear(**params)
-    if name == "hat-mlp":
-        return HatMLP(random_state=random_state, **params)
-    if name == "automoe-mlp":  # AutoMoE's recipe, faithfully: HAT's code's hyper-parameters + expert counts
-        return HatMLP(random_state=random_state, **{"features": "automoe", "learning_rate_init": 1e-5, "steps": 5000, **params})
-    if name == "gbt":
-        return LogTreeModel("gbt", random_state=random_state, **params)
-    if name == "rf":
-        defaults = dict(n_estimators=200, max_depth=None, min_samples_leaf=1, max_features=0.5)
-        return LogTreeModel("rf", random_state=random_state, **{**defaults, **params})
-    if name == "hybrid":
-        return HybridModel(random_state=random_state, **params)
-    if name in ("stack", "auto"):
-        cands = params.pop("candidates", AUTO_CANDIDATES)
-        return StackedModel(cores={c: make_core(c, random_state) for c in cands}, random_state=random_state, **params)
-    raise UserError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+# ---- the model registry --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model name's core factory, ``factory(random_state, feature_names, **params)``, and the
+    classes beyond numpy and scikit-learn's estimators that its fitted core holds: the types
+    :mod:`moenas.predictor.persist` trusts in a predictor file."""
+
+    factory: Callable[..., Any]
+    trusted: tuple[type, ...]
+
+
+MODEL_REGISTRY: dict[str, RegisteredModel] = {}
+Factory = TypeVar("Factory", bound=Callable[..., Any])
+
+
+def register_model(name: str, *trusted: type) -> Callable[[Factory], Factory]:
+    """Decorator: make the core factory it decorates available as model ``name`` (``moenas fit
+    --model name``), its fitted core holding the classes ``trusted``. ``names.MODELS`` lists the
+    same names in the same order (a test holds them equal) so that --help needs no scikit-learn."""
+    def add(factory: Factory) -> Factory:
+        MODEL_REGISTRY[name] = RegisteredModel(factory, trusted)
+        return factory
+
+    return add
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when a model is registered under it; UserError naming the choices otherwise."""
+    if name not in MODEL_REGISTRY:
+        raise UserError(f"unknown model {name!r} (choose from {', '.join(MODEL_REGISTRY)})")
+    return name
+
+
+def make_core(name: str, random_state: int = 0, feature_names: Sequence[str] | None = None,
+              **params: Any) -> ColumnModel | StackedModel:
+    """An unfitted core of model ``name`` for a matrix whose columns are ``feature_names``;
+    ``params`` override its defaults."""
+    return MODEL_REGISTRY[check_model_name(name)].factory(random_state, feature_names, **params)
+
+
+def trusted_types() -> set[str]:
+    """Dotted names of the classes the registered models' fitted cores hold."""
+    return {f"{t.__module__}.{t.__qualname__}" for m in MODEL_REGISTRY.values() for t in m.trusted}
+
+
+@register_model("flops-linear", RooflineLinear)
+def _flops_linear(random_state: int, feature_names: Sequence[str] | None, **params: Any) -> RooflineLinear:
+    return RooflineLinear(feature_names=feature_names, **params)  # deterministic: no seed
+
+
+@register_model("hat-mlp", HatMLP, AdamOptimizer)
+def _hat_mlp(random_state: int, feature_names: Sequence[str] | None, **params: Any) -> HatMLP:
+    return HatMLP(random_state=random_state, feature_names=feature_names, **params)
+
+
+@register_model("automoe-mlp", HatMLP, AdamOptimizer)
+def _automoe_mlp(random_state: int, feature_names: Sequence[str] | None, **params: Any) -> HatMLP:
+    """AutoMoE's recipe, faithfully: HAT's code's hyper-parameters plus the expert counts."""
+    recipe = {"features": "automoe", "learning_rate_init": 1e-5, "steps": 5000}
+    return HatMLP(random_state=random_state, feature_names=feature_names, **{**recipe, **params})
+
+
+@register_model("gbt", LogTreeModel, Tree)
+def _gbt(random_state: int, feature_names: Sequence[str] | None, **params: Any) -> LogTreeModel:
+    return LogTreeModel("gbt", random_state=random_state, feature_names=feature_names, **params)
+
+
+@register_model("rf", LogTreeModel, Tree)
+def _rf(random_state: int, feature_names: Sequence[str] | None, **params: Any) -> LogTreeModel:
+    defaults = dict(n_estimators=200, max_depth=None, min_samples_leaf=1, max_features=0.5)
+    return LogTreeModel("rf", random_state=random_state, feature_names=feature_names, **{**defaults, **params})
+
+
+@register_model("hybrid", HybridModel, RooflineLinear, LogTreeModel, Tree)
+def _hybrid(random_state: int, feature_names: Sequence[str] | None, **params: Any) -> HybridModel:
+    return HybridModel(random_state=random_state, feature_names=feature_names, **params)
+
+
+@register_model("auto", StackedModel)
+@register_model("stack", StackedModel)
+def _stack(random_state: int, feature_names: Sequence[str] | None, candidates: Sequence[str] = AUTO_CANDIDATES,
+           **params: Any) -> StackedModel:
+    """The stack of ``candidates`` (their cores come from their own registrations)."""
+    cores = {c: make_core(c, random_state, feature_names) for c in candidates}
+    return StackedModel(cores=cores, random_state=random_state, **params)
 
 
 # ---- conformal intervals -------------------------------------------------------------------------
@@ -281,19 +429,17 @@ class LatencyModel(RegressorMixin, BaseEstimator):
     def fit(self, archs, y):
         archs = as_archs(archs)
         y = self._check_y(archs, y)
-        if self.model not in MODELS:
-            raise UserError(f"unknown model {self.model!r} (choose from {', '.join(MODELS)})")
+        check_model_name(self.model)
         self.features_ = ArchFeatures(protocol=self.protocol, space=self.space, groups=GROUPS).fit(archs)
         X = self.features_.transform(archs)
-        names = self.features_.feature_names_
-        core = make_core(self.model, self.random_state, **self._core_params())
+        core = make_core(self.model, self.random_state, self.features_.feature_names_, **self._core_params())
         if isinstance(core, StackedModel):  # its weights come from out-of-fold predictions it makes anyway
-            self.core_ = core.fit(X, y, names)
+            self.core_ = core.fit(X, y)
             oof, self.cv_scores_, self.chosen_ = core.oof_pred_, core.cv_scores_, "stack"
         else:
-            oof = oof_predictions(core, X, y, names, self.folds, self.random_state)
+            oof = oof_predictions(core, X, y, self.folds, self.random_state)
             self.cv_scores_ = {self.model: mape(y, oof)}
-            self.core_, self.chosen_ = core.fit(X, y, names), self.model
+            self.core_, self.chosen_ = core.fit(X, y), self.model
         self.oof_pred_ = oof
         self.abs_log_residuals_ = np.abs(np.log(y / oof))
         self.n_train_ = int(len(y))
@@ -326,8 +472,7 @@ class LatencyModel(RegressorMixin, BaseEstimator):
 
 def make_model(name: str, protocol: LatencyProtocol | None = None, space: str | None = None, folds: int = 5,
                random_state: int = 0, params: dict[str, Any] | None = None) -> LatencyModel:
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r} (choose from {', '.join(MODELS)})")
+    check_model_name(name)
     return LatencyModel(model=name, protocol=protocol, space=space, folds=folds, random_state=random_state,
                         params=params)
 

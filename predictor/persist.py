@@ -3,8 +3,8 @@
 A predictor directory holds:
 
 ``model.skops``     the fitted estimator in skops' format, loaded with an explicit list of
-                    trusted types (:data:`TRUSTED`); a file naming any other type is refused
-                    before anything in it is constructed;
+                    trusted types (:func:`trusted_types`); a file naming any other type is
+                    refused before anything in it is constructed;
 ``predictor.json``  the metadata: model name, target, protocol, space, device fingerprint,
                     dataset hash, feature list, package versions, metrics, and the SHA-256 of
                     ``model.skops`` (a file changed after saving is refused).
@@ -28,23 +28,24 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.skops"
 META_FILE = "predictor.json"
 
-# Types beyond skops' defaults (numpy, scikit-learn estimators) that a predictor may contain.
-TRUSTED = [
+# What a predictor file may hold around its core (the cores' own types come from the model registry).
+WRAPPERS = (
     "moenas.arch.protocol.LatencyProtocol",
     "moenas.predictor.calibrate.ScaledModel",
     "moenas.predictor.features.ArchFeatures",
-    "moenas.predictor.models.HatMLP",
-    "moenas.predictor.models.HybridModel",
     "moenas.predictor.models.LatencyModel",
-    "moenas.predictor.models.LogTreeModel",
-    "moenas.predictor.models.RooflineLinear",
     "moenas.predictor.models.TransferModel",  # files saved before predictor/transfer.py
-    "moenas.predictor.stacking.StackedModel",
     "moenas.predictor.transfer.RidgeCorrection",
     "moenas.predictor.transfer.TransferModel",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.tree._tree.Tree",
-]
+)
+
+
+def trusted_types() -> list[str]:
+    """Types beyond skops' defaults (numpy, scikit-learn estimators) that a predictor may
+    contain: the wrappers and what each registered model's core holds (its registration says)."""
+    from .models import trusted_types as core_types
+
+    return sorted(set(WRAPPERS) | core_types())
 
 
 def versions() -> dict[str, str]:
@@ -78,9 +79,9 @@ def save(model: Any, metadata: dict[str, Any], path: str | Path, overwrite: bool
     d = Path(path)
     with output_lock(d, "predictor"):
         check_out(d, overwrite)
-        untrusted = set(sio.get_untrusted_types(data=sio.dumps(model))) - set(TRUSTED)
-        if untrusted:  # a bug, not bad input: the trusted list must cover every model we write
-            raise RuntimeError(f"model contains types outside persist.TRUSTED: {sorted(untrusted)}")
+        untrusted = set(sio.get_untrusted_types(data=sio.dumps(model))) - set(trusted_types())
+        if untrusted:  # a bug, not bad input: a model's registration must name every type its core holds
+            raise RuntimeError(f"model contains types outside persist.trusted_types(): {sorted(untrusted)}")
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / MODEL_FILE, lambda tmp: sio.dump(model, tmp))
         meta = dict(metadata)
@@ -160,8 +161,9 @@ def load(path: str | Path) -> tuple[Any, dict[str, Any]]:
         raise UserError(f"{d}: the model file {MODEL_FILE} is missing")
     if _sha256(f) != meta.get("model_sha256"):
         raise UserError(f"{f}: the model file was modified after it was saved (SHA-256 mismatch); refusing to load it")
+    trusted = trusted_types()
     try:
-        untrusted = sorted(set(sio.get_untrusted_types(file=f)) - set(TRUSTED))
+        untrusted = sorted(set(sio.get_untrusted_types(file=f)) - set(trusted))
     except Exception as e:  # noqa: BLE001 - a corrupt zip / schema raises several types
         raise UserError(f"{f}: not a readable skops file ({type(e).__name__}); refusing to load it") from None
     if untrusted:
@@ -171,7 +173,7 @@ def load(path: str | Path) -> tuple[Any, dict[str, Any]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn's InconsistentVersionWarning: handled below
-            model = sio.load(f, trusted=TRUSTED)
+            model = sio.load(f, trusted=trusted)
     except UntrustedTypesFoundException as e:
         raise UserError(f"{f}: contains untrusted types ({e}); refusing to load it") from None
     except Exception as e:  # noqa: BLE001

@@ -26,6 +26,8 @@ import numpy as np
 from scipy.optimize import lsq_linear
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import KFold
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .metrics import mape
 
@@ -33,15 +35,14 @@ MIN_WEIGHT = 0.01
 _SUM_ROW_WEIGHT = 1e3  # the appended row that holds sum(w) = 1 (an equality constraint lsq_linear lacks)
 
 
-def oof_predictions(core: Any, X: np.ndarray, y: np.ndarray, names: list[str], folds: int,
-                    random_state: int) -> np.ndarray:
+def oof_predictions(core: Any, X: np.ndarray, y: np.ndarray, folds: int, random_state: int) -> np.ndarray:
     """Out-of-fold predictions of ``core`` (a fresh clone per fold), shape (n,): K-fold with
     K = min(folds, n) (at least 2), shuffled by ``random_state``."""
     n = len(y)
     k = max(2, min(folds, n))
     pred = np.empty(n)
     for tr, te in KFold(k, shuffle=True, random_state=random_state).split(X):
-        pred[te] = clone(core).fit(X[tr], y[tr], names).predict(X[te])
+        pred[te] = clone(core).fit(X[tr], y[tr]).predict(X[te])
     return pred
 
 
@@ -67,12 +68,18 @@ class StackedModel(RegressorMixin, BaseEstimator):
         self.folds = folds
         self.random_state = random_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray, names: list[str] | None = None) -> "StackedModel":
-        y = np.asarray(y, dtype=float)
-        cands = list(self.cores or {})
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True  # latencies, blended in log space
+        return tags
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> StackedModel:
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        cores = self._named_cores()
+        cands = list(cores)
         if not cands:
             raise ValueError("a stack needs at least one candidate model")
-        logs = np.column_stack([np.log(oof_predictions(self.cores[c], X, y, names, self.folds, self.random_state))
+        logs = np.column_stack([np.log(oof_predictions(cores[c], X, y, self.folds, self.random_state))
                                 for c in cands])  # (n, c)
         w = simplex_weights(logs, np.log(y))
         keep = w >= MIN_WEIGHT
@@ -81,11 +88,25 @@ class StackedModel(RegressorMixin, BaseEstimator):
         self.cv_scores_ = {**{c: mape(y, np.exp(logs[:, j])) for j, c in enumerate(cands)},
                            "stack": mape(y, self.oof_pred_)}
         self.weights_ = {c: float(w[j]) for j, c in enumerate(cands) if keep[j]}
-        self.fitted_ = {c: clone(self.cores[c]).fit(X, y, names) for c in self.weights_}
+        self.fitted_ = {c: clone(cores[c]).fit(X, y) for c in self.weights_}
         return self
+
+    def _named_cores(self) -> dict[str, Any]:
+        """``cores``, each one that takes ``feature_names`` and has none given those of the
+        DataFrame fitted on (the stack passes its candidates the checked array, without names)."""
+        names = getattr(self, "feature_names_in_", None)
+        out = {}
+        for c, core in (self.cores or {}).items():
+            params = core.get_params(deep=False)
+            if names is not None and "feature_names" in params and params["feature_names"] is None:
+                core = clone(core).set_params(feature_names=list(names))
+            out[c] = core
+        return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Latency (ms), shape (len(X),)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
         log = sum(w * np.log(self.fitted_[c].predict(X)) for c, w in self.weights_.items())
         return np.exp(log)
 

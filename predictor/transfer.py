@@ -160,8 +160,8 @@ class TransferModel(RegressorMixin, BaseEstimator):
         if self.residual and len(y) >= 10:
             ratio = np.exp(r - self._correction(X, lb))
             self.residual_model_ = LogTreeModel("gbt", n_estimators=50, max_depth=2, learning_rate=0.1,
-                                                columns=list(COST_FEATURES), random_state=self.random_state).fit(
-                X, ratio, names)
+                                                columns=list(COST_FEATURES), random_state=self.random_state,
+                                                feature_names=names).fit(X, ratio)
             loo = sum(wk * p.loo_ for wk, p in self._blend())
             self.abs_log_residuals_ = np.abs(loo)  # the ridge's exact leave-one-out residuals
         else:

@@ -69,11 +69,10 @@ def locked_run(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from moenas.predictor import Predictor, fit_predictor, load_dataset, transfer_predictor
 
-    from moenas.predictor.names import MODELS
+    from moenas.predictor.models import check_model_name
     from moenas.predictor.persist import check_out
 
-    if args.model not in MODELS:
-        raise UserError(f"unknown model {args.model!r} (choose from {', '.join(MODELS)})")
+    check_model_name(args.model)
     check_at_least("--folds", args.folds, 2)
     check_at_least("--seed", args.seed, 0)
     check_at_least("--transfer-n", args.transfer_n, 3)

@@ -87,7 +87,7 @@ def test_auto_is_the_stack_of_its_candidates():
 
     sq = lambda p: float(np.mean(np.log(y / p) ** 2))  # noqa: E731
     for c in ("flops-linear", "hybrid"):
-        single = oof_predictions(est.core_.cores[c], est.features_.transform(archs), y, est.features_.feature_names_, 3, 0)
+        single = oof_predictions(est.core_.cores[c], est.features_.transform(archs), y, 3, 0)
         assert sq(est.oof_pred_) <= sq(single) + 1e-9
 
 

@@ -118,3 +118,45 @@ def test_other_sklearn_version_warns(saved, tmp_path):
         warnings.simplefilter("always")
         Predictor.load(d)
     assert any("scikit-learn 0.1.0" in str(x.message) for x in w)
+
+
+def _as_saved_before_feature_names(obj):
+    """Strip, in place, what the cores gained when they took feature names as a parameter
+    (``feature_names``, ``base_columns``, ``n_features_in_``, ``n_iter_``): their older state."""
+    from sklearn.base import BaseEstimator
+
+    from moenas.predictor.models import ColumnModel
+    from moenas.predictor.stacking import StackedModel
+
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _as_saved_before_feature_names(v)
+    elif isinstance(obj, BaseEstimator):
+        if isinstance(obj, (ColumnModel, StackedModel)):
+            for k in ("feature_names", "base_columns", "n_features_in_", "n_iter_"):
+                obj.__dict__.pop(k, None)
+        for v in list(vars(obj).values()):
+            _as_saved_before_feature_names(v)
+
+
+def test_a_model_file_from_before_feature_names_loads_predicts_and_clones(tmp_path):
+    """Older files hold cores without the feature_names / base_columns parameters: they load,
+    predict the same numbers and clone, the missing parameters at their defaults."""
+    from sklearn.base import clone
+
+    from moenas.predictor.models import ROOFLINE_COLUMNS
+
+    archs = SearchSpace.load("tiny").sample_n(40, seed=0)
+    y = true_latency(archs, DEVICES["a"])["total"]
+    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "pid", "tiny", "synthetic-cpu-a",
+                 "synthetic", "fid", synthetic=True)
+    pred, _ = fit_predictor(ds, "stack", folds=3, params={"candidates": ("flops-linear", "hybrid")},
+                            with_learning_curve=False)
+    old = copy.deepcopy(pred.model)
+    _as_saved_before_feature_names(old)
+    assert "feature_names" not in vars(old.core_.cores["hybrid"])
+    loaded = Predictor.load(persist.save(old, pred.metadata, tmp_path / "old"))
+    np.testing.assert_array_equal(loaded.predict(archs).mean, pred.predict(archs).mean)
+    hybrid = loaded.model.core_.fitted_["hybrid"]
+    assert hybrid.feature_names is None and hybrid.base_columns == ROOFLINE_COLUMNS
+    assert clone(loaded.model.core_).get_params(deep=False).keys() == pred.model.core_.get_params(deep=False).keys()
