@@ -34,12 +34,13 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 from moenas.arch.checks import read_text
 from moenas.arch.errors import UserError
 
 Pair = tuple[str, str]
+T = TypeVar("T")
 DEFAULT_LOCALE_DIR = "/usr/share/locale/de/LC_MESSAGES"
 CLEANING_VERSION = 1  # bump when cleaning changes, so fingerprints (and cached tokenizers) change
 MO_MAGIC = 0x950412DE
@@ -197,19 +198,25 @@ def filter_pairs(pairs: Iterable[Pair], max_words: int = 80, max_ratio: float = 
 
 def split_pairs(pairs: Sequence[Pair], valid_frac: float = 0.05, test_frac: float = 0.05,
                 min_eval: int = 1, max_eval: int = 2000) -> tuple[list[Pair], list[Pair], list[Pair]]:
-    """Deterministic train/valid/test split: order by SHA-1 of the source sentence, take the
-    first n_valid as valid, the next n_test as test. Independent of input order and of the
-    machine; n = clamp(frac * N, min_eval, max_eval)."""
-    n = len(pairs)
-    ordered = sorted(pairs, key=lambda p: hashlib.sha1(p[0].encode()).digest())
+    """Deterministic train/valid/test split by the source sentence (:func:`split_by_hash`)."""
+    return split_by_hash(pairs, lambda p: p[0], valid_frac, test_frac, min_eval, max_eval, "pairs")
+
+
+def split_by_hash(items: Sequence[T], key: Callable[[T], str], valid_frac: float = 0.05, test_frac: float = 0.05,
+                  min_eval: int = 1, max_eval: int = 2000, what: str = "items") -> tuple[list[T], list[T], list[T]]:
+    """Deterministic train/valid/test split: order by SHA-1 of ``key(item)``, take the first
+    n_valid as valid, the next n_test as test. Independent of input order and of the machine;
+    n = clamp(frac * N, min_eval, max_eval)."""
+    n = len(items)
+    ordered = sorted(items, key=lambda it: hashlib.sha1(key(it).encode()).digest())
     nv = min(max(int(valid_frac * n), min_eval), max_eval) if valid_frac > 0 else 0
     nt = min(max(int(test_frac * n), min_eval), max_eval) if test_frac > 0 else 0
     if nv + nt >= n:
-        raise UserError(f"{n} pairs are too few to split into train/valid/test")
+        raise UserError(f"{n} {what} are too few to split into train/valid/test")
     return ordered[nv + nt:], ordered[:nv], ordered[nv: nv + nt]
 
 
-def _fingerprint(items: Iterable[tuple[str, int, str]], settings: dict) -> str:
+def inputs_fingerprint(items: Iterable[tuple[str, int, str]], settings: dict) -> str:
     h = hashlib.sha256()
     for name, size, digest in items:
         h.update(f"{name}\t{size}\t{digest}\n".encode())
@@ -217,7 +224,7 @@ def _fingerprint(items: Iterable[tuple[str, int, str]], settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -269,7 +276,7 @@ def load_parallel_dir(directory: str | Path, src_lang: str = "en", tgt_lang: str
     used = [f for fs in (train_files, valid_files, test_files) if fs for f in fs]
     settings = {"kind": "parallel", "max_words": max_words, "max_ratio": max_ratio, "valid_frac": valid_frac,
                 "test_frac": test_frac, "cleaning": CLEANING_VERSION}
-    fp = _fingerprint(((f.name, f.stat().st_size, _sha256(f)) for f in used), settings)
+    fp = inputs_fingerprint(((f.name, f.stat().st_size, file_sha256(f)) for f in used), settings)
     train, dropped = filter_pairs(read_parallel(*train_files), max_words, max_ratio)
     if valid_files is None or test_files is None:
         if len(train) < min_pairs:
@@ -317,12 +324,12 @@ def load_gettext_corpus(locale_dir: str | Path | None = None, max_words: int = 4
     raw: list[Pair] = []
     bad: list[str] = []
     for f in files:
-        items.append((f.name, f.stat().st_size, _sha256(f)))
+        items.append((f.name, f.stat().st_size, file_sha256(f)))
         try:
             raw += [(clean_message(s), clean_message(t)) for s, t in read_mo(f)]
         except UserError:
             bad.append(f.name)
-    fp = _fingerprint(items, settings)
+    fp = inputs_fingerprint(items, settings)
     pairs, dropped = filter_pairs(raw, max_words, max_ratio, max_chars)
     if len(pairs) < min_pairs:
         raise UserError(f"the default corpus needs at least {min_pairs} English-German pairs but {d} gave {len(pairs)} "
@@ -371,7 +378,7 @@ def load_shipped_corpus(name: str = NAME) -> Corpus:
     for line in lzma.decompress(blob).decode("utf-8").splitlines():
         split, src, tgt = line.split("\t")
         splits[split].append((src, tgt))
-    fp = _fingerprint([(path.name, len(blob), digest)], {"kind": "shipped", "cleaning": manifest.get("cleaning")})
+    fp = inputs_fingerprint([(path.name, len(blob), digest)], {"kind": "shipped", "cleaning": manifest.get("cleaning")})
     info = {"file": str(path), "sha256": digest, "packages": len(manifest.get("packages", [])),
             "built_from": manifest.get("built_from")}
     return Corpus(splits["train"], splits["valid"], splits["test"], fp, f"shipped:{name}", "en", "de", info)
