@@ -363,7 +363,21 @@ def manifest_path(name: str = NAME) -> Path:
 # ---- reading -------------------------------------------------------------------------------------
 def load_shipped_corpus(name: str = NAME) -> Corpus:
     """The shipped corpus, its bytes checked against the stored SHA-256 (UserError if damaged)."""
-    path, mpath = data_path(name), manifest_path(name)
+    path = data_path(name)
+    manifest, blob, digest = read_shipped(path, manifest_path(name), name)
+    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    for line in lzma.decompress(blob).decode("utf-8").splitlines():
+        split, src, tgt = line.split("\t")
+        splits[split].append((src, tgt))
+    fp = inputs_fingerprint([(path.name, len(blob), digest)], {"kind": "shipped", "cleaning": manifest.get("cleaning")})
+    info = {"file": str(path), "sha256": digest, "packages": len(manifest.get("packages", [])),
+            "built_from": manifest.get("built_from")}
+    return Corpus(splits["train"], splits["valid"], splits["test"], fp, f"shipped:{name}", "en", "de", info)
+
+
+def read_shipped(path: Path, mpath: Path, name: str) -> tuple[dict, bytes, str]:
+    """(manifest, compressed bytes, their SHA-256) of a shipped corpus; one-line UserError when
+    a file cannot be read or the bytes are not the ones the manifest stores."""
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
         blob = path.read_bytes()
@@ -374,14 +388,7 @@ def load_shipped_corpus(name: str = NAME) -> Corpus:
     if digest != manifest.get("sha256"):
         raise UserError(f"{path}: damaged (SHA-256 {digest[:12]}... is not the stored {str(manifest.get('sha256'))[:12]}...); "
                         "restore it from git")
-    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
-    for line in lzma.decompress(blob).decode("utf-8").splitlines():
-        split, src, tgt = line.split("\t")
-        splits[split].append((src, tgt))
-    fp = inputs_fingerprint([(path.name, len(blob), digest)], {"kind": "shipped", "cleaning": manifest.get("cleaning")})
-    info = {"file": str(path), "sha256": digest, "packages": len(manifest.get("packages", [])),
-            "built_from": manifest.get("built_from")}
-    return Corpus(splits["train"], splits["valid"], splits["test"], fp, f"shipped:{name}", "en", "de", info)
+    return manifest, blob, digest
 
 
 def load_corpus(spec: str | Path = "default", **kwargs) -> Corpus:

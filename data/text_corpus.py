@@ -13,7 +13,6 @@ split does not depend on file order or the machine.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from typing import Iterable
 
 from moenas.arch.errors import UserError
 
-from .corpus import CORPORA_DIR, SPLITS, file_sha256, inputs_fingerprint, normalize_space, split_by_hash
+from . import corpus
+from .corpus import SPLITS, file_sha256, inputs_fingerprint, normalize_space, read_shipped, split_by_hash
 
 TEXT_NAME = "python-docs-en"
 MIN_CHARS = 40  # shorter paragraphs (headings, stray lines) carry no prose to learn from
@@ -51,26 +51,17 @@ class TextCorpus:
 
 
 def text_data_path(name: str = TEXT_NAME) -> Path:
-    return CORPORA_DIR / f"{name}.jsonl.xz"
+    return corpus.CORPORA_DIR / f"{name}.jsonl.xz"
 
 
 def text_manifest_path(name: str = TEXT_NAME) -> Path:
-    return CORPORA_DIR / f"{name}.json"
+    return corpus.CORPORA_DIR / f"{name}.json"
 
 
 def load_shipped_text(name: str = TEXT_NAME) -> TextCorpus:
     """The shipped text corpus, its bytes checked against the stored SHA-256."""
-    path, mpath = text_data_path(name), text_manifest_path(name)
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        blob = path.read_bytes()
-    except (OSError, ValueError) as e:
-        raise UserError(f"{mpath.parent}: the shipped corpus {name!r} cannot be read ({type(e).__name__}); "
-                        "restore data/corpora/ from git") from None
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != manifest.get("sha256"):
-        raise UserError(f"{path}: damaged (SHA-256 {digest[:12]}... is not the stored {str(manifest.get('sha256'))[:12]}...); "
-                        "restore it from git")
+    path = text_data_path(name)
+    manifest, blob, digest = read_shipped(path, text_manifest_path(name), name)
     splits: dict[str, list[str]] = {s: [] for s in SPLITS}
     for line in lzma.decompress(blob).decode("utf-8").splitlines():
         rec = json.loads(line)

@@ -27,7 +27,7 @@ def test_a_damaged_shipped_corpus_is_refused(tmp_path, monkeypatch):
     blob = bytearray((tmp_path / T.text_data_path().name).read_bytes())
     blob[100] ^= 0xFF
     (tmp_path / T.text_data_path().name).write_bytes(bytes(blob))
-    monkeypatch.setattr(T, "CORPORA_DIR", tmp_path)
+    monkeypatch.setattr(T.corpus, "CORPORA_DIR", tmp_path)
     with pytest.raises(UserError, match="damaged"):
         T.load_shipped_text()
 
