@@ -1,7 +1,10 @@
 """The profile dataset: measured latencies in long format, on disk as Parquet + a JSON sidecar.
 
-One row per (measurement, component): every time an arch is timed, three rows are written
-(component = encoder, decoder, total) sharing a ``measurement_id``. An arch can have several
+One row per (measurement, component): every time an arch is timed, one row per component of
+its model family and one for the total are written (encoder, decoder, total; a decoder-only
+language model's prefill, decode, total) sharing a ``measurement_id``. Every row carries its
+protocol's fields (:data:`PROTOCOL_COLUMNS`; ``family`` NA = encoder-decoder, as in every
+dataset written before the decoder-only family). An arch can have several
 measurements: ``repeat_index`` 0 is the first, 1 the noise-floor re-measurement, and a row
 taken while the reference model had drifted is kept with ``drift_flag`` = True and measured
 again later (the new rows have ``remeasured`` = True).
@@ -21,6 +24,7 @@ and :data:`PROFILE_SCHEMA_VERSION`. The writer side (:func:`write_profiles`,
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,8 +35,9 @@ from moenas.arch import Arch
 from moenas.arch.provenance import now_iso  # noqa: F401  (re-exported: the profiler stamps rows with it)
 from moenas.arch.checks import check_fields, parse_json, read_json
 from moenas.arch.errors import UserError
-from moenas.arch.family import TOTAL, all_row_components
+from moenas.arch.family import ENCODER_DECODER, FAMILIES, TOTAL, all_row_components
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
+from moenas.arch.protocol import PROTOCOLS, Protocol, protocol_from_dict
 
 PROFILE_SCHEMA_VERSION = 1
 FORMAT = "moenas-profiles"
@@ -57,7 +62,15 @@ COLUMNS: dict[str, str] = {
     "export_method": "string", "timestamp": "string", "run_id": "string", "measurement_id": "string",
     "drift_flag": "boolean", "remeasured": "boolean", "repeat_index": "Int64", "reference_ratio": "float64",
     "ref_before_ms": "float64", "ref_after_ms": "float64",
+    # the decoder-only family's protocol columns, last: a dataset written before them reads back
+    # with every earlier column where it was and these NA ("family" NA = encoder-decoder)
+    "family": "string", "prompt_len": "Int64", "decode_steps": "Int64",
 }
+# Every protocol field of any family, as stored in each row (``protocol_columns``): a row leaves
+# the other family's shape fields NA, and an encoder-decoder row its family (its protocol's
+# to_dict has none, so its protocol_id is what it always was).
+PROTOCOL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
+    ["family", *(f.name for cls in PROTOCOLS.values() for f in fields(cls))]))
 REQUIRED = ("arch_id", "arch_json", "component", "backend", "device", "median_ms", "repeat_index",
             "drift_flag", "protocol_id", "fingerprint_id")
 
@@ -72,6 +85,31 @@ def check_row(row: dict[str, Any]) -> dict[str, Any]:
     if unknown or missing:
         raise ValueError(f"profile row does not match the schema: unknown columns {unknown}, missing columns {missing}")
     return row
+
+
+def protocol_columns(protocol: Protocol) -> dict[str, Any]:
+    """The :data:`PROTOCOL_COLUMNS` of a row measured under ``protocol`` (None where the
+    protocol has no such field)."""
+    d = protocol.to_dict()
+    return {c: d.get(c) for c in PROTOCOL_COLUMNS}
+
+
+def row_protocol(row: Any) -> Protocol:
+    """The protocol a row (a Series or a dict) was measured under, read back with
+    :func:`~moenas.arch.protocol.protocol_from_dict` (NA fields: the defaults; no family:
+    encoder-decoder). UserError for values no protocol takes."""
+    vals = {c: row[c] for c in PROTOCOL_COLUMNS if c in row and not pd.isna(row[c])}
+    return protocol_from_dict({c: v.item() if hasattr(v, "item") else v for c, v in vals.items()})
+
+
+def dataset_protocol(df: pd.DataFrame, meta: dict[str, Any]) -> Protocol:
+    """The protocol of a dataset: its metadata's (``meta["protocol"]``, any family) or, when
+    the metadata has none (a reshaped file), its first row's."""
+    if isinstance(meta.get("protocol"), dict):
+        return protocol_from_dict(meta["protocol"])
+    if not len(df):
+        raise UserError("a dataset without rows or a recorded protocol has no protocol")
+    return row_protocol(df.iloc[0])
 
 
 def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -157,6 +195,11 @@ def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         for c in ("protocol_id", "fingerprint_id", "space"):
             vals = df[c].dropna().unique() if c in df else []
             meta[c] = str(vals[0]) if len(vals) == 1 else None
+        if meta["protocol_id"] is not None:
+            try:
+                meta["protocol"] = row_protocol(df.iloc[0]).to_dict()
+            except UserError as e:
+                raise UserError(f"{p}: {e}") from None
     return df, meta
 
 
@@ -172,11 +215,26 @@ def check_values(p: Path, df: pd.DataFrame) -> None:
     bad = ~df["component"].isin(COMPONENTS)
     if bad.any():
         raise UserError(f"{p}: component {df['component'][bad].iloc[0]!r} is not one of {', '.join(COMPONENTS)}")
+    check_families(p, df)
     ms = df["median_ms"].to_numpy(dtype=float)
     bad_ms = ~np.isfinite(ms) | (ms <= 0)
     if bad_ms.any():
         raise UserError(f"{p}: median_ms {ms[bad_ms][0]} is not a positive number of milliseconds "
                         f"({int(bad_ms.sum())} row(s))")
+
+
+def check_families(p: Path, df: pd.DataFrame) -> None:
+    """UserError when a row names no model family moenas knows, or a component its family
+    (``family``; NA: encoder-decoder) does not time (a prefill row of a translation model)."""
+    fam = df["family"].fillna(ENCODER_DECODER.name) if "family" in df else pd.Series(ENCODER_DECODER.name, index=df.index)
+    for name in fam.unique():
+        if name not in FAMILIES:
+            raise UserError(f"{p}: family {name!r} is not a model family (known: {', '.join(FAMILIES)})")
+        comps = FAMILIES[name].row_components
+        bad = (fam == name) & ~df["component"].isin(comps)
+        if bad.any():
+            raise UserError(f"{p}: component {df['component'][bad].iloc[0]!r} is not one of family {name}'s "
+                            f"({', '.join(comps)})")
 
 
 def check_arch_column(p: Path, df: pd.DataFrame) -> None:

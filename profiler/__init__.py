@@ -8,8 +8,10 @@ from importlib import import_module
 
 _LAZY = {
     "BACKENDS": "backends", "Backend": "backends", "PreparedWorkload": "backends", "Workload": "workload",
+    "LMWorkload": "workload", "make_workload": "workload",
     "available": "backends", "get_backend": "backends", "register_backend": "backends",
     "ExportedArch": "onnx_export", "export_arch": "onnx_export", "export_to_dir": "onnx_export",
+    "export_lm": "onnx_export_lm", "exporter_for": "onnx_export_lm",
     "ProfileConfig": "runner", "Profiler": "runner", "measure_one": "runner",
     "StopRule": "stats", "measure": "stats", "median_ci": "stats", "summarize": "stats",
 }

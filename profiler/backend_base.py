@@ -1,15 +1,19 @@
 """The timing-backend interface and the registry it plugs into.
 
-A :class:`Backend` (one runtime on one device with explicit thread counts) turns a
-:class:`~moenas.profiler.workload.Workload` (one arch under one latency protocol) into a
-:class:`PreparedWorkload`, with one synchronous ``run_<component>`` per component of its model
-family (:mod:`moenas.arch.family`): for encoder-decoder, ``run_encoder`` / ``run_decoder`` execute
-the protocol's encoder and its decoder steps (a GPU backend synchronises before returning). The
-profiler times :meth:`PreparedWorkload.step`; everything else (export, session creation, input
-upload, the untimed encoder pass whose cross keys/values feed the decoder) happens in
-:meth:`Backend.prepare`.
+A :class:`Backend` (one runtime on one device with explicit thread counts) turns a workload
+(:func:`~moenas.profiler.workload.make_workload`: one arch under one latency protocol) into a
+:class:`PreparedWorkload` of the workload's model family (:mod:`moenas.arch.family`), with one
+synchronous ``run_<component>`` per component: for encoder-decoder
+(:class:`EncoderDecoderPrepared`), ``run_encoder`` / ``run_decoder`` execute the protocol's
+encoder and its decoder steps; for decoder-only (:class:`DecoderOnlyPrepared`), ``run_prefill``
+/ ``run_decode`` the prompt's pass and the decode steps (a GPU backend synchronises before
+returning). The profiler times :meth:`PreparedWorkload.step`; everything else (export, session
+creation, input upload, the untimed encoder or prefill pass whose output feeds the timed
+decoder or decode steps) happens in :meth:`Backend.prepare`, which dispatches on the
+workload's family.
 
-Adding a backend = a module that subclasses both classes and decorates the backend with
+Adding a backend = a module that subclasses :class:`Backend` and a prepared class per family
+it times, and decorates the backend with
 :func:`register_backend`, imported by :mod:`moenas.profiler.backends` (which is where callers
 get backends from); the shared contract (:mod:`moenas.profiler.testing`) then covers it.
 """
@@ -22,27 +26,23 @@ from typing import Any, ClassVar
 import numpy as np
 
 from moenas.arch import UserError
-from moenas.arch.family import ENCODER_DECODER, TOTAL, ModelFamily
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, TOTAL, ModelFamily
 
-from .workload import Workload
+from .workload import WorkloadBase
 
 
 class PreparedWorkload(ABC):
     """A workload made ready to time on one backend (sessions built, inputs on the device,
-    cross keys/values computed). ``run_*`` must be synchronous."""
+    the untimed set-up pass done). ``run_*`` must be synchronous. A backend's class derives
+    from its family's :class:`EncoderDecoderPrepared` or :class:`DecoderOnlyPrepared`."""
 
     # what step() times: one run_<component> method per component, in the family's order
     family: ClassVar[ModelFamily] = ENCODER_DECODER
 
     @abstractmethod
-    def run_encoder(self) -> None: ...
-
-    @abstractmethod
-    def run_decoder(self) -> None: ...
-
-    @abstractmethod
     def logits(self) -> np.ndarray:
-        """Final-step logits of the last ``run_decoder`` as a (decoder batch, V) float32 array."""
+        """Final-step logits of the last run of the family's last component as a
+        (:attr:`~moenas.profiler.workload.WorkloadBase.logit_rows`, V) float32 array."""
 
     def step(self) -> dict[str, float]:
         """One timed repetition: seconds per component of :attr:`family` (run in its order, back
@@ -59,6 +59,33 @@ class PreparedWorkload(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions / device memory."""
+
+
+class EncoderDecoderPrepared(PreparedWorkload):
+    """``run_encoder``: encode + cross keys/values of the (batch, src_len) source;
+    ``run_decoder``: the protocol's decoder steps on batch * beam rows (from an empty cache)."""
+
+    family: ClassVar[ModelFamily] = ENCODER_DECODER
+
+    @abstractmethod
+    def run_encoder(self) -> None: ...
+
+    @abstractmethod
+    def run_decoder(self) -> None: ...
+
+
+class DecoderOnlyPrepared(PreparedWorkload):
+    """``run_prefill``: the (batch, prompt_len) prompt in one pass, producing the KV cache;
+    ``run_decode``: ``decode_steps`` single-token steps on the growing cache, starting from the
+    prompt's cache computed (untimed) when the workload was prepared."""
+
+    family: ClassVar[ModelFamily] = DECODER_ONLY
+
+    @abstractmethod
+    def run_prefill(self) -> None: ...
+
+    @abstractmethod
+    def run_decode(self) -> None: ...
 
 
 class Backend(ABC):
@@ -85,9 +112,10 @@ class Backend(ABC):
         """Everything about how the runtime is configured (recorded per row)."""
 
     @abstractmethod
-    def prepare(self, workload: Workload) -> PreparedWorkload: ...
+    def prepare(self, workload: WorkloadBase) -> PreparedWorkload:
+        """``workload`` prepared on this backend: the prepared class of its family."""
 
-    def op_profile(self, workload: Workload, runs: int = 3) -> dict[str, dict[str, float]]:
+    def op_profile(self, workload: WorkloadBase, runs: int = 3) -> dict[str, dict[str, float]]:
         """ms per operator type per component; only runtimes with a profiler implement it."""
         raise UserError(f"backend {self.name!r} has no operator profiler (use --backend onnxruntime)")
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
 
-from .backend_base import Backend, PreparedWorkload, register_backend
+from moenas.arch.family import ModelFamily
+
+from .backend_base import Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload, register_backend
 from .onnx_export import ExportedArch
 from .op_profile import ops_ms, trace_node_events
-from .workload import Workload
+from .workload import LMWorkload, Workload, WorkloadBase
 
 
 @register_backend
@@ -55,34 +57,55 @@ class OnnxRuntimeBackend(Backend):
         return [self.PROVIDERS[self.device]] + (["CPUExecutionProvider"] if self.device != "cpu" else [])
 
     def session(self, exported: ExportedArch, part: str, profile_prefix: str | None = None) -> ort.InferenceSession:
-        """Session for ``part`` ('encoder' or 'decoder') of an export; profiling when a prefix is given."""
+        """Session for ``part`` of an export (a component of its family: 'encoder', 'decoder',
+        'prefill', 'decode'); profiling when a prefix is given."""
         return exported.session(part, self._options(profile_prefix), self._providers())
 
-    def prepare(self, workload: Workload) -> OrtPreparedWorkload:
-        exp = workload.onnx()
-        return OrtPreparedWorkload(self, workload, self.session(exp, "encoder"), self.session(exp, "decoder"))
+    def _prepared(self, workload: WorkloadBase, sessions: list[ort.InferenceSession]) -> PreparedWorkload:
+        """The prepared workload of ``workload``'s family on ``sessions`` (one per component)."""
+        return PREPARED[workload.family.name](self, workload, *sessions)
 
-    def op_profile(self, workload: Workload, runs: int = 3) -> dict[str, dict[str, float]]:
-        """{"encoder": {op_type: ms per run}, "decoder": {...}} from a separate pair of profiling
-        sessions (never the ones whose latency is recorded: profiling adds overhead): one
-        warm-up, then ``runs`` repetitions."""
+    def prepare(self, workload: WorkloadBase) -> PreparedWorkload:
         exp = workload.onnx()
+        return self._prepared(workload, [self.session(exp, part) for part in workload.family.components])
+
+    def op_profile(self, workload: WorkloadBase, runs: int = 3) -> dict[str, dict[str, float]]:
+        """{component: {op_type: ms per run}} from a separate set of profiling sessions (never
+        the ones whose latency is recorded: profiling adds overhead). The first component runs
+        once in set-up (profiled too), every later one once as warm-up, then all of them
+        ``runs`` times: each component's trace covers ``runs`` + 1 runs."""
+        exp = workload.onnx()
+        parts = workload.family.components
         with tempfile.TemporaryDirectory(prefix="moenas-opprof-") as tmp:
-            enc = self.session(exp, "encoder", os.path.join(tmp, "enc"))
-            dec = self.session(exp, "decoder", os.path.join(tmp, "dec"))
-            prepared = OrtPreparedWorkload(self, workload, enc, dec)  # its set-up encoder run is profiled too
-            prepared.run_decoder()  # warm-up
+            sessions = [self.session(exp, part, os.path.join(tmp, part)) for part in parts]
+            prepared = self._prepared(workload, sessions)  # its set-up run of the first component is profiled too
+            for part in parts[1:]:  # warm-up
+                getattr(prepared, f"run_{part}")()
             for _ in range(runs):
-                prepared.run_encoder()
-                prepared.run_decoder()
-            enc_events = trace_node_events(enc.end_profiling())
-            dec_events = trace_node_events(dec.end_profiling())
+                for part in parts:
+                    getattr(prepared, f"run_{part}")()
+            events = [trace_node_events(sess.end_profiling()) for sess in sessions]
             prepared.close()
-        # encoder: 1 set-up run + `runs`; decoder: 1 warm-up + `runs`, each of decoder_steps steps
-        return {"encoder": ops_ms(enc_events, runs + 1), "decoder": ops_ms(dec_events, runs + 1)}
+        return {part: ops_ms(ev, runs + 1) for part, ev in zip(parts, events)}
 
 
-class OrtPreparedWorkload(PreparedWorkload):
+class _OrtPrepared:
+    """What every family's onnxruntime prepared workload shares: device values, the last logits."""
+
+    dev: str
+    family: ClassVar[ModelFamily]
+    _last: ort.OrtValue | None
+
+    def _value(self, a: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), self.dev, 0)
+
+    def logits(self) -> np.ndarray:
+        if self._last is None:
+            getattr(self, f"run_{self.family.components[-1]}")()
+        return self._last.numpy()
+
+
+class OrtPreparedWorkload(_OrtPrepared, EncoderDecoderPrepared):
     """Feeds and fetches through IOBinding so that on CUDA the KV cache stays on the device."""
 
     def __init__(self, backend: OnnxRuntimeBackend, workload: Workload, enc: ort.InferenceSession,
@@ -104,9 +127,6 @@ class OrtPreparedWorkload(PreparedWorkload):
                 shape = (p.decoder_batch, layer.heads, 0, arch.qkv_dim // layer.heads)
                 self.empty.append(self._value(np.zeros(shape, np.float32)))
         self._last = None
-
-    def _value(self, a: np.ndarray) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a), self.dev, 0)
 
     def run_encoder(self) -> None:
         io = self.enc.io_binding()
@@ -136,11 +156,55 @@ class OrtPreparedWorkload(PreparedWorkload):
             io.synchronize_outputs()
         self._last = outs[0]
 
-    def logits(self) -> np.ndarray:
-        if self._last is None:
-            self.run_decoder()
-        return self._last.numpy()
-
     def close(self) -> None:
         self.enc = self.dec = None
         self.cross, self.tokens, self.empty, self._last = {}, [], [], None
+
+
+class OrtLMPreparedWorkload(_OrtPrepared, DecoderOnlyPrepared):
+    """The prefill and decode sessions fed through IOBinding (on CUDA the cache stays on the
+    device); the prompt's cache that every ``run_decode`` starts from is computed here, untimed."""
+
+    def __init__(self, backend: OnnxRuntimeBackend, workload: LMWorkload, prefill: ort.InferenceSession,
+                 decode: ort.InferenceSession):
+        self.prefill, self.decode = prefill, decode
+        self.dev = "cuda" if backend.device == "cuda" else "cpu"
+        self.prompt_feeds = [("input_ids", self._value(workload.prompt.numpy()))]
+        self.tokens = [self._value(t.numpy()) for t in workload.decode_tokens]
+        self.prefill_out = [o.name for o in prefill.get_outputs()]
+        self.past_names = [i.name for i in decode.get_inputs() if i.name.startswith("past_key_values.")]
+        self.decode_out = [o.name for o in decode.get_outputs()]
+        self.cache = self._run(self.prefill, self.prompt_feeds, self.prefill_out, sync=True).get_outputs()[1:]
+        self._last: ort.OrtValue | None = None
+
+    def _run(self, sess: ort.InferenceSession, feeds: list[tuple[str, ort.OrtValue]], outputs: list[str],
+             sync: bool) -> ort.IOBinding:
+        """One run of ``sess`` with ``feeds`` bound, ``outputs`` on the device; waits for the
+        device when ``sync``."""
+        io = sess.io_binding()
+        for name, value in feeds:
+            io.bind_ortvalue_input(name, value)
+        for name in outputs:
+            io.bind_output(name, self.dev)
+        sess.run_with_iobinding(io)
+        if sync and self.dev != "cpu":
+            io.synchronize_outputs()
+        return io
+
+    def run_prefill(self) -> None:
+        self._run(self.prefill, self.prompt_feeds, self.prefill_out, sync=True)
+
+    def run_decode(self) -> None:
+        past, last = self.cache, len(self.tokens) - 1
+        for i, tok in enumerate(self.tokens):
+            outs = self._run(self.decode, [("input_ids", tok), *zip(self.past_names, past)], self.decode_out,
+                             sync=i == last).get_outputs()
+            past = outs[1:]
+        self._last = outs[0]
+
+    def close(self) -> None:
+        self.prefill = self.decode = None
+        self.prompt_feeds, self.tokens, self.cache, self._last = [], [], [], None
+
+
+PREPARED: dict[str, type[PreparedWorkload]] = {c.family.name: c for c in (OrtPreparedWorkload, OrtLMPreparedWorkload)}

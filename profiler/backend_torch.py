@@ -10,8 +10,10 @@ import torch
 
 from moenas.moe_kernels import triton_available
 
-from .backend_base import Backend, PreparedWorkload, register_backend
-from .workload import Workload, empty_cache
+from moenas.arch.family import DECODER_ONLY, ModelFamily
+
+from .backend_base import Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload, register_backend
+from .workload import LMWorkload, Workload, WorkloadBase, empty_cache
 
 
 @register_backend
@@ -39,12 +41,37 @@ class TorchBackend(Backend):
             "inter_op_num_threads": torch.get_num_interop_threads(),
         }
 
-    def prepare(self, workload: Workload) -> TorchPreparedWorkload:
+    def prepare(self, workload: WorkloadBase) -> PreparedWorkload:
         self._set_threads()
+        if workload.family is DECODER_ONLY:
+            return TorchLMPreparedWorkload(self, workload)
         return TorchPreparedWorkload(self, workload)
 
 
-class TorchPreparedWorkload(PreparedWorkload):
+class _TorchPrepared:
+    """What every family's torch prepared workload shares: the device, the last logits, release."""
+
+    cuda: bool
+    model: torch.nn.Module | None
+    _last: torch.Tensor | None
+    family: ClassVar[ModelFamily]
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def logits(self) -> np.ndarray:
+        if self._last is None:
+            getattr(self, f"run_{self.family.components[-1]}")()
+        return self._last.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = self._last = None
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+
+class TorchPreparedWorkload(_TorchPrepared, EncoderDecoderPrepared):
     """The workload's model on the backend's device, the cross keys/values tiled to the beam."""
 
     def __init__(self, backend: TorchBackend, workload: Workload):
@@ -63,10 +90,6 @@ class TorchPreparedWorkload(PreparedWorkload):
         self._sync()
         self._last: torch.Tensor | None = None
 
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
     def run_encoder(self) -> None:
         with torch.inference_mode():
             states, _ = self.model.encode(self.src)
@@ -81,15 +104,42 @@ class TorchPreparedWorkload(PreparedWorkload):
         self._sync()
         self._last = logits
 
-    def logits(self) -> np.ndarray:
-        if self._last is None:
-            self.run_decoder()
-        return self._last.float().cpu().numpy()
+    def close(self) -> None:
+        self.cross = None
+        super().close()
+
+
+class TorchLMPreparedWorkload(_TorchPrepared, DecoderOnlyPrepared):
+    """The workload's ``CausalLM`` on the backend's device and the prompt's KV cache (computed
+    here, untimed) that every ``run_decode`` starts from."""
+
+    def __init__(self, backend: TorchBackend, workload: LMWorkload):
+        dev = torch.device(backend.device)
+        self.cuda = dev.type == "cuda"
+        self.model = workload.build_model(backend.device, backend.moe_backend)
+        self.prompt = workload.prompt.to(dev)
+        self.tokens = [t.to(dev) for t in workload.decode_tokens]
+        with torch.inference_mode():
+            _, self.cache = self.model.prefill(self.prompt)
+        self._sync()
+        self._last: torch.Tensor | None = None
+
+    def run_prefill(self) -> None:
+        with torch.inference_mode():
+            self.model.prefill(self.prompt)
+        self._sync()
+
+    def run_decode(self) -> None:
+        with torch.inference_mode():
+            cache = self.cache
+            for tok in self.tokens:
+                logits, cache = self.model.step(tok, cache)
+        self._sync()
+        self._last = logits
 
     def close(self) -> None:
-        self.model = self.cross = self._last = None
-        if self.cuda:
-            torch.cuda.empty_cache()
+        self.cache = None
+        super().close()
 
 
 @register_backend

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from moenas.arch import UserError
 
-from .backend_base import BACKENDS, Backend, PreparedWorkload, register_backend
-from .backend_onnxruntime import OnnxRuntimeBackend, OrtPreparedWorkload
-from .backend_torch import TorchBackend, TorchPreparedWorkload, TritonBackend
+from .backend_base import (BACKENDS, Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload,
+                           register_backend)
+from .backend_onnxruntime import OnnxRuntimeBackend, OrtLMPreparedWorkload, OrtPreparedWorkload
+from .backend_torch import TorchBackend, TorchLMPreparedWorkload, TorchPreparedWorkload, TritonBackend
 
-__all__ = ["BACKENDS", "Backend", "PreparedWorkload", "register_backend", "get_backend", "available",
-           "OnnxRuntimeBackend", "OrtPreparedWorkload", "TorchBackend", "TorchPreparedWorkload", "TritonBackend"]
+__all__ = ["BACKENDS", "Backend", "PreparedWorkload", "EncoderDecoderPrepared", "DecoderOnlyPrepared", "register_backend",
+           "get_backend", "available", "OnnxRuntimeBackend", "OrtPreparedWorkload", "OrtLMPreparedWorkload",
+           "TorchBackend", "TorchPreparedWorkload", "TorchLMPreparedWorkload", "TritonBackend"]
 
 
 def get_backend(name: str, device: str = "cpu", threads_intra: int = 1, threads_inter: int = 1) -> Backend:

@@ -23,6 +23,10 @@ sessions receive straight from the torch tensors' memory (``ExportedArch.session
 protobuf copy of ~300 MB of weights per automoe-wmt graph, and onnxruntime folds the same
 constants at session creation (identical optimized graphs, checked). ``manifest.json`` next to the graphs records the names, shapes,
 arch, seed, exporter, opset and software versions.
+
+A decoder-only language model (``LMArch``) exports to ``prefill.onnx`` and ``decode.onnx``
+(:mod:`moenas.profiler.onnx_export_lm`) through the same :func:`export_graphs` and
+:class:`ExportedArch`.
 """
 from __future__ import annotations
 
@@ -32,14 +36,16 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from moenas.arch import Arch, UserError
+from moenas.arch.arch import AnyArch
 from moenas.arch.checks import check_fields, read_json
+from moenas.arch.family import family_named
 from moenas.arch.files import atomic_write_text, check_replaceable, json_dict, output_lock
 from moenas.arch.model import SubTransformer, build_model
 from moenas.arch.provenance import versions
@@ -48,7 +54,8 @@ MANIFEST = "manifest.json"
 FORMAT = "moenas-onnx-export"
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
-EXPORT_FILES = ("encoder.onnx", "decoder.onnx", MANIFEST, "tokenizer.json")  # all an export may write
+# all an export of any family may write
+EXPORT_FILES = ("encoder.onnx", "decoder.onnx", "prefill.onnx", "decode.onnx", MANIFEST, "tokenizer.json")
 
 
 def check_export_dir(out: str | Path, overwrite: bool = False) -> None:
@@ -146,6 +153,10 @@ def _versions() -> dict[str, str]:
 class ExportedArch:
     """Both graphs plus the manifest; nothing touches disk until :meth:`save`.
 
+    The graphs are keyed by part, the components of the arch's family in run order
+    (encoder-decoder: ``encoder``, ``decoder``; decoder-only: ``prefill``, ``decode``, see
+    :mod:`moenas.profiler.onnx_export_lm`); part ``p`` is saved as ``manifest[p]["file"]``.
+
     ``graphs[part]`` is a serialized ONNX model. On the fast path (TorchScript export) its
     weights are initializers marked as external data, and the arrays live in ``weights``
     (shared with the torch model, no copy). :meth:`session` hands them to onnxruntime
@@ -153,7 +164,7 @@ class ExportedArch:
     :attr:`encoder` / :attr:`decoder` give self-contained model bytes (weights inline) for
     saving or for any other consumer."""
 
-    arch: Arch
+    arch: AnyArch
     graphs: dict[str, bytes]
     weights: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -168,7 +179,7 @@ class ExportedArch:
         return self.model_bytes("decoder")
 
     def model_bytes(self, part: str) -> bytes:
-        """Self-contained ONNX bytes of ``part`` ('encoder' or 'decoder')."""
+        """Self-contained ONNX bytes of ``part`` (one of :attr:`graphs`)."""
         if part not in self._full:
             external = _external_names(self.graphs[part], self.weights)
             if not external:
@@ -205,8 +216,8 @@ class ExportedArch:
         # the graphs go to temporary names first and are renamed together, the manifest last: a
         # kill while hundreds of MB are written leaves no half export, which the next run could
         # not tell from someone's own ONNX files (and would refuse to replace)
-        tmps = [(out / f".{name}.{os.getpid()}.tmp", out / name, blob)
-                for name, blob in (("encoder.onnx", self.encoder), ("decoder.onnx", self.decoder))]
+        tmps = [(out / f".{name}.{os.getpid()}.tmp", out / name, self.model_bytes(part))
+                for part, name in self.files().items()]
         try:
             for tmp, _, blob in tmps:
                 tmp.write_bytes(blob)
@@ -218,6 +229,10 @@ class ExportedArch:
         atomic_write_text(out / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
         return out
 
+    def files(self) -> dict[str, str]:
+        """part -> the file name it is saved under, in run order."""
+        return {part: self.manifest.get(part, {}).get("file", f"{part}.onnx") for part in self.graphs}
+
     @classmethod
     def load(cls, out_dir: str | Path) -> "ExportedArch":
         d = Path(out_dir)
@@ -226,12 +241,19 @@ class ExportedArch:
         manifest = read_json(d / MANIFEST)
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise UserError(f"{d}: not a moenas export")
-        check_fields(manifest, str(d / MANIFEST), {"arch": dict, "encoder": dict, "decoder": dict}, {"tokenizer": str})
-        for part in ("encoder", "decoder"):
+        parts = manifest_parts(manifest, str(d / MANIFEST))
+        check_fields(manifest, str(d / MANIFEST), {"arch": dict, **{p: dict for p in parts}}, {"tokenizer": str})
+        for part in parts:
             check_fields(manifest[part], f"{d / MANIFEST} {part}", {"file": str})
         arch = Arch.from_dict(manifest["arch"])
-        graphs = {p: (d / manifest[p]["file"]).read_bytes() for p in ("encoder", "decoder")}
+        graphs = {p: (d / manifest[p]["file"]).read_bytes() for p in parts}
         return cls(arch, graphs, {}, manifest)
+
+
+def manifest_parts(manifest: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The graphs an export's manifest lists, in run order: one per component of the family it
+    names (no family: encoder-decoder's ``encoder``, ``decoder``)."""
+    return family_named(manifest, where).components
 
 
 def _external_names(graph: bytes, weights: dict[str, Any]) -> set[str]:
@@ -291,28 +313,31 @@ def _export_one(module: nn.Module, args: tuple, input_names: list[str], output_n
         return onnx.ModelProto.SerializeToString(prog.model_proto)
 
 
-def export_arch(arch: Arch, seed: int = 0, method: str = "torchscript", opset: int = DEFAULT_OPSET,
-                model: SubTransformer | None = None) -> ExportedArch:
-    """Export ``arch`` (weights from ``build_model(arch, seed)`` unless ``model`` is given)."""
+def check_method(method: str) -> None:
+    """UserError unless ``method`` is an exporter this module knows (:data:`METHODS`)."""
     if method not in METHODS:
         raise UserError(f"unknown export method {method!r} (choose from {', '.join(METHODS)})")
-    model = (model or build_model(arch, seed)).eval()
-    spec = io_spec(arch)
-    ex = example_inputs(arch)
-    enc_in = [s["name"] for s in spec["encoder"]["inputs"]]
-    enc_out = [s["name"] for s in spec["encoder"]["outputs"]]
-    dec_in = [s["name"] for s in spec["decoder"]["inputs"]]
-    dec_out = [s["name"] for s in spec["decoder"]["outputs"]]
 
-    def axes(entries: list[dict]) -> dict[str, dict[int, str]]:
-        return {e["name"]: {i: d for i, d in enumerate(e["shape"]) if isinstance(d, str)} for e in entries}
 
+def _axes(entries: list[dict]) -> dict[str, dict[int, str]]:
+    """name -> {axis: symbol} for every symbolic (string) dimension of the spec ``entries``."""
+    return {e["name"]: {i: d for i, d in enumerate(e["shape"]) if isinstance(d, str)} for e in entries}
+
+
+def export_graphs(arch: AnyArch, modules: dict[str, nn.Module], spec: dict[str, Any],
+                  feeds: dict[str, dict[str, torch.Tensor]], seed: int, method: str, opset: int) -> ExportedArch:
+    """Export each part's wrapper module (flat tensor inputs/outputs named as ``spec[part]``
+    lists them, traced on ``feeds[part]``, the spec's string dimensions dynamic) into one
+    :class:`ExportedArch` whose manifest records names, shapes, seed, exporter and versions;
+    part ``p`` is saved as ``p.onnx``. Shared by every family's export."""
     weights: dict[str, Any] = {}
+    graphs = {}
     with torch.no_grad():
-        enc = _export_one(EncoderGraph(model), (ex["src"],), enc_in, enc_out,
-                          axes(spec["encoder"]["inputs"] + spec["encoder"]["outputs"]), method, opset, weights)
-        dec = _export_one(DecoderStepGraph(model), tuple(ex[n] for n in dec_in), dec_in, dec_out,
-                          axes(spec["decoder"]["inputs"] + spec["decoder"]["outputs"]), method, opset, weights)
+        for part, module in modules.items():
+            ins = [e["name"] for e in spec[part]["inputs"]]
+            outs = [e["name"] for e in spec[part]["outputs"]]
+            graphs[part] = _export_one(module, tuple(feeds[part][n] for n in ins), ins, outs,
+                                       _axes(spec[part]["inputs"] + spec[part]["outputs"]), method, opset, weights)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -322,17 +347,31 @@ def export_arch(arch: Arch, seed: int = 0, method: str = "torchscript", opset: i
         "method": method,
         "opset": opset if method == "torchscript" else max(opset, 18),
         "versions": _versions(),
-        "encoder": {"file": "encoder.onnx", **spec["encoder"]},
-        "decoder": {"file": "decoder.onnx", **spec["decoder"]},
-        "cross_span": spec["cross_span"],
+        **{part: {"file": f"{part}.onnx", **spec[part]} for part in modules},
     }
-    return ExportedArch(arch, {"encoder": enc, "decoder": dec}, weights, manifest)
+    return ExportedArch(arch, graphs, weights, manifest)
 
 
-def export_to_dir(arch: Arch, out_dir: str | Path, seed: int = 0, method: str = "torchscript",
-                  opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
-    """Export and write ``encoder.onnx``, ``decoder.onnx`` and ``manifest.json`` into ``out_dir``."""
+def export_arch(arch: Arch, seed: int = 0, method: str = "torchscript", opset: int = DEFAULT_OPSET,
+                model: SubTransformer | None = None) -> ExportedArch:
+    """Export ``arch`` (weights from ``build_model(arch, seed)`` unless ``model`` is given)."""
+    check_method(method)
+    model = (model or build_model(arch, seed)).eval()
+    spec = io_spec(arch)
+    feeds = example_inputs(arch)
+    ex = export_graphs(arch, {"encoder": EncoderGraph(model), "decoder": DecoderStepGraph(model)}, spec,
+                       {"encoder": feeds, "decoder": feeds}, seed, method, opset)
+    ex.manifest["cross_span"] = spec["cross_span"]
+    return ex
+
+
+def export_to_dir(arch: AnyArch, out_dir: str | Path, seed: int = 0, method: str = "torchscript",
+                  opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                  exporter: Callable[..., ExportedArch] = export_arch) -> Path:
+    """Export and write the graphs (``encoder.onnx``, ``decoder.onnx`` from :func:`export_arch`;
+    another family's from its ``exporter``, e.g. :func:`~moenas.profiler.onnx_export_lm.exporter_for`)
+    and ``manifest.json`` into ``out_dir``."""
     out = Path(out_dir)
     with output_lock(out, "export folder"):
         check_export_dir(out, overwrite)  # refuse before spending time on the export
-        return export_arch(arch, seed=seed, method=method, opset=opset).save(out, overwrite=overwrite)
+        return exporter(arch, seed=seed, method=method, opset=opset).save(out, overwrite=overwrite)

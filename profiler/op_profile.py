@@ -12,6 +12,10 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
+
+GEMM_OPS = ("Gemm", "FusedGemm", "MatMul", "FusedMatMul")
+
 
 def trace_node_events(trace_path: str) -> list[dict[str, Any]]:
     """Kernel events of one onnxruntime profile: each has name, op_name, dur (us), args."""
@@ -42,3 +46,18 @@ def sum_ops(first: dict[str, float], *rest: dict[str, float]) -> dict[str, float
         for k, v in table.items():
             out[k] = round(out.get(k, 0.0) + v, 6)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def expert_rows(events: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """Rows each MoE expert's first linear layer (``fc1``) processed in kernel ``events`` of
+    any exported graph, keyed by (layer path, expert index), e.g. ``("enc_layers.0", 2)`` or
+    ``("layers.1", 0)``: what shows that only routed rows run through an expert."""
+    rows: dict[tuple[str, int], int] = {}
+    for e in events:
+        name = e["name"]
+        if "/ffn/experts." in name and "/fc1/" in name and e["op_name"] in GEMM_OPS:
+            layer = name.split("/ffn/")[0].split("/")[-1]
+            expert = int(name.split("/ffn/experts.")[1].split("/")[0])
+            shape = next(iter(e["args"]["input_type_shape"][0].values()))
+            rows[(layer, expert)] = rows.get((layer, expert), 0) + int(np.prod(shape[:-1]))
+    return rows

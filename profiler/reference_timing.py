@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from moenas.arch import SearchSpace, UserError
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.protocol import protocol_from_dict
 from moenas.data.reference import beyond_noise, calibration_factor, stored_reference, tolerance
 
 from .backends import get_backend
-from .runner import REFERENCE_RULE, reference_arch
+from .runner import REFERENCE_RULE, REFERENCE_SPACES, reference_arch
 from .stats import StopRule, measure
-from .workload import Workload
+from .workload import make_workload
 
 
 def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, space: str | None = None) -> dict[str, Any]:
@@ -41,12 +41,12 @@ def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, sp
                         f"reference timings); refit it: `moenas fit --data DATA.parquet --out {where}-refit`")
     if not meta.get("protocol"):
         raise UserError(f"{where} records no latency protocol; refit it with `moenas fit`")
-    protocol = LatencyProtocol.from_dict(meta["protocol"])  # UserError for a routing this moenas cannot time
+    protocol = protocol_from_dict(meta["protocol"])  # UserError for a routing or family this moenas cannot time
     backend, device = ref.get("backend") or meta.get("backend"), ref.get("device") or meta.get("device") or "cpu"
     if backend in (None, "synthetic") or (meta.get("dataset") or {}).get("synthetic"):
         raise UserError(f"{where} was fitted on synthetic latencies (backend {backend!r}): nothing to time here")
-    sp = SearchSpace.load(space or meta.get("space") or "tiny")
-    arch = reference_arch(sp)
+    sp = SearchSpace.load(space or meta.get("space") or REFERENCE_SPACES[protocol.family.name])
+    arch = reference_arch(sp, protocol.family)
     if ref.get("arch_id") and ref["arch_id"] != arch.arch_id:
         raise UserError(f"the reference model of space {sp.name!r} is {arch.arch_id} here but {ref['arch_id']} in "
                         f"{where}'s data (the space changed?); pass the space YAML it was profiled with as --space")
@@ -75,7 +75,7 @@ def time_reference(plan: dict[str, Any], checks: int = 3) -> dict[str, Any]:
     torch.set_num_threads(plan["threads_intra"])  # the untimed torch work, as the profiler does
     t = time.perf_counter()
     try:
-        runner = be.prepare(Workload(plan["arch"], plan["protocol"], plan["export_method"]))
+        runner = be.prepare(make_workload(plan["arch"], plan["protocol"], plan["export_method"]))
         try:
             ms = [measure(runner.step, plan["rule"]) for _ in range(max(1, checks))]
         finally:

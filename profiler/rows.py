@@ -2,7 +2,7 @@
 
 Pure: :func:`measurement_rows` takes the measurement, the arch, its expert counts, the op
 profile and the ids, and returns one row per component of the protocol's model family and one
-for the total (encoder, decoder, total); nothing is timed or read here. What every row of a run shares (backend, device, threads, session options,
+for the total (encoder, decoder, total; prefill, decode, total); nothing is timed or read here. What every row of a run shares (backend, device, threads, session options,
 protocol, fingerprint, versions) is a :class:`RunColumns`, fixed once when the run starts.
 Every row is checked against the schema (:func:`~moenas.data.profiles.check_row`), so a
 misspelt or forgotten column fails at once instead of landing as an extra, empty column.
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from moenas.arch import Arch
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.arch import AnyArch
+from moenas.arch.protocol import Protocol
 from moenas.arch.family import TOTAL
-from moenas.data.profiles import check_row
+from moenas.data.profiles import check_row, protocol_columns
 
 from .fingerprint import ID_FIELDS
 from .op_profile import sum_ops
@@ -42,7 +42,7 @@ class RunColumns:
     threads_intra: int
     threads_inter: int
     target_rel: float
-    protocol: LatencyProtocol
+    protocol: Protocol
     session_options: dict[str, Any]
     fingerprint: dict[str, Any]
     export_method: str | None
@@ -56,14 +56,14 @@ class RunColumns:
             "space": self.space, "backend": self.backend, "device": self.device, "target_rel": self.target_rel,
             "threads_intra": self.threads_intra, "threads_inter": self.threads_inter,
             "session_options": json.dumps(self.session_options, sort_keys=True),
-            **p.to_dict(), "protocol_id": p.protocol_id,
+            **protocol_columns(p), "protocol_id": p.protocol_id,
             **{k: fp[k] for k in ID_FIELDS},
             "versions": json.dumps({k: fp[k] for k in VERSION_FIELDS}, sort_keys=True),
             "fingerprint_id": fp["fingerprint_id"], "export_method": self.export_method, "run_id": self.run_id,
         }
 
 
-def measurement_rows(run: RunColumns, arch: Arch, m: Measurement, expert_counts: dict[str, list[int]],
+def measurement_rows(run: RunColumns, arch: AnyArch, m: Measurement, expert_counts: dict[str, list[int]],
                      ops: dict[str, dict[str, float]] | None, *, measurement_id: str, timestamp: str,
                      repeat_index: int, remeasured: bool, ref_before_ms: float | None) -> list[dict[str, Any]]:
     """The rows of one measurement: one per component of the protocol's family, then the total

@@ -4,8 +4,9 @@ Order of work (see profiler/README.md for the why):
   1. reference model timed (baseline, or the baseline stored in the dataset on --resume);
   2. the archs not yet in the dataset, in groups of ``ref_every``: each group exported (in
      memory), sessions built, then timed round-robin (``visit_runs`` per visit), the reference
-     model as one more member, until each one's median 95% CI is within ±target or a cap; three
-     rows (encoder, decoder, total) per arch appended and the dataset rewritten atomically after
+     model as one more member, until each one's median 95% CI is within ±target or a cap; one
+     row per component of the protocol's family and one for the total (encoder, decoder, total;
+     prefill, decode, total) per arch appended and the dataset rewritten atomically after
      every group;
   3. the reference's median in the group is the group's check (``ref_in_group`` False: the
      reference is timed alone after the group); if it is more than ``drift_threshold`` slower
@@ -33,25 +34,40 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
+from moenas.arch.arch import AnyArch
 from moenas.arch.files import output_lock
-from moenas.arch.family import TOTAL
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, TOTAL, ModelFamily
 from moenas.data.profiles import check_sidecar, now_iso, read_profiles, to_frame, write_profiles
 
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.protocol import LatencyProtocol, Protocol
 
 from .backends import Backend, get_backend
 from .fingerprint import fingerprint
 from .rows import RunColumns, measurement_rows
 from .stats import Measurement, StopRule, measure, measure_interleaved
-from .workload import Workload
+from .workload import WorkloadBase, make_workload
 
 REFERENCE_SEED = "moenas-reference"
+# the space a family's reference model is drawn from when the run names none
+REFERENCE_SPACES = {ENCODER_DECODER.name: "tiny", DECODER_ONLY.name: "lm-tiny"}
 
 
-def reference_arch(space: SearchSpace | None) -> Arch:
-    """The fixed reference model: a deterministic sample of the profiled space (tiny if none)."""
-    sp = space or SearchSpace.load("tiny")
+def reference_arch(space: SearchSpace | None, family: ModelFamily = ENCODER_DECODER) -> AnyArch:
+    """The fixed reference model: a deterministic sample of the profiled space (with none, of
+    ``family``'s small space: tiny, or lm-tiny for decoder-only)."""
+    sp = space or SearchSpace.load(REFERENCE_SPACES[family.name])
     return sp.sample(random.Random(REFERENCE_SEED))
+
+
+def check_families(archs: Sequence[AnyArch], protocol: Protocol, space: SearchSpace | None = None) -> None:
+    """UserError unless every arch (and the space) is of the protocol's model family: a
+    protocol times one family's components."""
+    want = protocol.family
+    if space is not None and space.family is not want:
+        raise UserError(f"space {space.name!r} is {space.family.name} but the protocol times {want.name} models")
+    for a in archs:
+        if a.family is not want:
+            raise UserError(f"arch {a.arch_id} is {a.family.name} but the protocol times {want.name} models")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -93,7 +109,7 @@ class ProfileConfig:
     device: str = "cpu"
     threads_intra: int = 1
     threads_inter: int = 1
-    protocol: LatencyProtocol = field(default_factory=LatencyProtocol)
+    protocol: Protocol = field(default_factory=LatencyProtocol)
     rule: StopRule = field(default_factory=StopRule)
     ref_rule: StopRule = REFERENCE_RULE
     resume: bool = False
@@ -119,6 +135,7 @@ class ProfileConfig:
 
 class Profiler:
     def __init__(self, cfg: ProfileConfig):
+        check_families(cfg.archs, cfg.protocol, cfg.space)
         self.cfg = cfg
         self.backend: Backend = get_backend(cfg.backend, cfg.device, cfg.threads_intra, cfg.threads_inter)
         self.fp = fingerprint(cfg.device)
@@ -146,7 +163,7 @@ class Profiler:
         self._old_flags_changed = False  # an earlier run's row got flagged (its interval never closed)
         self._ref_prepared = None  # the reference model's prepared workload, made at its first timing
         self._group_ref_ms: float | None = None  # the reference's median timed inside the last group
-        self._works: dict[str, Workload] = {}  # workloads (exports) kept for archs that may be measured again
+        self._works: dict[str, WorkloadBase] = {}  # workloads (exports) kept for archs that may be measured again
 
     # ---- dataset I/O ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -173,7 +190,7 @@ class Profiler:
             self.meta = meta
         else:
             self.meta = {"created": now_iso()}
-        ref = reference_arch(cfg.space)
+        ref = reference_arch(cfg.space, p.family)
         self.meta.update({
             "space": cfg.space.name if cfg.space else self.meta.get("space"),
             "protocol": p.to_dict(), "protocol_id": p.protocol_id,
@@ -190,7 +207,8 @@ class Profiler:
                                                   "reference follow: the same, but the reference gets visit_runs runs per "
                                                   "visit until min_runs and one per visit after that, until the group ends "
                                                   "(profiler.stats.measure_interleaved's follower)"}},
-            "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; total = encoder + decoder",
+            "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; "
+                              f"total = {' + '.join(p.family.components)}",
         })
         refmeta = self.meta.setdefault("reference", {})
         if refmeta.get("arch_id") not in (None, ref.arch_id) or refmeta.get("fingerprint_id") not in (None, self.fp["fingerprint_id"]):
@@ -224,12 +242,12 @@ class Profiler:
         self.seconds["write"] += time.perf_counter() - t
 
     # ---- measuring ----------------------------------------------------------------------------
-    def _workload(self, arch: Arch) -> Workload:
+    def _workload(self, arch: AnyArch) -> WorkloadBase:
         """The arch's workload; an arch measured again reuses the one (and the export) of its
         last measurement while it is queued (see :meth:`_keep_queued_works`)."""
         w = self._works.get(arch.arch_id)
         if w is None:
-            w = self._works[arch.arch_id] = Workload(arch, self.cfg.protocol, self.cfg.export_method)
+            w = self._works[arch.arch_id] = make_workload(arch, self.cfg.protocol, self.cfg.export_method)
         return w
 
     def _keep_queued_works(self) -> None:
@@ -247,7 +265,7 @@ class Profiler:
     def _measure_group(self, items: list[tuple[Arch, int, bool]]) -> list[list[dict[str, Any]]]:
         """Time (arch, repeat_index, remeasured) items: round-robin as one group when
         ``visit_runs`` > 0 (see :func:`measure_interleaved`), else one after the other; all rows
-        of the group are appended before returning (one list of three rows per item)."""
+        of the group are appended before returning (one list of rows per item)."""
         if self.cfg.visit_runs <= 0:
             return [rows for it in items for rows in self._measure_batch([it])]
         return self._measure_batch(items)
@@ -290,9 +308,9 @@ class Profiler:
             out.append(self._rows(arch, m, w, ops, rep, again))
         return out
 
-    def _rows(self, arch: Arch, m: Measurement, w: Workload, ops: dict | None, repeat_index: int,
+    def _rows(self, arch: AnyArch, m: Measurement, w: WorkloadBase, ops: dict | None, repeat_index: int,
               remeasured: bool) -> list[dict[str, Any]]:
-        """Append the three rows of a finished measurement (it opens the current interval's list)."""
+        """Append the rows of a finished measurement (it opens the current interval's list)."""
         t = time.perf_counter()
         counts = w.reference()["expert_counts"]
         self.seconds["reference_run"] += time.perf_counter() - t
@@ -317,7 +335,7 @@ class Profiler:
     def _ref_prepared_workload(self):
         """Exported and prepared once per run; every check re-times the same live sessions."""
         if self._ref_prepared is None:
-            self._ref_prepared = self.backend.prepare(Workload(self.ref, self.cfg.protocol, self.cfg.export_method))
+            self._ref_prepared = self.backend.prepare(make_workload(self.ref, self.cfg.protocol, self.cfg.export_method))
         return self._ref_prepared
 
     # ---- drift ----------------------------------------------------------------------------------
@@ -515,14 +533,15 @@ def _flag(v: Any) -> bool:
     return False if _isna(v) else bool(v)
 
 
-def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
-                  threads_inter: int = 1, protocol: LatencyProtocol = LatencyProtocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
+def measure_archs(archs: Sequence[AnyArch], backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
+                  threads_inter: int = 1, protocol: Protocol = LatencyProtocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
     """Time archs side by side (no dataset), round-robin (:func:`measure_interleaved`), so that
     their medians span the same stretch of the machine's wandering speed and their ratio is
     fair: one {component: Summary dict, expert counts, versions} per arch. For re-measuring
     search winners and the archs they are compared with."""
+    check_families(archs, protocol)
     be = get_backend(backend, device, threads_intra, threads_inter)
-    works = [Workload(a, protocol) for a in archs]
+    works = [make_workload(a, protocol) for a in archs]
     prepared = []
     try:
         for w in works:
@@ -537,6 +556,6 @@ def measure_archs(archs: Sequence[Arch], backend: str = "onnxruntime", device: s
              "session_options": dict(options), "fingerprint": dict(fp)} for w, m in zip(works, ms)]
 
 
-def measure_one(arch: Arch, **kw: Any) -> dict[str, Any]:
+def measure_one(arch: AnyArch, **kw: Any) -> dict[str, Any]:
     """Time one arch (no dataset); see :func:`measure_archs`."""
     return measure_archs([arch], **kw)[0]

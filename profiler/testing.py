@@ -12,15 +12,19 @@ import math
 import numpy as np
 
 from moenas.arch import Arch, LayerArch, StackArch, UserError
-from moenas.arch.family import TOTAL
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.arch import AnyArch, LMArch
+from moenas.arch.family import DECODER_ONLY, TOTAL
+from moenas.arch.protocol import LatencyProtocol, LMProtocol, Protocol
 
 from .backends import BACKENDS, Backend, PreparedWorkload, get_backend
-from .workload import Workload
+from .workload import make_workload
 
 # A small protocol that keeps the contract fast but exercises every feature: batch > 1,
 # beam > 1, several decoder steps (past length 0, 1, 2).
 CONTRACT_PROTOCOL = LatencyProtocol(batch=2, src_len=5, decoder_steps=3, beam=2)
+# The decoder-only family's: batch > 1, a prompt of several tokens, several decode steps
+# (cache length 5, 6, 7).
+CONTRACT_LM_PROTOCOL = LMProtocol(batch=2, prompt_len=5, decode_steps=3)
 
 
 def contract_arch() -> Arch:
@@ -32,13 +36,26 @@ def contract_arch() -> Arch:
     )
 
 
+def contract_lm_arch() -> LMArch:
+    """Tiny decoder-only arch: an MoE layer and a dense one, uneven heads, top-2 routing."""
+    return LMArch(decoder=StackArch(64, (LayerArch(2, (128, 256, 128)), LayerArch(4, (256,)))),
+                  top_k=2, qkv_dim=128, vocab_size=500)
+
+
+def contract_protocol(arch: AnyArch) -> Protocol:
+    """The contract's protocol for ``arch``'s family."""
+    return CONTRACT_LM_PROTOCOL if arch.family is DECODER_ONLY else CONTRACT_PROTOCOL
+
+
 def backend_cases() -> list[tuple[str, str]]:
     """(backend name, device) for every registered backend and each device available here."""
     return [(name, dev) for name, cls in sorted(BACKENDS.items()) for dev in cls.available_devices()]
 
 
-def check_backend_contract(name: str, device: str, arch: Arch | None = None, atol: float = 1e-4) -> None:
-    """AssertionError naming the first promise backend ``name`` on ``device`` breaks."""
+def check_backend_contract(name: str, device: str, arch: AnyArch | None = None, atol: float = 1e-4) -> None:
+    """AssertionError naming the first promise backend ``name`` on ``device`` breaks, for
+    ``arch``'s model family (default: :func:`contract_arch`, encoder-decoder; pass
+    :func:`contract_lm_arch` for decoder-only) under its :func:`contract_protocol`."""
     arch = arch or contract_arch()
     be = get_backend(name, device, 1, 1)
     assert isinstance(be, Backend)
@@ -46,20 +63,22 @@ def check_backend_contract(name: str, device: str, arch: Arch | None = None, ato
     so = be.session_options()
     assert so["intra_op_num_threads"] == 1, so
     assert isinstance(so["inter_op_num_threads"], int), so
-    w = Workload(arch, CONTRACT_PROTOCOL)
+    w = make_workload(arch, contract_protocol(arch))
     ref = w.reference()
     prepared = be.prepare(w)
-    assert isinstance(prepared, PreparedWorkload)
+    assert isinstance(prepared, PreparedWorkload) and prepared.family is arch.family, type(prepared)
+    runs = [getattr(prepared, f"run_{c}") for c in prepared.family.components]
     try:
         # computes the protocol's workload: final-step logits equal the torch CPU reference
-        prepared.run_encoder()
-        prepared.run_decoder()
+        for run in runs:
+            run()
         got = prepared.logits()
-        assert got.shape == ref["logits"].shape == (CONTRACT_PROTOCOL.decoder_batch, arch.vocab_size)
+        assert got.shape == ref["logits"].shape == (w.logit_rows, arch.vocab_size)
         err = float(np.abs(got - ref["logits"]).max())
         assert err <= atol, f"{name}/{device}: logits differ from the torch reference by {err:g}"
-        # repeatable
-        prepared.run_decoder()
+        # repeatable (the last component again: decoder steps from an empty cache, decode
+        # steps from the prompt's cache)
+        runs[-1]()
         assert float(np.abs(prepared.logits() - got).max()) <= atol
         # one timed repetition: a positive, finite time per component of the family, and their total
         t = prepared.step()

@@ -1,4 +1,5 @@
-"""`moenas export [ARCH.json] --out DIR`: an arch's encoder and decoder step as ONNX graphs.
+"""`moenas export [ARCH.json] --out DIR`: an arch's encoder and decoder step as ONNX graphs
+(a decoder-only language model's: its prefill and decode step, with random weights).
 
   moenas export arch.json --out exp/                                  # seeded random weights (profiling)
   moenas export best_arch.json --supernet runs/demo/supernet.pt --out model/   # inherited weights
@@ -19,7 +20,8 @@ from ._common import check_range, check_writable, print_json, read_archs
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export an arch to ONNX (encoder + incremental decoder step), optionally with trained weights",
+        "export", help="export an arch to ONNX (encoder + incremental decoder step, or prefill + decode step), "
+                       "optionally with trained weights",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", nargs="?", help="arch JSON file (or JSON lines: the first arch); optional with --checkpoint")
     p.add_argument("--out", required=True, help="output directory")
@@ -36,7 +38,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from moenas.profiler.onnx_export import MANIFEST, export_to_dir
+    from moenas.arch.family import DECODER_ONLY
+    from moenas.profiler.onnx_export import MANIFEST, export_to_dir, manifest_parts
+    from moenas.profiler.onnx_export_lm import exporter_for
 
     check_range("--opset", args.opset, 14, 23)
     check_range("--seed", args.seed, 0)
@@ -50,6 +54,8 @@ def run(args) -> int:
         arch = archs[0]
     elif not args.checkpoint:
         raise UserError("an ARCH file is needed (only --checkpoint, whose model holds its arch, goes without one)")
+    if arch is not None and arch.family is DECODER_ONLY and (args.supernet or args.checkpoint):
+        raise UserError("--supernet/--checkpoint export encoder-decoder models only; a decoder-only arch exports with random weights")
     if args.supernet or args.checkpoint:
         if args.method != "torchscript":
             raise UserError("--method dynamo exports random weights only; trained weights use torchscript")
@@ -57,13 +63,15 @@ def run(args) -> int:
 
         out = export_trained(arch, args.supernet or args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
     else:
-        out = export_to_dir(arch, args.out, seed=args.seed, method=args.method, opset=args.opset, overwrite=args.overwrite)
+        out = export_to_dir(arch, args.out, seed=args.seed, method=args.method, opset=args.opset, overwrite=args.overwrite,
+                            exporter=exporter_for(arch))
     manifest = json.loads((out / MANIFEST).read_text())
     if args.json:
         print_json(manifest)
     else:
         weights = manifest.get("weights", {}).get("source", f"random, seed {manifest['seed']}")
-        files = "encoder.onnx, decoder.onnx, manifest.json" + (", tokenizer.json" if manifest.get("tokenizer") else "")
+        graphs = [manifest[part]["file"] for part in manifest_parts(manifest, str(out / MANIFEST))]
+        files = ", ".join([*graphs, MANIFEST] + (["tokenizer.json"] if manifest.get("tokenizer") else []))
         print(f"exported {manifest['arch_id']} to {out}/ ({files}; weights: {weights}; "
               f"{manifest['method']}, opset {manifest['opset']})")
     return 0

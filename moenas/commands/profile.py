@@ -23,9 +23,10 @@ def register(subparsers) -> None:
     from moenas.predictor.names import DESIGNS
 
     p = subparsers.add_parser(
-        "profile", help="time archs on this machine (encoder, decoder, total) into a profile dataset",
-        description="Sample (or read) archs, export them to ONNX, time them under the latency protocol "
-                    "and append rows to a Parquet profile dataset. `moenas profile merge` joins datasets.",
+        "profile", help="time archs on this machine (encoder, decoder, total; or prefill, decode, total) into a profile dataset",
+        description="Sample (or read) archs, export them to ONNX, time them under the latency protocol of their "
+                    "model family (encoder-decoder: encoder, decoder; decoder-only: prefill, decode) and append "
+                    "rows to a Parquet profile dataset. `moenas profile merge` joins datasets.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", help="search space name or YAML (sampled from unless --archs; archs are validated against it)")
     p.add_argument("--n", type=int, default=100, help="archs to sample")
@@ -47,11 +48,10 @@ def register(subparsers) -> None:
     p.add_argument("--shard", help="I/N: time only archs I, I+N, I+2N, ... (0-based)")
     p.add_argument("--repeat-check", type=int, default=0, metavar="K", help="re-measure K archs at the end (noise floor)")
     p.add_argument("--op-profile", action="store_true", help="also record time per operator type (onnxruntime)")
-    # protocol
+    # protocol: the space's (or the archs') family decides which shape flags apply
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--src-len", type=int, default=30)
-    p.add_argument("--decoder-steps", type=int, default=30)
-    p.add_argument("--beam", type=int, default=5)
+    for flag, default, what in FAMILY_FLAGS_HELP:
+        p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=f"{what} (default: {default})")
     p.add_argument("--routing", default="seeded-random", help="routing assumption for MoE layers")
     p.add_argument("--model-seed", type=int, default=0, help="build_model seed (weights, router)")
     # measurement
@@ -145,6 +145,45 @@ def run_split(args) -> int:
     return 0
 
 
+# (flag, default, help) of the protocol shape flags only one family takes
+FAMILY_FLAGS_HELP = (
+    ("--src-len", 30, "encoder-decoder: source tokens"),
+    ("--decoder-steps", 30, "encoder-decoder: incremental decoder steps"),
+    ("--beam", 5, "encoder-decoder: beam (decoder batch = batch x beam)"),
+    ("--prompt-len", 128, "decoder-only: prompt tokens, processed in one pass (prefill)"),
+    ("--decode-steps", 32, "decoder-only: single-token decode steps on the prompt's KV cache"),
+)
+
+
+def protocol_from_flags(args, family):
+    """The latency protocol the flags describe for ``family`` (the archs' model family): its
+    shape flags where given, its defaults otherwise. UserError when a shape flag of another
+    family's protocol is given (it would be silently ignored)."""
+    from moenas.arch.protocol import PROTOCOLS
+
+    cls = PROTOCOLS[family.name]
+    dest = {flag: flag[2:].replace("-", "_") for flag, _, _ in FAMILY_FLAGS_HELP}
+    foreign = [flag for flag, d in dest.items() if hasattr(args, d) and d not in cls.shape_fields]
+    if foreign:
+        own = [flag for flag, d in dest.items() if d in cls.shape_fields]
+        raise UserError(f"{', '.join(foreign)} does not apply to {family.name} archs (their protocol flags: "
+                        f"--batch, {', '.join(own)})")
+    shape = {d: getattr(args, d) for d in dest.values() if hasattr(args, d)}
+    return cls(batch=args.batch, routing=args.routing, model_seed=args.model_seed, **shape)
+
+
+def archs_family(space, archs: list, where: str | None):
+    """The model family a run times: the space's, else the one family of ``archs``."""
+    from moenas.arch.family import ENCODER_DECODER
+
+    if space is not None:
+        return space.family
+    families = {a.family.name: a.family for a in archs}
+    if len(families) > 1:
+        raise UserError(f"{where}: archs of several model families ({', '.join(families)}); profile one family per dataset")
+    return next(iter(families.values()), ENCODER_DECODER)
+
+
 def check_profile_flags(args) -> None:
     """Every numeric flag of `moenas profile` in range, before any work: a negative
     --drift-threshold used to flag every row (a dataset of 0 valid archs, exit 0)."""
@@ -192,7 +231,6 @@ def run(args) -> int:
 
 def profile_config(args, out: Path):
     """The ProfileConfig the flags describe (archs sampled or read, protocol, stop rules)."""
-    from moenas.arch.protocol import LatencyProtocol
     from moenas.profiler.runner import ProfileConfig, parse_shard
     from moenas.profiler.stats import StopRule
 
@@ -212,9 +250,9 @@ def profile_config(args, out: Path):
     else:
         if space is None:
             raise UserError("give --space (to sample archs) or --archs FILE")
+        archs = []
     try:
-        protocol = LatencyProtocol(batch=args.batch, src_len=args.src_len, decoder_steps=args.decoder_steps, beam=args.beam,
-                            routing=args.routing, model_seed=args.model_seed)
+        protocol = protocol_from_flags(args, archs_family(space, archs, args.archs))
         rule = StopRule(warmup=args.warmup, min_runs=args.min_runs, max_runs=args.max_runs,
                         max_seconds=args.max_seconds, target_rel=args.target)
     except ValueError as e:

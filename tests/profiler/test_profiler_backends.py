@@ -3,12 +3,18 @@ import pytest
 
 from moenas.arch import UserError
 from moenas.profiler.backends import BACKENDS, Backend, available, get_backend, register_backend
-from moenas.profiler.testing import backend_cases, check_backend_contract
+from moenas.profiler.testing import backend_cases, check_backend_contract, contract_lm_arch
 
 
 @pytest.mark.parametrize("name, device", backend_cases())
 def test_backend_contract(name, device):
     check_backend_contract(name, device)
+
+
+@pytest.mark.parametrize("name, device", backend_cases())
+def test_backend_contract_decoder_only(name, device):
+    """The decoder-only family: prefill and decode steps, logits of the last step."""
+    check_backend_contract(name, device, contract_lm_arch())
 
 
 def test_shipped_backends_are_registered_with_cpu():
@@ -38,6 +44,7 @@ def test_a_new_backend_is_an_addition(monkeypatch):
 
     assert isinstance(get_backend("torch-copy", "cpu"), Backend)
     check_backend_contract("torch-copy", "cpu")
+    check_backend_contract("torch-copy", "cpu", contract_lm_arch())
     BACKENDS.pop("torch-copy")
 
 

@@ -11,7 +11,7 @@ from moenas.arch import Arch, LayerArch, SearchSpace, StackArch
 from moenas.arch.model import build_model
 from moenas.cli import main
 from moenas.profiler.onnx_export import DecoderStepGraph, EncoderGraph, ExportedArch, example_inputs, export_arch
-from moenas.profiler.op_profile import trace_node_events
+from moenas.profiler.op_profile import expert_rows, trace_node_events
 
 ATOL = 1e-4  # fp32, max abs
 
@@ -122,19 +122,6 @@ def test_experts_without_tokens_match_torch():
     assert_parity(arch, model, export_arch(arch, model=model), shapes=((1, 1, 0), (1, 1, 3)))
 
 
-def _expert_rows(events):
-    """Rows each expert's fc1 GEMM processed, keyed by (layer path, expert)."""
-    rows = {}
-    for e in events:
-        name = e["name"]
-        if "/ffn/experts." in name and "/fc1/" in name and e["op_name"] in ("Gemm", "FusedGemm", "MatMul", "FusedMatMul"):
-            layer = name.split("/ffn/")[0].split("/")[-1]
-            expert = int(name.split("/ffn/experts.")[1].split("/")[0])
-            shape = next(iter(e["args"]["input_type_shape"][0].values()))
-            rows[(layer, expert)] = rows.get((layer, expert), 0) + int(np.prod(shape[:-1]))
-    return rows
-
-
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_exported_moe_computes_only_routed_rows(tmp_path, top_k):
     """onnxruntime's profile: the expert GEMMs of a layer together see T*k rows, not T*E."""
@@ -144,7 +131,7 @@ def test_exported_moe_computes_only_routed_rows(tmp_path, top_k):
     t = 30
     sess = _session(exported.encoder, str(tmp_path / "enc"))
     sess.run(None, {"src": np.random.default_rng(0).integers(4, 1000, (1, t))})
-    rows = _expert_rows(trace_node_events(sess.end_profiling()))
+    rows = expert_rows(trace_node_events(sess.end_profiling()))
     for layer, n_exp in (("enc_layers.0", 3), ("enc_layers.1", 2)):
         per_expert = [rows.get((layer, e), 0) for e in range(n_exp)]
         assert sum(per_expert) == t * top_k, (layer, per_expert)
@@ -156,7 +143,7 @@ def test_exported_moe_computes_only_routed_rows(tmp_path, top_k):
     exported = export_arch(arch, model=model)
     sess = _session(exported.encoder, str(tmp_path / "enc_forced"))
     sess.run(None, {"src": np.random.default_rng(0).integers(4, 1000, (1, t))})
-    rows = _expert_rows(trace_node_events(sess.end_profiling()))
+    rows = expert_rows(trace_node_events(sess.end_profiling()))
     if top_k == 1:
         assert [rows.get(("enc_layers.0", e), 0) for e in range(3)] == [t, 0, 0]
 
