@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from moenas.arch import Arch, UserError
-from moenas.arch.protocol import LatencyProtocol, shape_differences
+from moenas.arch.protocol import Protocol, protocol_from_dict, shape_differences
 
 from . import metrics as M
 from . import persist
@@ -57,14 +57,14 @@ class Predictor:
         return self._metadata
 
     @property
-    def protocol(self) -> LatencyProtocol | None:
-        """The latency protocol of the training data (None: the metadata records none)."""
+    def protocol(self) -> Protocol | None:
+        """The latency protocol of the training data, of its family (None: the metadata records none)."""
         d = self._metadata.get("protocol")
-        return LatencyProtocol.from_dict(d) if d else None
+        return protocol_from_dict(d) if d else None
 
     # ---- persistence ------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, protocol: LatencyProtocol | None = None, space: str | None = None,
+    def load(cls, path: str | Path, protocol: Protocol | None = None, space: str | None = None,
              target: str | None = None) -> "Predictor":
         """Load a saved predictor; with protocol/space/target, refuse one made for others."""
         model, meta = persist.load(path)
@@ -77,7 +77,7 @@ class Predictor:
         self._metadata = persist.read_metadata(d)
         return d
 
-    def check(self, protocol: LatencyProtocol | None = None, space: str | None = None, target: str | None = None,
+    def check(self, protocol: Protocol | None = None, space: str | None = None, target: str | None = None,
               where: str = "predictor") -> None:
         """UserError if this predictor was made for another protocol (shape), space or target."""
         meta = self._metadata
@@ -119,7 +119,7 @@ def fitted_on_differences(meta: dict[str, Any], facts: dict[str, Any]) -> list[s
     compared (predictors saved before thread counts were recorded fall back to their reference's)."""
     out = []
     if facts.get("protocol") is not None and meta.get("protocol"):
-        out += [f"protocol {d}" for d in shape_differences(LatencyProtocol.from_dict(meta["protocol"]), facts["protocol"])]
+        out += [f"protocol {d}" for d in shape_differences(protocol_from_dict(meta["protocol"]), facts["protocol"])]
     ref = meta.get("reference") or {}
     for k in FITTED_ON:
         mine, theirs = meta.get(k, ref.get(k) if k.startswith("threads") else None), facts.get(k)

@@ -2,11 +2,17 @@
 
 One predictor = one device, one backend, one protocol, one component; files that disagree on
 any of these are refused with a one-line UserError naming the files and values.
+
+Rows of any model family are read: a row's ``family`` column (empty, or absent in datasets
+written before families existed: encoder-decoder) names the family, whose protocol class reads
+the row's protocol columns (encoder-decoder: batch, src_len, decoder_steps, beam; decoder-only:
+batch, prompt_len, decode_steps; both: routing and seeds) and whose targets ``target`` must be
+one of (``family.targets``).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,21 +20,23 @@ import numpy as np
 import pandas as pd
 
 from moenas.arch import Arch, UserError
-from moenas.arch.protocol import SHAPE_FIELDS, LatencyProtocol
+from moenas.arch.arch import AnyArch
+from moenas.arch.family import ENCODER_DECODER, FAMILIES, ModelFamily
+from moenas.arch.protocol import PROTOCOLS, Protocol
 from moenas.data.reference import reference_stats
 
 from .names import TARGETS
 
-PROTOCOL_COLUMNS = tuple(f.name for f in fields(LatencyProtocol))  # every profile row stores them all
+FAMILY_COLUMN = "family"  # the row's model family; empty (or no such column): encoder-decoder
 
 
 @dataclass
 class Dataset:
-    archs: list[Arch]
+    archs: list[AnyArch]           # all of the protocol's family
     y: np.ndarray                  # median latency, ms
     arch_ids: list[str]
     target: str
-    protocol: LatencyProtocol
+    protocol: Protocol
     protocol_id: str
     space: str | None
     device: str
@@ -75,13 +83,35 @@ def _one(values: pd.Series, what: str, path: str) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _row_protocol(row: pd.Series, path: str) -> LatencyProtocol:
-    """The protocol a profile row was measured under (columns it lacks: the defaults)."""
+def _family(df: pd.DataFrame, path: str) -> ModelFamily:
+    """The model family of a file's rows (:data:`FAMILY_COLUMN`; empty: encoder-decoder; the
+    reader has checked each is known); UserError when the rows name two families."""
+    if FAMILY_COLUMN not in df.columns:
+        return ENCODER_DECODER
+    names = sorted(set(df[FAMILY_COLUMN].astype("string").fillna(ENCODER_DECODER.name)))
+    if len(names) > 1:
+        raise UserError(f"{path}: rows of {len(names)} model families ({', '.join(names)}); "
+                        "a predictor is fitted per family: split the dataset")
+    return FAMILIES[names[0]]
+
+
+def _row_protocol(row: pd.Series, path: str) -> Protocol:
+    """The protocol a profile row was measured under, of the family its ``family`` column
+    names (columns it lacks: the defaults); UserError naming ``path``."""
+    from moenas.data.profiles import row_protocol
+
     try:
-        return LatencyProtocol.from_dict({c: (row[c].item() if hasattr(row[c], "item") else row[c])
-                                          for c in PROTOCOL_COLUMNS if c in row.index and not pd.isna(row[c])})
+        return row_protocol(row)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def _check_archs(archs: list[AnyArch], family: ModelFamily, paths: Sequence[str | Path]) -> None:
+    """UserError when an arch's JSON names another family than its rows (a mislabelled file)."""
+    bad = next((a for a in archs if a.family is not family), None)
+    if bad is not None:
+        raise UserError(f"{', '.join(map(str, paths))}: arch {bad.arch_id} is {bad.family.name}, "
+                        f"its rows say {family.name} (column {FAMILY_COLUMN!r})")
 
 
 def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
@@ -97,10 +127,15 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         df, meta = read_profiles(p)
         if len(df) == 0:
             raise UserError(f"{p}: the dataset is empty (no measurements)")
-        missing = [c for c in SHAPE_FIELDS if c not in df.columns or df[c].isna().all()]
+        family = _family(df, str(p))
+        if target not in family.targets:
+            raise UserError(f"{p}: target {target!r} is not one of the {family.name} family's "
+                            f"({', '.join(family.targets)})")
+        shape = PROTOCOLS[family.name].shape_fields
+        missing = [c for c in shape if c not in df.columns or df[c].isna().all()]
         if missing:
             raise UserError(f"{p}: missing protocol columns {', '.join(missing)}")
-        info = {"path": str(p), "meta": meta}
+        info = {"path": str(p), "meta": meta, "family": family.name}
         for col in ("protocol_id", "fingerprint_id", "device", "backend"):
             info[col] = str(_one(df[col], col, str(p)))
         info["space"] = str(_one(df["space"], "space", str(p))) if df["space"].notna().any() else meta.get("space")
@@ -108,8 +143,8 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         frames.append(df)
         infos.append(info)
         digest.update(Path(p).read_bytes())
-    for col, what in (("protocol_id", "latency protocols"), ("fingerprint_id", "devices"), ("backend", "backends"),
-                      ("space", "search spaces")):
+    for col, what in (("family", "model families"), ("protocol_id", "latency protocols"), ("fingerprint_id", "devices"),
+                      ("backend", "backends"), ("space", "search spaces")):
         vals = {i["path"]: i[col] for i in infos}
         if len(set(vals.values())) > 1:
             raise UserError(f"the datasets were measured under different {what} "
@@ -122,6 +157,7 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         raise UserError(f"{', '.join(map(str, paths))}: no valid {target} measurements")
     archs = [Arch.from_json(j) for j in table["arch_json"]]
     i0 = infos[0]
+    _check_archs(archs, FAMILIES[i0["family"]], paths)
     return Dataset(
         archs=archs, y=table["median_ms"].to_numpy(float), arch_ids=list(table["arch_id"]), target=target,
         protocol=i0["protocol"], protocol_id=i0["protocol_id"], space=i0["space"], device=i0["device"],

@@ -22,49 +22,148 @@ Feature groups (``groups=``):
 ``encoding``  per-layer structure, the columns of ``SearchSpace.encode`` (needs a space, or
               layer/expert maxima inferred from the archs seen in ``fit``).
 
-The protocol is a parameter (an :class:`~moenas.arch.protocol.LatencyProtocol`; None = HAT's
-defaults). Normalisation is *not* done here: the models keep their scalers inside their fitted
-pipelines.
+The names above are the encoder-decoder family's. Every group is built per stack of the family's
+archs (:data:`STACKS`) and per timed component of its family (``arch/family.py``), so a
+decoder-only language model (:class:`~moenas.arch.LMArch`, one ``dec`` stack, components
+``prefill`` and ``decode``) gets ``hat.dec_*``, ``moe.dec_*``, ``flops_prefill_attention``, ...
+and the columns of ``LMSearchSpace.encode``. One feature matrix holds one family: archs of two
+families are refused, and so are archs of another family than the one ``fit`` saw.
+
+The protocol is a parameter (a :class:`~moenas.arch.protocol.LatencyProtocol`, or an
+:class:`~moenas.arch.protocol.LMProtocol` for language models; None = the default protocol of the
+archs' family, HAT's for encoder-decoder). Normalisation is *not* done here: the models keep
+their scalers inside their fitted pipelines.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from moenas.arch import Arch, SearchSpace, UserError
+from moenas.arch import Arch, LMArch, SearchSpace, UserError
 from moenas.arch import cost as cost_model
+from moenas.arch.arch import AnyArch, ArchBase
 from moenas.arch.cost import PARTS
-from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FAMILIES, ModelFamily
+from moenas.arch.protocol import LatencyProtocol, LMProtocol, Protocol, protocol_for, protocol_from_dict
 
 GROUPS = ("hat", "moe", "cost", "encoding")
-HAT_FEATURES = [
-    "hat.enc_embed_dim", "hat.enc_layers", "hat.enc_ffn_mean", "hat.enc_heads_mean",
-    "hat.dec_embed_dim", "hat.dec_layers", "hat.dec_ffn_mean", "hat.dec_heads_mean",
-    "hat.dec_cross_heads_mean", "hat.dec_cross_span_mean",
-]
-MOE_FEATURES = [
-    "moe.enc_experts_mean", "moe.enc_expert_size_mean", "moe.dec_experts_mean", "moe.dec_expert_size_mean",
-    "moe.enc_moe_layers", "moe.dec_moe_layers", "moe.enc_experts_total", "moe.dec_experts_total", "moe.top_k",
-]
-COST_FEATURES = ["params_total", "params_active", "params_embedding", "flops_total", "bytes_total"] + [
-    f"{kind}_{comp}{suffix}"
-    for comp in ("encoder", "decoder")
-    for kind, suffix in [(k, s) for s in [""] + [f"_{p}" for p in PARTS] for k in ("flops", "bytes")]
-]
 
 
-def as_archs(archs: Arch | str | Iterable[Arch | str]) -> list[Arch]:
-    """A list of Arch from Arch objects or arch JSON strings (one or many)."""
-    if isinstance(archs, (Arch, str)):
+@dataclass(frozen=True)
+class StackLayout:
+    """One stack of a family's archs as the features see it. ``prefix`` names its features, as
+    ``SearchSpace.feature_names`` names its columns (``enc``, ``dec``); ``attr`` is the arch's
+    attribute holding the :class:`~moenas.arch.StackArch`; ``cross``: its layers also have
+    cross-attention heads and a cross span (an encoder-decoder's decoder)."""
+
+    prefix: str
+    attr: str
+    cross: bool = False
+
+    @property
+    def genes(self) -> int:
+        """Per-layer genes before the expert sizes: heads (then cross heads and cross span)."""
+        return 3 if self.cross else 1
+
+
+# family name -> its archs' stacks, in the order of the arch's JSON and of SearchSpace.encode
+STACKS: dict[str, tuple[StackLayout, ...]] = {
+    ENCODER_DECODER.name: (StackLayout("enc", "encoder"), StackLayout("dec", "decoder", cross=True)),
+    DECODER_ONLY.name: (StackLayout("dec", "decoder"),),
+}
+
+
+@lru_cache(maxsize=None)
+def hat_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+    """The ``hat`` group's names: per stack embed dim, layers, mean FFN size, mean heads (and
+    mean cross heads and cross span); HAT's 10 for encoder-decoder."""
+    names: list[str] = []
+    for s in STACKS[family.name]:
+        names += [f"hat.{s.prefix}_{k}" for k in ("embed_dim", "layers", "ffn_mean", "heads_mean")]
+        names += [f"hat.{s.prefix}_{k}" for k in ("cross_heads_mean", "cross_span_mean") if s.cross]
+    return tuple(names)
+
+
+@lru_cache(maxsize=None)
+def moe_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+    """The ``moe`` group's names: per stack mean experts per layer and mean expert size, then
+    per stack MoE layers, then per stack experts in all, then top-k."""
+    stacks = [s.prefix for s in STACKS[family.name]]
+    return tuple([f"moe.{p}_{k}" for p in stacks for k in ("experts_mean", "expert_size_mean")]
+                 + [f"moe.{p}_moe_layers" for p in stacks] + [f"moe.{p}_experts_total" for p in stacks] + ["moe.top_k"])
+
+
+@lru_cache(maxsize=None)
+def cost_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+    """The ``cost`` group's names, those of ``ProtocolCost.summary()`` for the family's
+    components: params, totals, then per component its FLOPs and bytes and per part."""
+    return ("params_total", "params_active", "params_embedding", "flops_total", "bytes_total") + tuple(
+        f"{kind}_{comp}{suffix}"
+        for comp in family.components
+        for kind, suffix in [(k, s) for s in [""] + [f"_{p}" for p in PARTS] for k in ("flops", "bytes")]
+    )
+
+
+def roofline_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+    """The roofline baseline's columns: FLOPs and bytes of each timed component, in run order."""
+    return tuple(f"{kind}_{comp}" for comp in family.components for kind in ("flops", "bytes"))
+
+
+def automoe_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+    """AutoMoE's predictor's inputs: HAT's features, then each stack's mean experts per layer."""
+    return hat_names(family) + tuple(n for n in moe_names(family) if n.endswith("_experts_mean"))
+
+
+def transfer_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+    """A transfer's full correction's columns (``predictor.transfer``): the FLOPs of each timed
+    component, then their bytes, then each stack's layer count, then each stack's experts in
+    all (what a device may weigh differently from the base's)."""
+    comps = family.components
+    return (tuple(f"flops_{c}" for c in comps) + tuple(f"bytes_{c}" for c in comps)
+            + tuple(n for n in hat_names(family) if n.endswith("_layers"))
+            + tuple(n for n in moe_names(family) if n.endswith("_experts_total")))
+
+
+HAT_FEATURES = list(hat_names(ENCODER_DECODER))
+MOE_FEATURES = list(moe_names(ENCODER_DECODER))
+COST_FEATURES = list(cost_names(ENCODER_DECODER))
+# the column lists a model may pick by default, each a function of the family; a model names the
+# encoder-decoder list, and :func:`family_columns` reads it as the list of the features' family
+FAMILY_LISTS: tuple[Callable[[ModelFamily], tuple[str, ...]], ...] = (
+    roofline_names, hat_names, automoe_names, cost_names, transfer_names)
+
+
+def family_columns(wanted: Sequence[str], names: Sequence[str]) -> list[str]:
+    """The columns a model asks for by ``wanted``, among the feature ``names`` of a matrix:
+    ``wanted`` itself when ``names`` holds it all; when it is the encoder-decoder family's list
+    of :data:`FAMILY_LISTS` (the roofline's, HAT's, ...) and ``names`` are another family's
+    features, that family's same list (so one default serves every family); else ``wanted``."""
+    wanted, have = list(wanted), set(names)
+    if set(wanted) <= have:
+        return wanted
+    for make in FAMILY_LISTS:
+        if wanted == list(make(ENCODER_DECODER)):
+            for family in FAMILIES.values():
+                if set(make(family)) <= have:
+                    return list(make(family))
+    return wanted
+
+
+def as_archs(archs: AnyArch | str | Iterable[AnyArch | str]) -> list[AnyArch]:
+    """A list of Arch / LMArch from arch objects or arch JSON strings (one or many)."""
+    if isinstance(archs, (ArchBase, str)):
         archs = [archs]
     archs = list(archs)
-    if all(type(a) is Arch for a in archs):
+    kind = type(archs[0]) if archs else Arch
+    if kind in (Arch, LMArch) and all(type(a) is kind for a in archs):
         return archs
     out = []
     for a in archs:
-        if isinstance(a, Arch):
+        if isinstance(a, ArchBase):
             out.append(a)
         elif isinstance(a, str):
             out.append(Arch.from_json(a))
@@ -75,21 +174,46 @@ def as_archs(archs: Arch | str | Iterable[Arch | str]) -> list[Arch]:
     return out
 
 
-def as_protocol(protocol: LatencyProtocol | None) -> LatencyProtocol:
-    """``protocol`` itself; None: the default (HAT's)."""
+def archs_family(archs: Sequence[AnyArch]) -> ModelFamily:
+    """The one model family of ``archs`` (non-empty); UserError naming an arch of each when
+    they mix families (their features have different columns)."""
+    kind = type(archs[0])
+    if all(type(a) is kind for a in archs):
+        return archs[0].family
+    fam = archs[0].family
+    other = next((a for a in archs if a.family is not fam), None)
+    if other is not None:
+        raise UserError(f"archs of two model families in one feature matrix (arch {archs[0].arch_id} is {fam.name}, "
+                        f"arch {other.arch_id} {other.family.name}); predict each family with its own predictor")
+    return fam
+
+
+def check_family(archs: Sequence[AnyArch], family: ModelFamily) -> None:
+    """UserError unless every arch is of ``family`` (what features, or a predictor, were fitted on)."""
+    fam = archs_family(archs)
+    if fam is not family:
+        raise UserError(f"arch {archs[0].arch_id} is {fam.name}, these features (and a predictor fitted with them) "
+                        f"are for {family.name} archs")
+
+
+def as_protocol(protocol: Protocol | None, family: ModelFamily = ENCODER_DECODER) -> Protocol:
+    """``protocol`` itself, which must time ``family``; None: the family's default (HAT's for
+    encoder-decoder)."""
     if protocol is None:
-        return LatencyProtocol()
-    if not isinstance(protocol, LatencyProtocol):
-        raise UserError(f"expected a LatencyProtocol, got {type(protocol).__name__}")
+        return protocol_for(family)
+    if not isinstance(protocol, (LatencyProtocol, LMProtocol)):
+        raise UserError(f"expected a LatencyProtocol or an LMProtocol, got {type(protocol).__name__}")
+    if protocol.family is not family:
+        raise UserError(f"a {protocol.family.name} protocol cannot time {family.name} archs")
     return protocol
 
 
 def upgrade_protocol(state: dict[str, Any], *keys: str) -> dict[str, Any]:
-    """An estimator's state from a model file with the protocol under ``keys`` as
-    ``LatencyProtocol`` (older files stored it as a dict of its fields)."""
+    """An estimator's state from a model file with the protocol under ``keys`` as a protocol
+    object (older files stored it as a dict of its fields)."""
     for k in keys:
         if isinstance(state.get(k), dict):
-            state[k] = LatencyProtocol.from_dict(state[k])
+            state[k] = protocol_from_dict(state[k])
     return state
 
 
@@ -97,13 +221,17 @@ def upgrade_protocol(state: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 class ArchArrays:
-    """Genes of n archs as padded arrays; absent layers / expert slots are 0.
+    """Genes of n encoder-decoder archs as padded arrays; absent layers / expert slots are 0.
 
     glob: (n, 5) top_k, qkv_dim, vocab_size, enc embed, dec embed.
     enc: (n, Le, 1 + Xe) heads, expert sizes; dec: (n, Ld, 3 + Xd) heads, cross heads,
     cross span, expert sizes. From :func:`arch_arrays` these are views with the arch axis
     contiguous in memory (for speed); the shapes and values are all that callers rely on.
+    What every family's arrays share: ``glob[:, :3]`` (top_k, qkv_dim, vocab_size), then one
+    embed dim per stack; ``stacks``, one (n, L, genes + X) array per :data:`STACKS` entry.
     """
+
+    family = ENCODER_DECODER
 
     def __init__(self, glob: np.ndarray, enc: np.ndarray, dec: np.ndarray):
         self.glob, self.enc, self.dec = glob, enc, dec
@@ -111,6 +239,42 @@ class ArchArrays:
     @property
     def n(self) -> int:
         return self.glob.shape[0]
+
+    @property
+    def stacks(self) -> tuple[np.ndarray, ...]:
+        return self.enc, self.dec
+
+
+class LMArrays:
+    """Genes of n decoder-only archs (:class:`~moenas.arch.LMArch`) as padded arrays.
+
+    glob: (n, 4) top_k, qkv_dim, vocab_size, embed dim; dec: (n, L, 1 + X) heads, expert sizes
+    (absent layers / expert slots 0); read through the same ``glob`` columns and ``stacks`` as
+    :class:`ArchArrays`."""
+
+    family = DECODER_ONLY
+
+    def __init__(self, glob: np.ndarray, dec: np.ndarray):
+        self.glob, self.dec = glob, dec
+
+    @property
+    def n(self) -> int:
+        return self.glob.shape[0]
+
+    @property
+    def stacks(self) -> tuple[np.ndarray, ...]:
+        return (self.dec,)
+
+
+AnyArrays = ArchArrays | LMArrays
+
+
+def stack_maxima(archs: Sequence[AnyArch], family: ModelFamily) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(layers, experts per layer) at most, per stack of the family, over ``archs``: the
+    layout of their arrays when no space fixes it."""
+    stacks = [[getattr(a, s.attr).layers for a in archs] for s in STACKS[family.name]]
+    return (tuple(max(len(ls) for ls in st) for st in stacks),
+            tuple(max(len(la.experts) for ls in st for la in ls) for st in stacks))
 
 
 def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None,
@@ -123,11 +287,9 @@ def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None
     """
     if not archs:
         raise UserError("no archs given")
-    if max_layers is None:
-        max_layers = (max(len(a.encoder.layers) for a in archs), max(len(a.decoder.layers) for a in archs))
-    if max_experts is None:
-        max_experts = (max(len(la.experts) for a in archs for la in a.encoder.layers),
-                       max(len(la.experts) for a in archs for la in a.decoder.layers))
+    if max_layers is None or max_experts is None:
+        found = stack_maxima(archs, ENCODER_DECODER)
+        max_layers, max_experts = max_layers or found[0], max_experts or found[1]
     le, ld = max_layers
     xe, xd = max_experts
     we, wd = 1 + xe, 3 + xd
@@ -160,7 +322,7 @@ def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None
         put_all(absent_d[len(dl)] if len(dl) <= ld else ())
     n = len(archs)
     if len(flat) != n * width:  # every row is >= width, so only a too-long row changes the total
-        _check_layout(archs, max_layers, max_experts)
+        _check_layout(archs, ENCODER_DECODER, max_layers, max_experts)
     # gene-major memory (the arch axis contiguous): the features sum over the short layer and
     # expert axes, and numpy reduces a short *contiguous* axis one arch at a time (~2x slower)
     cols = np.ascontiguousarray(np.array(flat, dtype=np.float64).reshape(n, width).T)
@@ -168,15 +330,63 @@ def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None
                       cols[5 + le * we:].reshape(ld, wd, n).transpose(2, 0, 1))
 
 
-def _check_layout(archs: Sequence[Arch], max_layers: tuple[int, int], max_experts: tuple[int, int]) -> None:
+class _Padded(dict):
+    """Expert sizes -> the same padded with zeros to ``slots`` (built once per distinct tuple)."""
+
+    def __init__(self, slots: int):
+        super().__init__()
+        self.slots = slots
+
+    def __missing__(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        padded = self[sizes] = sizes + (0,) * (self.slots - len(sizes))
+        return padded
+
+
+def lm_arch_arrays(archs: Sequence[LMArch], max_layers: tuple[int] | None = None,
+                   max_experts: tuple[int] | None = None) -> LMArrays:
+    """:func:`arch_arrays` for decoder-only archs: one flat pure-Python pass (each arch's genes
+    onto one list, paddings looked up), one numpy conversion, gene-major memory."""
+    if not archs:
+        raise UserError("no archs given")
+    if max_layers is None or max_experts is None:
+        found = stack_maxima(archs, DECODER_ONLY)
+        max_layers, max_experts = max_layers or found[0], max_experts or found[1]
+    (ld,), (xd,) = max_layers, max_experts
+    wd = 1 + xd
+    width = 4 + ld * wd
+    pad = _Padded(xd)
+    absent = [(0,) * (wd * (ld - k)) for k in range(ld + 1)]  # zeros for ld - k absent layers
+    flat: list[int] = []
+    put, put_all = flat.append, flat.extend
+    for a in archs:  # hot loop; an arch with too many layers or experts makes its row too long
+        d = a.decoder
+        dl = d.layers
+        put_all((a.top_k, a.qkv_dim, a.vocab_size, d.embed_dim))
+        for la in dl:
+            put(la.heads)
+            put_all(pad[la.experts])
+        put_all(absent[len(dl)] if len(dl) <= ld else ())
+    n = len(archs)
+    if len(flat) != n * width:
+        _check_layout(archs, DECODER_ONLY, max_layers, max_experts)
+    cols = np.ascontiguousarray(np.array(flat, dtype=np.float64).reshape(n, width).T)
+    return LMArrays(cols[:4].T, cols[4:].reshape(ld, wd, n).transpose(2, 0, 1))
+
+
+# family name -> (archs, max layers, max experts per stack) -> their arrays
+ARRAYS: dict[str, Callable[..., AnyArrays]] = {ENCODER_DECODER.name: arch_arrays, DECODER_ONLY.name: lm_arch_arrays}
+
+
+def _check_layout(archs: Sequence[AnyArch], family: ModelFamily, max_layers: tuple[int, ...],
+                  max_experts: tuple[int, ...]) -> None:
     """UserError naming the first arch with more layers or experts than the layout holds."""
-    (le, ld), (xe, xd) = max_layers, max_experts
+    layout = list(zip(STACKS[family.name], max_layers, max_experts))
     for a in archs:
-        if (len(a.encoder.layers) > le or len(a.decoder.layers) > ld
-                or any(len(la.experts) > xe for la in a.encoder.layers)
-                or any(len(la.experts) > xd for la in a.decoder.layers)):
-            raise UserError(f"arch {a.arch_id} has more layers or experts than this predictor knows "
-                            f"(encoder <= {le} layers of <= {xe} experts, decoder <= {ld} of <= {xd})")
+        for s, most_layers, most_experts in layout:
+            layers = getattr(a, s.attr).layers
+            if len(layers) > most_layers or any(len(la.experts) > most_experts for la in layers):
+                limits = ", ".join(f"{t.attr} <= {lo} layers of <= {x} experts" for t, lo, x in layout)
+                raise UserError(f"arch {a.arch_id} has more layers or experts than this predictor knows ({limits})")
     raise AssertionError("arch_arrays: row length mismatch without an oversized arch")
 
 
@@ -212,12 +422,18 @@ def _ffn_params(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray
     return np.where(present, total, 0.0).sum(1), np.where(present, active, 0.0).sum(1)
 
 
-def vector_cost(arr: ArchArrays, protocol: LatencyProtocol | None = None) -> dict[str, np.ndarray]:
+def vector_cost(arr: AnyArrays, protocol: Protocol | None = None) -> dict[str, np.ndarray]:
     """``ProtocolCost.summary()`` for every arch at once (uniform routing), as arrays of length n.
 
-    The formulas are ``moenas.arch.cost``'s, called on (n, layers) arrays; the decoder's steps
-    are ``decoder_steps`` x one step at the mean cache length, as ``arch.cost.decoder_cost``."""
-    p = as_protocol(protocol)
+    The formulas are ``moenas.arch.cost``'s, called on (n, layers) arrays; a component of
+    incremental steps is its steps x one step at the mean cache length, as in ``arch.cost``.
+    ``protocol`` must be of the arrays' family (None: the family's default)."""
+    return VECTOR_COSTS[arr.family.name](arr, as_protocol(protocol, arr.family))
+
+
+def _encoder_decoder_cost(arr: ArchArrays, p: LatencyProtocol) -> dict[str, np.ndarray]:
+    """:func:`vector_cost` of encoder-decoder archs: the encoder on (batch, src_len) with every
+    decoder layer's cross keys/values; ``decoder_steps`` decoder steps on batch * beam rows."""
     batch, src_len, steps, dec_batch = p.batch, p.src_len, p.decoder_steps, p.decoder_batch
     top_k, qkv, vocab, enc_dim, dec_dim = (arr.glob[:, i] for i in range(5))
     zeros = np.zeros(arr.n)
@@ -259,86 +475,137 @@ def vector_cost(arr: ArchArrays, protocol: LatencyProtocol | None = None) -> dic
              + dec_present.sum(1) * cost_model.decoder_layer_params(dec_dim, enc_dim, qkv))
     enc_total, enc_active = _ffn_params(*enc_experts, enc_dim_l, k_l, enc_present)
     dec_total, dec_active = _ffn_params(*dec_experts, dec_dim_l, k_l, dec_present)
-    out: dict[str, np.ndarray] = {
-        "params_total": fixed + enc_total + dec_total,
-        "params_active": fixed + enc_active + dec_active,
-        "params_embedding": emb,
+    params = (fixed + enc_total + dec_total, fixed + enc_active + dec_active, emb)
+    return _summary(arr.family, params, {"encoder": enc_parts, "decoder": dec_parts}, zeros)
+
+
+def _decoder_only_cost(arr: LMArrays, p: LMProtocol) -> dict[str, np.ndarray]:
+    """:func:`vector_cost` of decoder-only archs, as ``arch.cost.lm_prefill_cost`` and
+    ``lm_decode_cost``: the (batch, prompt_len) prompt in one causal pass (the masked scores
+    counted) with the last position's logits; ``decode_steps`` single-token steps with logits,
+    one step at the mean cache length prompt_len + (steps - 1) / 2 times the steps."""
+    batch, prompt_len, steps = p.batch, p.prompt_len, p.decode_steps
+    top_k, qkv, vocab, dim = (arr.glob[:, i] for i in range(4))
+    zeros = np.zeros(arr.n)
+    k_l, qkv_l, dim_l = top_k[:, None], qkv[:, None], dim[:, None]
+    heads = arr.dec[:, :, 0]
+    present, heads_safe = heads > 0, np.maximum(heads, 1)  # absent layers: costed as 1 head, then dropped
+    experts = _experts(arr.dec[:, :, 1:])
+    logits = cost_model.logits(dim, vocab, batch)
+    prefill = {
+        "attention": _over_layers(cost_model.encoder_attention(heads_safe, dim_l, qkv_l, batch, prompt_len), present),
+        **_ffn_parts(*experts, dim_l, float(batch * prompt_len), k_l, present),
+        "cross_kv": (zeros, zeros),
+        "logits": logits,
     }
-    for name, parts in (("encoder", enc_parts), ("decoder", dec_parts)):
+    past_len = prompt_len + cost_model.mean_past_len(steps)
+    step = {
+        "attention": _over_layers(cost_model.decoder_self_attention(heads_safe, dim_l, qkv_l, batch, past_len), present),
+        **_ffn_parts(*experts, dim_l, float(batch), k_l, present),
+        "cross_kv": (zeros, zeros),
+        "logits": logits,
+    }
+    decode = {part: cost_model.scale(cost, steps) for part, cost in step.items()}
+    emb = cost_model.token_embedding_params(vocab, dim)
+    fixed = emb + cost_model.final_norm_params(dim) + present.sum(1) * cost_model.encoder_layer_params(dim, qkv)
+    ffn_total, ffn_active = _ffn_params(*experts, dim_l, k_l, present)
+    return _summary(arr.family, (fixed + ffn_total, fixed + ffn_active, emb), {"prefill": prefill, "decode": decode}, zeros)
+
+
+# family name -> (arrays, protocol) -> the summary of every arch
+VECTOR_COSTS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+    ENCODER_DECODER.name: _encoder_decoder_cost, DECODER_ONLY.name: _decoder_only_cost}
+
+
+def _summary(family: ModelFamily, params: tuple[np.ndarray, np.ndarray, np.ndarray],
+             components: dict[str, dict[str, cost_model.Cost]], zeros: np.ndarray) -> dict[str, np.ndarray]:
+    """The keys of ``ProtocolCost.summary()`` from (total, active, embedding) parameters and
+    each of the family's components' (flops, bytes) per part (scalars broadcast to n archs)."""
+    out: dict[str, np.ndarray] = {"params_total": params[0], "params_active": params[1], "params_embedding": params[2]}
+    for name in family.components:
+        parts = components[name]
         out[f"flops_{name}"] = sum(parts[part][0] for part in PARTS)
         out[f"bytes_{name}"] = sum(parts[part][1] for part in PARTS)
         for part in PARTS:
             out[f"flops_{name}_{part}"] = parts[part][0] + zeros
             out[f"bytes_{name}_{part}"] = parts[part][1] + zeros
-    out["flops_total"] = out["flops_encoder"] + out["flops_decoder"]
-    out["bytes_total"] = out["bytes_encoder"] + out["bytes_decoder"]
+    out["flops_total"] = sum(out[f"flops_{c}"] for c in family.components)
+    out["bytes_total"] = sum(out[f"bytes_{c}"] for c in family.components)
     return out
 
 
-def hat_features(arr: ArchArrays) -> np.ndarray:
-    """HAT's 10 features (see the module docstring), shape (n, 10)."""
-    eh, dh = arr.enc[:, :, 0], arr.dec[:, :, 0]
-    em, dm = eh > 0, dh > 0
-    ne, nd = em.sum(1), dm.sum(1)
-    es, ds = arr.enc[:, :, 1:], arr.dec[:, :, 3:]
-    e_ffn = (es.sum(-1) / np.maximum((es > 0).sum(-1), 1)).sum(1) / ne
-    d_ffn = (ds.sum(-1) / np.maximum((ds > 0).sum(-1), 1)).sum(1) / nd
-    return np.column_stack([
-        arr.glob[:, 3], ne, e_ffn, eh.sum(1) / ne,
-        arr.glob[:, 4], nd, d_ffn, dh.sum(1) / nd,
-        arr.dec[:, :, 1].sum(1) / nd, arr.dec[:, :, 2].sum(1) / nd,
-    ])
+def _stacks(arr: AnyArrays) -> list[tuple[StackLayout, np.ndarray, np.ndarray]]:
+    """(layout, genes (n, L, genes + X), embed dim (n,)) of each stack of the arrays' family."""
+    return [(s, st, arr.glob[:, 3 + i]) for i, (s, st) in enumerate(zip(STACKS[arr.family.name], arr.stacks))]
 
 
-def moe_features(arr: ArchArrays) -> np.ndarray:
-    """AutoMoE-style expert features (see MOE_FEATURES), shape (n, 9)."""
+def hat_features(arr: AnyArrays) -> np.ndarray:
+    """HAT's features per stack (see :func:`hat_names`; HAT's 10 for encoder-decoder), shape (n, len(names))."""
     cols = []
-    for sizes, heads in ((arr.enc[:, :, 1:], arr.enc[:, :, 0]), (arr.dec[:, :, 3:], arr.dec[:, :, 0])):
-        E = (sizes > 0).sum(-1)
+    for s, st, embed in _stacks(arr):
+        heads, sizes = st[:, :, 0], st[:, :, s.genes:]
         nl = (heads > 0).sum(1)
-        cols += [E.sum(1) / nl, sizes.sum((1, 2)) / np.maximum(E.sum(1), 1)]
-    out = np.column_stack(cols)
-    Ee, Ed = (arr.enc[:, :, 1:] > 0).sum(-1), (arr.dec[:, :, 3:] > 0).sum(-1)
-    extra = np.column_stack([(Ee > 1).sum(1), (Ed > 1).sum(1), Ee.sum(1), Ed.sum(1), arr.glob[:, 0]])
-    return np.column_stack([out, extra])
+        ffn = (sizes.sum(-1) / np.maximum((sizes > 0).sum(-1), 1)).sum(1) / nl
+        cols += [embed, nl, ffn, heads.sum(1) / nl]
+        if s.cross:
+            cols += [st[:, :, 1].sum(1) / nl, st[:, :, 2].sum(1) / nl]
+    return np.column_stack(cols)
 
 
-def encoding_features(arr: ArchArrays, max_layers: tuple[int, int], max_experts: tuple[int, int]) -> np.ndarray:
-    """The columns of ``SearchSpace.encode`` (same order and values)."""
+def moe_features(arr: AnyArrays) -> np.ndarray:
+    """AutoMoE-style expert features (see :func:`moe_names`), shape (n, 4 S + 1) for S stacks."""
+    means, moe_layers, totals = [], [], []
+    for s, st, _ in _stacks(arr):
+        sizes = st[:, :, s.genes:]
+        E = (sizes > 0).sum(-1)
+        nl = (st[:, :, 0] > 0).sum(1)
+        means += [E.sum(1) / nl, sizes.sum((1, 2)) / np.maximum(E.sum(1), 1)]
+        moe_layers.append((E > 1).sum(1))
+        totals.append(E.sum(1))
+    return np.column_stack(means + moe_layers + totals + [arr.glob[:, 0]])
+
+
+def encoding_features(arr: AnyArrays, max_layers: tuple[int, ...], max_experts: tuple[int, ...]) -> np.ndarray:
+    """The columns of ``SearchSpace.encode`` / ``LMSearchSpace.encode`` (same order and values)."""
     n = arr.n
     cols = [arr.glob[:, 0:1]]
-    for st, embed, base, (L, X) in ((arr.enc, arr.glob[:, 3], 1, (max_layers[0], max_experts[0])),
-                                   (arr.dec, arr.glob[:, 4], 3, (max_layers[1], max_experts[1]))):
+    for (s, st, embed), L, X in zip(_stacks(arr), max_layers, max_experts):
         heads = st[:, :, 0]
         cols += [embed[:, None], (heads > 0).sum(1, keepdims=True).astype(float)]
-        sizes = st[:, :, base:]
+        sizes = st[:, :, s.genes:]
         E = (sizes > 0).sum(-1).astype(float)
-        per_layer = [st[:, :, :base], E[:, :, None], sizes]   # heads[, cross_heads, cross_span], n_experts, sizes
-        cols.append(np.concatenate(per_layer, axis=2).reshape(n, L * (base + 1 + X)))
+        per_layer = [st[:, :, :s.genes], E[:, :, None], sizes]   # heads[, cross_heads, cross_span], n_experts, sizes
+        cols.append(np.concatenate(per_layer, axis=2).reshape(n, L * (s.genes + 1 + X)))
     return np.concatenate(cols, axis=1)
 
 
-def encoding_names(max_layers: tuple[int, int], max_experts: tuple[int, int]) -> list[str]:
+def encoding_names(max_layers: tuple[int, ...], max_experts: tuple[int, ...],
+                   family: ModelFamily = ENCODER_DECODER) -> list[str]:
+    """Names of :func:`encoding_features`' columns (those of the family's space's ``feature_names``)."""
     names = ["top_k"]
-    for name, L, X, dec in (("enc", max_layers[0], max_experts[0], False), ("dec", max_layers[1], max_experts[1], True)):
-        names += [f"{name}.embed_dim", f"{name}.layers"]
+    for s, L, X in zip(STACKS[family.name], max_layers, max_experts):
+        p = s.prefix
+        names += [f"{p}.embed_dim", f"{p}.layers"]
         for i in range(L):
-            names += [f"{name}{i}.heads"]
-            if dec:
-                names += [f"{name}{i}.cross_heads", f"{name}{i}.cross_span"]
-            names += [f"{name}{i}.n_experts"] + [f"{name}{i}.expert{j}" for j in range(X)]
+            names += [f"{p}{i}.heads"]
+            if s.cross:
+                names += [f"{p}{i}.cross_heads", f"{p}{i}.cross_span"]
+            names += [f"{p}{i}.n_experts"] + [f"{p}{i}.expert{j}" for j in range(X)]
     return names
 
 
 class ArchFeatures(TransformerMixin, BaseEstimator):
     """Arch list (or arch JSON strings) -> feature matrix; see the module docstring.
 
-    protocol: the latency protocol of the costs (None: HAT's 1/30/30/5).
+    protocol: the latency protocol of the costs (None: the default of the archs' family, for
+    encoder-decoder HAT's 1/30/30/5); its family, the space's and the archs' must agree.
     space: a shipped space name or None; fixes the ``encoding`` layout (max layers/experts).
     groups: which feature groups, in order.
+    After ``fit``: ``family_`` (the protocol's), ``max_layers_`` / ``max_experts_`` (one entry
+    per stack of the family), ``feature_names_``.
     """
 
-    def __init__(self, protocol: LatencyProtocol | None = None, space: str | None = None,
+    def __init__(self, protocol: Protocol | None = None, space: str | None = None,
                  groups: Sequence[str] = GROUPS):
         self.protocol = protocol
         self.space = space
@@ -347,55 +614,86 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(upgrade_protocol(state, "protocol", "protocol_"))
 
+    @property
+    def family_(self) -> ModelFamily:
+        """The model family these features are for (that of the fitted protocol)."""
+        return self.protocol_.family
+
     def fit(self, archs, y=None):
         bad = [g for g in self.groups if g not in GROUPS]
         if bad:
             raise UserError(f"unknown feature group(s) {', '.join(bad)} (choose from {', '.join(GROUPS)})")
-        self.protocol_ = as_protocol(self.protocol)
-        space = None
-        if self.space is not None:
-            try:
-                space = SearchSpace.load(self.space)
-            except UserError:
-                space = None  # a space file that is not shipped: infer the layout from the archs
+        space = self._space()
+        archs = as_archs(archs) if archs is not None else []
+        self.protocol_ = as_protocol(self.protocol, self._family(archs, space))
+        family = self.family_
         if space is not None:
-            self.max_layers_ = [max(space.encoder.layers), max(space.decoder.layers)]
-            self.max_experts_ = [max(space.encoder.experts), max(space.decoder.experts)]
+            stacks = [getattr(space, s.attr) for s in STACKS[family.name]]
+            self.max_layers_ = [max(st.layers) for st in stacks]
+            self.max_experts_ = [max(st.experts) for st in stacks]
         else:
-            archs = as_archs(archs)
             if not archs:
                 raise UserError("no archs to fit features on")
-            self.max_layers_ = [max(len(a.encoder.layers) for a in archs), max(len(a.decoder.layers) for a in archs)]
-            self.max_experts_ = [max(len(la.experts) for a in archs for la in a.encoder.layers),
-                                 max(len(la.experts) for a in archs for la in a.decoder.layers)]
+            most_layers, most_experts = stack_maxima(archs, family)
+            self.max_layers_, self.max_experts_ = list(most_layers), list(most_experts)
         names: list[str] = []
         for g in self.groups:
-            names += {"hat": HAT_FEATURES, "moe": MOE_FEATURES, "cost": COST_FEATURES,
-                      "encoding": encoding_names(tuple(self.max_layers_), tuple(self.max_experts_))}[g]
+            names += {"hat": hat_names(family), "moe": moe_names(family), "cost": cost_names(family),
+                      "encoding": encoding_names(tuple(self.max_layers_), tuple(self.max_experts_), family)}[g]
         self.feature_names_ = names
         self.n_features_out_ = len(names)
         return self
 
+    def _space(self) -> Any:
+        """The shipped space ``space`` names, or None (none named, or a file that is not shipped:
+        the layout is then inferred from the archs)."""
+        if self.space is None:
+            return None
+        try:
+            return SearchSpace.load(self.space)
+        except UserError:
+            return None
+
+    def _family(self, archs: list[AnyArch], space: Any) -> ModelFamily:
+        """The one family the protocol, the space and the archs name (encoder-decoder when
+        none does); UserError naming two that differ."""
+        named = [(f"space {space.name}", space.family)] if space is not None else []
+        if isinstance(self.protocol, (LatencyProtocol, LMProtocol)):
+            named.append(("protocol", self.protocol.family))
+        if archs:
+            named.append(("archs", archs_family(archs)))
+        for what, fam in named[1:]:
+            if fam is not named[0][1]:
+                raise UserError(f"features of one model family: the {named[0][0]} is {named[0][1].name}, "
+                                f"the {what} {fam.name}")
+        return named[0][1] if named else ENCODER_DECODER
+
     def get_feature_names_out(self, input_features=None):
         return np.asarray(self.feature_names_, dtype=object)
 
-    def arrays(self, archs) -> ArchArrays:
-        return arch_arrays(as_archs(archs), tuple(self.max_layers_), tuple(self.max_experts_))
+    def arrays(self, archs) -> AnyArrays:
+        """The padded gene arrays of ``archs`` in this fit's layout (archs of its family only)."""
+        archs = as_archs(archs)
+        check_family(archs, self.family_)
+        return ARRAYS[self.family_.name](archs, tuple(self.max_layers_), tuple(self.max_experts_))
 
     def transform(self, archs, chunk: int = 8192) -> np.ndarray:
-        """Feature matrix (n, n_features); computed in chunks so temporaries stay in cache."""
+        """Feature matrix (n, n_features); computed in chunks so temporaries stay in cache.
+        UserError for archs of another family than ``fit`` saw."""
         archs = as_archs(archs)
         if not archs:
             raise UserError("no archs given")
+        check_family(archs, self.family_)
+        to_arrays = ARRAYS[self.family_.name]
         layout = tuple(self.max_layers_), tuple(self.max_experts_)
         if len(archs) <= chunk:
-            return self.transform_arrays(arch_arrays(archs, *layout))
+            return self.transform_arrays(to_arrays(archs, *layout))
         out = np.empty((len(archs), self.n_features_out_))
         for i in range(0, len(archs), chunk):
-            out[i:i + chunk] = self.transform_arrays(arch_arrays(archs[i:i + chunk], *layout))
+            out[i:i + chunk] = self.transform_arrays(to_arrays(archs[i:i + chunk], *layout))
         return out
 
-    def transform_arrays(self, arr: ArchArrays) -> np.ndarray:
+    def transform_arrays(self, arr: AnyArrays) -> np.ndarray:
         blocks = []
         for g in self.groups:
             if g == "hat":
@@ -404,7 +702,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
                 blocks.append(moe_features(arr))
             elif g == "cost":
                 c = vector_cost(arr, self.protocol_)
-                blocks.append(np.column_stack([c[k] for k in COST_FEATURES]))
+                blocks.append(np.column_stack([c[k] for k in cost_names(arr.family)]))
             elif g == "encoding":
                 blocks.append(encoding_features(arr, tuple(self.max_layers_), tuple(self.max_experts_)))
         return np.concatenate(blocks, axis=1)

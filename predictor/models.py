@@ -63,7 +63,8 @@ from moenas.arch.protocol import LatencyProtocol
 from .metrics import mape
 from .names import MODELS  # noqa: F401 - re-exported: callers list the models from here
 from .stacking import StackedModel, oof_predictions
-from .features import COST_FEATURES, GROUPS, HAT_FEATURES, ArchFeatures, as_archs, upgrade_protocol
+from .features import (GROUPS, HAT_FEATURES, ArchFeatures, as_archs, family_columns, roofline_names,
+                       upgrade_protocol)
 
 MIN_TRAIN = 8  # archs; fewer cannot be cross-validated for the interval
 # the stack's default candidates: the MLPs are left out (the published baselines, ~10-100x slower to
@@ -76,7 +77,8 @@ TREE_CHUNK = 16384
 
 # ---- core regressors on a feature matrix ---------------------------------------------------------
 
-ROOFLINE_COLUMNS = ("flops_encoder", "bytes_encoder", "flops_decoder", "bytes_decoder")
+# the encoder-decoder family's; a matrix of another family's features uses its own (features.family_columns)
+ROOFLINE_COLUMNS = roofline_names()
 
 
 class ColumnModel(RegressorMixin, BaseEstimator):
@@ -121,6 +123,7 @@ class ColumnModel(RegressorMixin, BaseEstimator):
         if names is None or len(names) != self.n_features_in_:
             raise ValueError(f"{type(self).__name__} picks columns by name: pass feature_names (one per column) "
                              "or fit on a DataFrame")
+        wanted = family_columns(wanted, names)  # a default list names the encoder-decoder family's columns
         missing = [w for w in wanted if w not in names]
         if missing:
             raise UserError(f"features {', '.join(missing)} are missing")

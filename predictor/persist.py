@@ -31,6 +31,7 @@ META_FILE = "predictor.json"
 # What a predictor file may hold around its core (the cores' own types come from the model registry).
 WRAPPERS = (
     "moenas.arch.protocol.LatencyProtocol",
+    "moenas.arch.protocol.LMProtocol",
     "moenas.predictor.calibrate.ScaledModel",
     "moenas.predictor.features.ArchFeatures",
     "moenas.predictor.models.LatencyModel",
@@ -133,10 +134,10 @@ def check_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
     """``meta`` when every field above has its type (and the learning curve's rows theirs)."""
     check_fields(meta, where, {"format": str, "format_version": int}, META_FIELDS)
     if meta.get("protocol") is not None:
-        from moenas.arch.protocol import LatencyProtocol
+        from moenas.arch.protocol import protocol_from_dict
 
         try:
-            LatencyProtocol.from_dict(meta["protocol"])  # its own type and range checks
+            protocol_from_dict(meta["protocol"])  # its own type and range checks (any family's)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
     curve = check_fields(meta.get("metrics") or {}, f"{where} metrics", {}, {"learning_curve": list}).get("learning_curve")

@@ -7,6 +7,10 @@ Two "devices" use different weights and a different nonlinearity, so that a pred
 one has something real to adapt to on the other (`moenas fit --base`). The rows are written in
 the profile-dataset format of ``moenas.data.profiles`` with backend ``synthetic`` and a device
 name starting with ``synthetic-``, so nothing mistakes them for measurements.
+
+Any model family: each timed component runs one of the arch's stacks once or once per step
+(:data:`COMPONENT_RUNS`), so a decoder-only language model's prefill is one pass of its stack
+and its decode ``decode_steps`` passes, under an :class:`~moenas.arch.protocol.LMProtocol`.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from moenas.arch.protocol import LatencyProtocol
-from moenas.arch import Arch, SearchSpace
+from moenas.arch.arch import AnyArch
+from moenas.arch.protocol import LatencyProtocol, Protocol, protocol_for
+from moenas.arch import SearchSpace
 
-from .features import arch_arrays, vector_cost
+from .features import ARRAYS, STACKS, archs_family, as_protocol, vector_cost
 
 
 @dataclass(frozen=True)
@@ -44,35 +49,48 @@ DEVICES = {
 }
 
 PROTOCOL = LatencyProtocol()  # HAT's
+# component -> (index of the stack it runs, operators per layer besides the FFN's, the protocol
+# field counting its runs; None: once)
+COMPONENT_RUNS: dict[str, tuple[int, int, str | None]] = {
+    "encoder": (0, 10, None), "decoder": (1, 16, "decoder_steps"),
+    "prefill": (0, 10, None), "decode": (0, 10, "decode_steps"),
+}
 
 
-def true_latency(archs: Sequence[Arch], device: SynthDevice, protocol: LatencyProtocol = PROTOCOL) -> dict[str, np.ndarray]:
-    """Noise-free encoder / decoder / total latency (ms) of every arch on ``device``."""
-    arr = arch_arrays(archs)
+def true_latency(archs: Sequence[AnyArch], device: SynthDevice, protocol: Protocol | None = None) -> dict[str, np.ndarray]:
+    """Noise-free latency (ms) of every arch on ``device``, per component of the archs' family
+    and in total (``protocol`` None: the family's default)."""
+    family = archs_family(archs)
+    protocol = as_protocol(protocol, family)
+    arr = ARRAYS[family.name](archs)
     c = vector_cost(arr, protocol)
-    T = protocol.decoder_steps
     out = {}
-    for comp, st, base, d in (("encoder", arr.enc, 1, arr.glob[:, 3]), ("decoder", arr.dec, 3, arr.glob[:, 4])):
+    for comp in family.components:
+        stack, layer_ops, runs = COMPONENT_RUNS[comp]
+        st, d, genes = arr.stacks[stack], arr.glob[:, 3 + stack], STACKS[family.name][stack].genes
         mask = st[:, :, 0] > 0
-        E = (st[:, :, base:] > 0).sum(-1)
-        ops = np.where(mask, (10 if comp == "encoder" else 16) + np.where(E > 1, 3 * E + 2, 2), 0).sum(1)
+        E = (st[:, :, genes:] > 0).sum(-1)
+        ops = np.where(mask, layer_ops + np.where(E > 1, 3 * E + 2, 2), 0).sum(1)
         moe = np.where(mask & (E > 1), E, 0).sum(1)
         eff = d / (d + device.knee)
-        steps = 1 if comp == "encoder" else T
+        steps = 1 if runs is None else getattr(protocol, runs)
         ms = (steps * (ops * device.op_us + moe * device.moe_us) * 1e-3
               + c[f"flops_{comp}"] / (device.gflops * 1e9 * eff) * 1e3
               + c[f"bytes_{comp}"] / (device.gbps * 1e9) * 1e3)
         out[comp] = ms
-    out["total"] = out["encoder"] + out["decoder"]
+    out["total"] = sum(out[comp] for comp in family.components)
     return out
 
 
 def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_share: float = 0.25,
-                  protocol: LatencyProtocol = PROTOCOL, archs: Sequence[Arch] | None = None) -> tuple[pd.DataFrame, dict]:
+                  protocol: Protocol | None = None, archs: Sequence[AnyArch] | None = None) -> tuple[pd.DataFrame, dict]:
     """(rows, metadata) of a synthetic profile dataset: ``n`` archs sampled from ``space``, each
-    measured once, and ``repeat_share`` of them measured a second time (the noise floor)."""
+    measured once, and ``repeat_share`` of them measured a second time (the noise floor).
+    ``protocol`` None: the default of the space's family; every row carries its fields (and,
+    for a decoder-only protocol, its family)."""
     dev = DEVICES[device]
     sp = SearchSpace.load(space)
+    protocol = protocol_for(sp.family) if protocol is None else protocol
     archs = list(archs) if archs is not None else sp.sample_n(n, seed=seed)
     truth = true_latency(archs, dev, protocol)
     rng = np.random.default_rng(seed + 1000 * "abc".index(device))
@@ -84,9 +102,9 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
     for i, a in enumerate(archs):
         aj, aid = a.to_json(), a.arch_id
         for rep in range(2 if i < n_rep else 1):
-            noise = {c: float(np.exp(rng.normal(0, dev.noise))) for c in ("encoder", "decoder")}
-            vals = {"encoder": truth["encoder"][i] * noise["encoder"], "decoder": truth["decoder"][i] * noise["decoder"]}
-            vals["total"] = vals["encoder"] + vals["decoder"]
+            noise = {c: float(np.exp(rng.normal(0, dev.noise))) for c in sp.family.components}
+            vals = {c: truth[c][i] * noise[c] for c in sp.family.components}
+            vals["total"] = sum(vals.values())
             mid = f"{aid}-{rep}"
             for comp, ms in vals.items():
                 rows.append({

@@ -7,8 +7,9 @@
 with two corrections fitted side by side and blended:
 
 * ``scale``: z = [log y_base] (the new device is the old one times a constant, to a power);
-* ``full``: z = [log y_base, log FLOPs and log bytes of the encoder and decoder, layer counts,
-  expert counts] (a device that weighs FLOPs, bytes or operator counts differently).
+* ``full``: z = [log y_base, log FLOPs and log bytes of each timed component (encoder and
+  decoder; a language model's prefill and decode), layer and expert counts of each stack] (a
+  device that weighs FLOPs, bytes or operator counts differently; ``features.transfer_names``).
 
 Each is a ridge regression on z standardised over the few samples, its strength picked from
 :data:`RIDGE_GRID` by exact leave-one-out error. Their log predictions are averaged with weights
@@ -35,12 +36,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from moenas.arch import UserError
+from moenas.arch.family import ENCODER_DECODER
 
-from .features import COST_FEATURES, as_archs
+from .features import COST_FEATURES, as_archs, family_columns, transfer_names
 from .models import LatencyModel, LogTreeModel, conformal_halfwidth
 
-TRANSFER_FEATURES = ("flops_encoder", "flops_decoder", "bytes_encoder", "bytes_decoder", "hat.enc_layers",
-                     "hat.dec_layers", "moe.enc_experts_total", "moe.dec_experts_total")
+# the encoder-decoder family's; a base of another family uses its own (features.family_columns)
+TRANSFER_FEATURES = transfer_names(ENCODER_DECODER)
 RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1e3, 1e4)
 
 
@@ -121,9 +123,10 @@ def ridge_fit(Z: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, flo
 class TransferModel(RegressorMixin, BaseEstimator):
     """Adapt a model fitted on one device to another from a few (5-20) measurements (see the
     module docstring). ``features``: z's extra columns of the full correction (``()`` = the
-    scale correction alone, no blend); ``blend=False``: the full correction alone (moenas
-    before 2026-12-03). ``residual=True`` adds a small GBT on what is left (>= 10 samples; its
-    interval is then split-conformal on the leave-one-out residuals)."""
+    scale correction alone, no blend; the default :data:`TRANSFER_FEATURES` stands for the same
+    list of the base's family, ``features.transfer_names``); ``blend=False``: the full
+    correction alone (moenas before 2026-12-03). ``residual=True`` adds a small GBT on what is
+    left (>= 10 samples; its interval is then split-conformal on the leave-one-out residuals)."""
 
     def __init__(self, base: LatencyModel | None = None, features: Sequence[str] = TRANSFER_FEATURES,
                  residual: bool = False, random_state: int = 0, blend: bool = True):
@@ -145,10 +148,11 @@ class TransferModel(RegressorMixin, BaseEstimator):
         X = self.base.features_.transform(archs)
         lb = np.log(self.base.predict_features(X))
         r = np.log(y) - lb
-        sets = [tuple(self.features)]
-        if self.blend and self.features:
-            sets = [(), tuple(self.features)]
         names = self.base.features_.feature_names_
+        features = tuple(family_columns(self.features, names))
+        sets = [features]
+        if self.blend and features:
+            sets = [(), features]
         self.parts_ = [RidgeCorrection(fs) for fs in sets]
         for p in self.parts_:
             p.fit(p.z(X, lb, names), r)
@@ -160,7 +164,7 @@ class TransferModel(RegressorMixin, BaseEstimator):
         if self.residual and len(y) >= 10:
             ratio = np.exp(r - self._correction(X, lb))
             self.residual_model_ = LogTreeModel("gbt", n_estimators=50, max_depth=2, learning_rate=0.1,
-                                                columns=list(COST_FEATURES), random_state=self.random_state,
+                                                columns=family_columns(COST_FEATURES, names), random_state=self.random_state,
                                                 feature_names=names).fit(X, ratio)
             loo = sum(wk * p.loo_ for wk, p in self._blend())
             self.abs_log_residuals_ = np.abs(loo)  # the ridge's exact leave-one-out residuals
