@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast lint demo bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: install
 ## everything but the tests marked slow
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+## ruff: lint and formatting (CI runs this before the tests; `ruff format .` fixes the formatting)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## the main job on its embedded default (tiny scale, this CPU)
 demo: install

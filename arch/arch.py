@@ -15,6 +15,7 @@ translation model (its JSON has no ``family`` field, as before families existed)
 because :meth:`Arch.from_dict`, what every reader of arch JSON calls, hands a decoder-only arch
 to :meth:`LMArch.from_dict`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -202,10 +203,7 @@ class LMArch(ArchBase):
         _known(d, _LM_FIELDS, "arch")
         _check_version(d)
         try:
-            arch = cls(
-                decoder=_stack_from_dict(d["decoder"], "decoder", decoder=False),
-                **_model_fields(d),
-            )
+            arch = cls(decoder=_stack_from_dict(d["decoder"], "decoder", decoder=False), **_model_fields(d))
         except KeyError as e:
             raise UserError(f"arch is missing the field {e.args[0]!r}") from None
         _check_shape(arch)
@@ -246,8 +244,11 @@ MAX_SIZE, MAX_VOCAB = 1 << 17, 1 << 21
 
 def _model_fields(d: dict[str, Any]) -> dict[str, int]:
     """The whole-model fields every family shares (top_k, qkv_dim, vocab_size), checked."""
-    return {"top_k": _int(d.get("top_k", 1), "top_k"), "qkv_dim": _int(d.get("qkv_dim", 512), "qkv_dim"),
-            "vocab_size": _int(d.get("vocab_size", 32000), "vocab_size", MAX_VOCAB)}
+    return {
+        "top_k": _int(d.get("top_k", 1), "top_k"),
+        "qkv_dim": _int(d.get("qkv_dim", 512), "qkv_dim"),
+        "vocab_size": _int(d.get("vocab_size", 32000), "vocab_size", MAX_VOCAB),
+    }
 
 
 def _check_version(d: dict[str, Any]) -> None:

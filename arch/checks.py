@@ -7,6 +7,7 @@ these, so a hostile or damaged file ends as one :class:`UserError` line instead 
 ``AttributeError`` / ``KeyError`` deep inside the code that trusted the blob's shape. One
 parser, one shape check and one range check, not a copy per reader.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,9 @@ def _is(value: Any, t: Types) -> bool:
     return isinstance(value, ts)
 
 
-def check_fields(blob: Any, where: str, required: Mapping[str, Types],
-                 optional: Mapping[str, Types] | None = None) -> dict[str, Any]:
+def check_fields(
+    blob: Any, where: str, required: Mapping[str, Types], optional: Mapping[str, Types] | None = None
+) -> dict[str, Any]:
     """``blob`` unchanged when it is a dict whose ``required`` keys are present with the given
     types and whose ``optional`` keys are absent, None or of the given types; else UserError
     naming ``where`` and the first bad key. Readers then index the blob without guarding."""
@@ -85,8 +87,15 @@ def check_fields(blob: Any, where: str, required: Mapping[str, Types],
     return blob
 
 
-def check_range(flag: str, value: float | None, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False, integer: bool = False) -> None:
+def check_range(
+    flag: str,
+    value: float | None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
     """One-line UserError unless ``value`` lies in the range (``low``/``high`` excluded when
     ``*_open``; a whole number when ``integer``): every count, size and threshold a user sets
     goes through this before work.

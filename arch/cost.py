@@ -28,6 +28,7 @@ parameter count a number): they take Python numbers or numpy arrays alike. The p
 calls them layer by layer; ``moenas.predictor.features.vector_cost`` calls them once on arrays
 over many archs and layers (its padding of absent layers and experts is its own business).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -82,7 +83,7 @@ def attention(q_rows: Num, q_dim: Num, kv_rows: Num, qkv: Num, heads: Num, batch
     rows, head_dim = batch * q_rows, qkv // heads
     projections = [matmul(rows, q_dim, qkv), matmul(rows, qkv, q_dim)]  # queries, output
     if project_kv:
-        projections.append(matmul(rows, q_dim, 2 * qkv))                # keys and values
+        projections.append(matmul(rows, q_dim, 2 * qkv))  # keys and values
     # per head: scores (q x head_dim) @ (head_dim x kv), and weights @ values, the same shapes transposed
     per_head = matmul(q_rows, head_dim, kv_rows, 2 * batch * heads)
     return add(*projections, per_head)
@@ -235,7 +236,9 @@ def expert_loads(layer: LayerArch, tokens: float, top_k: int, counts: Sequence[f
     return [float(uniform_loads(tokens, top_k, n))] * n
 
 
-def _add_ffn(c: ComponentCost, layer: LayerArch, dim: int, tokens: float, top_k: int, counts: Sequence[float] | None) -> None:
+def _add_ffn(
+    c: ComponentCost, layer: LayerArch, dim: int, tokens: float, top_k: int, counts: Sequence[float] | None
+) -> None:
     if not layer.is_moe:
         c.add("ffn", ffn(tokens, dim, layer.experts[0]))
         return
@@ -256,15 +259,22 @@ def encoder_cost(arch: Arch, batch: int = 1, src_len: int = 30, counts: Counts |
     return c
 
 
-def decoder_step_cost(arch: Arch, past_len: float, batch: int = 5, src_len: int = 30, counts: Counts | None = None) -> ComponentCost:
+def decoder_step_cost(
+    arch: Arch, past_len: float, batch: int = 5, src_len: int = 30, counts: Counts | None = None
+) -> ComponentCost:
     """One incremental step on ``batch`` rows (batch*beam under the protocol) with a cache of
     ``past_len`` positions, attending to ``src_len`` source positions per cross span
     (``past_len`` may be a mean, see :func:`mean_past_len`)."""
     c = ComponentCost()
     dim, qkv = arch.decoder.embed_dim, arch.qkv_dim
     for i, layer in enumerate(arch.decoder.layers):
-        c.add("attention", add(decoder_self_attention(layer.heads, dim, qkv, batch, past_len),
-                               decoder_cross_attention(layer.cross_heads, layer.cross_span, dim, qkv, batch, src_len)))
+        c.add(
+            "attention",
+            add(
+                decoder_self_attention(layer.heads, dim, qkv, batch, past_len),
+                decoder_cross_attention(layer.cross_heads, layer.cross_span, dim, qkv, batch, src_len),
+            ),
+        )
         _add_ffn(c, layer, dim, batch, arch.top_k, (counts or {}).get(f"decoder.{i}"))
     c.add("logits", logits(dim, arch.vocab_size, batch))
     return c
@@ -310,7 +320,7 @@ def lm_decode_cost(arch: LMArch, protocol: LMProtocol = LMProtocol()) -> Compone
 
 @dataclass(frozen=True)
 class ParamCount:
-    total: int   # every weight, all experts
+    total: int  # every weight, all experts
     active: float  # weights one token uses: router + top-k experts (expected, uniform routing)
     embedding: int
 
@@ -322,8 +332,10 @@ def param_count(arch: Arch | LMArch) -> ParamCount:
     enc_dim, dec_dim, qkv = arch.encoder.embed_dim, arch.decoder.embed_dim, arch.qkv_dim
     emb = embedding_params(arch.vocab_size, enc_dim, dec_dim)
     total = active = emb + final_norm_params(enc_dim) + final_norm_params(dec_dim)
-    for stack, dim, fixed in ((arch.encoder, enc_dim, encoder_layer_params(enc_dim, qkv)),
-                              (arch.decoder, dec_dim, decoder_layer_params(dec_dim, enc_dim, qkv))):
+    for stack, dim, fixed in (
+        (arch.encoder, enc_dim, encoder_layer_params(enc_dim, qkv)),
+        (arch.decoder, dec_dim, decoder_layer_params(dec_dim, enc_dim, qkv)),
+    ):
         for layer in stack.layers:
             ffn_total, ffn_active = ffn_params(dim, arch.top_k, len(layer.experts), sum(layer.experts))
             total, active = total + fixed + ffn_total, active + fixed + ffn_active
@@ -389,7 +401,10 @@ def _encoder_decoder_components(arch: Arch, protocol: LatencyProtocol) -> dict[s
 
 
 def _decoder_only_components(arch: LMArch, protocol: LMProtocol) -> dict[str, ComponentCost]:
-    return {"prefill": lm_prefill_cost(arch, protocol.batch, protocol.prompt_len), "decode": lm_decode_cost(arch, protocol)}
+    return {
+        "prefill": lm_prefill_cost(arch, protocol.batch, protocol.prompt_len),
+        "decode": lm_decode_cost(arch, protocol),
+    }
 
 
 # family name -> (arch, protocol) -> the cost of each of the family's components, in its order

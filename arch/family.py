@@ -11,6 +11,7 @@ and ``fit --target`` (:attr:`ModelFamily.targets`), the profiler's timed step, a
 A latency protocol names its family (``LatencyProtocol.family``); a family is not a protocol
 field, so protocol ids and the datasets recorded before families existed stay as they were.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

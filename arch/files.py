@@ -2,6 +2,7 @@
 one, never half of one. The one helper every writer of moenas uses; beside it the lock that
 keeps one writer per output (:func:`output_lock`) and the check that a file about to be
 replaced is one moenas wrote (:func:`check_replaceable`)."""
+
 from __future__ import annotations
 
 import errno
@@ -117,8 +118,10 @@ def _acquire(lock: Path, output: Path, what: str) -> int | None:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise UserError(f"{output}: this {what} is being written by another run ({holder}); "
-                            f"wait for it to finish or choose another output") from None
+            raise UserError(
+                f"{output}: this {what} is being written by another run ({holder}); "
+                f"wait for it to finish or choose another output"
+            ) from None
         except OSError as e:
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
                 os.close(fd)
@@ -149,8 +152,12 @@ def _stamp(fd: int, lock: Path) -> None:
     old = os.pread(fd, len(LOCK_MAGIC), 0)
     if old and old.decode(errors="replace") != LOCK_MAGIC:
         raise UserError(f"{lock}: exists and is not a moenas lock file; move it away (moenas needs this name)")
-    who = {"pid": os.getpid(), "host": socket.gethostname(),
-           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "since": now_iso()}
+    who = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "since": now_iso(),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (LOCK_MAGIC + json.dumps(who) + "\n").encode(), 0)
 
@@ -158,7 +165,7 @@ def _stamp(fd: int, lock: Path) -> None:
 def _holder(fd: int) -> str:
     try:
         text = os.pread(fd, 4096, 0).decode(errors="replace")
-        who = json.loads(text[len(LOCK_MAGIC):]) if text.startswith(LOCK_MAGIC) else {}
+        who = json.loads(text[len(LOCK_MAGIC) :]) if text.startswith(LOCK_MAGIC) else {}
     except (OSError, ValueError):
         who = {}
     if not isinstance(who, dict) or "pid" not in who:
@@ -200,5 +207,7 @@ def check_replaceable(path: str | Path, is_ours: Callable[[Path], bool], what: s
     to sit where a sidecar, report or export goes is never replaced, with or without them."""
     p = Path(path)
     if (p.exists() or p.is_symlink()) and not is_ours(p):
-        raise UserError(f"{p}: exists and is not {what}; moenas does not replace files it did not write "
-                        "(move it away or choose another --out)")
+        raise UserError(
+            f"{p}: exists and is not {what}; moenas does not replace files it did not write "
+            "(move it away or choose another --out)"
+        )

@@ -14,6 +14,7 @@ Entry points, as the latency protocol (``LMProtocol``) times them:
   * ``prefill(ids)`` -> the last position's logits and the KV cache of the prompt;
   * ``step(tokens, cache)`` -> one decode step on the cache, and the cache grown by one.
 """
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -33,9 +34,10 @@ class CausalLM(MoEStats, nn.Module):
         self.arch = arch
         d = arch.decoder.embed_dim
         self.embed = nn.Embedding(arch.vocab_size, d, padding_idx=PAD)
-        nn.init.normal_(self.embed.weight, std=d ** -0.5)
-        self.layers = nn.ModuleList(EncoderLayer(d, lay, arch.qkv_dim, arch.top_k, dropout, moe_backend)
-                                    for lay in arch.decoder.layers)
+        nn.init.normal_(self.embed.weight, std=d**-0.5)
+        self.layers = nn.ModuleList(
+            EncoderLayer(d, lay, arch.qkv_dim, arch.top_k, dropout, moe_backend) for lay in arch.decoder.layers
+        )
         self.norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(dropout)
 

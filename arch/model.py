@@ -15,6 +15,7 @@ here: :class:`Attention`, :class:`EncoderLayer` (a pre-norm self-attention + FFN
 causal bias and a KV cache it is a decoder-only layer), :func:`embed_tokens`,
 :func:`causal_bias`, :func:`tied_logits`, :class:`MoEStats` and :func:`seeded`.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,13 +41,17 @@ KV = tuple[torch.Tensor, torch.Tensor]  # keys, values: (B, H, L, Q/H) each
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal position embeddings (fairseq/Vaswani): positions (L,) -> (L, dim)."""
     half = dim // 2
-    freq = torch.exp(torch.arange(half, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / max(half - 1, 1)))
+    freq = torch.exp(
+        torch.arange(half, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / max(half - 1, 1))
+    )
     angles = positions.to(torch.float32).unsqueeze(1) * freq.unsqueeze(0)
     emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
     return F.pad(emb, (0, dim - 2 * half))
 
 
-def embed_tokens(emb: nn.Embedding, tokens: torch.Tensor, drop: nn.Module, start: int | torch.SymInt = 0) -> torch.Tensor:
+def embed_tokens(
+    emb: nn.Embedding, tokens: torch.Tensor, drop: nn.Module, start: int | torch.SymInt = 0
+) -> torch.Tensor:
     """tokens (B, L) at positions start .. start+L-1 -> (B, L, D): the embedding scaled by
     sqrt(D) plus sinusoid positions (fairseq), then dropout."""
     pos = torch.arange(tokens.shape[1], device=tokens.device) + start
@@ -81,7 +86,9 @@ class Attention(nn.Module):
     def kv(self, mem: torch.Tensor) -> KV:
         return self._split(self.k_proj(mem)), self._split(self.v_proj(mem))
 
-    def self_attend(self, h: torch.Tensor, past: KV | None = None, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
+    def self_attend(
+        self, h: torch.Tensor, past: KV | None = None, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, KV]:
         """h (B, L, D) attends to its own keys/values, appended to ``past`` (B, H, t, Q/H) when
         given -> (output (B, L, D), keys/values of t + L positions: the grown cache)."""
         k, v = self.kv(h)
@@ -89,9 +96,11 @@ class Attention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         return self.attend(h, k, v, bias), (k, v)
 
-    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x (B, Lq, q_dim) attends to k, v (B, H, Lk, Q/H); bias broadcasts to (B, H, Lq, Lk)."""
-        q = self._split(self.q_proj(x)) * self.head_dim ** -0.5
+        q = self._split(self.q_proj(x)) * self.head_dim**-0.5
         scores = q @ k.transpose(-1, -2)
         if bias is not None:
             scores = scores + bias
@@ -122,7 +131,9 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, dim: int, enc_dim: int, layer: LayerArch, qkv_dim: int, top_k: int, dropout: float, moe_backend: str):
+    def __init__(
+        self, dim: int, enc_dim: int, layer: LayerArch, qkv_dim: int, top_k: int, dropout: float, moe_backend: str
+    ):
         super().__init__()
         self.cross_span = layer.cross_span or 1
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -131,8 +142,13 @@ class DecoderLayer(nn.Module):
         self.ffn = make_ffn(dim, layer.experts, top_k, moe_backend)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cross: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
-                past: KV | None = None, self_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, KV]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cross: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        past: KV | None = None,
+        self_bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KV]:
         """x (B, L, D). With ``past`` the new keys/values are appended to it (incremental step)."""
         h = self.norm1(x)
         out, kv = self.self_attn.self_attend(h, past, self_bias)
@@ -175,10 +191,14 @@ class SubTransformer(MoEStats, nn.Module):
         de, dd = arch.encoder.embed_dim, arch.decoder.embed_dim
         self.enc_embed = nn.Embedding(arch.vocab_size, de, padding_idx=PAD)
         self.dec_embed = nn.Embedding(arch.vocab_size, dd, padding_idx=PAD)
-        nn.init.normal_(self.enc_embed.weight, std=de ** -0.5)
-        nn.init.normal_(self.dec_embed.weight, std=dd ** -0.5)
-        self.enc_layers = nn.ModuleList(EncoderLayer(de, lay, arch.qkv_dim, arch.top_k, dropout, moe_backend) for lay in arch.encoder.layers)
-        self.dec_layers = nn.ModuleList(DecoderLayer(dd, de, lay, arch.qkv_dim, arch.top_k, dropout, moe_backend) for lay in arch.decoder.layers)
+        nn.init.normal_(self.enc_embed.weight, std=de**-0.5)
+        nn.init.normal_(self.dec_embed.weight, std=dd**-0.5)
+        self.enc_layers = nn.ModuleList(
+            EncoderLayer(de, lay, arch.qkv_dim, arch.top_k, dropout, moe_backend) for lay in arch.encoder.layers
+        )
+        self.dec_layers = nn.ModuleList(
+            DecoderLayer(dd, de, lay, arch.qkv_dim, arch.top_k, dropout, moe_backend) for lay in arch.decoder.layers
+        )
         self.enc_norm, self.dec_norm = nn.LayerNorm(de), nn.LayerNorm(dd)
         self.drop = nn.Dropout(dropout)
         self.n_states = min(arch.max_cross_span, len(arch.encoder.layers))
@@ -200,9 +220,11 @@ class SubTransformer(MoEStats, nn.Module):
         for layer in self.enc_layers:
             x = layer(x, bias)
             outs.append(x)
-        return torch.stack([self.enc_norm(o) for o in outs[-self.n_states:]]), pad
+        return torch.stack([self.enc_norm(o) for o in outs[-self.n_states :]]), pad
 
-    def cross_kv(self, states: torch.Tensor, pad: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def cross_kv(
+        self, states: torch.Tensor, pad: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """Per decoder layer: cross keys/values over the last ``cross_span`` encoder outputs,
         joined along the sequence: (B, H, span*S, Q/H) each, plus the matching padding bias."""
         out = []
@@ -248,12 +270,23 @@ class SubTransformer(MoEStats, nn.Module):
         return self.logits(x[:, -1]), new_cache
 
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, beam: int = 5, max_len: int | None = None, len_penalty: float = 1.0) -> list[list[int]]:
+    def generate(
+        self, src: torch.Tensor, beam: int = 5, max_len: int | None = None, len_penalty: float = 1.0
+    ) -> list[list[int]]:
         """Beam search (beam=1: greedy). src (B, S) -> B token lists, without BOS/EOS."""
         states, pad = self.encode(src)
-        cross = [tuple(None if t is None else t.repeat_interleave(beam, 0) for t in c) for c in self.cross_kv(states, pad)]
-        return beam_search(lambda tokens, cache: self.step(tokens, cache, cross), src.shape[0], beam,
-                           max_len or max_new_tokens(src.shape[1]), self.arch.vocab_size, src.device, len_penalty)
+        cross = [
+            tuple(None if t is None else t.repeat_interleave(beam, 0) for t in c) for c in self.cross_kv(states, pad)
+        ]
+        return beam_search(
+            lambda tokens, cache: self.step(tokens, cache, cross),
+            src.shape[0],
+            beam,
+            max_len or max_new_tokens(src.shape[1]),
+            self.arch.vocab_size,
+            src.device,
+            len_penalty,
+        )
 
 
 # How long an output may grow: fairseq's max_len_a * S + max_len_b (recommended for WMT), S the
@@ -268,8 +301,9 @@ def max_new_tokens(src_len: int, max_length: int | None = None) -> int:
     return n if max_length is None else min(max_length, n)
 
 
-def beam_search(step, bsz: int, beam: int, max_len: int, vocab: int, device: torch.device | str = "cpu",
-                len_penalty: float = 1.0) -> list[list[int]]:
+def beam_search(
+    step, bsz: int, beam: int, max_len: int, vocab: int, device: torch.device | str = "cpu", len_penalty: float = 1.0
+) -> list[list[int]]:
     """Batched beam search over any incremental decoder (the torch model, or the exported
     ONNX graphs: one algorithm, so both decode alike).
 
@@ -344,7 +378,13 @@ def check_fits_memory(arch: Arch | LMArch) -> None:
     params = param_count(arch).total
     need, have = 4 * params, memory_limit_bytes()
     if have is not None and need > have:
-        widths = f"{arch.encoder.embed_dim}/{arch.decoder.embed_dim}" if isinstance(arch, Arch) else f"{arch.decoder.embed_dim}"
-        raise UserError(f"arch {arch.arch_id}: its {params / 1e9:.3g}G parameters need {need / 2**30:.1f} GiB "
-                        f"in fp32, more than this machine's {have / 2**30:.1f} GiB (embed_dim "
-                        f"{widths}, vocab_size {arch.vocab_size})")
+        widths = (
+            f"{arch.encoder.embed_dim}/{arch.decoder.embed_dim}"
+            if isinstance(arch, Arch)
+            else f"{arch.decoder.embed_dim}"
+        )
+        raise UserError(
+            f"arch {arch.arch_id}: its {params / 1e9:.3g}G parameters need {need / 2**30:.1f} GiB "
+            f"in fp32, more than this machine's {have / 2**30:.1f} GiB (embed_dim "
+            f"{widths}, vocab_size {arch.vocab_size})"
+        )

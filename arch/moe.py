@@ -10,6 +10,7 @@ Backends: ``torch`` runs the per-expert loop below; ``triton`` hands the same co
 the grouped heterogeneous-expert kernels of :mod:`moenas.moe_kernels`; ``auto`` picks Triton on
 CUDA tensors when Triton is importable and the loop otherwise.
 """
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ A decoder-only language model has its own protocol, :class:`LMProtocol` (llama-b
 terms: a prompt processed in one pass, then greedy single-token steps). Both share
 :class:`ProtocolBase` (id, seeds, reading back); :func:`protocol_for` gives a family's default.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -168,5 +169,8 @@ def shape_differences(have: Protocol | None, want: Protocol) -> list[str]:
     out = []
     if have is not None and have.family is not want.family:
         out.append(f"family {have.family.name} vs {want.family.name}")
-    return out + [f"{k} {getattr(have, k, None)} vs {getattr(want, k)}" for k in want.shape_fields
-                  if getattr(have, k, None) != getattr(want, k)]
+    return out + [
+        f"{k} {getattr(have, k, None)} vs {getattr(want, k)}"
+        for k in want.shape_fields
+        if getattr(have, k, None) != getattr(want, k)
+    ]

@@ -3,6 +3,7 @@
 Datasets, predictors, checkpoints, exports and benchmark CSVs all record the versions that made
 them and when; one helper each, so that two files never disagree on the format (before: five
 version captures and three timestamp formats)."""
+
 from __future__ import annotations
 
 import platform

@@ -2,6 +2,7 @@
 cluster: the ``ray`` module or one line naming the extra, and a quick check that something
 listens at an address (``ray.init`` retries a wrong one for minutes, warning every few seconds).
 Ray itself is imported only here and only when called, so moenas works without it."""
+
 from __future__ import annotations
 
 import socket
@@ -31,5 +32,7 @@ def check_reachable(address: str, flag: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise UserError(f"{flag} {address}: no Ray cluster answers there ({e.strerror or type(e).__name__}); "
-                        "start one with: ray start --head --port PORT") from None
+        raise UserError(
+            f"{flag} {address}: no Ray cluster answers there ({e.strerror or type(e).__name__}); "
+            "start one with: ray start --head --port PORT"
+        ) from None

@@ -13,6 +13,7 @@ per-stack functions below do (sampling, extremes, validation, mutation, crossove
 and share the family-independent rest through :class:`SpaceBase`. :func:`load_space` (and
 ``SearchSpace.load``) returns the class the YAML's family names.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,12 @@ def sample_layer(sp: StackSpace, r: Rng, max_span: int | None) -> LayerArch:
     experts = tuple(r.choice(sp.expert_sizes) for _ in range(r.choice(sp.experts)))
     if not sp.is_decoder:
         return LayerArch(heads=heads, experts=experts)
-    return LayerArch(heads=heads, experts=experts, cross_heads=r.choice(sp.cross_heads),
-                     cross_span=r.choice(_spans(sp.cross_span, max_span)))
+    return LayerArch(
+        heads=heads,
+        experts=experts,
+        cross_heads=r.choice(sp.cross_heads),
+        cross_span=r.choice(_spans(sp.cross_span, max_span)),
+    )
 
 
 def sample_stack(sp: StackSpace, r: Rng, max_span: int | None) -> StackArch:
@@ -152,8 +157,12 @@ def mutate_stack(st: StackArch, sp: StackSpace, r: Rng, prob: float, max_span: i
         if sp.is_decoder:
             spans = _spans(sp.cross_span, max_span)
             span = _maybe(r, prob, old.cross_span, spans)
-            layer = LayerArch(layer.heads, layer.experts, _maybe(r, prob, old.cross_heads, sp.cross_heads),
-                              span if span in spans else r.choice(spans))
+            layer = LayerArch(
+                layer.heads,
+                layer.experts,
+                _maybe(r, prob, old.cross_heads, sp.cross_heads),
+                span if span in spans else r.choice(spans),
+            )
         layers.append(layer)
     return StackArch(embed, tuple(layers))
 
@@ -182,20 +191,23 @@ def crossover_stack(sa: StackArch, sb: StackArch, sp: StackSpace, r: Rng, max_sp
         sizes = tuple(_slot(r, la.experts, lb.experts, j) for j in range(m))
         layer = LayerArch(_pick(r, la.heads, lb.heads), sizes)
         if sp.is_decoder:
-            layer = LayerArch(layer.heads, sizes, _pick(r, la.cross_heads, lb.cross_heads),
-                              _pick(r, la.cross_span, lb.cross_span))
+            layer = LayerArch(
+                layer.heads, sizes, _pick(r, la.cross_heads, lb.cross_heads), _pick(r, la.cross_span, lb.cross_span)
+            )
         layers.append(layer)
     if sp.is_decoder:  # a span from a deeper parent's encoder may not fit this child's
         spans = _spans(sp.cross_span, max_span)
-        layers = [lay if lay.cross_span in spans else LayerArch(lay.heads, lay.experts, lay.cross_heads, max(spans))
-                  for lay in layers]
+        layers = [
+            lay if lay.cross_span in spans else LayerArch(lay.heads, lay.experts, lay.cross_heads, max(spans))
+            for lay in layers
+        ]
     return StackArch(_pick(r, sa.embed_dim, sb.embed_dim), tuple(layers))
 
 
 def stack_size(sp: StackSpace, max_span: int | None, depths: Sequence[int] | None = None) -> int:
     """Distinct stacks of ``sp`` (of the given depths; default: every allowed depth)."""
     per_layer = sp.layer_count(max_span)
-    return len(sp.embed_dim) * sum(per_layer ** n for n in (sp.layers if depths is None else depths))
+    return len(sp.embed_dim) * sum(per_layer**n for n in (sp.layers if depths is None else depths))
 
 
 def stack_feature_names(name: str, sp: StackSpace) -> list[str]:
@@ -236,7 +248,9 @@ def _read_yaml(name_or_path: str | Path) -> tuple[Any, str]:
     if not p.suffix:
         p = SPACES_DIR / f"{name_or_path}.yaml"
         if not p.is_file():
-            raise UserError(f"unknown space {name_or_path!r} (shipped: {', '.join(shipped_spaces())}; or give a YAML file)")
+            raise UserError(
+                f"unknown space {name_or_path!r} (shipped: {', '.join(shipped_spaces())}; or give a YAML file)"
+            )
     if not p.is_file():
         raise UserError(f"{p}: no such space file")
     text = read_text(p)
@@ -260,8 +274,12 @@ def _ints(v: Any, path: str, source: str) -> tuple[int, ...]:
 def _model_genes(d: dict[str, Any], source: str) -> dict[str, Any]:
     """The whole-model keys every family's space has: name, vocabulary, qkv width, top-k choices
     (KeyError for a missing one: the caller names it)."""
-    return {"name": str(d["name"]), "vocab_size": _ints(d["vocab_size"], "vocab_size", source)[0],
-            "qkv_dim": _ints(d["qkv_dim"], "qkv_dim", source)[0], "top_k": _ints(d.get("top_k", [1]), "top_k", source)}
+    return {
+        "name": str(d["name"]),
+        "vocab_size": _ints(d["vocab_size"], "vocab_size", source)[0],
+        "qkv_dim": _ints(d["qkv_dim"], "qkv_dim", source)[0],
+        "top_k": _ints(d.get("top_k", [1]), "top_k", source),
+    }
 
 
 def _stack_space(sd: Any, path: str, decoder: bool, source: str) -> StackSpace:
@@ -489,8 +507,9 @@ class SearchSpace(SpaceBase):
     # ---- size and encoding ------------------------------------------------------------------
     def size(self) -> int:
         """Exact number of distinct archs (expert order counts: experts are distinct slots)."""
-        total = sum(stack_size(self.encoder, None, (n_enc,)) * stack_size(self.decoder, n_enc)
-                    for n_enc in self.encoder.layers)
+        total = sum(
+            stack_size(self.encoder, None, (n_enc,)) * stack_size(self.decoder, n_enc) for n_enc in self.encoder.layers
+        )
         return total * len(self.top_k)
 
     def feature_names(self) -> list[str]:
@@ -523,10 +542,7 @@ class LMSearchSpace(SpaceBase):
         if isinstance(sd, dict) and (sd.get("cross_heads") is not None or sd.get("cross_span") is not None):
             raise UserError(f"{source}: a decoder-only space has no cross attention (cross_heads/cross_span)")
         try:
-            space = cls(
-                **_model_genes(d, source),
-                decoder=_stack_space(d["decoder"], "decoder", False, source),
-            )
+            space = cls(**_model_genes(d, source), decoder=_stack_space(d["decoder"], "decoder", False, source))
         except KeyError as e:
             raise UserError(f"{source}: missing key {e.args[0]!r}") from None
         _check_heads(space, (space.decoder,), source)

@@ -16,6 +16,7 @@ with the lowest mean; target <= +0.2 points).
 Resumable: the per-split rows are appended to ``--out`` as each split finishes; a rerun skips
 the (dataset, split) pairs already there. The summary goes to ``<out stem>_summary.csv``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_calibrate import RESULTS, write_csv
 from bench_predictors import SHIPPED, Config, split
+
 from moenas.arch import UserError
 from moenas.predictor import metrics as M
 from moenas.predictor.dataset import Dataset, load_dataset
@@ -45,9 +46,18 @@ def split_rows(name: str, ds: Dataset, seed: int, models: tuple[str, ...], confi
         fit_s = time.perf_counter() - t
         m, lo, hi = est.predict_interval(xs(te), confidence)
         r = M.report(ds.y[te], m, lo, hi, confidence)
-        rows[model] = {"dataset": name, "device": ds.device, "space": ds.space, "split": seed, "n_train": len(tr),
-                       "n_test": len(te), "model": model, "chosen": est.description_,
-                       **{k: r[k] for k in ("mape", "within_10", "kendall_tau", "coverage")}, "fit_s": fit_s}
+        rows[model] = {
+            "dataset": name,
+            "device": ds.device,
+            "space": ds.space,
+            "split": seed,
+            "n_train": len(tr),
+            "n_test": len(te),
+            "model": model,
+            "chosen": est.description_,
+            **{k: r[k] for k in ("mape", "within_10", "kendall_tau", "coverage")},
+            "fit_s": fit_s,
+        }
         if model == "auto":
             auto = est
     if auto is not None:
@@ -70,9 +80,18 @@ def summarise(rows: list[dict]) -> list[dict]:
         best = min(singles, key=lambda m: np.mean(by[m]))
         cov = [float(r["coverage"]) for r in mine if r["model"] == "auto"]
         for model, v in by.items():
-            out.append({"dataset": name, "model": model, "splits": len(v), "mape_mean": float(np.mean(v)),
-                        "mape_sd": float(np.std(v)), "gap_to_best_single": float(np.mean(v) - np.mean(by[best])),
-                        "best_single": best, "auto_coverage_mean": float(np.mean(cov)) if cov else None})
+            out.append(
+                {
+                    "dataset": name,
+                    "model": model,
+                    "splits": len(v),
+                    "mape_mean": float(np.mean(v)),
+                    "mape_sd": float(np.std(v)),
+                    "gap_to_best_single": float(np.mean(v) - np.mean(by[best])),
+                    "best_single": best,
+                    "auto_coverage_mean": float(np.mean(cov)) if cov else None,
+                }
+            )
     return out
 
 
@@ -88,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", nargs="*", default=None, help="profile datasets [the shipped ones with >= --min-archs]")
     ap.add_argument("--min-archs", type=int, default=100, help="skip datasets with fewer valid archs [100]")
     ap.add_argument("--splits", type=int, default=10, help="random train/held-out splits per dataset [10]")
-    ap.add_argument("--models", nargs="*", default=[*AUTO_CANDIDATES, "auto"],
-                    help="models to fit on every split [auto's candidates and auto]")
+    ap.add_argument(
+        "--models",
+        nargs="*",
+        default=[*AUTO_CANDIDATES, "auto"],
+        help="models to fit on every split [auto's candidates and auto]",
+    )
     ap.add_argument("--out", default=str(RESULTS / "bench_auto_choice.csv"))
     args = ap.parse_args(argv)
     try:
@@ -123,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     hdr = f"{'dataset':22s} {'model':13s} {'splits':>6s} {'MAPE% mean':>10s} {'sd':>5s} {'vs best single':>14s}"
     print("\n" + hdr + "\n" + "-" * len(hdr))
     for s in summary:
-        print(f"{s['dataset']:22s} {s['model']:13s} {s['splits']:6d} {s['mape_mean']:10.2f} {s['mape_sd']:5.2f} "
-              f"{s['gap_to_best_single']:+14.2f}" + ("  (best single)" if s["model"] == s["best_single"] else ""))
+        print(
+            f"{s['dataset']:22s} {s['model']:13s} {s['splits']:6d} {s['mape_mean']:10.2f} {s['mape_sd']:5.2f} "
+            f"{s['gap_to_best_single']:+14.2f}" + ("  (best single)" if s["model"] == s["best_single"] else "")
+        )
     print(f"\nper-split rows: {out}; summary: {out.with_name(out.stem + '_summary.csv')}")
     return 0
 

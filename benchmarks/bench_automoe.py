@@ -26,6 +26,7 @@ holding copies of ``predictor/`` and ``rank_archs.json``.
 
 Results: benchmarks/results/bench_automoe.csv (one row per budget x role) with device and versions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,11 @@ STAGES = ("train", "search", "finetune", "quality", "measure", "table", "rank-tr
 # Item 5: can the supernet be trusted? The other two supernets of the comparison, each given the
 # same training compute as the main (slice/uniform) one: a sandwich step trains 2 + sandwich_random
 # archs, so it runs steps / 4 steps.
-RANK_COMBOS = {"slice/uniform": dict(supernet="slice", sampling="uniform", share=1.0),
-               "slice/sandwich": dict(supernet="slice", sampling="sandwich", share=0.25),
-               "mos/sandwich": dict(supernet="mos", sampling="sandwich", share=0.25)}
+RANK_COMBOS = {
+    "slice/uniform": dict(supernet="slice", sampling="uniform", share=1.0),
+    "slice/sandwich": dict(supernet="slice", sampling="sandwich", share=0.25),
+    "mos/sandwich": dict(supernet="mos", sampling="sandwich", share=0.25),
+}
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,24 @@ class BenchConfig:
 
 
 def supernet_config(c: BenchConfig) -> TrainConfig:
-    return TrainConfig(space=c.space, corpus=c.corpus, steps=c.steps, supernet=c.supernet, sampling=c.sampling,
-                       max_tokens=c.max_tokens, lr=c.lr, warmup=c.warmup, schedule="cosine", dropout=c.dropout,
-                       seed=c.seed, eval_every=max(c.steps // 10, 1), save_every=max(c.steps // 50, 1),
-                       valid_sentences=c.valid_sentences, bleu_sentences=100, progress=False)  # a kill loses <= 2% of it
+    return TrainConfig(
+        space=c.space,
+        corpus=c.corpus,
+        steps=c.steps,
+        supernet=c.supernet,
+        sampling=c.sampling,
+        max_tokens=c.max_tokens,
+        lr=c.lr,
+        warmup=c.warmup,
+        schedule="cosine",
+        dropout=c.dropout,
+        seed=c.seed,
+        eval_every=max(c.steps // 10, 1),
+        save_every=max(c.steps // 50, 1),
+        valid_sentences=c.valid_sentences,
+        bleu_sentences=100,
+        progress=False,
+    )  # a kill loses <= 2% of it
 
 
 def _train_to(cfg: TrainConfig, ckpt: Path, log) -> Path:
@@ -106,10 +123,24 @@ def stage_train(c: BenchConfig, work: Path, log) -> Path:
 
 def finetune_config(c: BenchConfig, arch, supernet: Path, steps: int) -> TrainConfig:
     """Standalone training of ``arch`` from its inherited weights (the same recipe for every arch)."""
-    return TrainConfig(space=c.space, corpus=c.corpus, steps=steps, arch=arch.to_json(), init_from=str(supernet),
-                       max_tokens=c.max_tokens, lr=c.finetune_lr, warmup=min(100, steps // 4), schedule="cosine",
-                       dropout=c.dropout, seed=c.seed, valid_sentences=c.valid_sentences, bleu_sentences=0,
-                       eval_archs=["largest"], eval_every=steps, progress=False)
+    return TrainConfig(
+        space=c.space,
+        corpus=c.corpus,
+        steps=steps,
+        arch=arch.to_json(),
+        init_from=str(supernet),
+        max_tokens=c.max_tokens,
+        lr=c.finetune_lr,
+        warmup=min(100, steps // 4),
+        schedule="cosine",
+        dropout=c.dropout,
+        seed=c.seed,
+        valid_sentences=c.valid_sentences,
+        bleu_sentences=0,
+        eval_archs=["largest"],
+        eval_every=steps,
+        progress=False,
+    )
 
 
 def _predictor(c: BenchConfig, work: Path, log):
@@ -124,8 +155,9 @@ def _predictor(c: BenchConfig, work: Path, log):
     if any(pdir.glob("*.json")):
         return Predictor.load(pdir), pdir
     log(f"fitting the search's predictor on the shipped dataset {c.space}-cpu-ort")
-    pred, _ = fit_predictor(load_dataset([shipped(f"{c.space}-cpu-ort")], "total"), "auto", folds=5, seed=c.seed,
-                            with_learning_curve=False)
+    pred, _ = fit_predictor(
+        load_dataset([shipped(f"{c.space}-cpu-ort")], "total"), "auto", folds=5, seed=c.seed, with_learning_curve=False
+    )
     pred.save(pdir, overwrite=True)
     return pred, pdir
 
@@ -134,19 +166,39 @@ def _search(c: BenchConfig, space, ckpt: Path, pdir: Path, budget_ms: float, out
     from moenas.search.evolution import EvolutionConfig
     from moenas.search.search_job import SearchJob
 
-    econf = EvolutionConfig(population=c.population, parents=c.parents, mutations=c.mutations, crossovers=c.crossovers,
-                            iterations=c.iterations, seed=c.seed)
-    job = SearchJob(space=space, supernet=str(ckpt), predictor_path=str(pdir), out=out, config=econf,
-                    max_latency_ms=budget_ms, confidence=0.9, valid_sentences=c.valid_sentences, bleu_sentences=0,
-                    measure=False, dense_baseline=False, resume=(out / "search_state.json").exists(), overwrite=True,
-                    show_progress=False)
+    econf = EvolutionConfig(
+        population=c.population,
+        parents=c.parents,
+        mutations=c.mutations,
+        crossovers=c.crossovers,
+        iterations=c.iterations,
+        seed=c.seed,
+    )
+    job = SearchJob(
+        space=space,
+        supernet=str(ckpt),
+        predictor_path=str(pdir),
+        out=out,
+        config=econf,
+        max_latency_ms=budget_ms,
+        confidence=0.9,
+        valid_sentences=c.valid_sentences,
+        bleu_sentences=0,
+        measure=False,
+        dense_baseline=False,
+        resume=(out / "search_state.json").exists(),
+        overwrite=True,
+        show_progress=False,
+    )
     report, _ = job.run()
     return report.result.best
 
 
 def _random_moe(space, pred, budget_ms: float, seed: int):
     """The first sampled arch that meets the budget (predicted 90% upper bound) and has experts."""
-    archs = [a for a in space.sample_n(2000, seed=seed) if any(layer.is_moe for layer in a.encoder.layers + a.decoder.layers)]
+    archs = [
+        a for a in space.sample_n(2000, seed=seed) if any(layer.is_moe for layer in a.encoder.layers + a.decoder.layers)
+    ]
     upper = pred.predict(archs, confidence=0.9).upper
     return next(a for a, u in zip(archs, upper) if u <= budget_ms)
 
@@ -168,10 +220,19 @@ def stage_search(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
     for i, frac in enumerate(c.budgets):
         b = round(frac * top, 3)
         for role, sp in (("moe-winner", space), ("dense-winner", dense)):
-            log(f"budget {i} ({frac:.0%} of the largest dense arch's {top:.3g} ms = {b:.3g} ms): searching the {role.split('-')[0]} space")
+            log(
+                f"budget {i} ({frac:.0%} of the largest dense arch's {top:.3g} ms = {b:.3g} ms): searching the {role.split('-')[0]} space"
+            )
             best = _search(c, sp, work / "supernet.pt", pdir, b, work / "search" / f"{role}-{i}")
             rows.append({"budget": i, "budget_ms": b, "role": role, "arch": best.arch.to_dict()})
-        rows.append({"budget": i, "budget_ms": b, "role": "random-moe", "arch": _random_moe(space, pred, b, c.seed + i).to_dict()})
+        rows.append(
+            {
+                "budget": i,
+                "budget_ms": b,
+                "role": "random-moe",
+                "arch": _random_moe(space, pred, b, c.seed + i).to_dict(),
+            }
+        )
     done.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
@@ -203,8 +264,10 @@ def _quality(model, arch, meta, c: BenchConfig) -> dict[str, float]:
 
     batches, _ = validation_data(meta, n_sentences=c.valid_sentences)
     test = checkpoint_corpus(meta).test[: c.bleu_sentences]
-    return {"val_loss": validation_loss(model, [arch], batches)[0],
-            "bleu": bleu_score(model, arch, load_tokenizer(meta), test)}
+    return {
+        "val_loss": validation_loss(model, [arch], batches)[0],
+        "bleu": bleu_score(model, arch, load_tokenizer(meta), test),
+    }
 
 
 def stage_quality(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -> dict[str, dict[str, float]]:
@@ -220,9 +283,15 @@ def stage_quality(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -
         inh = _quality(net.eval(), arch, meta, c)
         model, fmeta = model_for_arch(work / "finetune" / f"{aid}.pt", arch)
         fin = _quality(model.eval(), arch, fmeta, c)
-        q[aid] = {"inherited_val_loss": inh["val_loss"], "inherited_bleu": inh["bleu"],
-                  "val_loss": fin["val_loss"], "bleu": fin["bleu"]}
-        log(f"{aid}: inherited loss {inh['val_loss']:.3f} BLEU {inh['bleu']:.1f}; fine-tuned {fin['val_loss']:.3f} BLEU {fin['bleu']:.1f}")
+        q[aid] = {
+            "inherited_val_loss": inh["val_loss"],
+            "inherited_bleu": inh["bleu"],
+            "val_loss": fin["val_loss"],
+            "bleu": fin["bleu"],
+        }
+        log(
+            f"{aid}: inherited loss {inh['val_loss']:.3f} BLEU {inh['bleu']:.1f}; fine-tuned {fin['val_loss']:.3f} BLEU {fin['bleu']:.1f}"
+        )
         path.write_text(json.dumps(q, indent=2) + "\n")
     return q
 
@@ -240,9 +309,12 @@ def stage_measure(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -
     log(f"timing {len(archs)} archs side by side (onnxruntime, 1 thread): keep the machine quiet")
     ms = measure_archs(list(archs.values()), threads_intra=1)
     fp = fingerprint("cpu")
-    out = {"ms": {m["arch_id"]: float(m["total"]["median_ms"]) for m in ms},
-           "ci_rel": {m["arch_id"]: m["total"].get("ci_rel") for m in ms},
-           "device": fp.get("cpu_model", "cpu"), "cores": fp.get("cpu_cores")}
+    out = {
+        "ms": {m["arch_id"]: float(m["total"]["median_ms"]) for m in ms},
+        "ci_rel": {m["arch_id"]: m["total"].get("ci_rel") for m in ms},
+        "device": fp.get("cpu_model", "cpu"),
+        "cores": fp.get("cpu_cores"),
+    }
     path.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -255,7 +327,9 @@ def _combo_ckpt(work: Path, combo: str) -> Path:
 def stage_rank_train(c: BenchConfig, work: Path, log, combos: Sequence[str] = tuple(RANK_COMBOS)) -> None:
     for combo in combos:
         k = RANK_COMBOS[combo]
-        cfg = replace(supernet_config(c), supernet=k["supernet"], sampling=k["sampling"], steps=max(int(c.steps * k["share"]), 1))
+        cfg = replace(
+            supernet_config(c), supernet=k["supernet"], sampling=k["sampling"], steps=max(int(c.steps * k["share"]), 1)
+        )
         cfg = replace(cfg, eval_every=max(cfg.steps // 10, 1))
         log(f"supernet {combo}: {cfg.steps} steps")
         _train_to(cfg, _combo_ckpt(work, combo), log)
@@ -288,7 +362,9 @@ def stage_rank_finetune(c: BenchConfig, work: Path, log, combos: Sequence[str] =
             _train_to(finetune_config(c, a, _combo_ckpt(work, combo), c.rank_finetune_steps), out, log)
 
 
-def stage_rank_table(c: BenchConfig, work: Path, log, combos: Sequence[str] = tuple(RANK_COMBOS)) -> list[dict[str, Any]]:
+def stage_rank_table(
+    c: BenchConfig, work: Path, log, combos: Sequence[str] = tuple(RANK_COMBOS)
+) -> list[dict[str, Any]]:
     """Kendall tau between inherited and fine-tuned BLEU (and loss) per supernet (``rank.json``
     caches every arch's four numbers). A combo whose fine-tuning is not finished yet is left
     out with a log line, so one setting's result can be read while the next one trains."""
@@ -311,15 +387,25 @@ def stage_rank_table(c: BenchConfig, work: Path, log, combos: Sequence[str] = tu
                 inh = _quality(net.eval(), a, meta, c)
                 model, fmeta = model_for_arch(work / "rank" / combo.replace("/", "-") / f"{a.arch_id}.pt", a)
                 fin = _quality(model.eval(), a, fmeta, c)
-                cache[key] = {"inherited_val_loss": inh["val_loss"], "inherited_bleu": inh["bleu"],
-                              "val_loss": fin["val_loss"], "bleu": fin["bleu"]}
+                cache[key] = {
+                    "inherited_val_loss": inh["val_loss"],
+                    "inherited_bleu": inh["bleu"],
+                    "val_loss": fin["val_loss"],
+                    "bleu": fin["bleu"],
+                }
                 path.write_text(json.dumps(cache, indent=2) + "\n")
         q = [cache[f"{combo}:{a.arch_id}"] for a in rank_archs(c, work, log)]
         tau_b = kendalltau([r["inherited_bleu"] for r in q], [r["bleu"] for r in q])[0]
         tau_l = kendalltau([r["inherited_val_loss"] for r in q], [r["val_loss"] for r in q])[0]
-        out.append({"combo": combo, "archs": len(q), "kendall_tau_bleu": round(float(tau_b), 4),
-                    "kendall_tau_loss": round(float(tau_l), 4),
-                    "mean_bleu_gain": round(sum(r["bleu"] - r["inherited_bleu"] for r in q) / len(q), 3)})
+        out.append(
+            {
+                "combo": combo,
+                "archs": len(q),
+                "kendall_tau_bleu": round(float(tau_b), 4),
+                "kendall_tau_loss": round(float(tau_l), 4),
+                "mean_bleu_gain": round(sum(r["bleu"] - r["inherited_bleu"] for r in q) / len(q), 3),
+            }
+        )
         log(f"{combo}: tau(BLEU) {tau_b:.3f}, tau(loss) {tau_l:.3f} over {len(q)} archs")
     return out
 
@@ -334,22 +420,36 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
     from moenas.arch.cost import param_count, protocol_cost
     from moenas.profiler.fingerprint import bench_environment
 
-    env = {**bench_environment(packages=("onnxruntime", "tokenizers", "moenas")), "measured_on": measured.get("device"),
-           "supernet_steps": c.steps, "finetune_steps": c.finetune_steps}
+    env = {
+        **bench_environment(packages=("onnxruntime", "tokenizers", "moenas")),
+        "measured_on": measured.get("device"),
+        "supernet_steps": c.steps,
+        "finetune_steps": c.finetune_steps,
+    }
     out = []
     for r in rows:
         a = Arch.from_dict(r["arch"])
         cost = protocol_cost(a)
         dec = cost.components["decoder"].flops_by_part
         params = param_count(a)
-        out.append({"budget": r["budget"], "budget_ms_predicted": r["budget_ms"], "role": r["role"], "arch_id": a.arch_id,
-                    **{k: round(v, 4) for k, v in quality[a.arch_id].items()},
-                    "measured_ms": round(measured["ms"][a.arch_id], 4), "ci_rel": measured["ci_rel"].get(a.arch_id),
-                    "mflops": round(cost.total_flops / 1e6, 2), "ffn_flop_share": round(cost.ffn_share, 4),
-                    "logits_share_of_decoder": round(dec.get("logits", 0.0) / cost.components["decoder"].flops, 4),
-                    "amdahl_max_speedup": round(1 / (1 - cost.ffn_share), 3),
-                    "params_total_m": round(params.total / 1e6, 3), "params_active_m": round(params.active / 1e6, 3),
-                    **env})
+        out.append(
+            {
+                "budget": r["budget"],
+                "budget_ms_predicted": r["budget_ms"],
+                "role": r["role"],
+                "arch_id": a.arch_id,
+                **{k: round(v, 4) for k, v in quality[a.arch_id].items()},
+                "measured_ms": round(measured["ms"][a.arch_id], 4),
+                "ci_rel": measured["ci_rel"].get(a.arch_id),
+                "mflops": round(cost.total_flops / 1e6, 2),
+                "ffn_flop_share": round(cost.ffn_share, 4),
+                "logits_share_of_decoder": round(dec.get("logits", 0.0) / cost.components["decoder"].flops, 4),
+                "amdahl_max_speedup": round(1 / (1 - cost.ffn_share), 3),
+                "params_total_m": round(params.total / 1e6, 3),
+                "params_active_m": round(params.active / 1e6, 3),
+                **env,
+            }
+        )
     return out
 
 
@@ -368,8 +468,11 @@ def comparisons(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         at_least = [m for m in moe if m["bleu"] >= r["bleu"]]
         if at_least:
             fast = min(at_least, key=lambda m: m["measured_ms"])
-            row.update(moe_arch=fast["arch_id"], moe_bleu=fast["bleu"],
-                       latency_ratio_at_equal_bleu=round(r["measured_ms"] / fast["measured_ms"], 3))
+            row.update(
+                moe_arch=fast["arch_id"],
+                moe_bleu=fast["bleu"],
+                latency_ratio_at_equal_bleu=round(r["measured_ms"] / fast["measured_ms"], 3),
+            )
         out.append(row)
     return out
 
@@ -406,8 +509,19 @@ def write_rank_csv(rank: list[dict[str, Any]], path: Path) -> None:
 
 
 def print_summary(table: list[dict[str, Any]]) -> None:
-    cols = ("budget", "role", "arch_id", "bleu", "val_loss", "inherited_bleu", "measured_ms", "mflops",
-            "params_active_m", "params_total_m", "amdahl_max_speedup")
+    cols = (
+        "budget",
+        "role",
+        "arch_id",
+        "bleu",
+        "val_loss",
+        "inherited_bleu",
+        "measured_ms",
+        "mflops",
+        "params_active_m",
+        "params_total_m",
+        "amdahl_max_speedup",
+    )
     print("  ".join(f"{c:>14}" for c in cols))
     for r in table:
         print("  ".join(f"{'' if r[c] is None else r[c]!s:>14}" for c in cols))
@@ -418,23 +532,49 @@ def print_summary(table: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("runs/bench_automoe"), help="stage results (resumable)")
-    ap.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, in order (default: {','.join(STAGES)})")
+    ap.add_argument(
+        "--stages", default=",".join(STAGES), help=f"comma-separated, in order (default: {','.join(STAGES)})"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_automoe.csv")
-    ap.add_argument("--combos", default=",".join(RANK_COMBOS),
-                    help="supernet settings of the rank stages, comma-separated, in order (default: all)")
-    for f in ("steps", "finetune_steps", "valid_sentences", "bleu_sentences", "iterations", "population", "parents",
-              "mutations", "crossovers", "rank_archs", "rank_finetune_steps", "threads"):
+    ap.add_argument(
+        "--combos",
+        default=",".join(RANK_COMBOS),
+        help="supernet settings of the rank stages, comma-separated, in order (default: all)",
+    )
+    for f in (
+        "steps",
+        "finetune_steps",
+        "valid_sentences",
+        "bleu_sentences",
+        "iterations",
+        "population",
+        "parents",
+        "mutations",
+        "crossovers",
+        "rank_archs",
+        "rank_finetune_steps",
+        "threads",
+    ):
         ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=None)
     args = ap.parse_args(argv)
-    c = replace(BenchConfig(), **{k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None})
+    c = replace(
+        BenchConfig(),
+        **{k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None},
+    )
     stages = args.stages.split(",")
     bad = [s for s in stages if s not in STAGES]
     if bad:
-        print(f"bench_automoe: error: unknown stage(s) {', '.join(bad)} (choose from {', '.join(STAGES)})", file=sys.stderr)
+        print(
+            f"bench_automoe: error: unknown stage(s) {', '.join(bad)} (choose from {', '.join(STAGES)})",
+            file=sys.stderr,
+        )
         return 2
     combos = args.combos.split(",")
     if bad := [k for k in combos if k not in RANK_COMBOS]:
-        print(f"bench_automoe: error: unknown combo(s) {', '.join(bad)} (choose from {', '.join(RANK_COMBOS)})", file=sys.stderr)
+        print(
+            f"bench_automoe: error: unknown combo(s) {', '.join(bad)} (choose from {', '.join(RANK_COMBOS)})",
+            file=sys.stderr,
+        )
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     cfg_file = args.work / "config.json"
@@ -442,7 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     was = json.loads(cfg_file.read_text()) if cfg_file.exists() else {}
     differ = sorted(k for k in was if was[k] != now.get(k))  # settings added since are not a change
     if differ:
-        print(f"bench_automoe: error: {cfg_file} was run with other {', '.join(differ)}; use another --work", file=sys.stderr)
+        print(
+            f"bench_automoe: error: {cfg_file} was run with other {', '.join(differ)}; use another --work",
+            file=sys.stderr,
+        )
         return 2
     cfg_file.write_text(json.dumps(asdict(c), indent=2) + "\n")
     torch.set_num_threads(c.threads)
@@ -464,7 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     if "rank-table" in stages:
         rank = stage_rank_table(c, args.work, log, combos)
         if not rank:
-            print("bench_automoe: error: no supernet setting is fine-tuned yet: run rank-train, rank-finetune", file=sys.stderr)
+            print(
+                "bench_automoe: error: no supernet setting is fine-tuned yet: run rank-train, rank-finetune",
+                file=sys.stderr,
+            )
             return 2
         write_rank_csv(rank, args.out.with_name(args.out.stem + "_rank.csv"))
     if "table" in stages:

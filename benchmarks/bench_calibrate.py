@@ -16,6 +16,7 @@ the per-row variant's sake, on all its archs including the drift-flagged ones (t
 Results: benchmarks/results/bench_calibrate.csv (both machines' fingerprints, this machine and
 the package versions in every row). If ``--other`` is absent the script says so and exits 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from moenas.profiler.fingerprint import cpu_model
 from moenas.arch import Arch
 from moenas.data.profiles import read_profiles, valid_rows
 from moenas.predictor import metrics as M
@@ -34,6 +34,7 @@ from moenas.predictor.api import fit_predictor
 from moenas.predictor.calibration import calibrated
 from moenas.predictor.dataset import Dataset, load_dataset
 from moenas.predictor.persist import versions
+from moenas.profiler.fingerprint import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -45,8 +46,10 @@ CONFIDENCE = 0.9
 def device_label(ds: Dataset) -> str:
     """'cpu <fingerprint id> (<cpu>, <os>, onnxruntime <v>, torch <v>)': where a dataset was measured."""
     fp = ds.fingerprint or {}
-    return (f"{ds.device} {ds.fingerprint_id} ({fp.get('cpu_model', '?')}, {fp.get('os', '?')}, "
-            f"onnxruntime {fp.get('onnxruntime_version', '?')}, torch {fp.get('torch_version', '?')})")
+    return (
+        f"{ds.device} {ds.fingerprint_id} ({fp.get('cpu_model', '?')}, {fp.get('os', '?')}, "
+        f"onnxruntime {fp.get('onnxruntime_version', '?')}, torch {fp.get('torch_version', '?')})"
+    )
 
 
 def eval_sets(path: Path, target: str = "total") -> dict[str, tuple[list[Arch], np.ndarray, np.ndarray]]:
@@ -73,18 +76,38 @@ def rows_for(model: str, ship: Dataset, other: Dataset, sets: dict, seed: int) -
         base = pred.predict(archs, CONFIDENCE)
         glob = cal.predict(archs, CONFIDENCE)
         per_row = ref_rows / ref_a
-        variants = {"uncorrected": (base.mean, base.lower, base.upper, 1.0),
-                    "rescaled by reference medians (moenas calibrate)": (glob.mean, glob.lower, glob.upper, ref_b / ref_a),
-                    "rescaled per row (each arch's own reference checks)":
-                        (base.mean * per_row, base.lower * per_row, base.upper * per_row, float(np.median(per_row)))}
+        variants = {
+            "uncorrected": (base.mean, base.lower, base.upper, 1.0),
+            "rescaled by reference medians (moenas calibrate)": (glob.mean, glob.lower, glob.upper, ref_b / ref_a),
+            "rescaled per row (each arch's own reference checks)": (
+                base.mean * per_row,
+                base.lower * per_row,
+                base.upper * per_row,
+                float(np.median(per_row)),
+            ),
+        }
         for label, (m, lo, hi, f) in variants.items():
             r = M.report(y, m, lo, hi, CONFIDENCE, other.noise_floor)
-            out.append({"model": model, "chosen": pred.metadata.get("chosen"), "eval_archs": set_name, "n": len(y),
-                        "correction": label, "factor": f, "mape": r["mape"], "within_10": r["within_10"],
-                        "kendall_tau": r["kendall_tau"], "coverage_90": r["coverage"],
-                        "measured_over_predicted": float(np.median(y / m)),
-                        "ref_ms_fit": ref_a, "ref_ms_eval": ref_b, "noise_floor_eval": other.noise_floor,
-                        "device_fit": device_label(ship), "device_eval": device_label(other)})
+            out.append(
+                {
+                    "model": model,
+                    "chosen": pred.metadata.get("chosen"),
+                    "eval_archs": set_name,
+                    "n": len(y),
+                    "correction": label,
+                    "factor": f,
+                    "mape": r["mape"],
+                    "within_10": r["within_10"],
+                    "kendall_tau": r["kendall_tau"],
+                    "coverage_90": r["coverage"],
+                    "measured_over_predicted": float(np.median(y / m)),
+                    "ref_ms_fit": ref_a,
+                    "ref_ms_eval": ref_b,
+                    "noise_floor_eval": other.noise_floor,
+                    "device_fit": device_label(ship),
+                    "device_eval": device_label(other),
+                }
+            )
     return out
 
 
@@ -92,7 +115,10 @@ def write_csv(path: Path, rows: list[dict], append: bool = False) -> None:
     """``rows`` with the machine and versions in every row; ``append``: after the rows already
     in ``path`` (the header only when the file is new or empty), for benchmarks that resume."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"machine": f"{cpu_model()} ({platform.machine()})", "versions": " ".join(f"{k}={v}" for k, v in versions().items())}
+    extra = {
+        "machine": f"{cpu_model()} ({platform.machine()})",
+        "versions": " ".join(f"{k}={v}" for k, v in versions().items()),
+    }
     fresh = not append or not path.exists() or path.stat().st_size == 0
     with path.open("w" if not append else "a", newline="") as f:
         names = {k: None for r in rows for k in r}  # every row's columns, in first-seen order
@@ -104,14 +130,18 @@ def write_csv(path: Path, rows: list[dict], append: bool = False) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    hdr = f"{'model':8s} {'eval archs':24s} {'n':>3s} {'correction':52s} {'factor':>6s} {'MAPE%':>6s} " \
-          f"{'±10%':>5s} {'tau':>5s} {'cov90':>5s} {'meas/pred':>9s}"
+    hdr = (
+        f"{'model':8s} {'eval archs':24s} {'n':>3s} {'correction':52s} {'factor':>6s} {'MAPE%':>6s} "
+        f"{'±10%':>5s} {'tau':>5s} {'cov90':>5s} {'meas/pred':>9s}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['model']:8s} {r['eval_archs']:24s} {r['n']:3d} {r['correction']:52s} {r['factor']:6.3f} "
-              f"{r['mape']:6.2f} {r['within_10']:5.1f} {r['kendall_tau']:5.3f} {r['coverage_90']:5.1f} "
-              f"{r['measured_over_predicted']:9.3f}")
+        print(
+            f"{r['model']:8s} {r['eval_archs']:24s} {r['n']:3d} {r['correction']:52s} {r['factor']:6.3f} "
+            f"{r['mape']:6.2f} {r['within_10']:5.1f} {r['kendall_tau']:5.3f} {r['coverage_90']:5.1f} "
+            f"{r['measured_over_predicted']:9.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,16 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "bench_calibrate.csv"))
     args = ap.parse_args(argv)
     if not Path(args.other).is_file():
-        sys.stderr.write(f"bench_calibrate: {args.other} is absent: it is the dataset `moenas demo` measures on this "
-                         "machine (runs/demo/profiles.parquet); run the demo or pass --other DATA.parquet\n")
+        sys.stderr.write(
+            f"bench_calibrate: {args.other} is absent: it is the dataset `moenas demo` measures on this "
+            "machine (runs/demo/profiles.parquet); run the demo or pass --other DATA.parquet\n"
+        )
         return 2
     ship, other = load_dataset([args.shipped]), load_dataset([args.other])
     for ds in (ship, other):
         if ds.reference is None:
             sys.stderr.write(f"bench_calibrate: {ds.paths[0]} has no reference timings in its rows\n")
             return 2
-        print(f"{ds.paths[0]}: {len(ds)} valid archs, {device_label(ds)}, reference {ds.reference['median_ms']:.3f} ms "
-              f"(±{ds.reference['noise_rel']:.1%} per check), noise floor {ds.noise_floor}")
+        print(
+            f"{ds.paths[0]}: {len(ds)} valid archs, {device_label(ds)}, reference {ds.reference['median_ms']:.3f} ms "
+            f"(±{ds.reference['noise_rel']:.1%} per check), noise floor {ds.noise_floor}"
+        )
     sets = eval_sets(Path(args.other))
     rows = [r for model in args.models for r in rows_for(model, ship, other, sets, args.seed)]
     write_csv(Path(args.out), rows)

@@ -19,6 +19,7 @@ Measured, per space (``--n`` sampled archs, 20,000 by default):
 
 Results: benchmarks/results/bench_cost_model.csv, with the machine and package versions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from moenas.profiler.fingerprint import cpu_model
 from moenas.arch import SearchSpace
 from moenas.arch import cost as new_cost
 from moenas.arch.protocol import LatencyProtocol
 from moenas.predictor import features as new_features
 from moenas.predictor.persist import versions
+from moenas.profiler.fingerprint import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -47,10 +48,14 @@ RESULTS = Path(__file__).parent / "results"
 
 def load_baseline(rev: str, folder: Path):
     """(cost module, features module, resolved commit) of ``rev``, imported from ``folder``."""
-    commit = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", rev], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     mods = []
     for name, path in (("_baseline_cost", "arch/cost.py"), ("_baseline_features", "predictor/features.py")):
-        src = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        src = subprocess.run(
+            ["git", "show", f"{commit}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
         src = src.replace("from .", "from moenas.arch.")  # arch/cost.py's relative imports
         file = folder / f"{name}.py"
         file.write_text(src)
@@ -69,7 +74,7 @@ def interleaved(old: Callable[[], object], new: Callable[[], object], rounds: in
     wall: tuple[list, list] = ([], [])
     cpu: tuple[list, list] = ([], [])
     for r in range(rounds):
-        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for which in (0, 1) if r % 2 == 0 else (1, 0):
             t, c = time.perf_counter(), time.process_time()
             (old, new)[which]()
             wall[which].append(time.perf_counter() - t)
@@ -97,20 +102,37 @@ def bench_space(space: str, base_cost, base_features, args) -> list[dict]:
 
     def row(what: str, n: int, res: tuple[float, ...]) -> None:
         old_s, new_s, ratio, cpu_ratio = res
-        rows.append({"space": space, "what": what, "n_archs": n, "rounds": args.rounds,
-                     "before_archs_per_s": n / old_s, "after_archs_per_s": n / new_s,
-                     "ratio_after_over_before": ratio, "cpu_ratio_after_over_before": cpu_ratio})
-        print(f"  {space:12s} {what:14s} before {n / old_s:10.0f}  after {n / new_s:10.0f} archs/s  "
-              f"after/before {ratio:.3f} (CPU time {cpu_ratio:.3f})", flush=True)
+        rows.append(
+            {
+                "space": space,
+                "what": what,
+                "n_archs": n,
+                "rounds": args.rounds,
+                "before_archs_per_s": n / old_s,
+                "after_archs_per_s": n / new_s,
+                "ratio_after_over_before": ratio,
+                "cpu_ratio_after_over_before": cpu_ratio,
+            }
+        )
+        print(
+            f"  {space:12s} {what:14s} before {n / old_s:10.0f}  after {n / new_s:10.0f} archs/s  "
+            f"after/before {ratio:.3f} (CPU time {cpu_ratio:.3f})",
+            flush=True,
+        )
 
     f_old = base_features.ArchFeatures(space=space).fit(archs)
     f_new = new_features.ArchFeatures(space=space).fit(archs)
     np.testing.assert_allclose(f_new.transform(archs[:500]), f_old.transform(archs[:500]), rtol=1e-9, atol=1e-6)
-    row("features", len(archs), interleaved(lambda: f_old.transform(archs), lambda: f_new.transform(archs), args.rounds))
+    row(
+        "features", len(archs), interleaved(lambda: f_old.transform(archs), lambda: f_new.transform(archs), args.rounds)
+    )
 
     arr = new_features.arch_arrays(archs[:8192], tuple(f_new.max_layers_), tuple(f_new.max_experts_))
-    row("vector_cost", arr.n, interleaved(lambda: base_features.vector_cost(arr), lambda: new_features.vector_cost(arr),
-                                          args.rounds))
+    row(
+        "vector_cost",
+        arr.n,
+        interleaved(lambda: base_features.vector_cost(arr), lambda: new_features.vector_cost(arr), args.rounds),
+    )
 
     pred, patched = fitted_predictor(space, args.seed), new_features.vector_cost
 
@@ -123,16 +145,26 @@ def bench_space(space: str, base_cost, base_features, args) -> list[dict]:
 
     row("predict", len(archs), interleaved(predict_old, lambda: pred.predict(archs), args.rounds))
 
-    few, proto = archs[:args.n_scalar], LatencyProtocol()
-    row("protocol_cost", len(few), interleaved(
-        lambda: [base_cost.protocol_cost.__wrapped__(a, proto) for a in few],
-        lambda: [new_cost.protocol_cost.__wrapped__(a, proto) for a in few], args.rounds))
+    few, proto = archs[: args.n_scalar], LatencyProtocol()
+    row(
+        "protocol_cost",
+        len(few),
+        interleaved(
+            lambda: [base_cost.protocol_cost.__wrapped__(a, proto) for a in few],
+            lambda: [new_cost.protocol_cost.__wrapped__(a, proto) for a in few],
+            args.rounds,
+        ),
+    )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--baseline", default="e0ea322", help="git revision to compare against [e0ea322: the last one before the shared cost helpers]")
+    ap.add_argument(
+        "--baseline",
+        default="e0ea322",
+        help="git revision to compare against [e0ea322: the last one before the shared cost helpers]",
+    )
     ap.add_argument("--spaces", nargs="*", default=["tiny", "automoe-wmt"])
     ap.add_argument("--n", type=int, default=20_000, help="archs per space [20000]")
     ap.add_argument("--n-scalar", type=int, default=500, help="archs for the per-arch cost model [500]")
@@ -153,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=[*rows[0], "baseline", "machine", "versions"])
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "baseline": commit[:12], "machine": f"{cpu_model()} ({platform.machine()})", "versions": ver})
+            w.writerow(
+                {**r, "baseline": commit[:12], "machine": f"{cpu_model()} ({platform.machine()})", "versions": ver}
+            )
     print(f"results in {out}")
     return 0
 

@@ -11,6 +11,7 @@ Nothing else may run meanwhile (the seconds are timings).
 
     python benchmarks/bench_decoding.py runs/bench_demo/s0 runs/bench_demo/s1 runs/bench_demo/s2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,11 +53,24 @@ def score(demo_dir: Path, beams: tuple[int, ...], sentences: int) -> list[dict]:
         for beam in beams:
             t = time.perf_counter()
             q = fit.quality(arch, sentences, samples=0, beam=beam)
-            rows.append({"demo": str(demo_dir), "seed": s["config"]["seed"], "role": role, "arch_id": arch_id, "beam": beam,
-                         "bleu": round(q["bleu"], 2), "chrf": round(q["chrf"], 2), "sentences": q["bleu_sentences"],
-                         "seconds": round(time.perf_counter() - t, 2)})
-            print(f"{demo_dir.name} {role} {arch_id} beam {beam}: BLEU {q['bleu']:.1f} chrF {q['chrf']:.1f} "
-                  f"({rows[-1]['seconds']:.1f} s)", file=sys.stderr)
+            rows.append(
+                {
+                    "demo": str(demo_dir),
+                    "seed": s["config"]["seed"],
+                    "role": role,
+                    "arch_id": arch_id,
+                    "beam": beam,
+                    "bleu": round(q["bleu"], 2),
+                    "chrf": round(q["chrf"], 2),
+                    "sentences": q["bleu_sentences"],
+                    "seconds": round(time.perf_counter() - t, 2),
+                }
+            )
+            print(
+                f"{demo_dir.name} {role} {arch_id} beam {beam}: BLEU {q['bleu']:.1f} chrF {q['chrf']:.1f} "
+                f"({rows[-1]['seconds']:.1f} s)",
+                file=sys.stderr,
+            )
     return rows
 
 

@@ -17,6 +17,7 @@ unless the machine was quiet (see the README).
 
 Results: benchmarks/results/bench_demo_training.csv (one row per recipe x evaluation x arch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,25 @@ from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
-TOKENS_PER_STEP = {1024: 1850, 2048: 3700, 4096: 7400, 8192: 14800}  # approximate mean non-pad tokens per batch (4096 measured, others scaled); labels the CSV's tokens column only
+TOKENS_PER_STEP = {
+    1024: 1850,
+    2048: 3700,
+    4096: 7400,
+    8192: 14800,
+}  # approximate mean non-pad tokens per batch (4096 measured, others scaled); labels the CSV's tokens column only
 
 
 def _recipe(sampling: str, max_tokens: int, lr: float, schedule: str, warmup: int, steps: int, **kw) -> dict:
-    return dict(sampling=sampling, max_tokens=max_tokens, lr=lr, schedule=schedule, warmup=warmup, steps=steps,
-                sandwich_random=1, **kw)
+    return dict(
+        sampling=sampling,
+        max_tokens=max_tokens,
+        lr=lr,
+        schedule=schedule,
+        warmup=warmup,
+        steps=steps,
+        sandwich_random=1,
+        **kw,
+    )
 
 
 # Steps chosen so that each recipe costs about the same training time on the 2-core CPU (per-step
@@ -57,19 +71,40 @@ def run_recipe(name: str, work: Path, evals: int, collect: bool = False) -> list
     is on disk (an unfinished run's rows are marked by ``completed`` = False)."""
     r = RECIPES[name]
     out = work / f"{name}.pt"
-    cfg = TrainConfig(space="tiny", corpus="default", eval_every=max(r["steps"] // evals, 1), valid_sentences=200,
-                      bleu_sentences=200, progress=False, **r)
+    cfg = TrainConfig(
+        space="tiny",
+        corpus="default",
+        eval_every=max(r["steps"] // evals, 1),
+        valid_sentences=200,
+        bleu_sentences=200,
+        progress=False,
+        **r,
+    )
     if collect and not out.exists():
         return []
     done = out.exists() and read_checkpoint(out)["step"] >= cfg.steps
-    meta = read_checkpoint(out)["meta"] if done or collect else train(
-        cfg, out, resume=out.exists(), log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
+    meta = (
+        read_checkpoint(out)["meta"]
+        if done or collect
+        else train(cfg, out, resume=out.exists(), log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
+    )
     rows = []
     for h in meta["history"]:
-        rows.append({"recipe": name, **{k: r.get(k) for k in ("sampling", "max_tokens", "lr", "schedule", "warmup", "steps")},
-                     "dropout": r.get("dropout", 0.1), "step": h["step"], "tokens": h["step"] * TOKENS_PER_STEP[r["max_tokens"]],
-                     "arch": h["arch"], "val_loss": h["val_loss"], "bleu_valid": h.get("bleu"),
-                     "completed": meta["steps"] >= r["steps"], "tokens_per_s": meta.get("tokens_per_s"), "wall_s": meta.get("wall_s")})
+        rows.append(
+            {
+                "recipe": name,
+                **{k: r.get(k) for k in ("sampling", "max_tokens", "lr", "schedule", "warmup", "steps")},
+                "dropout": r.get("dropout", 0.1),
+                "step": h["step"],
+                "tokens": h["step"] * TOKENS_PER_STEP[r["max_tokens"]],
+                "arch": h["arch"],
+                "val_loss": h["val_loss"],
+                "bleu_valid": h.get("bleu"),
+                "completed": meta["steps"] >= r["steps"],
+                "tokens_per_s": meta.get("tokens_per_s"),
+                "wall_s": meta.get("wall_s"),
+            }
+        )
     return rows
 
 
@@ -106,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         last[(row["recipe"], row["arch"])] = row
     print(f"{'recipe':18} {'arch':9} {'step':>5} {'val_loss':>8} {'BLEU':>6}")
     for (rec, arch), row in last.items():
-        print(f"{rec:18} {arch:9} {row['step']:5d} {row['val_loss']:8.3f} {row['bleu_valid'] or float('nan'):6.2f}"
-              + ("" if row["completed"] else "  (stopped early)"))
+        print(
+            f"{rec:18} {arch:9} {row['step']:5d} {row['val_loss']:8.3f} {row['bleu_valid'] or float('nan'):6.2f}"
+            + ("" if row["completed"] else "  (stopped early)")
+        )
     return 0
 
 

@@ -22,6 +22,7 @@ share within +-10%, Kendall tau and 90% interval coverage. Target (tiny CPU set)
 Results: benchmarks/results/bench_design.csv (one row per dataset, seed, design and n; the
 machine the dataset was measured on, and this run's versions, in every row).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_calibrate import RESULTS, SHIPPED, device_label, write_csv
+
 from moenas.predictor import metrics as M
 from moenas.predictor.dataset import Dataset, load_dataset
 from moenas.predictor.design import DESIGNS, choose
@@ -46,8 +47,15 @@ def picks(design: str, pool: Dataset, n: int, seed: int, start: int, batch: int)
         return choose(design, pool.archs, n, seed=seed, protocol=pool.protocol)
     got = choose("space-filling", pool.archs, min(start, n), protocol=pool.protocol)
     while len(got) < n:
-        more = choose("uncertainty", pool.archs, min(batch, n - len(got)), [pool.archs[i] for i in got],
-                      pool.y[got], seed=seed, protocol=pool.protocol)
+        more = choose(
+            "uncertainty",
+            pool.archs,
+            min(batch, n - len(got)),
+            [pool.archs[i] for i in got],
+            pool.y[got],
+            seed=seed,
+            protocol=pool.protocol,
+        )
         got += more
     return got
 
@@ -56,8 +64,12 @@ def score(train: Dataset, test: Dataset, seed: int, model: str) -> dict[str, flo
     """Held-out metrics of ``model`` fitted on ``train``."""
     m = make_model(model, protocol=train.protocol, space=train.space, random_state=seed).fit(train.archs, train.y)
     mean, lo, hi = m.predict_interval(test.archs, 0.9)
-    return {"mape": M.mape(test.y, mean), "within_10": M.within(test.y, mean, 10.0),
-            "kendall_tau": M.kendall_tau(test.y, mean), "coverage_90": M.coverage(test.y, lo, hi)}
+    return {
+        "mape": M.mape(test.y, mean),
+        "within_10": M.within(test.y, mean, 10.0),
+        "kendall_tau": M.kendall_tau(test.y, mean),
+        "coverage_90": M.coverage(test.y, lo, hi),
+    }
 
 
 def done_keys(path: Path) -> set[tuple[str, str, str, str]]:
@@ -82,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     ds = load_dataset([a.data])
     if not 5 <= a.holdout <= len(ds) - 10 or max(a.n) > len(ds) - a.holdout or min(a.n) < 5:
-        print(f"--holdout in [5, {len(ds) - 10}] and --n in [5, {len(ds)} - holdout] for {len(ds)} archs", file=sys.stderr)
+        print(
+            f"--holdout in [5, {len(ds) - 10}] and --n in [5, {len(ds)} - holdout] for {len(ds)} archs", file=sys.stderr
+        )
         return 2
     if a.out.exists() and not a.resume:
         print(f"{a.out} exists: --resume to continue it, or another --out", file=sys.stderr)
@@ -90,19 +104,30 @@ def main(argv: list[str] | None = None) -> int:
     done, name = done_keys(a.out), a.data.name.removesuffix(".parquet")
     for seed in a.seeds:
         perm = np.random.default_rng(seed).permutation(len(ds))
-        test, pool = ds.subset(perm[:a.holdout]), ds.subset(perm[a.holdout:])
+        test, pool = ds.subset(perm[: a.holdout]), ds.subset(perm[a.holdout :])
         for design in a.designs:
             for n in sorted(a.n):
                 if (name, str(seed), design, str(n)) in done:
                     continue
                 t0 = time.perf_counter()
                 got = picks(design, pool, n, seed, a.start, a.batch)
-                row = {"dataset": name, "seed": seed, "design": design, "n": n, "holdout": a.holdout,
-                       "model": a.model, **score(pool.subset(got), test, seed, a.model),
-                       "seconds": round(time.perf_counter() - t0, 1), "measured_on": device_label(ds)}
+                row = {
+                    "dataset": name,
+                    "seed": seed,
+                    "design": design,
+                    "n": n,
+                    "holdout": a.holdout,
+                    "model": a.model,
+                    **score(pool.subset(got), test, seed, a.model),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "measured_on": device_label(ds),
+                }
                 write_csv(a.out, [row], append=True)
-                print(f"seed {seed} {design:13s} n={n:3d}  MAPE {row['mape']:5.2f}%  within10 {row['within_10']:5.1f}%  "
-                      f"cov90 {row['coverage_90']:5.1f}%  ({row['seconds']} s)", flush=True)
+                print(
+                    f"seed {seed} {design:13s} n={n:3d}  MAPE {row['mape']:5.2f}%  within10 {row['within_10']:5.1f}%  "
+                    f"cov90 {row['coverage_90']:5.1f}%  ({row['seconds']} s)",
+                    flush=True,
+                )
     print(summary_table(a.out, name))
     return 0
 

@@ -14,6 +14,7 @@ rows kept after it (``lost_finished_rows`` must be 0). The campaign folder is a 
 Results: benchmarks/results/bench_fleet.csv (machine, fingerprint, python, torch, ray,
 onnxruntime and moenas versions in every row).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,17 @@ def profile_template(cfg: BenchConfig, out: Path) -> ProfileConfig:
     kw = {}
     if cfg.quick:  # the micro settings of tests/profiler/test_profiler_run.py
         rule = StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.3)
-        kw = dict(protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2), rule=rule, ref_rule=rule,
-                  drift_threshold=100.0, ref_wait_s=0.0, ref_retries=0)
-    return ProfileConfig(archs=space.sample_n(cfg.n, seed=0), out=out, space=space, backend=cfg.backend, progress=False, **kw)
+        kw = dict(
+            protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2),
+            rule=rule,
+            ref_rule=rule,
+            drift_threshold=100.0,
+            ref_wait_s=0.0,
+            ref_retries=0,
+        )
+    return ProfileConfig(
+        archs=space.sample_n(cfg.n, seed=0), out=out, space=space, backend=cfg.backend, progress=False, **kw
+    )
 
 
 @contextmanager
@@ -84,13 +93,26 @@ def rows_of(run: str, summary: dict, out: Path, kill: dict) -> list[dict]:
         if d["dataset"]:
             fps = set(read_profiles(d["dataset"])[0]["fingerprint_id"])
         killed = d["device"] == KILLED and run == "1: node b killed after its first chunk"
-        rows.append({"run": run, "fleet_device": d["device"], "archs_wanted": d["wanted"], "chunks": d["chunks"],
-                     "chunks_done": d["chunks_done"], "chunks_failed": d["chunks_failed"], "rows": d["rows"],
-                     "archs_valid": d["archs"], "merged_fingerprints": len(fps), "nodes": ",".join(d["nodes"]),
-                     "finished_rows_before_kill": kill.get("rows") if killed else None,
-                     "kept_rows_after_kill": kill.get("kept") if killed else None,
-                     "lost_finished_rows": kill.get("lost") if killed else None,
-                     "complete": summary["complete"], "wall_s": summary["wall_s"], "errors": "; ".join(d["errors"])})
+        rows.append(
+            {
+                "run": run,
+                "fleet_device": d["device"],
+                "archs_wanted": d["wanted"],
+                "chunks": d["chunks"],
+                "chunks_done": d["chunks_done"],
+                "chunks_failed": d["chunks_failed"],
+                "rows": d["rows"],
+                "archs_valid": d["archs"],
+                "merged_fingerprints": len(fps),
+                "nodes": ",".join(d["nodes"]),
+                "finished_rows_before_kill": kill.get("rows") if killed else None,
+                "kept_rows_after_kill": kill.get("kept") if killed else None,
+                "lost_finished_rows": kill.get("lost") if killed else None,
+                "complete": summary["complete"],
+                "wall_s": summary["wall_s"],
+                "errors": "; ".join(d["errors"]),
+            }
+        )
     return rows
 
 
@@ -104,9 +126,17 @@ def run(cfg: BenchConfig) -> list[dict]:
                 kill["ids"] = measurement_ids(out, KILLED)
                 cluster.remove_node(nodes.pop(KILLED))
 
-        fc = FleetConfig(profile=profile_template(cfg, out), devices=[DeviceSpec(d, backend=cfg.backend) for d in DEVICES],
-                         out=out, address=cluster.address, chunk=cfg.chunk, lost_after_s=0.0, progress=False,
-                         command=["bench_fleet"], on_chunk=kill_after_first_chunk)
+        fc = FleetConfig(
+            profile=profile_template(cfg, out),
+            devices=[DeviceSpec(d, backend=cfg.backend) for d in DEVICES],
+            out=out,
+            address=cluster.address,
+            chunk=cfg.chunk,
+            lost_after_s=0.0,
+            progress=False,
+            command=["bench_fleet"],
+            on_chunk=kill_after_first_chunk,
+        )
         first = run_fleet(fc)
         kept = measurement_ids(out, KILLED)
         ids = kill.get("ids", set())
@@ -143,7 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = BenchConfig(2, 1, "torch", True) if a.quick else BenchConfig(a.n, a.chunk, a.backend)
     rows = run(cfg)
     write_csv(Path(a.out), rows)
-    cols = ["run", "fleet_device", "chunks_done", "chunks_failed", "rows", "archs_valid", "merged_fingerprints", "lost_finished_rows"]
+    cols = [
+        "run",
+        "fleet_device",
+        "chunks_done",
+        "chunks_failed",
+        "rows",
+        "archs_valid",
+        "merged_fingerprints",
+        "lost_finished_rows",
+    ]
     print("  ".join(cols))
     for r in rows:
         print("  ".join(str(r[c]) for c in cols))

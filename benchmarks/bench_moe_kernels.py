@@ -88,9 +88,14 @@ class BenchResult:
         c = self.config
         r = dict(env)
         r.update(
-            dtype=c.dtype, d_model=c.d_model, num_experts=c.num_experts,
-            hidden_sizes="-".join(map(str, c.hidden_sizes)), mixed=int(c.mixed),
-            tokens=c.tokens, topk=c.topk, mode=c.mode,
+            dtype=c.dtype,
+            d_model=c.d_model,
+            num_experts=c.num_experts,
+            hidden_sizes="-".join(map(str, c.hidden_sizes)),
+            mixed=int(c.mixed),
+            tokens=c.tokens,
+            topk=c.topk,
+            mode=c.mode,
         )
         r.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"})
         return r
@@ -110,7 +115,10 @@ def automoe_shapes(quick: bool = False, dtype: str = "bf16") -> list[BenchConfig
         dims, tokens = (512,), (128, 4096, 16384)
     return [
         BenchConfig(d, hs, t, k, mode, dtype)
-        for d in dims for hs in expert_sets for t in tokens for k in (1, 2)
+        for d in dims
+        for hs in expert_sets
+        for t in tokens
+        for k in (1, 2)
         for mode in ("fwd", "fwd_bwd")
     ]
 
@@ -118,7 +126,9 @@ def automoe_shapes(quick: bool = False, dtype: str = "bf16") -> list[BenchConfig
 def dry_run_shapes() -> list[BenchConfig]:
     return [
         BenchConfig(32, hs, t, k, mode, "fp32")
-        for hs in ((16, 48), (16, 32, 48)) for t in (1, 8, 64) for k in (1, 2)
+        for hs in ((16, 48), (16, 32, 48))
+        for t in (1, 8, 64)
+        for k in (1, 2)
         for mode in ("fwd", "fwd_bwd")
     ]
 
@@ -136,9 +146,11 @@ def make_problem(cfg: BenchConfig, device, seed: int = 0) -> dict:
     tw = tw / tw.sum(-1, keepdim=True)
     w2t = torch.cat([torch.randn(h, d, generator=g) / math.sqrt(h) for h in hs])
     p = dict(
-        x=torch.randn(t, d, generator=g), tw=tw,
+        x=torch.randn(t, d, generator=g),
+        tw=tw,
         w1=torch.randn(sum(hs), d, generator=g) / math.sqrt(d),
-        b1=torch.randn(sum(hs), generator=g) * 0.02, w2t=w2t,
+        b1=torch.randn(sum(hs), generator=g) * 0.02,
+        w2t=w2t,
         b2=torch.randn(e, d, generator=g) * 0.02,
     )
     p = {n: v.to(device=device, dtype=dt) for n, v in p.items()}
@@ -160,9 +172,9 @@ class Padded:
         off = 0
         with torch.no_grad():
             for i, h in enumerate(hs):
-                self.w1[i, :, :h] = w1[off:off + h].t()
-                self.b1[i, 0, :h] = b1[off:off + h]
-                self.w2[i, :h] = w2t[off:off + h]
+                self.w1[i, :, :h] = w1[off : off + h].t()
+                self.b1[i, 0, :h] = b1[off : off + h]
+                self.w2[i, :h] = w2t[off : off + h]
                 off += h
         self.b2 = b2.detach().clone()[:, None, :]
         self.params = [self.w1, self.b1, self.w2, self.b2]
@@ -223,21 +235,23 @@ def build_fn(impl: str, cfg: BenchConfig, p: dict):
         x, tw = leaves["x"], leaves["tw"]
         fwd, grad, params = (lambda: pad(x, p["ids"], tw)), p["grad"], pad.params + [x, tw]
     else:
-        a = (leaves["x"], p["ids"], leaves["tw"], leaves["w1"], leaves["b1"], leaves["w2t"],
-             leaves["b2"], hs)
+        a = (leaves["x"], p["ids"], leaves["tw"], leaves["w1"], leaves["b1"], leaves["w2t"], leaves["b2"], hs)
         if impl == "loop":
             fwd = lambda: moe_ffn_reference(*a)  # noqa: E731
         else:
             fwd = lambda: moe_ffn(*a, backend="triton")  # noqa: E731
         grad, params = p["grad"], list(leaves.values())
     if not bwd:
+
         def fn():
             with torch.no_grad():
                 fwd()
+
         return fn, None, flop
 
     def fn():
         fwd().backward(grad)
+
     return fn, params, 3.0 * flop
 
 
@@ -245,8 +259,7 @@ def bench_ms(fn, device, grad_to_none, cpu_repeats: int = 5) -> float:
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
-                              return_mode="median"))
+        return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median"))
     fn()  # warm-up
     ts = []
     for _ in range(cpu_repeats):
@@ -268,8 +281,10 @@ def run_config(cfg: BenchConfig, impls, device, cpu_repeats: int = 5) -> list[Be
             times[impl] = bench_ms(fn, device, g2n, cpu_repeats)
             flops[impl] = flop
         except Exception as exc:  # keep going (OOM, unsupported config): record NaN
-            print(f"  {cfg.label} T={cfg.tokens} k={cfg.topk} {cfg.mode} {impl}: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            print(
+                f"  {cfg.label} T={cfg.tokens} k={cfg.topk} {cfg.mode} {impl}: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
             times[impl], flops[impl] = float("nan"), float("nan")
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -279,12 +294,18 @@ def run_config(cfg: BenchConfig, impls, device, cpu_repeats: int = 5) -> list[Be
     for impl in impls:
         ms = times[impl]
         tflops = useful / ms / 1e9 if impl != "dense" else flops[impl] / ms / 1e9
-        out.append(BenchResult(
-            config=cfg, impl=impl, median_ms=ms, useful_gflop=useful / 1e9, tflops=tflops,
-            frac_of_ceiling=tflops / ceiling_tflops,
-            speedup_vs_loop=times.get("loop", float("nan")) / ms,
-            speedup_vs_padded=times.get("padded", float("nan")) / ms,
-        ))
+        out.append(
+            BenchResult(
+                config=cfg,
+                impl=impl,
+                median_ms=ms,
+                useful_gflop=useful / 1e9,
+                tflops=tflops,
+                frac_of_ceiling=tflops / ceiling_tflops,
+                speedup_vs_loop=times.get("loop", float("nan")) / ms,
+                speedup_vs_padded=times.get("padded", float("nan")) / ms,
+            )
+        )
     return out
 
 
@@ -303,8 +324,11 @@ def environment(device) -> dict:
     else:
         name = f"cpu-{platform.processor() or platform.machine()}"
     return dict(
-        device=name, torch=torch.__version__, triton=triton_version,
-        cuda=torch.version.cuda or "", timestamp=datetime.now(timezone.utc).isoformat(),
+        device=name,
+        torch=torch.__version__,
+        triton=triton_version,
+        cuda=torch.version.cuda or "",
+        timestamp=datetime.now(timezone.utc).isoformat(),
     )
 
 
@@ -331,17 +355,21 @@ def print_table(results: list[BenchResult], impls) -> None:
     for r in results:
         by_cfg.setdefault(r.config, {})[r.impl] = r
     main = "triton" if "triton" in impls else impls[0]
-    head = (f"{'shape':<18}{'T':>6}{'k':>3} {'mode':<8}"
-            + "".join(f"{i + ' ms':>11}" for i in impls)
-            + f"{main + ' TF/s':>13}{'%ceil':>7}{'x loop':>8}{'x pad':>7}")
+    head = (
+        f"{'shape':<18}{'T':>6}{'k':>3} {'mode':<8}"
+        + "".join(f"{i + ' ms':>11}" for i in impls)
+        + f"{main + ' TF/s':>13}{'%ceil':>7}{'x loop':>8}{'x pad':>7}"
+    )
     print(head)
     print("-" * len(head))
     for cfg, rs in by_cfg.items():
         m = rs[main]
-        print(f"{cfg.label:<18}{cfg.tokens:>6}{cfg.topk:>3} {cfg.mode:<8}"
-              + "".join(f"{_fmt(rs[i].median_ms, '.3f'):>11}" for i in impls)
-              + f"{_fmt(m.tflops, '.3g'):>13}{_fmt(100 * m.frac_of_ceiling, '.0f'):>7}"
-              + f"{_fmt(m.speedup_vs_loop, '.2f'):>8}{_fmt(m.speedup_vs_padded, '.2f'):>7}")
+        print(
+            f"{cfg.label:<18}{cfg.tokens:>6}{cfg.topk:>3} {cfg.mode:<8}"
+            + "".join(f"{_fmt(rs[i].median_ms, '.3f'):>11}" for i in impls)
+            + f"{_fmt(m.tflops, '.3g'):>13}{_fmt(100 * m.frac_of_ceiling, '.0f'):>7}"
+            + f"{_fmt(m.speedup_vs_loop, '.2f'):>8}{_fmt(m.speedup_vs_padded, '.2f'):>7}"
+        )
 
 
 def _geomean(vals):
@@ -355,11 +383,9 @@ def check_targets(results: list[BenchResult]) -> list[str]:
         return ["targets: triton not measured"]
     lines = []
     specs = [
-        ("speedup vs padded, mixed sizes, T>=1024", 1.3, "speedup_vs_padded",
-         lambda c: c.mixed and c.tokens >= 1024),
+        ("speedup vs padded, mixed sizes, T>=1024", 1.3, "speedup_vs_padded", lambda c: c.mixed and c.tokens >= 1024),
         ("speedup vs loop, T>=4096", 3.0, "speedup_vs_loop", lambda c: c.tokens >= 4096),
-        ("fraction of dense ceiling, T=16384", 0.5, "frac_of_ceiling",
-         lambda c: c.tokens >= 16384),
+        ("fraction of dense ceiling, T=16384", 0.5, "frac_of_ceiling", lambda c: c.tokens >= 16384),
     ]
     for name, target, attr, sel in specs:
         vals = [getattr(r, attr) for r in tri if sel(r.config)]
@@ -367,22 +393,23 @@ def check_targets(results: list[BenchResult]) -> list[str]:
             continue
         gm, lo = _geomean(vals), min(vals)
         verdict = "PASS" if gm >= target else "FAIL"
-        lines.append(f"{verdict} {name}: geomean {gm:.2f}, min {lo:.2f} "
-                     f"(target >= {target}, {len(vals)} shapes)")
+        lines.append(f"{verdict} {name}: geomean {gm:.2f}, min {lo:.2f} (target >= {target}, {len(vals)} shapes)")
     return lines
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help="CSV path (default: "
-                    "benchmarks/results/moe_kernels_<device>.csv)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="CSV path (default: benchmarks/results/moe_kernels_<device>.csv)"
+    )
     ap.add_argument("--quick", action="store_true", help="36-shape subset")
-    ap.add_argument("--dry-run", action="store_true",
-                    help="CPU-capable: torch baselines at tiny sizes; checks shapes/timing/CSV")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="CPU-capable: torch baselines at tiny sizes; checks shapes/timing/CSV"
+    )
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    ap.add_argument("--impls", default=",".join(IMPLS),
-                    help=f"comma-separated subset of {','.join(IMPLS)}")
+    ap.add_argument("--impls", default=",".join(IMPLS), help=f"comma-separated subset of {','.join(IMPLS)}")
     ap.add_argument("--max-shapes", type=int, default=0, help="stop after N shapes (0 = all)")
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per shape on CPU")
     args = ap.parse_args(argv)
@@ -399,8 +426,10 @@ def main(argv=None) -> int:
             impls = tuple(i for i in impls if i != "triton")
     else:
         if not torch.cuda.is_available():
-            print("bench_moe_kernels: needs a CUDA GPU (none found); nothing measured. "
-                  "Use --dry-run to exercise the script on CPU.")
+            print(
+                "bench_moe_kernels: needs a CUDA GPU (none found); nothing measured. "
+                "Use --dry-run to exercise the script on CPU."
+            )
             return 2
         if "triton" in impls and not triton_available():
             print("bench_moe_kernels: triton is not installed", file=sys.stderr)
@@ -411,8 +440,10 @@ def main(argv=None) -> int:
         shapes = shapes[: args.max_shapes]
 
     env = environment(device)
-    print(f"# {env['device']} | torch {env['torch']} | triton {env['triton']} | "
-          f"cuda {env['cuda'] or '-'} | {len(shapes)} shapes | impls {','.join(impls)}")
+    print(
+        f"# {env['device']} | torch {env['torch']} | triton {env['triton']} | "
+        f"cuda {env['cuda'] or '-'} | {len(shapes)} shapes | impls {','.join(impls)}"
+    )
     results: list[BenchResult] = []
     t0 = time.time()
     for i, cfg in enumerate(shapes):

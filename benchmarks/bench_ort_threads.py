@@ -14,6 +14,7 @@ thread count the median over its timings and the spread, and the 2-thread / 1-th
 Results: benchmarks/results/bench_ort_threads.csv (device and versions in every row). Run it on a
 quiet machine: it times things.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_ref_timing import write_stamped  # one CSV stamp for the timing benchmarks
 
 from moenas.arch import SearchSpace
 from moenas.arch.protocol import LatencyProtocol
@@ -30,7 +32,6 @@ from moenas.profiler.fingerprint import fingerprint
 from moenas.profiler.reference_timing import time_reference
 from moenas.profiler.runner import REFERENCE_RULE, reference_arch
 from moenas.profiler.stats import StopRule
-from bench_ref_timing import write_stamped  # one CSV stamp for the timing benchmarks
 
 RESULTS = Path(__file__).parent / "results" / "bench_ort_threads.csv"
 ABBA = (1, 2, 2, 1)
@@ -45,15 +46,28 @@ class BenchConfig:
     rule: StopRule = REFERENCE_RULE
 
 
-QUICK = BenchConfig(rounds=1, checks=1, protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2),
-                    rule=StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5))
+QUICK = BenchConfig(
+    rounds=1,
+    checks=1,
+    protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2),
+    rule=StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5),
+)
 
 
 def plan(c: BenchConfig, threads: int) -> dict[str, Any]:
     """The reference timing plan `moenas calibrate` builds, at ``threads`` intra-op threads."""
     space = SearchSpace.load(c.space)
-    return {"space": space, "arch": reference_arch(space), "protocol": c.protocol, "backend": "onnxruntime",
-            "device": "cpu", "threads_intra": threads, "threads_inter": 1, "export_method": "torchscript", "rule": c.rule}
+    return {
+        "space": space,
+        "arch": reference_arch(space),
+        "protocol": c.protocol,
+        "backend": "onnxruntime",
+        "device": "cpu",
+        "threads_intra": threads,
+        "threads_inter": 1,
+        "export_method": "torchscript",
+        "rule": c.rule,
+    }
 
 
 def summary_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,8 +77,16 @@ def summary_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for t in sorted({r["threads"] for r in runs}):
         ms = [r["reference_ms"] for r in runs if r["threads"] == t]
         med[t] = float(np.median(ms))
-        out.append({"run": f"median {t} thread(s)", "threads": t, "reference_ms": round(med[t], 4),
-                    "min_ms": round(min(ms), 4), "max_ms": round(max(ms), 4), "timings": len(ms)})
+        out.append(
+            {
+                "run": f"median {t} thread(s)",
+                "threads": t,
+                "reference_ms": round(med[t], 4),
+                "min_ms": round(min(ms), 4),
+                "max_ms": round(max(ms), 4),
+                "timings": len(ms),
+            }
+        )
     if 1 in med and 2 in med:
         out.append({"run": "ratio 2 / 1 threads", "threads": "2/1", "ratio": round(med[2] / med[1], 4)})
     return out
@@ -86,12 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     runs, plans = [], {t: plan(c, t) for t in set(ABBA)}
     for i, threads in enumerate(ABBA * c.rounds):
         r = time_reference(plans[threads], checks=c.checks)
-        runs.append({"run": str(i + 1), "threads": threads, "reference_ms": round(r["median_ms"], 4),
-                     "ci_rel": round(r["ci_rel"], 4), "n_runs": r["n_runs"]})
+        runs.append(
+            {
+                "run": str(i + 1),
+                "threads": threads,
+                "reference_ms": round(r["median_ms"], 4),
+                "ci_rel": round(r["ci_rel"], 4),
+                "n_runs": r["n_runs"],
+            }
+        )
         print(f"timing {i + 1}: {threads} thread(s) {r['median_ms']:.2f} ms", file=sys.stderr, flush=True)
     rows = runs + summary_rows(runs)
     write_stamped(rows, args.out, fp, {"checks": c.checks})
-    for r in rows[len(runs):]:
+    for r in rows[len(runs) :]:
         print("  ".join(f"{k}={v}" for k, v in r.items()))
     print(f"device: {fp['cpu_model']} ({fp['cpu_cores']} logical cores); wrote {args.out}")
     return 0

@@ -15,6 +15,7 @@ sending a batch and getting its result back (Ray against the process pool).
 Results: benchmarks/results/bench_ray_runner.csv, with the machine and versions in every row.
 Run it on a quiet machine: the 2 workers take both cores of this project's machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,8 @@ CLUSTER_CPUS = 2
 @dataclass(frozen=True)
 class BenchConfig:
     supernet: str
-    archs: int = 64             # timed archs per runner
-    batch_size: int = 8         # archs per batch (the search's runners use 16)
+    archs: int = 64  # timed archs per runner
+    batch_size: int = 8  # archs per batch (the search's runners use 16)
     valid_sentences: int = 100  # fixed validation subset of each fitness call
     overhead_batches: int = 200  # one-arch batches of the do-nothing fitness
     seed: int = 0
@@ -45,17 +46,17 @@ QUICK = {"archs": 4, "batch_size": 2, "valid_sentences": 4, "overhead_batches": 
 
 @dataclass(frozen=True)
 class BenchRow:
-    measure: str        # "fitness" (supernet loss) or "overhead" (a fitness that does nothing)
+    measure: str  # "fitness" (supernet loss) or "overhead" (a fitness that does nothing)
     runner: str
     workers: int
     archs: int
     batch_size: int
     batches: int
-    startup_s: float    # warm-up: workers started, fitness built in each
+    startup_s: float  # warm-up: workers started, fitness built in each
     seconds: float
     archs_per_s: float
     ms_per_batch: float
-    same_values: bool   # equal to the in-process runner's values
+    same_values: bool  # equal to the in-process runner's values
 
 
 def zeros(archs: Sequence[Any]) -> list[float]:
@@ -68,8 +69,8 @@ def zeros_factory() -> Callable[[Sequence[Any]], list[float]]:
 
 
 def make_runner(name: str, workers: int, factory: Callable, batch_size: int):
-    from moenas.search.ray_runner import RayRunner
     from moenas.search.fitness_runners import InProcessRunner, ProcessPoolRunner
+    from moenas.search.ray_runner import RayRunner
 
     if name == "ray":
         return RayRunner(factory, workers, batch_size)
@@ -92,10 +93,15 @@ def time_runner(runner, fitness, warm: list, archs: list) -> tuple[list[float], 
         runner.close()
 
 
-def row(kind: str, name: str, workers: int, n: int, batch_size: int, startup: float, secs: float, same: bool) -> BenchRow:
+def row(
+    kind: str, name: str, workers: int, n: int, batch_size: int, startup: float, secs: float, same: bool
+) -> BenchRow:
     batches = -(-n // batch_size)
-    print(f"{kind:8s} {name:10s} x{workers}: {n / secs:8.2f} archs/s, {1000 * secs / batches:8.2f} ms/batch, "
-          f"start-up {startup:.2f} s", flush=True)
+    print(
+        f"{kind:8s} {name:10s} x{workers}: {n / secs:8.2f} archs/s, {1000 * secs / batches:8.2f} ms/batch, "
+        f"start-up {startup:.2f} s",
+        flush=True,
+    )
     return BenchRow(kind, name, workers, n, batch_size, batches, startup, secs, n / secs, 1000 * secs / batches, same)
 
 
@@ -109,9 +115,15 @@ def run(cfg: BenchConfig) -> list[BenchRow]:
     space = fitness.space
     noop_archs = space.sample_n(cfg.overhead_batches, seed=cfg.seed + 2)
     workloads = {  # kind: (fitness, factory, timed archs, warm-up archs, batch size)
-        "fitness": (fitness, fitness_factory(cfg.supernet, cfg.valid_sentences), space.sample_n(cfg.archs, seed=cfg.seed),
-                    space.sample_n(2 * CLUSTER_CPUS * cfg.batch_size, seed=cfg.seed + 1), cfg.batch_size),
-        "overhead": (zeros, zeros_factory, noop_archs, noop_archs[:2 * CLUSTER_CPUS], 1)}
+        "fitness": (
+            fitness,
+            fitness_factory(cfg.supernet, cfg.valid_sentences),
+            space.sample_n(cfg.archs, seed=cfg.seed),
+            space.sample_n(2 * CLUSTER_CPUS * cfg.batch_size, seed=cfg.seed + 1),
+            cfg.batch_size,
+        ),
+        "overhead": (zeros, zeros_factory, noop_archs, noop_archs[: 2 * CLUSTER_CPUS], 1),
+    }
     rows: list[BenchRow] = []
     expected: dict[str, list[float]] = {}
     started = None
@@ -167,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "bench_ray_runner.csv"))
     a = ap.parse_args(argv)
     if not Path(a.supernet).is_file():
-        sys.stderr.write(f"bench_ray_runner: {a.supernet}: no such supernet checkpoint (run `make demo` or pass --supernet)\n")
+        sys.stderr.write(
+            f"bench_ray_runner: {a.supernet}: no such supernet checkpoint (run `make demo` or pass --supernet)\n"
+        )
         return 2
     sizes = {k: getattr(a, k) for k in asdict(BenchConfig("")) if k != "supernet"}
     cfg = BenchConfig(a.supernet, **{**sizes, **(QUICK if a.quick else {})})

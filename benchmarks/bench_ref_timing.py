@@ -22,6 +22,7 @@ archs' latencies (valid in every run; 1.00 = no bias).
 Results: benchmarks/results/bench_ref_timing.csv (device and versions in every row). Run it on a
 quiet machine: it times things.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,32 +64,70 @@ class BenchConfig:
 
 
 # the shipped automoe-wmt dataset's settings (data/profiles/automoe-wmt-cpu-ort.parquet.json's command)
-AUTOMOE = BenchConfig(space="automoe-wmt", n_archs=10, ref_every=5, repeat_check=2, seed=0, visit_warmup=0,
-                      rule=StopRule(warmup=2, min_runs=10, max_runs=200, max_seconds=16.0), ref_wait_s=5.0,
-                      drift_threshold=0.10, ref_retries=30)
+AUTOMOE = BenchConfig(
+    space="automoe-wmt",
+    n_archs=10,
+    ref_every=5,
+    repeat_check=2,
+    seed=0,
+    visit_warmup=0,
+    rule=StopRule(warmup=2, min_runs=10, max_runs=200, max_seconds=16.0),
+    ref_wait_s=5.0,
+    drift_threshold=0.10,
+    ref_retries=30,
+)
 
 # a smoke run: micro sizes, and no drift verdicts (its speeds mean nothing on a busy test machine)
-QUICK = BenchConfig(n_archs=3, ref_every=2, repeat_check=1, protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2),
-                    rule=StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5), ref_wait_s=0.0, drift_threshold=100.0)
+QUICK = BenchConfig(
+    n_archs=3,
+    ref_every=2,
+    repeat_check=1,
+    protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2),
+    rule=StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5),
+    ref_wait_s=0.0,
+    drift_threshold=100.0,
+)
 
 
 def profile_once(c: BenchConfig, timing: str, out: Path) -> tuple[dict[str, Any], Any]:
     """One profiling run of the bench's archs; (its figures, its latency table)."""
     space = SearchSpace.load(c.space)
-    pc = ProfileConfig(archs=space.sample_n(c.n_archs, seed=c.seed), out=out, space=space, protocol=c.protocol,
-                       rule=c.rule, ref_every=c.ref_every, repeat_check=c.repeat_check, ref_in_group=timing != "alone",
-                       ref_follow=timing == "follow", visit_runs=c.visit_runs, visit_warmup=c.visit_warmup,
-                       ref_retries=c.ref_retries, ref_wait_s=c.ref_wait_s, drift_threshold=c.drift_threshold,
-                       progress=False, command=["bench_ref_timing"])
+    pc = ProfileConfig(
+        archs=space.sample_n(c.n_archs, seed=c.seed),
+        out=out,
+        space=space,
+        protocol=c.protocol,
+        rule=c.rule,
+        ref_every=c.ref_every,
+        repeat_check=c.repeat_check,
+        ref_in_group=timing != "alone",
+        ref_follow=timing == "follow",
+        visit_runs=c.visit_runs,
+        visit_warmup=c.visit_warmup,
+        ref_retries=c.ref_retries,
+        ref_wait_s=c.ref_wait_s,
+        drift_threshold=c.drift_threshold,
+        progress=False,
+        command=["bench_ref_timing"],
+    )
     s = Profiler(pc).run()
     df, meta = read_profiles(out)
     tot = df[df["component"] == "total"]
     sec = s["seconds"]
-    figures = {"ref_timing": timing, "wall_s": s["wall_s"], "measurements": int(len(tot)),
-               "remeasured": int(tot["remeasured"].astype(bool).sum()), "rows_flagged": s["rows_flagged"],
-               "archs_valid": s["archs_valid"], "reference_checks": s["reference_checks"],
-               "reference_model_s": sec["reference_model"], "export_s": sec["export"], "timed_s": sec["timed"],
-               "overhead_fraction": s["overhead_fraction"], "noise_floor_mape_percent": noise_floor(df)}
+    figures = {
+        "ref_timing": timing,
+        "wall_s": s["wall_s"],
+        "measurements": int(len(tot)),
+        "remeasured": int(tot["remeasured"].astype(bool).sum()),
+        "rows_flagged": s["rows_flagged"],
+        "archs_valid": s["archs_valid"],
+        "reference_checks": s["reference_checks"],
+        "reference_model_s": sec["reference_model"],
+        "export_s": sec["export"],
+        "timed_s": sec["timed"],
+        "overhead_fraction": s["overhead_fraction"],
+        "noise_floor_mape_percent": noise_floor(df),
+    }
     return figures, latency_table(df).set_index("arch_id")["median_ms"]
 
 
@@ -110,10 +149,16 @@ def summary_rows(runs: list[dict[str, Any]], tables: list[Any], methods: tuple[s
         ids = sorted(common)
         alone = np.mean([t.loc[ids].to_numpy() for t, r in zip(tables, runs) if r["ref_timing"] == a_name], axis=0)
         group = np.mean([t.loc[ids].to_numpy() for t, r in zip(tables, runs) if r["ref_timing"] == b_name], axis=0)
-        out.append({"run": "bias", "ref_timing": f"{b_name} / {a_name}", "archs_valid": len(ids),
-                    "latency_ratio_median": round(float(np.median(group / alone)), 4),
-                    "latency_ratio_p10": round(float(np.percentile(group / alone, 10)), 4),
-                    "latency_ratio_p90": round(float(np.percentile(group / alone, 90)), 4)})
+        out.append(
+            {
+                "run": "bias",
+                "ref_timing": f"{b_name} / {a_name}",
+                "archs_valid": len(ids),
+                "latency_ratio_median": round(float(np.median(group / alone)), 4),
+                "latency_ratio_p10": round(float(np.percentile(group / alone, 10)), 4),
+                "latency_ratio_p90": round(float(np.percentile(group / alone, 90)), 4),
+            }
+        )
     return out
 
 
@@ -122,9 +167,16 @@ def write_stamped(rows: list[dict[str, Any]], path: Path, fp: dict[str, Any], ex
     the versions, ``extra`` settings and the date. Rows already in ``path`` from other machines
     (another fingerprint) are kept, first: a timing is only worth its machine, and a rerun on a
     second one must not erase the first one's record."""
-    stamp = {"device": fp["cpu_model"], "cores": fp["cpu_cores"], "fingerprint_id": fp["fingerprint_id"],
-             "onnxruntime": fp["onnxruntime_version"], "torch": fp["torch_version"], "moenas": fp["moenas_version"],
-             **extra, "date": time.strftime("%Y-%m-%d %H:%M")}
+    stamp = {
+        "device": fp["cpu_model"],
+        "cores": fp["cpu_cores"],
+        "fingerprint_id": fp["fingerprint_id"],
+        "onnxruntime": fp["onnxruntime_version"],
+        "torch": fp["torch_version"],
+        "moenas": fp["moenas_version"],
+        **extra,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     kept = []
     if path.is_file():
         with path.open(newline="") as f:
@@ -142,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="micro protocol and sizes (a smoke run)")
     ap.add_argument("--preset", choices=["tiny", "automoe-wmt"], default="tiny", help="space and profiler settings")
-    ap.add_argument("--methods", nargs=2, choices=METHODS, default=["alone", "group"], metavar="M",
-                    help=f"the two reference timings compared, A B (of {', '.join(METHODS)}; order A B B A)")
+    ap.add_argument(
+        "--methods",
+        nargs=2,
+        choices=METHODS,
+        default=["alone", "group"],
+        metavar="M",
+        help=f"the two reference timings compared, A B (of {', '.join(METHODS)}; order A B B A)",
+    )
     ap.add_argument("--n-archs", type=int, default=None)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -162,12 +220,25 @@ def main(argv: list[str] | None = None) -> int:
             figures, table = profile_once(c, timing, Path(tmp) / f"{i}-{timing}.parquet")
             runs.append({"run": str(i + 1), **figures})
             tables.append(table)
-            print(f"run {i + 1} ({timing}): {figures['measurements']} measurements, {figures['rows_flagged']} rows flagged, "
-                  f"{figures['wall_s']:.1f} s, overhead {figures['overhead_fraction']:.1%}", file=sys.stderr, flush=True)
+            print(
+                f"run {i + 1} ({timing}): {figures['measurements']} measurements, {figures['rows_flagged']} rows flagged, "
+                f"{figures['wall_s']:.1f} s, overhead {figures['overhead_fraction']:.1%}",
+                file=sys.stderr,
+                flush=True,
+            )
     rows = runs + summary_rows(runs, tables, methods)
     write_stamped(rows, args.out, fp, {"space": c.space, "n_archs": c.n_archs, "ref_every": c.ref_every})
-    cols = ["run", "ref_timing", "wall_s", "measurements", "rows_flagged", "reference_model_s", "overhead_fraction",
-            "noise_floor_mape_percent", "latency_ratio_median"]
+    cols = [
+        "run",
+        "ref_timing",
+        "wall_s",
+        "measurements",
+        "rows_flagged",
+        "reference_model_s",
+        "overhead_fraction",
+        "noise_floor_mape_percent",
+        "latency_ratio_median",
+    ]
     print("  ".join(f"{k:>18}" for k in cols))
     for r in rows:
         print("  ".join(f"{_fmt(r.get(k)):>18}" for k in cols))

@@ -10,6 +10,7 @@ iteration, and the share of fitness calls served from the cache.
 Usage (after `make demo`, which leaves a supernet and a predictor in runs/demo):
   python benchmarks/bench_search.py --supernet runs/demo/supernet.pt --predictor runs/demo/predictor
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from moenas.profiler.fingerprint import bench_environment
 class BenchConfig:
     supernet: str
     predictor: str
-    budget_ms: float | None = None   # None: the predicted median latency of 200 random archs
+    budget_ms: float | None = None  # None: the predicted median latency of 200 random archs
     seeds: tuple[int, ...] = (0, 1, 2)
     population: int = 40
     parents: int = 10
@@ -56,8 +57,8 @@ def run(cfg: BenchConfig) -> list[BenchResult]:
     from moenas.search.constraints import ConstraintSet, LatencyConstraint
     from moenas.search.evolution import Evolution, EvolutionConfig, random_search
     from moenas.search.fitness import SupernetFitness
-    from moenas.search.pareto import hypervolume
     from moenas.search.fitness_runners import CachedFitness
+    from moenas.search.pareto import hypervolume
 
     fitness = SupernetFitness(cfg.supernet, cfg.valid_sentences)
     space: SearchSpace = fitness.space
@@ -73,22 +74,40 @@ def run(cfg: BenchConfig) -> list[BenchResult]:
             cached = CachedFitness(fitness, cache=shared_cache)
             before = dict(shared_cache)
             t = time.perf_counter()
-            econf = dict(population=cfg.population, parents=cfg.parents, mutations=cfg.mutations,
-                         crossovers=cfg.crossovers, iterations=cfg.iterations, seed=seed)
+            econf = dict(
+                population=cfg.population,
+                parents=cfg.parents,
+                mutations=cfg.mutations,
+                crossovers=cfg.crossovers,
+                iterations=cfg.iterations,
+                seed=seed,
+            )
             if method == "random":
                 n_evo = next(r.evaluations for r in out if r.seed == seed and r.method == "evolution")
                 res = random_search(space, cached, cons, n_evo, seed=seed + 1000, latency=latency)
             else:
                 objectives = ("loss", "latency") if method == "nsga2" else ("loss",)
-                res = Evolution(space, cached, cons, EvolutionConfig(objectives=objectives, **econf), latency=latency).run()
+                res = Evolution(
+                    space, cached, cons, EvolutionConfig(objectives=objectives, **econf), latency=latency
+                ).run()
             secs = time.perf_counter() - t
             F = np.array([[c.loss, c.latency] for c in res.evaluated])
             fronts[(method, seed)] = F
             evals = len(res.evaluated)
             iters = max(len(res.history) - 1, 1)
-            out.append(BenchResult(method, seed, evals, float("nan"), res.best.loss, res.best.latency, secs,
-                                   secs / iters if method != "random" else float("nan"),
-                                   float(sum(a in before for a in (c.arch.arch_id for c in res.evaluated)) / max(evals, 1))))
+            out.append(
+                BenchResult(
+                    method,
+                    seed,
+                    evals,
+                    float("nan"),
+                    res.best.loss,
+                    res.best.latency,
+                    secs,
+                    secs / iters if method != "random" else float("nan"),
+                    float(sum(a in before for a in (c.arch.arch_id for c in res.evaluated)) / max(evals, 1)),
+                )
+            )
     worst = max(float(F[:, 0].max()) for F in fronts.values())
     ref = np.array([worst, budget])
     return [BenchResult(**{**asdict(r), "hypervolume": hypervolume(fronts[(r.method, r.seed)], ref)}) for r in out]
@@ -116,10 +135,14 @@ def main() -> None:
             w.writerow({**asdict(r), **versions})
     print(f"{'method':10} {'seed':>4} {'evals':>5} {'HV':>9} {'best loss':>9} {'lat ms':>7} {'s/iter':>7}")
     for r in rows:
-        print(f"{r.method:10} {r.seed:4d} {r.evaluations:5d} {r.hypervolume:9.4f} {r.best_loss:9.4f} {r.best_latency_ms:7.3g} {r.seconds_per_iteration:7.2f}")
+        print(
+            f"{r.method:10} {r.seed:4d} {r.evaluations:5d} {r.hypervolume:9.4f} {r.best_loss:9.4f} {r.best_latency_ms:7.3g} {r.seconds_per_iteration:7.2f}"
+        )
     for m in ("evolution", "nsga2", "random"):
         sel = [r for r in rows if r.method == m]
-        print(f"{m:10} mean HV {np.mean([r.hypervolume for r in sel]):.4f}  mean best loss {np.mean([r.best_loss for r in sel]):.4f}")
+        print(
+            f"{m:10} mean HV {np.mean([r.hypervolume for r in sel]):.4f}  mean best loss {np.mean([r.best_loss for r in sel]):.4f}"
+        )
     print(f"wrote {a.out}")
 
 

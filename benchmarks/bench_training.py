@@ -17,6 +17,7 @@ Never run it beside a training run or a test suite: it times the 2-core machine.
 
 Results: benchmarks/results/bench_training.csv (device, versions, one row per variant x batch size).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,21 +52,32 @@ class UnfusedLoss(nn.Module):
         total, parts = torch.zeros(()), []
         for arch in archs:
             logits = run_model(self.model, src, tgt_in, arch)
-            ce = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=0,
-                                 label_smoothing=self.label_smoothing)
+            ce = F.cross_entropy(
+                logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=0, label_smoothing=self.label_smoothing
+            )
             total = total + ce + self.aux_coef * model_aux_loss(self.model)
             parts.append(ce.detach())
         return total, torch.stack(parts)
 
 
 def make_trainer(max_tokens: int, variant: str, work: Path) -> Trainer:
-    cfg = TrainConfig(space="tiny", corpus="default", steps=10_000, max_tokens=max_tokens, sampling="uniform",
-                      progress=False, bleu_sentences=0, seed=0, device="cpu")
+    cfg = TrainConfig(
+        space="tiny",
+        corpus="default",
+        steps=10_000,
+        max_tokens=max_tokens,
+        sampling="uniform",
+        progress=False,
+        bleu_sentences=0,
+        seed=0,
+        device="cpu",
+    )
     tr = Trainer(cfg, work / f"{variant}-{max_tokens}.pt", None, 0, 1, torch.device("cpu"), lambda m: None)
     if variant == "before":
         tr.runner = UnfusedLoss(tr.model, cfg.label_smoothing, cfg.aux_coef)
-        tr.opt = torch.optim.AdamW(tr.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2),
-                                   weight_decay=cfg.weight_decay, foreach=True)
+        tr.opt = torch.optim.AdamW(
+            tr.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay, foreach=True
+        )
     return tr
 
 
@@ -116,16 +128,25 @@ def run(max_tokens: int, variant: str, steps: int, work: Path) -> dict:
         flops += step_flops(tr2)
         tr2.step()
     flops *= steps / min(steps, 5)
-    return {"variant": variant, "max_tokens": max_tokens, "steps": steps, "seconds": round(dt, 2),
-            "tokens_per_s": round(tokens / dt, 1), "steps_per_s": round(steps / dt, 3),
-            "gflop_per_s": round(flops / dt / 1e9, 1), "mean_train_loss": round(sum(losses) / len(losses), 5)}
+    return {
+        "variant": variant,
+        "max_tokens": max_tokens,
+        "steps": steps,
+        "seconds": round(dt, 2),
+        "tokens_per_s": round(tokens / dt, 1),
+        "steps_per_s": round(steps / dt, 3),
+        "gflop_per_s": round(flops / dt / 1e9, 1),
+        "mean_train_loss": round(sum(losses) / len(losses), 5),
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per variant (default: 20)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, what training uses here)")
-    ap.add_argument("--max-tokens", type=int, nargs="+", default=[1024, 2048, 4096], help="batch sizes (default: 1024 2048 4096)")
+    ap.add_argument(
+        "--max-tokens", type=int, nargs="+", default=[1024, 2048, 4096], help="batch sizes (default: 1024 2048 4096)"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_training.csv")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -140,9 +161,12 @@ def main(argv=None) -> int:
                 r["fraction_of_ceiling"] = round(r["gflop_per_s"] / min(ceil.values()), 3)
                 r.update({**env, "threads": args.threads})
                 rows.append(r)
-                print(f"{variant:6} {mt:5} tokens: {r['tokens_per_s']:8.0f} tok/s, {r['steps_per_s']:.2f} steps/s, "
-                      f"{r['gflop_per_s']:.0f} GFLOP/s ({r['fraction_of_ceiling']:.0%} of the slower ceiling), "
-                      f"mean loss {r['mean_train_loss']:.4f}", flush=True)
+                print(
+                    f"{variant:6} {mt:5} tokens: {r['tokens_per_s']:8.0f} tok/s, {r['steps_per_s']:.2f} steps/s, "
+                    f"{r['gflop_per_s']:.0f} GFLOP/s ({r['fraction_of_ceiling']:.0%} of the slower ceiling), "
+                    f"mean loss {r['mean_train_loss']:.4f}",
+                    flush=True,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

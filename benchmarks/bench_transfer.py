@@ -36,6 +36,7 @@ tau >= 0.9.
 
 Results: benchmarks/results/bench_transfer.csv (base and target devices, versions in every row).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from bench_calibrate import RESULTS, SHIPPED, device_label, write_csv
+
 from moenas.arch import UserError
 from moenas.arch.cost import protocol_cost
 from moenas.data.profiles import shipped
@@ -65,8 +66,15 @@ def _score(y: np.ndarray, m: np.ndarray, lo: np.ndarray | None, hi: np.ndarray |
     return r
 
 
-def one_draw(base_pred, target: Dataset, log_flops: np.ndarray, fit: np.ndarray, test: np.ndarray,
-             seed: int, scratch: bool = True) -> dict[str, dict[str, float]]:
+def one_draw(
+    base_pred,
+    target: Dataset,
+    log_flops: np.ndarray,
+    fit: np.ndarray,
+    test: np.ndarray,
+    seed: int,
+    scratch: bool = True,
+) -> dict[str, dict[str, float]]:
     """Every method's scores for one draw (``fit`` archs known, ``test`` archs scored);
     ``log_flops``: log protocol FLOPs of every target arch (the power law's input);
     ``scratch`` False: the transfers and the uncorrected base only."""
@@ -98,8 +106,14 @@ def ceiling_row(base_pred, target: Dataset, seed: int, folds: int = 5) -> dict[s
         tm = TransferModel(base=base_pred.model, random_state=seed).fit(xs(tr), target.y[tr])
         m[te], lo[te], hi[te] = tm.predict_interval(xs(te), CONFIDENCE)
     r = _score(target.y, m, lo, hi)
-    return {"shots": len(target) - len(target) // folds, "method": "transfer-all-cv", "n_eval": len(target),
-            "repeats": 1, **{f"{k}_mean": round(float(v), 4) for k, v in r.items()}, "mape_p90": float("nan")}
+    return {
+        "shots": len(target) - len(target) // folds,
+        "method": "transfer-all-cv",
+        "n_eval": len(target),
+        "repeats": 1,
+        **{f"{k}_mean": round(float(v), 4) for k, v in r.items()},
+        "mape_p90": float("nan"),
+    }
 
 
 def _mean(values: list[float]) -> float:
@@ -109,8 +123,9 @@ def _mean(values: list[float]) -> float:
     return round(float(v.mean()), 4) if v.size else float("nan")
 
 
-def bench_target(base_pred, target: Dataset, shots: list[int], repeats: int, seed: int,
-                 scratch: bool = True) -> list[dict[str, Any]]:
+def bench_target(
+    base_pred, target: Dataset, shots: list[int], repeats: int, seed: int, scratch: bool = True
+) -> list[dict[str, Any]]:
     """Mean scores per (shots, method) over ``repeats`` random draws, then the ceiling row."""
     rng = np.random.default_rng(seed)
     log_flops = np.log([protocol_cost(a, target.protocol).total_flops for a in target.archs])
@@ -122,9 +137,16 @@ def bench_target(base_pred, target: Dataset, shots: list[int], repeats: int, see
             for method, r in one_draw(base_pred, target, log_flops, perm[:n], perm[n:], seed, scratch).items():
                 acc.setdefault(method, []).append(r)
         for method, rs in acc.items():
-            rows.append({"shots": n, "method": method, "n_eval": len(target) - n, "repeats": repeats,
-                         **{f"{k}_mean": _mean([r[k] for r in rs]) for k in rs[0]},
-                         "mape_p90": round(float(np.percentile([r["mape"] for r in rs], 90)), 4)})
+            rows.append(
+                {
+                    "shots": n,
+                    "method": method,
+                    "n_eval": len(target) - n,
+                    "repeats": repeats,
+                    **{f"{k}_mean": _mean([r[k] for r in rs]) for k in rs[0]},
+                    "mape_p90": round(float(np.percentile([r["mape"] for r in rs], 90)), 4),
+                }
+            )
     return rows + [ceiling_row(base_pred, target, seed)]
 
 
@@ -146,14 +168,21 @@ def _targets(specs: list[str] | None) -> dict[str, Path]:
     return out
 
 
-def pair_rows(base_name: str, base: Dataset, base_pred, name: str, ds: Dataset, path: Path, a: argparse.Namespace,
-              scratch: bool) -> list[dict[str, Any]]:
+def pair_rows(
+    base_name: str, base: Dataset, base_pred, name: str, ds: Dataset, path: Path, a: argparse.Namespace, scratch: bool
+) -> list[dict[str, Any]]:
     """The rows of one (base, target) pair (``ds``: the target, read from ``path``)."""
     if min(a.shots) < 3 or max(a.shots) > len(ds) - 10:
         raise UserError(f"--shots must be in [3, {len(ds) - 10}] for {name}'s {len(ds)} valid archs")
-    about = {"base": base_name, "base_model": base_pred.metadata.get("chosen"), "base_device": device_label(base),
-             "target_device": device_label(ds), "target_backend": ds.backend, "target_threads": _threads(path),
-             "target_noise_floor": round(ds.noise_floor, 3) if ds.noise_floor is not None else float("nan")}
+    about = {
+        "base": base_name,
+        "base_model": base_pred.metadata.get("chosen"),
+        "base_device": device_label(base),
+        "target_device": device_label(ds),
+        "target_backend": ds.backend,
+        "target_threads": _threads(path),
+        "target_noise_floor": round(ds.noise_floor, 3) if ds.noise_floor is not None else float("nan"),
+    }
     return [{"target": name, **r, **about} for r in bench_target(base_pred, ds, a.shots, a.repeats, a.seed, scratch)]
 
 
@@ -163,20 +192,32 @@ def mean_over_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for shots, method in keys:
         sel = [r for r in rows if (r["shots"], r["method"]) == (shots, method)]
-        out.append({"target": "all pairs", "shots": shots, "method": method, "repeats": sel[0]["repeats"],
-                    **{k: _mean([r[k] for r in sel]) for k in ("mape_mean", "within_10_mean", "tau_mean", "coverage_mean")},
-                    "base": "mean", "pairs": len(sel)})
+        out.append(
+            {
+                "target": "all pairs",
+                "shots": shots,
+                "method": method,
+                "repeats": sel[0]["repeats"],
+                **{k: _mean([r[k] for r in sel]) for k in ("mape_mean", "within_10_mean", "tau_mean", "coverage_mean")},
+                "base": "mean",
+                "pairs": len(sel),
+            }
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=Path, default=SHIPPED, help="the base device's dataset")
-    ap.add_argument("--target", nargs="+", default=None, help="NAME=PATH datasets of other devices (default: the shipped ones)")
+    ap.add_argument(
+        "--target", nargs="+", default=None, help="NAME=PATH datasets of other devices (default: the shipped ones)"
+    )
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--model", default="auto", help="the base predictor's model")
-    ap.add_argument("--all-pairs", action="store_true", help="every dataset the base of every other one (transfers only)")
+    ap.add_argument(
+        "--all-pairs", action="store_true", help="every dataset the base of every other one (transfers only)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_transfer.csv")
     a = ap.parse_args(argv)
@@ -199,10 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.all_pairs:
         rows += mean_over_pairs(rows)
     write_csv(a.out, rows)
-    print(f"{'base':16s} {'target':16s} {'shots':>5s} {'method':24s} {'MAPE%':>6s} {'±10%':>5s} {'tau':>5s} {'cov90':>5s}")
+    print(
+        f"{'base':16s} {'target':16s} {'shots':>5s} {'method':24s} {'MAPE%':>6s} {'±10%':>5s} {'tau':>5s} {'cov90':>5s}"
+    )
     for r in rows:
-        print(f"{r['base']:16s} {r['target']:16s} {r['shots']:5d} {r['method']:24s} {r['mape_mean']:6.2f} "
-              f"{r['within_10_mean']:5.1f} {r['tau_mean']:5.3f} {r['coverage_mean']:5.1f}")
+        print(
+            f"{r['base']:16s} {r['target']:16s} {r['shots']:5d} {r['method']:24s} {r['mape_mean']:6.2f} "
+            f"{r['within_10_mean']:5.1f} {r['tau_mean']:5.3f} {r['coverage_mean']:5.1f}"
+        )
     print(f"-> {a.out}")
     return 0
 

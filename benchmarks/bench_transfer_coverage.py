@@ -14,6 +14,7 @@ Kendall tau. Target: 90% intervals cover >= 88% on held-out archs of the new mac
 
 Results: benchmarks/results/bench_transfer_coverage.csv (both machines and the versions in every row).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from bench_calibrate import RESULTS, ROOT, SHIPPED, device_label, write_csv
+
 from moenas.predictor import metrics as M
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import Dataset, load_dataset
@@ -35,7 +36,9 @@ def draws(base_model, other: Dataset, n: int, confidences: tuple[float, ...], re
     """Per confidence: coverage of each of ``repeats`` random transfers from ``n`` archs (scored
     on the other archs), plus MAPE, tau and the interval's relative width per draw."""
     rng = np.random.default_rng(seed)
-    out: dict[float, dict[str, list[float]]] = {c: {"coverage": [], "mape": [], "tau": [], "width": []} for c in confidences}
+    out: dict[float, dict[str, list[float]]] = {
+        c: {"coverage": [], "mape": [], "tau": [], "width": []} for c in confidences
+    }
     for _ in range(repeats):
         perm = rng.permutation(len(other))
         fit, test = perm[:n], perm[n:]
@@ -54,8 +57,13 @@ def draws(base_model, other: Dataset, n: int, confidences: tuple[float, ...], re
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shipped", type=Path, default=SHIPPED, help="machine A's dataset (the predictor's base)")
-    ap.add_argument("--other", type=Path, nargs="+", default=None,
-                    help="datasets measured on this machine (default: runs/demo and runs/coverage profiles)")
+    ap.add_argument(
+        "--other",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="datasets measured on this machine (default: runs/demo and runs/coverage profiles)",
+    )
     ap.add_argument("--n", type=int, nargs="+", default=[10, 20], help="archs measured here that fit the transfer")
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--model", default="auto", help="base predictor's model")
@@ -64,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     paths = [p for p in (a.other or OTHER) if p.exists()]
     if not paths:
-        print(f"no dataset of this machine found (looked for {', '.join(map(str, a.other or OTHER))}); "
-              "profile some with `moenas profile --space tiny --n 60 --out runs/coverage/profiles.parquet`", file=sys.stderr)
+        print(
+            f"no dataset of this machine found (looked for {', '.join(map(str, a.other or OTHER))}); "
+            "profile some with `moenas profile --space tiny --n 60 --out runs/coverage/profiles.parquet`",
+            file=sys.stderr,
+        )
         return 2
     ship, other = load_dataset([a.shipped], "total"), load_dataset(paths, "total")
     if min(a.n) < 3 or max(a.n) > len(other) - 5:
@@ -76,17 +87,30 @@ def main(argv: list[str] | None = None) -> int:
     for n in a.n:
         for c, d in draws(pred.model, other, n, (0.8, 0.9, 0.95), a.repeats, a.seed).items():
             cov = np.asarray(d["coverage"])
-            rows.append({"n_transfer": n, "n_eval": len(other) - n, "repeats": a.repeats, "confidence": c,
-                         "coverage_mean": float(cov.mean()), "coverage_p10": float(np.percentile(cov, 10)),
-                         "mape_mean": float(np.mean(d["mape"])), "kendall_tau_mean": float(np.nanmean(d["tau"])),
-                         "width_median_pct": float(np.median(d["width"])), "base_model": pred.metadata.get("chosen"),
-                         "device_fit": device_label(ship), "device_eval": device_label(other),
-                         "datasets_eval": " ".join(str(p) for p in paths)})
+            rows.append(
+                {
+                    "n_transfer": n,
+                    "n_eval": len(other) - n,
+                    "repeats": a.repeats,
+                    "confidence": c,
+                    "coverage_mean": float(cov.mean()),
+                    "coverage_p10": float(np.percentile(cov, 10)),
+                    "mape_mean": float(np.mean(d["mape"])),
+                    "kendall_tau_mean": float(np.nanmean(d["tau"])),
+                    "width_median_pct": float(np.median(d["width"])),
+                    "base_model": pred.metadata.get("chosen"),
+                    "device_fit": device_label(ship),
+                    "device_eval": device_label(other),
+                    "datasets_eval": " ".join(str(p) for p in paths),
+                }
+            )
     write_csv(a.out, rows)
     print(f"{'n':>3s} {'eval':>4s} {'conf':>5s} {'cover':>6s} {'p10':>6s} {'MAPE%':>6s} {'tau':>5s} {'width%':>6s}")
     for r in rows:
-        print(f"{r['n_transfer']:3d} {r['n_eval']:4d} {r['confidence']:5.2f} {r['coverage_mean']:6.1f} "
-              f"{r['coverage_p10']:6.1f} {r['mape_mean']:6.2f} {r['kendall_tau_mean']:5.3f} {r['width_median_pct']:6.1f}")
+        print(
+            f"{r['n_transfer']:3d} {r['n_eval']:4d} {r['confidence']:5.2f} {r['coverage_mean']:6.1f} "
+            f"{r['coverage_p10']:6.1f} {r['mape_mean']:6.2f} {r['kendall_tau_mean']:5.3f} {r['width_median_pct']:6.1f}"
+        )
     print(f"base: {device_label(ship)}\nhere: {device_label(other)}\n-> {a.out}")
     return 0
 

@@ -49,16 +49,23 @@ TOPK = 2
 def gemm_candidates(quick: bool) -> list[GemmConfig]:
     if quick:
         rows = [
-            (64, 128, 64, 4, 3), (64, 128, 64, 4, 4), (128, 128, 64, 8, 3), (64, 256, 64, 8, 3),
-            (128, 256, 64, 8, 3), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (128, 64, 64, 4, 4),
-            (128, 128, 32, 4, 4), (64, 128, 128, 4, 3), (32, 64, 128, 4, 3), (16, 128, 128, 4, 3),
+            (64, 128, 64, 4, 3),
+            (64, 128, 64, 4, 4),
+            (128, 128, 64, 8, 3),
+            (64, 256, 64, 8, 3),
+            (128, 256, 64, 8, 3),
+            (32, 128, 64, 4, 4),
+            (64, 64, 64, 4, 4),
+            (128, 64, 64, 4, 4),
+            (128, 128, 32, 4, 4),
+            (64, 128, 128, 4, 3),
+            (32, 64, 128, 4, 3),
+            (16, 128, 128, 4, 3),
         ]
     else:
         rows = [
             (bm, bn, bk, w, s)
-            for bm, bn, bk, w, s in itertools.product(
-                (32, 64, 128), (64, 128, 256), (32, 64), (4, 8), (3, 4)
-            )
+            for bm, bn, bk, w, s in itertools.product((32, 64, 128), (64, 128, 256), (32, 64), (4, 8), (3, 4))
             if bm * bn <= 128 * 256
         ]
     return [GemmConfig(bm, bn, bk, 8, w, s) for bm, bn, bk, w, s in rows]
@@ -67,15 +74,19 @@ def gemm_candidates(quick: bool) -> list[GemmConfig]:
 def wgrad_candidates(quick: bool) -> list[WgradConfig]:
     if quick:
         rows = [
-            (128, 128, 64, 8, 3), (128, 128, 32, 4, 4), (64, 128, 64, 4, 3), (128, 64, 64, 4, 3),
-            (64, 64, 64, 4, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (64, 128, 128, 4, 3),
+            (128, 128, 64, 8, 3),
+            (128, 128, 32, 4, 4),
+            (64, 128, 64, 4, 3),
+            (128, 64, 64, 4, 3),
+            (64, 64, 64, 4, 4),
+            (128, 256, 64, 8, 3),
+            (256, 128, 64, 8, 3),
+            (64, 128, 128, 4, 3),
         ]
     else:
         rows = [
             (bh, bd, br, w, s)
-            for bh, bd, br, w, s in itertools.product(
-                (64, 128, 256), (64, 128), (32, 64), (4, 8), (3, 4)
-            )
+            for bh, bd, br, w, s in itertools.product((64, 128, 256), (64, 128), (32, 64), (4, 8), (3, 4))
         ]
     return [WgradConfig(bh, bd, br, w, s) for bh, bd, br, w, s in rows]
 
@@ -111,25 +122,74 @@ class Problem:
         from moenas.moe_kernels import launch
 
         return lambda: launch._launch_up(
-            self.x, self.w1, self.b1, None, None, self.hbuf, TOPK, self.sorted_slots,
-            self.offsets, self.hoffs, max(self.hidden), cfg, {}, relu=True, relu_grad=False)
+            self.x,
+            self.w1,
+            self.b1,
+            None,
+            None,
+            self.hbuf,
+            TOPK,
+            self.sorted_slots,
+            self.offsets,
+            self.hoffs,
+            max(self.hidden),
+            cfg,
+            {},
+            relu=True,
+            relu_grad=False,
+        )
 
     def down(self, cfg: MoEKernelConfig):
         from moenas.moe_kernels import launch
 
         return lambda: launch._launch_down(
-            self.hbuf, self.w2t, self.b2, self.tw.reshape(-1), None, self.ys, self.sorted_slots,
-            self.offsets, self.hoffs, self.d, cfg, {})
+            self.hbuf,
+            self.w2t,
+            self.b2,
+            self.tw.reshape(-1),
+            None,
+            self.ys,
+            self.sorted_slots,
+            self.offsets,
+            self.hoffs,
+            self.d,
+            cfg,
+            {},
+        )
 
     def wgrad(self, cfg: MoEKernelConfig):
         from moenas.moe_kernels import launch
 
         def fn():
-            launch._launch_wgrad(self.hbuf, self.grad, self.tw.reshape(-1), self.dw, None,
-                                 self.db2, TOPK, self.sorted_slots, self.offsets, self.hoffs,
-                                 self.hidden, cfg)
-            launch._launch_wgrad(self.hbuf, self.x, None, self.dw, self.db1, None, TOPK,
-                                 self.sorted_slots, self.offsets, self.hoffs, self.hidden, cfg)
+            launch._launch_wgrad(
+                self.hbuf,
+                self.grad,
+                self.tw.reshape(-1),
+                self.dw,
+                None,
+                self.db2,
+                TOPK,
+                self.sorted_slots,
+                self.offsets,
+                self.hoffs,
+                self.hidden,
+                cfg,
+            )
+            launch._launch_wgrad(
+                self.hbuf,
+                self.x,
+                None,
+                self.dw,
+                self.db1,
+                None,
+                TOPK,
+                self.sorted_slots,
+                self.offsets,
+                self.hoffs,
+                self.hidden,
+                cfg,
+            )
+
         return fn
 
 
@@ -163,12 +223,16 @@ def tune_class(prob: Problem, dtype, quick: bool, log) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--dtypes", default="bf16,fp16")
     ap.add_argument("--d-models", default="512,640")
-    ap.add_argument("--slots", default=",".join(map(str, SLOTS)),
-                    help="token-slot counts T*k to tune (rounded to power-of-two buckets)")
+    ap.add_argument(
+        "--slots",
+        default=",".join(map(str, SLOTS)),
+        help="token-slot counts T*k to tune (rounded to power-of-two buckets)",
+    )
     ap.add_argument("--quick", action="store_true", help="short candidate lists")
     ap.add_argument("--out-dir", type=Path, default=CONFIG_DIR)
     ap.add_argument("--dry-run", action="store_true", help="print the plan only")
@@ -196,8 +260,13 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device)
     path = device_config_path(name, args.out_dir)
     doc = json.loads(path.read_text()) if path.is_file() else {}
-    doc.update(device=name, torch=torch.__version__, triton=triton.__version__,
-               cuda=torch.version.cuda or "", updated=datetime.now(timezone.utc).isoformat())
+    doc.update(
+        device=name,
+        torch=torch.__version__,
+        triton=triton.__version__,
+        cuda=torch.version.cuda or "",
+        updated=datetime.now(timezone.utc).isoformat(),
+    )
     table = doc.setdefault("configs", {})
     t0 = time.time()
     for dt, d, s in classes:

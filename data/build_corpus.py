@@ -8,6 +8,7 @@ and ``NOTICE``: every source Debian package, its version and licences. The trans
 distributed under those packages' licences (mostly GPL/LGPL), not the project's. Needs ``dpkg``
 to name the packages; the demo itself only reads the result (:func:`corpus.load_shipped_corpus`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,19 @@ def build(locale_dir: str | Path, out_dir: Path = CORPORA_DIR, name: str = NAME)
     lines = [f"{split}\t{s}\t{t}" for split in SPLITS for s, t in getattr(corpus, split)]
     blob = lzma.compress(("\n".join(lines) + "\n").encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
     packages = source_packages(gettext_catalogs(locale_dir))
-    manifest = {"file": f"{name}.tsv.xz", "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
-                "pairs": {s: len(getattr(corpus, s)) for s in SPLITS}, "cleaning": CLEANING_VERSION,
-                "built_from": {"locale_dir": str(locale_dir), "catalogs": corpus.info["files"],
-                               "gettext_fingerprint": corpus.fingerprint},
-                "packages": packages}
+    manifest = {
+        "file": f"{name}.tsv.xz",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "pairs": {s: len(getattr(corpus, s)) for s in SPLITS},
+        "cleaning": CLEANING_VERSION,
+        "built_from": {
+            "locale_dir": str(locale_dir),
+            "catalogs": corpus.info["files"],
+            "gettext_fingerprint": corpus.fingerprint,
+        },
+        "packages": packages,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.tsv.xz").write_bytes(blob)
     (out_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -50,8 +59,12 @@ def source_packages(catalogs: list[Path]) -> list[dict[str, Any]]:
         owner.setdefault(pkg, []).append(mo.name)
     rows = []
     for pkg, files in sorted(owner.items()):
-        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True).stdout.strip()
-        rows.append({"package": pkg, "version": version or "unknown", "licenses": licenses(pkg), "catalogs": sorted(files)})
+        version = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True
+        ).stdout.strip()
+        rows.append(
+            {"package": pkg, "version": version or "unknown", "licenses": licenses(pkg), "catalogs": sorted(files)}
+        )
     return rows
 
 
@@ -66,31 +79,47 @@ def licenses(pkg: str) -> list[str]:
     names = [m.strip() for m in re.findall(r"^License:\s*(.+)$", text, flags=re.M)]
     names = [n for n in names if len(n.split()) <= 8 and not n.startswith("*") and not n.endswith((":", ",", "."))]
     if not names:
-        names = sorted(set(re.findall(r"\b(?:GNU (?:Lesser |Library )?General Public License|GPL|LGPL)(?:-?v?\d(?:\.\d)?\+?)?", text)))
+        names = sorted(
+            set(
+                re.findall(
+                    r"\b(?:GNU (?:Lesser |Library )?General Public License|GPL|LGPL)(?:-?v?\d(?:\.\d)?\+?)?", text
+                )
+            )
+        )
     return sorted(dict.fromkeys(names)) or [f"see {path}"]
 
 
 def notice(manifest: dict[str, Any]) -> str:
     """The NOTICE text: what the file is, and every source package with its version and licences."""
     pkgs = manifest["packages"]
-    lines = [f"data/corpora/{manifest['file']}: English-German message pairs extracted from the German gettext",
-             f"translation catalogs of {len(pkgs)} Debian packages ({manifest['built_from']['catalogs']} catalogs),",
-             "cleaned and split by moenas (data/corpus.py, data/build_corpus.py).", "",
-             "This file is NOT distributed under the moenas licence (Apache-2.0). Each pair is part of the",
-             "translation catalog of the package named below and is distributed under that package's",
-             "licence(s), as declared in its Debian copyright file. Most are GPL or LGPL.", "",
-             "package | version | licence(s) | catalogs"]
-    lines += [f"{p['package']} | {p['version']} | {'; '.join(p['licenses'])} | {', '.join(p['catalogs'])}" for p in pkgs]
+    lines = [
+        f"data/corpora/{manifest['file']}: English-German message pairs extracted from the German gettext",
+        f"translation catalogs of {len(pkgs)} Debian packages ({manifest['built_from']['catalogs']} catalogs),",
+        "cleaned and split by moenas (data/corpus.py, data/build_corpus.py).",
+        "",
+        "This file is NOT distributed under the moenas licence (Apache-2.0). Each pair is part of the",
+        "translation catalog of the package named below and is distributed under that package's",
+        "licence(s), as declared in its Debian copyright file. Most are GPL or LGPL.",
+        "",
+        "package | version | licence(s) | catalogs",
+    ]
+    lines += [
+        f"{p['package']} | {p['version']} | {'; '.join(p['licenses'])} | {', '.join(p['catalogs'])}" for p in pkgs
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Rebuild the shipped demo corpus from a machine's German gettext catalogs.")
+    ap = argparse.ArgumentParser(
+        description="Rebuild the shipped demo corpus from a machine's German gettext catalogs."
+    )
     ap.add_argument("--locale-dir", default="/usr/share/locale/de/LC_MESSAGES")
     ap.add_argument("--out-dir", type=Path, default=CORPORA_DIR)
     args = ap.parse_args(argv)
     m = build(args.locale_dir, args.out_dir)
-    print(f"{m['file']}: {m['pairs']} pairs from {len(m['packages'])} packages, {m['bytes']} bytes, sha256 {m['sha256'][:12]}")
+    print(
+        f"{m['file']}: {m['pairs']} pairs from {len(m['packages'])} packages, {m['bytes']} bytes, sha256 {m['sha256'][:12]}"
+    )
     return 0
 
 

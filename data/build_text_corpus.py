@@ -13,6 +13,7 @@ Writes ``data/corpora/python-docs-en.jsonl.xz`` (one ``{"split", "text"}`` per d
 ``NOTICE.python-docs-en``. The text is the Python Software Foundation's, under the PSF License
 Agreement (Python 2.0.1+), not the project's licence.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,27 @@ from typing import Any, Iterator
 from .corpus import CORPORA_DIR, SPLITS, split_by_hash
 from .text_corpus import MIN_CHARS, TEXT_NAME, paragraphs
 
-SKIP_PARTS = {"test", "tests", "idlelib", "lib2to3", "ensurepip", "turtledemo", "site-packages",
-              "dist-packages", "__pycache__", "__phello__"}
+SKIP_PARTS = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "ensurepip",
+    "turtledemo",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "__phello__",
+}
 
 
 def stdlib_files(root: Path) -> list[Path]:
     """The standard library's ``*.py`` files worth reading, sorted (machine-independent order)."""
-    return sorted(p for p in root.rglob("*.py")
-                  if not any(part in SKIP_PARTS or part.startswith("test_") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*.py")
+        if not any(part in SKIP_PARTS or part.startswith("test_") for part in p.relative_to(root).parts)
+    )
 
 
 def docstrings(path: Path) -> Iterator[str]:
@@ -80,14 +94,25 @@ def build(root: Path, out_dir: Path = CORPORA_DIR, name: str = TEXT_NAME) -> dic
     """Write the corpus, its manifest and its NOTICE from the stdlib at ``root``."""
     docs = documents(root)
     train, valid, test = split_by_hash(docs, lambda d: d, 0.02, 0.02, what="documents")
-    lines = [json.dumps({"split": s, "text": t}, ensure_ascii=False) for s, part in zip(SPLITS, (train, valid, test)) for t in part]
+    lines = [
+        json.dumps({"split": s, "text": t}, ensure_ascii=False)
+        for s, part in zip(SPLITS, (train, valid, test))
+        for t in part
+    ]
     blob = lzma.compress(("\n".join(lines) + "\n").encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
-    manifest = {"file": f"{name}.jsonl.xz", "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
-                "documents": {s: len(p) for s, p in zip(SPLITS, (train, valid, test))},
-                "chars": {s: sum(map(len, p)) for s, p in zip(SPLITS, (train, valid, test))},
-                "built_from": {"python": platform.python_version(), "stdlib_files": len(stdlib_files(root)),
-                               "sources": ["docstrings (ast)", "pydoc_data/topics.py"]},
-                "license": "PSF-2.0"}
+    manifest = {
+        "file": f"{name}.jsonl.xz",
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "documents": {s: len(p) for s, p in zip(SPLITS, (train, valid, test))},
+        "chars": {s: sum(map(len, p)) for s, p in zip(SPLITS, (train, valid, test))},
+        "built_from": {
+            "python": platform.python_version(),
+            "stdlib_files": len(stdlib_files(root)),
+            "sources": ["docstrings (ast)", "pydoc_data/topics.py"],
+        },
+        "license": "PSF-2.0",
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / manifest["file"]).write_bytes(blob)
     (out_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -97,26 +122,32 @@ def build(root: Path, out_dir: Path = CORPORA_DIR, name: str = TEXT_NAME) -> dic
 
 def notice(manifest: dict[str, Any]) -> str:
     py = manifest["built_from"]["python"]
-    return (f"data/corpora/{manifest['file']}: English text from the standard library of CPython {py}:\n"
-            "the docstrings of its modules, classes and functions, and the language reference topics of\n"
-            "pydoc_data/topics.py, cleaned and split by moenas (data/build_text_corpus.py).\n\n"
-            "This text is NOT distributed under the moenas licence (Apache-2.0). It is\n"
-            f"Copyright (c) 2001-2023 Python Software Foundation; All Rights Reserved, and is distributed\n"
-            "under the PSF License Agreement for Python (https://docs.python.org/3/license.html),\n"
-            "SPDX identifier PSF-2.0.\n")
+    return (
+        f"data/corpora/{manifest['file']}: English text from the standard library of CPython {py}:\n"
+        "the docstrings of its modules, classes and functions, and the language reference topics of\n"
+        "pydoc_data/topics.py, cleaned and split by moenas (data/build_text_corpus.py).\n\n"
+        "This text is NOT distributed under the moenas licence (Apache-2.0). It is\n"
+        f"Copyright (c) 2001-2023 Python Software Foundation; All Rights Reserved, and is distributed\n"
+        "under the PSF License Agreement for Python (https://docs.python.org/3/license.html),\n"
+        "SPDX identifier PSF-2.0.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stdlib", type=Path, default=Path(sysconfig.get_paths()["stdlib"]), help="standard library folder")
+    ap.add_argument(
+        "--stdlib", type=Path, default=Path(sysconfig.get_paths()["stdlib"]), help="standard library folder"
+    )
     ap.add_argument("--out-dir", type=Path, default=CORPORA_DIR)
     a = ap.parse_args(argv)
     if not (a.stdlib / "pydoc_data" / "topics.py").is_file():
         print(f"{a.stdlib}: not a CPython standard library (no pydoc_data/topics.py)", file=sys.stderr)
         return 2
     m = build(a.stdlib, a.out_dir)
-    print(f"{m['file']}: {sum(m['documents'].values())} documents, {sum(m['chars'].values()) / 1e6:.2f} M characters, "
-          f"{m['bytes'] / 1e6:.2f} MB compressed")
+    print(
+        f"{m['file']}: {sum(m['documents'].values())} documents, {sum(m['chars'].values()) / 1e6:.2f} M characters, "
+        f"{m['bytes'] / 1e6:.2f} MB compressed"
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ sentence (first one kept), which also keeps a sentence out of two splits. Gettex
 additionally lose their format placeholders (%s, %1$d, %(name)s, {0}, ${var}) and
 accelerator markers (_File, &File).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,15 @@ class Corpus:
             yield t
 
     def summary(self) -> dict:
-        return {"source": self.source, "fingerprint": self.fingerprint, "src_lang": self.src_lang,
-                "tgt_lang": self.tgt_lang, "train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+        return {
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "src_lang": self.src_lang,
+            "tgt_lang": self.tgt_lang,
+            "train": len(self.train),
+            "valid": len(self.valid),
+            "test": len(self.test),
+        }
 
 
 # ---- the .mo binary format ---------------------------------------------------------------------
@@ -95,10 +103,10 @@ def read_mo(path: str | Path) -> list[Pair]:
     _rev, n, orig_off, trans_off = struct.unpack(order + "4I", data[4:20])
 
     def entry(table: int, i: int) -> bytes:
-        length, off = struct.unpack(order + "2I", data[table + 8 * i: table + 8 * i + 8])
+        length, off = struct.unpack(order + "2I", data[table + 8 * i : table + 8 * i + 8])
         if off + length > len(data):
             raise UserError(f"{p}: corrupt .mo file (string {i} runs past the end)")
-        return data[off: off + length]
+        return data[off : off + length]
 
     if max(orig_off, trans_off) + 8 * n > len(data):
         raise UserError(f"{p}: corrupt .mo file (string tables run past the end)")
@@ -130,9 +138,11 @@ def read_mo(path: str | Path) -> list[Pair]:
 
 
 # ---- cleaning ----------------------------------------------------------------------------------
-_PRINTF = re.compile(r"%(?:\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|Z|t)?[diouxXeEfFgGaAcspnmC%]"
-                     r"|%\([A-Za-z_][A-Za-z0-9_]*\)[-+ #0]*\d*(?:\.\d+)?[diouxXeEfFgGrsac]"
-                     r"|%<PRI[a-zA-Z0-9]+>")
+_PRINTF = re.compile(
+    r"%(?:\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|h|ll|l|L|q|j|z|Z|t)?[diouxXeEfFgGaAcspnmC%]"
+    r"|%\([A-Za-z_][A-Za-z0-9_]*\)[-+ #0]*\d*(?:\.\d+)?[diouxXeEfFgGrsac]"
+    r"|%<PRI[a-zA-Z0-9]+>"
+)
 _BRACES = re.compile(r"\$\{[^}\s]*\}|\{[A-Za-z0-9_.:!]*\}")
 _ENTITY = re.compile(r"&(?:amp|lt|gt|quot|apos|nbsp);")
 _ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&apos;": "'", "&nbsp;": " "}
@@ -163,8 +173,9 @@ def clean_message(text: str) -> str:
     return normalize_space(text)
 
 
-def filter_pairs(pairs: Iterable[Pair], max_words: int = 80, max_ratio: float = 3.0,
-                 max_chars: int | None = None) -> tuple[list[Pair], dict]:
+def filter_pairs(
+    pairs: Iterable[Pair], max_words: int = 80, max_ratio: float = 3.0, max_chars: int | None = None
+) -> tuple[list[Pair], dict]:
     """Whitespace-normalise, drop bad pairs, de-duplicate by source. Returns (pairs, counts of
     what was dropped and why)."""
     out: list[Pair] = []
@@ -196,14 +207,22 @@ def filter_pairs(pairs: Iterable[Pair], max_words: int = 80, max_ratio: float = 
     return out, dropped
 
 
-def split_pairs(pairs: Sequence[Pair], valid_frac: float = 0.05, test_frac: float = 0.05,
-                min_eval: int = 1, max_eval: int = 2000) -> tuple[list[Pair], list[Pair], list[Pair]]:
+def split_pairs(
+    pairs: Sequence[Pair], valid_frac: float = 0.05, test_frac: float = 0.05, min_eval: int = 1, max_eval: int = 2000
+) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """Deterministic train/valid/test split by the source sentence (:func:`split_by_hash`)."""
     return split_by_hash(pairs, lambda p: p[0], valid_frac, test_frac, min_eval, max_eval, "pairs")
 
 
-def split_by_hash(items: Sequence[T], key: Callable[[T], str], valid_frac: float = 0.05, test_frac: float = 0.05,
-                  min_eval: int = 1, max_eval: int = 2000, what: str = "items") -> tuple[list[T], list[T], list[T]]:
+def split_by_hash(
+    items: Sequence[T],
+    key: Callable[[T], str],
+    valid_frac: float = 0.05,
+    test_frac: float = 0.05,
+    min_eval: int = 1,
+    max_eval: int = 2000,
+    what: str = "items",
+) -> tuple[list[T], list[T], list[T]]:
     """Deterministic train/valid/test split: order by SHA-1 of ``key(item)``, take the first
     n_valid as valid, the next n_test as test. Independent of input order and of the machine;
     n = clamp(frac * N, min_eval, max_eval)."""
@@ -213,7 +232,7 @@ def split_by_hash(items: Sequence[T], key: Callable[[T], str], valid_frac: float
     nt = min(max(int(test_frac * n), min_eval), max_eval) if test_frac > 0 else 0
     if nv + nt >= n:
         raise UserError(f"{n} {what} are too few to split into train/valid/test")
-    return ordered[nv + nt:], ordered[:nv], ordered[nv: nv + nt]
+    return ordered[nv + nt :], ordered[:nv], ordered[nv : nv + nt]
 
 
 def inputs_fingerprint(items: Iterable[tuple[str, int, str]], settings: dict) -> str:
@@ -260,9 +279,16 @@ def _find_split(d: Path, names: Sequence[str], src_lang: str, tgt_lang: str) -> 
     return None
 
 
-def load_parallel_dir(directory: str | Path, src_lang: str = "en", tgt_lang: str = "de", max_words: int = 80,
-                      max_ratio: float = 3.0, min_pairs: int = 20, valid_frac: float = 0.05,
-                      test_frac: float = 0.05) -> Corpus:
+def load_parallel_dir(
+    directory: str | Path,
+    src_lang: str = "en",
+    tgt_lang: str = "de",
+    max_words: int = 80,
+    max_ratio: float = 3.0,
+    min_pairs: int = 20,
+    valid_frac: float = 0.05,
+    test_frac: float = 0.05,
+) -> Corpus:
     """``DIR/train.{src,tgt}`` (required), ``DIR/{valid,dev}.*`` and ``DIR/test.*`` (optional;
     cut from train when absent), cleaned with :func:`filter_pairs`."""
     d = Path(directory)
@@ -274,15 +300,24 @@ def load_parallel_dir(directory: str | Path, src_lang: str = "en", tgt_lang: str
     valid_files = _find_split(d, ["valid", "dev"], src_lang, tgt_lang)
     test_files = _find_split(d, ["test"], src_lang, tgt_lang)
     used = [f for fs in (train_files, valid_files, test_files) if fs for f in fs]
-    settings = {"kind": "parallel", "max_words": max_words, "max_ratio": max_ratio, "valid_frac": valid_frac,
-                "test_frac": test_frac, "cleaning": CLEANING_VERSION}
+    settings = {
+        "kind": "parallel",
+        "max_words": max_words,
+        "max_ratio": max_ratio,
+        "valid_frac": valid_frac,
+        "test_frac": test_frac,
+        "cleaning": CLEANING_VERSION,
+    }
     fp = inputs_fingerprint(((f.name, f.stat().st_size, file_sha256(f)) for f in used), settings)
     train, dropped = filter_pairs(read_parallel(*train_files), max_words, max_ratio)
     if valid_files is None or test_files is None:
         if len(train) < min_pairs:
-            raise UserError(f"{d}: only {len(train)} usable training pairs after cleaning (at least {min_pairs} needed)")
-        train, cut_valid, cut_test = split_pairs(train, valid_frac if valid_files is None else 0,
-                                                 test_frac if test_files is None else 0)
+            raise UserError(
+                f"{d}: only {len(train)} usable training pairs after cleaning (at least {min_pairs} needed)"
+            )
+        train, cut_valid, cut_test = split_pairs(
+            train, valid_frac if valid_files is None else 0, test_frac if test_files is None else 0
+        )
     valid = filter_pairs(read_parallel(*valid_files), max_words, max_ratio)[0] if valid_files else cut_valid
     test = filter_pairs(read_parallel(*test_files), max_words, max_ratio)[0] if test_files else cut_test
     if len(train) < min_pairs:
@@ -310,16 +345,31 @@ def gettext_catalogs(locale_dir: str | Path = DEFAULT_LOCALE_DIR) -> list[Path]:
     return out
 
 
-def load_gettext_corpus(locale_dir: str | Path | None = None, max_words: int = 40, max_chars: int = 300,
-                        max_ratio: float = 3.0, min_pairs: int = 1000, valid_frac: float = 0.03,
-                        test_frac: float = 0.03, max_eval: int = 1000) -> Corpus:
+def load_gettext_corpus(
+    locale_dir: str | Path | None = None,
+    max_words: int = 40,
+    max_chars: int = 300,
+    max_ratio: float = 3.0,
+    min_pairs: int = 1000,
+    valid_frac: float = 0.03,
+    test_frac: float = 0.03,
+    max_eval: int = 1000,
+) -> Corpus:
     """English->German pairs from the installed gettext catalogs (see the module docstring).
 
     ``locale_dir`` defaults to $MOENAS_LOCALE_DIR or /usr/share/locale/de/LC_MESSAGES."""
     d = Path(locale_dir or os.environ.get("MOENAS_LOCALE_DIR") or DEFAULT_LOCALE_DIR)
     files = gettext_catalogs(d)
-    settings = {"kind": "gettext", "max_words": max_words, "max_chars": max_chars, "max_ratio": max_ratio,
-                "valid_frac": valid_frac, "test_frac": test_frac, "max_eval": max_eval, "cleaning": CLEANING_VERSION}
+    settings = {
+        "kind": "gettext",
+        "max_words": max_words,
+        "max_chars": max_chars,
+        "max_ratio": max_ratio,
+        "valid_frac": valid_frac,
+        "test_frac": test_frac,
+        "max_eval": max_eval,
+        "cleaning": CLEANING_VERSION,
+    }
     items = []
     raw: list[Pair] = []
     bad: list[str] = []
@@ -332,12 +382,20 @@ def load_gettext_corpus(locale_dir: str | Path | None = None, max_words: int = 4
     fp = inputs_fingerprint(items, settings)
     pairs, dropped = filter_pairs(raw, max_words, max_ratio, max_chars)
     if len(pairs) < min_pairs:
-        raise UserError(f"the default corpus needs at least {min_pairs} English-German pairs but {d} gave {len(pairs)} "
-                        f"(from {len(files)} .mo files); install German translations (e.g. the 'locales' and "
-                        f"language packs) or pass --corpus DIR with train.en/train.de")
+        raise UserError(
+            f"the default corpus needs at least {min_pairs} English-German pairs but {d} gave {len(pairs)} "
+            f"(from {len(files)} .mo files); install German translations (e.g. the 'locales' and "
+            f"language packs) or pass --corpus DIR with train.en/train.de"
+        )
     train, valid, test = split_pairs(pairs, valid_frac, test_frac, max_eval=max_eval)
-    info = {"locale_dir": str(d), "files": len(files), "bytes": sum(i[1] for i in items), "raw_pairs": len(raw),
-            "unreadable": bad, "dropped": dropped}
+    info = {
+        "locale_dir": str(d),
+        "files": len(files),
+        "bytes": sum(i[1] for i in items),
+        "raw_pairs": len(raw),
+        "unreadable": bad,
+        "dropped": dropped,
+    }
     return Corpus(train, valid, test, fp, f"gettext:{d}", "en", "de", info)
 
 
@@ -370,8 +428,12 @@ def load_shipped_corpus(name: str = NAME) -> Corpus:
         split, src, tgt = line.split("\t")
         splits[split].append((src, tgt))
     fp = inputs_fingerprint([(path.name, len(blob), digest)], {"kind": "shipped", "cleaning": manifest.get("cleaning")})
-    info = {"file": str(path), "sha256": digest, "packages": len(manifest.get("packages", [])),
-            "built_from": manifest.get("built_from")}
+    info = {
+        "file": str(path),
+        "sha256": digest,
+        "packages": len(manifest.get("packages", [])),
+        "built_from": manifest.get("built_from"),
+    }
     return Corpus(splits["train"], splits["valid"], splits["test"], fp, f"shipped:{name}", "en", "de", info)
 
 
@@ -382,12 +444,16 @@ def read_shipped(path: Path, mpath: Path, name: str) -> tuple[dict, bytes, str]:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
         blob = path.read_bytes()
     except (OSError, ValueError) as e:
-        raise UserError(f"{mpath.parent}: the shipped corpus {name!r} cannot be read ({type(e).__name__}); "
-                        "restore data/corpora/ from git") from None
+        raise UserError(
+            f"{mpath.parent}: the shipped corpus {name!r} cannot be read ({type(e).__name__}); "
+            "restore data/corpora/ from git"
+        ) from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != manifest.get("sha256"):
-        raise UserError(f"{path}: damaged (SHA-256 {digest[:12]}... is not the stored {str(manifest.get('sha256'))[:12]}...); "
-                        "restore it from git")
+        raise UserError(
+            f"{path}: damaged (SHA-256 {digest[:12]}... is not the stored {str(manifest.get('sha256'))[:12]}...); "
+            "restore it from git"
+        )
     return manifest, blob, digest
 
 

@@ -21,6 +21,7 @@ Public API (the predictor codes against exactly this): :func:`read_profiles`,
 and :data:`PROFILE_SCHEMA_VERSION`. The writer side (:func:`write_profiles`,
 :func:`merge_profiles`) is used by the profiler.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,12 +33,12 @@ import numpy as np
 import pandas as pd
 
 from moenas.arch import Arch
-from moenas.arch.provenance import now_iso  # noqa: F401  (re-exported: the profiler stamps rows with it)
 from moenas.arch.checks import check_fields, parse_json, read_json
 from moenas.arch.errors import UserError
 from moenas.arch.family import ENCODER_DECODER, FAMILIES, TOTAL, all_row_components
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 from moenas.arch.protocol import PROTOCOLS, Protocol, protocol_from_dict
+from moenas.arch.provenance import now_iso  # noqa: F401  (re-exported: the profiler stamps rows with it)
 
 PROFILE_SCHEMA_VERSION = 1
 FORMAT = "moenas-profiles"
@@ -47,32 +48,83 @@ SHIPPED_DIR = Path(__file__).parent / "profiles"
 
 # column -> pandas dtype. Order = order on disk.
 COLUMNS: dict[str, str] = {
-    "arch_id": "string", "arch_json": "string", "space": "string", "component": "string",
-    "backend": "string", "device": "string",
-    "median_ms": "float64", "p10_ms": "float64", "p90_ms": "float64", "mean_ms": "float64", "std_ms": "float64",
-    "ci_lo_ms": "float64", "ci_hi_ms": "float64", "ci_rel": "float64",
-    "n_runs": "Int64", "n_warmup": "Int64", "precision_reached": "boolean", "target_rel": "float64",
-    "threads_intra": "Int64", "threads_inter": "Int64", "session_options": "string",
-    "batch": "Int64", "src_len": "Int64", "decoder_steps": "Int64", "beam": "Int64", "routing": "string",
-    "model_seed": "Int64", "input_seed": "Int64", "protocol_id": "string",
-    "expert_counts": "string", "op_profile": "string",
-    "cpu_model": "string", "cpu_cores": "Int64", "gpu_name": "string", "gpu_driver": "string",
-    "os": "string", "python": "string", "onnxruntime_version": "string", "torch_version": "string",
-    "triton_version": "string", "moenas_version": "string", "versions": "string", "fingerprint_id": "string",
-    "export_method": "string", "timestamp": "string", "run_id": "string", "measurement_id": "string",
-    "drift_flag": "boolean", "remeasured": "boolean", "repeat_index": "Int64", "reference_ratio": "float64",
-    "ref_before_ms": "float64", "ref_after_ms": "float64",
+    "arch_id": "string",
+    "arch_json": "string",
+    "space": "string",
+    "component": "string",
+    "backend": "string",
+    "device": "string",
+    "median_ms": "float64",
+    "p10_ms": "float64",
+    "p90_ms": "float64",
+    "mean_ms": "float64",
+    "std_ms": "float64",
+    "ci_lo_ms": "float64",
+    "ci_hi_ms": "float64",
+    "ci_rel": "float64",
+    "n_runs": "Int64",
+    "n_warmup": "Int64",
+    "precision_reached": "boolean",
+    "target_rel": "float64",
+    "threads_intra": "Int64",
+    "threads_inter": "Int64",
+    "session_options": "string",
+    "batch": "Int64",
+    "src_len": "Int64",
+    "decoder_steps": "Int64",
+    "beam": "Int64",
+    "routing": "string",
+    "model_seed": "Int64",
+    "input_seed": "Int64",
+    "protocol_id": "string",
+    "expert_counts": "string",
+    "op_profile": "string",
+    "cpu_model": "string",
+    "cpu_cores": "Int64",
+    "gpu_name": "string",
+    "gpu_driver": "string",
+    "os": "string",
+    "python": "string",
+    "onnxruntime_version": "string",
+    "torch_version": "string",
+    "triton_version": "string",
+    "moenas_version": "string",
+    "versions": "string",
+    "fingerprint_id": "string",
+    "export_method": "string",
+    "timestamp": "string",
+    "run_id": "string",
+    "measurement_id": "string",
+    "drift_flag": "boolean",
+    "remeasured": "boolean",
+    "repeat_index": "Int64",
+    "reference_ratio": "float64",
+    "ref_before_ms": "float64",
+    "ref_after_ms": "float64",
     # the decoder-only family's protocol columns, last: a dataset written before them reads back
     # with every earlier column where it was and these NA ("family" NA = encoder-decoder)
-    "family": "string", "prompt_len": "Int64", "decode_steps": "Int64",
+    "family": "string",
+    "prompt_len": "Int64",
+    "decode_steps": "Int64",
 }
 # Every protocol field of any family, as stored in each row (``protocol_columns``): a row leaves
 # the other family's shape fields NA, and an encoder-decoder row its family (its protocol's
 # to_dict has none, so its protocol_id is what it always was).
-PROTOCOL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
-    ["family", *(f.name for cls in PROTOCOLS.values() for f in fields(cls))]))
-REQUIRED = ("arch_id", "arch_json", "component", "backend", "device", "median_ms", "repeat_index",
-            "drift_flag", "protocol_id", "fingerprint_id")
+PROTOCOL_COLUMNS: tuple[str, ...] = tuple(
+    dict.fromkeys(["family", *(f.name for cls in PROTOCOLS.values() for f in fields(cls))])
+)
+REQUIRED = (
+    "arch_id",
+    "arch_json",
+    "component",
+    "backend",
+    "device",
+    "median_ms",
+    "repeat_index",
+    "drift_flag",
+    "protocol_id",
+    "fingerprint_id",
+)
 
 
 def check_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +222,9 @@ def read_profiles(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         try:
             table = pq.read_table(p)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
-            raise UserError(f"{p}: not a readable Parquet file ({type(e).__name__}); corrupt or not a profile dataset") from None
+            raise UserError(
+                f"{p}: not a readable Parquet file ({type(e).__name__}); corrupt or not a profile dataset"
+            ) from None
         kv = table.schema.metadata or {}
         meta = _embedded_meta(p, kv[META_KEY]) if META_KEY in kv else _meta_from_rows(p)
         try:
@@ -211,7 +265,9 @@ def check_values(p: Path, df: pd.DataFrame) -> None:
     for c in REQUIRED:
         empty = df[c].isna() | (df[c].astype("string").str.strip() == "")
         if empty.any():
-            raise UserError(f"{p}: {int(empty.sum())} row(s) with an empty {c!r} (first: row {int(empty.to_numpy().argmax())})")
+            raise UserError(
+                f"{p}: {int(empty.sum())} row(s) with an empty {c!r} (first: row {int(empty.to_numpy().argmax())})"
+            )
     bad = ~df["component"].isin(COMPONENTS)
     if bad.any():
         raise UserError(f"{p}: component {df['component'][bad].iloc[0]!r} is not one of {', '.join(COMPONENTS)}")
@@ -219,22 +275,26 @@ def check_values(p: Path, df: pd.DataFrame) -> None:
     ms = df["median_ms"].to_numpy(dtype=float)
     bad_ms = ~np.isfinite(ms) | (ms <= 0)
     if bad_ms.any():
-        raise UserError(f"{p}: median_ms {ms[bad_ms][0]} is not a positive number of milliseconds "
-                        f"({int(bad_ms.sum())} row(s))")
+        raise UserError(
+            f"{p}: median_ms {ms[bad_ms][0]} is not a positive number of milliseconds ({int(bad_ms.sum())} row(s))"
+        )
 
 
 def check_families(p: Path, df: pd.DataFrame) -> None:
     """UserError when a row names no model family moenas knows, or a component its family
     (``family``; NA: encoder-decoder) does not time (a prefill row of a translation model)."""
-    fam = df["family"].fillna(ENCODER_DECODER.name) if "family" in df else pd.Series(ENCODER_DECODER.name, index=df.index)
+    fam = (
+        df["family"].fillna(ENCODER_DECODER.name) if "family" in df else pd.Series(ENCODER_DECODER.name, index=df.index)
+    )
     for name in fam.unique():
         if name not in FAMILIES:
             raise UserError(f"{p}: family {name!r} is not a model family (known: {', '.join(FAMILIES)})")
         comps = FAMILIES[name].row_components
         bad = (fam == name) & ~df["component"].isin(comps)
         if bad.any():
-            raise UserError(f"{p}: component {df['component'][bad].iloc[0]!r} is not one of family {name}'s "
-                            f"({', '.join(comps)})")
+            raise UserError(
+                f"{p}: component {df['component'][bad].iloc[0]!r} is not one of family {name}'s ({', '.join(comps)})"
+            )
 
 
 def check_arch_column(p: Path, df: pd.DataFrame) -> None:
@@ -250,7 +310,9 @@ def check_arch_column(p: Path, df: pd.DataFrame) -> None:
         except UserError as e:
             raise UserError(f"{p}: the arch_json of arch {aid} is not an arch ({e})") from None
         if arch.arch_id != aid:
-            raise UserError(f"{p}: a row's arch_id {aid} is not the id {arch.arch_id} of its arch_json (damaged dataset)")
+            raise UserError(
+                f"{p}: a row's arch_id {aid} is not the id {arch.arch_id} of its arch_json (damaged dataset)"
+            )
 
 
 def _embedded_meta(p: Path, blob: bytes) -> dict[str, Any]:
@@ -259,22 +321,46 @@ def _embedded_meta(p: Path, blob: bytes) -> dict[str, Any]:
     except UserError as e:
         raise UserError(f"{p}: its embedded metadata is corrupt ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{p}: not a moenas profile dataset (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise UserError(
+            f"{p}: not a moenas profile dataset (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("schema_version") != PROFILE_SCHEMA_VERSION:
-        raise UserError(f"{p}: profile schema version {meta.get('schema_version')!r} is not supported (this moenas reads {PROFILE_SCHEMA_VERSION})")
+        raise UserError(
+            f"{p}: profile schema version {meta.get('schema_version')!r} is not supported (this moenas reads {PROFILE_SCHEMA_VERSION})"
+        )
     return check_metadata(meta, f"{p} metadata")
 
 
 # Fields the profiler (on --resume), merge and the predictor read without guarding; a dataset
 # whose metadata holds another type there is refused on reading, not met as AttributeError.
 META_FIELDS: dict[str, Any] = {
-    "protocol": dict, "protocol_id": str, "fingerprint": dict, "fingerprint_id": str, "space": str,
-    "reference": dict, "runs": list, "counts": dict, "noise_floor": dict, "command": list, "created": str,
-    "updated": str, "merged_from": list, "reference_earlier": list, "synthetic": bool, "mixed": bool,
-    "split_from": dict, "measurement": dict,
+    "protocol": dict,
+    "protocol_id": str,
+    "fingerprint": dict,
+    "fingerprint_id": str,
+    "space": str,
+    "reference": dict,
+    "runs": list,
+    "counts": dict,
+    "noise_floor": dict,
+    "command": list,
+    "created": str,
+    "updated": str,
+    "merged_from": list,
+    "reference_earlier": list,
+    "synthetic": bool,
+    "mixed": bool,
+    "split_from": dict,
+    "measurement": dict,
 }
-REFERENCE_FIELDS: dict[str, Any] = {"checks": list, "arch_id": str, "arch_json": str, "fingerprint_id": str,
-                                    "threshold": (int, float), "baseline_ms": (int, float)}
+REFERENCE_FIELDS: dict[str, Any] = {
+    "checks": list,
+    "arch_id": str,
+    "arch_json": str,
+    "fingerprint_id": str,
+    "threshold": (int, float),
+    "baseline_ms": (int, float),
+}
 
 
 def check_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
@@ -382,12 +468,16 @@ def write_profiles(path: str | Path, df: pd.DataFrame, meta: dict[str, Any]) -> 
     meta["updated"] = now_iso()
     meta["counts"] = counts(df) if len(df) else {"rows": 0}
     nf = noise_floor(df) if len(df) else None
-    meta["noise_floor"] = {"component": TOTAL, "mape_percent": nf,
-                           "pairs": noise_pairs(df) if len(df) else 0,
-                           "by_component": {c: noise_floor(df, c) for c in present_components(df)}}
+    meta["noise_floor"] = {
+        "component": TOTAL,
+        "mape_percent": nf,
+        "pairs": noise_pairs(df) if len(df) else 0,
+        "by_component": {c: noise_floor(df, c) for c in present_components(df)},
+    }
     table = pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), META_KEY: json.dumps(meta, sort_keys=True, default=str).encode()}
+    )
     atomic_write(p, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
     atomic_write_text(sidecar_path(p), text)
@@ -423,11 +513,18 @@ def check_compatible(metas: list[tuple[str, dict[str, Any]]], allow_mixed: bool 
         vals = {name: m.get(key) for name, m in metas}
         if len(set(vals.values())) > 1:
             desc = ", ".join(f"{n}: {v}" for n, v in vals.items())
-            raise UserError(f"refusing to merge datasets with different {what} ({desc}); pass --allow-mixed to merge anyway")
+            raise UserError(
+                f"refusing to merge datasets with different {what} ({desc}); pass --allow-mixed to merge anyway"
+            )
 
 
-def merge_profiles(paths: list[str | Path], out: str | Path, allow_mixed: bool = False,
-                   overwrite: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+def merge_profiles(
+    paths: list[str | Path],
+    out: str | Path,
+    allow_mixed: bool = False,
+    overwrite: bool = False,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
     """Join profile datasets (e.g. shards) into one; duplicate measurement rows kept once."""
     if not paths:
         raise UserError("merge needs at least one input dataset")
@@ -445,23 +542,34 @@ def merge_profiles(paths: list[str | Path], out: str | Path, allow_mixed: bool =
                 ids[c] |= set(df[c].dropna().unique())
         for c, v in ids.items():
             if len(v) > 1:
-                raise UserError(f"refusing to merge rows with different {c} values ({', '.join(sorted(v))}); pass --allow-mixed")
+                raise UserError(
+                    f"refusing to merge rows with different {c} values ({', '.join(sorted(v))}); pass --allow-mixed"
+                )
     df = pd.concat([d for _, d, _ in parts], ignore_index=True)
     df = df.drop_duplicates(["measurement_id", "component"], keep="last").reset_index(drop=True)
     first = parts[0][2]
     meta = {k: first.get(k) for k in ("protocol", "protocol_id", "fingerprint", "fingerprint_id", "space")}
     meta["created"] = now_iso()
     meta["command"] = command
-    meta["merged_from"] = [{"path": n, "protocol_id": m.get("protocol_id"), "fingerprint_id": m.get("fingerprint_id"),
-                            "counts": m.get("counts"), "runs": m.get("runs")} for n, _, m in parts]
+    meta["merged_from"] = [
+        {
+            "path": n,
+            "protocol_id": m.get("protocol_id"),
+            "fingerprint_id": m.get("fingerprint_id"),
+            "counts": m.get("counts"),
+            "runs": m.get("runs"),
+        }
+        for n, _, m in parts
+    ]
     meta["mixed"] = bool(allow_mixed)
     meta["reference"] = {"checks": [c for _, _, m in parts for c in (m.get("reference") or {}).get("checks", [])]}
     meta["runs"] = [r for _, _, m in parts for r in (m.get("runs") or [])]
     return write_profiles(o, df, meta)
 
 
-def split_profiles(path: str | Path, holdout: float, seed: int, out_train: str | Path, out_holdout: str | Path,
-                   overwrite: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_profiles(
+    path: str | Path, holdout: float, seed: int, out_train: str | Path, out_holdout: str | Path, overwrite: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a dataset by arch (every row of an arch goes to the same side, repeats included):
     a random ``holdout`` share of the archs to ``out_holdout``, the rest to ``out_train``.
     Returns both written metadata."""

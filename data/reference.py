@@ -9,6 +9,7 @@ compared with them by :func:`calibration_factor` and :func:`beyond_noise`.
 They live on the data floor because both sides use them: the predictor stores and rescales by
 them, the profiler times the reference model and judges its timing against them.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,9 +54,13 @@ def reference_stats(rows: pd.DataFrame, metas: list[dict[str, Any]] | None = Non
         return None
     med = float(np.median(vals))
     out: dict[str, Any] = {
-        "median_ms": med, "noise_rel": float(MAD_TO_STD * np.median(np.abs(vals - med)) / med),
-        "p10_ms": float(np.percentile(vals, 10)), "p90_ms": float(np.percentile(vals, 90)),
-        "n_checks": int(vals.size), "n_rows": int(len(rows)), "source": "profile rows (ref_before_ms, ref_after_ms)",
+        "median_ms": med,
+        "noise_rel": float(MAD_TO_STD * np.median(np.abs(vals - med)) / med),
+        "p10_ms": float(np.percentile(vals, 10)),
+        "p90_ms": float(np.percentile(vals, 90)),
+        "n_checks": int(vals.size),
+        "n_rows": int(len(rows)),
+        "source": "profile rows (ref_before_ms, ref_after_ms)",
     }
     for col in ("threads_intra", "threads_inter", "export_method", "backend", "device"):
         out[col] = _one_value(rows[col]) if col in rows.columns else None

@@ -11,6 +11,7 @@ everywhere.
 separated), split by a hash of each paragraph (:func:`moenas.data.corpus.split_by_hash`), so the
 split does not depend on file order or the machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,12 @@ class TextCorpus:
 
     def summary(self) -> dict:
         chars = {s: sum(map(len, getattr(self, s))) for s in SPLITS}
-        return {"source": self.source, "fingerprint": self.fingerprint,
-                **{s: len(getattr(self, s)) for s in SPLITS}, "chars": chars}
+        return {
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            **{s: len(getattr(self, s)) for s in SPLITS},
+            "chars": chars,
+        }
 
 
 def text_data_path(name: str = TEXT_NAME) -> Path:
@@ -67,8 +72,14 @@ def load_shipped_text(name: str = TEXT_NAME) -> TextCorpus:
         rec = json.loads(line)
         splits[rec["split"]].append(rec["text"])
     fp = inputs_fingerprint([(path.name, len(blob), digest)], {"kind": "shipped-text"})
-    return TextCorpus(splits["train"], splits["valid"], splits["test"], fp, f"shipped:{name}",
-                      {"file": str(path), "sha256": digest, "built_from": manifest.get("built_from")})
+    return TextCorpus(
+        splits["train"],
+        splits["valid"],
+        splits["test"],
+        fp,
+        f"shipped:{name}",
+        {"file": str(path), "sha256": digest, "built_from": manifest.get("built_from")},
+    )
 
 
 def paragraphs(text: str) -> list[str]:

@@ -163,9 +163,7 @@ def _reset_caches() -> None:
     _load_device_file.cache_clear()
 
 
-def get_config(
-    device_name: str | None, dtype: torch.dtype, d_model: int, num_slots: int
-) -> MoEKernelConfig:
+def get_config(device_name: str | None, dtype: torch.dtype, d_model: int, num_slots: int) -> MoEKernelConfig:
     """Config for one launch. ``device_name=None`` (CPU / interpreter) returns the defaults
     silently; a CUDA device without a tuned entry returns the defaults with one warning."""
     if _OVERRIDE:
@@ -180,9 +178,9 @@ def get_config(
         prefix = key.rsplit("|", 1)[0] + "|slots"
         want = slot_bucket(num_slots)
         near = [
-            (abs(int(k2[len(prefix):]).bit_length() - want.bit_length()), k2)
+            (abs(int(k2[len(prefix) :]).bit_length() - want.bit_length()), k2)
             for k2 in table
-            if k2.startswith(prefix) and k2[len(prefix):].isdigit()
+            if k2.startswith(prefix) and k2[len(prefix) :].isdigit()
         ]
         if near:
             entry = table[min(near)[1]]

@@ -44,7 +44,8 @@ def _swizzle(pid, num_m, num_n, GROUP_M: tl.constexpr):
     return pid_m, pid_n
 
 
-# Over 80 lines for a reason: one Triton program (gathered-row loads, the tile dot, bias/ReLU/scale epilogue, store) compiles as one body; most lines are its argument list.
+# Over 80 lines for a reason: one Triton program (gathered-row loads, the tile dot, bias/ReLU/scale
+# epilogue, store) compiles as one body; most lines are its argument list.
 @triton.jit
 def moe_up_kernel(
     a_ptr,  # (T, D) rows gathered by token: x (forward) or grad_out (backward)
@@ -258,9 +259,7 @@ def moe_wgrad_kernel(
             other=0.0,
         )  # (BR, BH)
         q = tl.load(
-            q_ptr + tokens[:, None] * stride_q + cols_d[None, :],
-            mask=r_ok[:, None] & d_ok[None, :],
-            other=0.0,
+            q_ptr + tokens[:, None] * stride_q + cols_d[None, :], mask=r_ok[:, None] & d_ok[None, :], other=0.0
         )  # (BR, BD)
         if ROW_SCALE:
             s = tl.load(scale_ptr + slots, mask=r_ok, other=0.0).to(tl.float32)
@@ -284,11 +283,7 @@ def moe_wgrad_kernel(
             tl.store(dbp_ptr + h0 + cols_h, acc_p.to(dbp_ptr.dtype.element_ty), mask=h_ok)
     if BIAS_Q:
         if n0 == 0:
-            tl.store(
-                dbq_ptr + e.to(tl.int64) * D + cols_d,
-                acc_q.to(dbq_ptr.dtype.element_ty),
-                mask=d_ok,
-            )
+            tl.store(dbq_ptr + e.to(tl.int64) * D + cols_d, acc_q.to(dbq_ptr.dtype.element_ty), mask=d_ok)
 
 
 @triton.jit

@@ -16,12 +16,7 @@ from torch import Tensor
 from .config import MoEKernelConfig, get_config
 from .routing import hidden_offsets_tensor, hidden_tile_table, max_m_tiles, sort_slots
 
-__all__ = [
-    "grouped_forward_triton",
-    "grouped_backward_triton",
-    "triton_interpreted",
-    "check_triton_device",
-]
+__all__ = ["grouped_forward_triton", "grouped_backward_triton", "triton_interpreted", "check_triton_device"]
 
 _KERNELS = None
 # Tests set this to a float (NaN) to fill every buffer the kernels must write, so that an
@@ -96,8 +91,14 @@ def build_tile_table_triton(expert_offsets: Tensor, num_slots: int, block_m: int
     tile_row = torch.empty(n_tiles, dtype=torch.int32, device=expert_offsets.device)
     if n_tiles:
         _kernels().moe_tile_table_kernel[(1,)](
-            expert_offsets, tile_expert, tile_row, expert_offsets.numel() - 1, n_tiles,
-            BLOCK_M=block_m, BLOCK=256, num_warps=4,
+            expert_offsets,
+            tile_expert,
+            tile_row,
+            expert_offsets.numel() - 1,
+            n_tiles,
+            BLOCK_M=block_m,
+            BLOCK=256,
+            num_warps=4,
         )
     return tile_expert, tile_row
 
@@ -108,8 +109,9 @@ def _tile_tables(cache: dict, expert_offsets: Tensor, num_slots: int, block_m: i
     return cache[block_m]
 
 
-def _launch_up(a, w, bias, scale, hmask, out, topk, sorted_slots, expert_offsets, hoffs,
-               max_h, cfg, tiles_cache, relu, relu_grad):
+def _launch_up(
+    a, w, bias, scale, hmask, out, topk, sorted_slots, expert_offsets, hoffs, max_h, cfg, tiles_cache, relu, relu_grad
+):
     k = _kernels()
     n = sorted_slots.numel()
     d = a.shape[1]
@@ -120,22 +122,40 @@ def _launch_up(a, w, bias, scale, hmask, out, topk, sorted_slots, expert_offsets
         return
     upcast, prec = _dot_flags(a.dtype, a.device)
     k.moe_up_kernel[(num_m * num_n,)](
-        a, a.stride(0), w,
+        a,
+        a.stride(0),
+        w,
         bias if bias is not None else w,
         scale if scale is not None else w,
         hmask if hmask is not None else w,
-        out, out.stride(0),
-        sorted_slots, tile_expert, tile_row, expert_offsets, hoffs,
-        d, num_m, num_n,
-        TOPK=topk, HAS_BIAS=bias is not None, RELU=relu, ROW_SCALE=scale is not None,
-        RELU_GRAD=relu_grad, EVEN_K=(d % c.block_k == 0), UPCAST=upcast, DOT_PRECISION=prec,
-        BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, GROUP_M=c.group_m,
-        num_warps=c.num_warps, num_stages=c.num_stages,
+        out,
+        out.stride(0),
+        sorted_slots,
+        tile_expert,
+        tile_row,
+        expert_offsets,
+        hoffs,
+        d,
+        num_m,
+        num_n,
+        TOPK=topk,
+        HAS_BIAS=bias is not None,
+        RELU=relu,
+        ROW_SCALE=scale is not None,
+        RELU_GRAD=relu_grad,
+        EVEN_K=(d % c.block_k == 0),
+        UPCAST=upcast,
+        DOT_PRECISION=prec,
+        BLOCK_M=c.block_m,
+        BLOCK_N=c.block_n,
+        BLOCK_K=c.block_k,
+        GROUP_M=c.group_m,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
     )
 
 
-def _launch_down(hbuf, w, bias, scale, raw, out, sorted_slots, expert_offsets, hoffs, d, cfg,
-                 tiles_cache):
+def _launch_down(hbuf, w, bias, scale, raw, out, sorted_slots, expert_offsets, hoffs, d, cfg, tiles_cache):
     k = _kernels()
     n = sorted_slots.numel()
     c = cfg.down
@@ -145,22 +165,37 @@ def _launch_down(hbuf, w, bias, scale, raw, out, sorted_slots, expert_offsets, h
         return
     upcast, prec = _dot_flags(hbuf.dtype, hbuf.device)
     k.moe_down_kernel[(num_m * num_n,)](
-        hbuf, hbuf.stride(0), w,
+        hbuf,
+        hbuf.stride(0),
+        w,
         bias if bias is not None else w,
         scale if scale is not None else w,
         raw if raw is not None else w,
-        out, out.stride(0),
-        sorted_slots, tile_expert, tile_row, expert_offsets, hoffs,
-        d, num_m, num_n,
-        HAS_BIAS=bias is not None, ROW_SCALE=scale is not None, SAVE_RAW=raw is not None,
-        UPCAST=upcast, DOT_PRECISION=prec,
-        BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, GROUP_M=c.group_m,
-        num_warps=c.num_warps, num_stages=c.num_stages,
+        out,
+        out.stride(0),
+        sorted_slots,
+        tile_expert,
+        tile_row,
+        expert_offsets,
+        hoffs,
+        d,
+        num_m,
+        num_n,
+        HAS_BIAS=bias is not None,
+        ROW_SCALE=scale is not None,
+        SAVE_RAW=raw is not None,
+        UPCAST=upcast,
+        DOT_PRECISION=prec,
+        BLOCK_M=c.block_m,
+        BLOCK_N=c.block_n,
+        BLOCK_K=c.block_k,
+        GROUP_M=c.group_m,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
     )
 
 
-def _launch_wgrad(p, q, scale, dw, dbp, dbq, topk, sorted_slots, expert_offsets, hoffs,
-                  hidden_sizes, cfg):
+def _launch_wgrad(p, q, scale, dw, dbp, dbq, topk, sorted_slots, expert_offsets, hoffs, hidden_sizes, cfg):
     k = _kernels()
     c = cfg.wgrad
     d = q.shape[1]
@@ -168,17 +203,31 @@ def _launch_wgrad(p, q, scale, dw, dbp, dbq, topk, sorted_slots, expert_offsets,
     grid = (htiles.shape[1], triton_cdiv(d, c.block_d))
     upcast, prec = _dot_flags(p.dtype, p.device)
     k.moe_wgrad_kernel[grid](
-        p, p.stride(0), q, q.stride(0),
+        p,
+        p.stride(0),
+        q,
+        q.stride(0),
         scale if scale is not None else dw,
         dw,
         dbp if dbp is not None else dw,
         dbq if dbq is not None else dw,
-        sorted_slots, expert_offsets, hoffs, htiles[0], htiles[1],
+        sorted_slots,
+        expert_offsets,
+        hoffs,
+        htiles[0],
+        htiles[1],
         d,
-        TOPK=topk, ROW_SCALE=scale is not None, BIAS_P=dbp is not None, BIAS_Q=dbq is not None,
-        UPCAST=upcast, DOT_PRECISION=prec,
-        BLOCK_H=c.block_h, BLOCK_D=c.block_d, BLOCK_R=c.block_r,
-        num_warps=c.num_warps, num_stages=c.num_stages,
+        TOPK=topk,
+        ROW_SCALE=scale is not None,
+        BIAS_P=dbp is not None,
+        BIAS_Q=dbq is not None,
+        UPCAST=upcast,
+        DOT_PRECISION=prec,
+        BLOCK_H=c.block_h,
+        BLOCK_D=c.block_d,
+        BLOCK_R=c.block_r,
+        num_warps=c.num_warps,
+        num_stages=c.num_stages,
     )
 
 
@@ -187,8 +236,15 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 def grouped_forward_triton(
-    x: Tensor, topk_ids: Tensor, topk_weights: Tensor, w1: Tensor, b1: Tensor, w2t: Tensor,
-    b2: Tensor, hidden_sizes: Sequence[int], save_raw: bool,
+    x: Tensor,
+    topk_ids: Tensor,
+    topk_weights: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2t: Tensor,
+    b2: Tensor,
+    hidden_sizes: Sequence[int],
+    save_raw: bool,
     config: MoEKernelConfig | None = None,
 ):
     """Grouped FFN forward. Returns ``(out, hbuf, yraw, sorted_slots, expert_offsets)``
@@ -208,24 +264,35 @@ def grouped_forward_triton(
     tw = topk_weights.contiguous().reshape(-1)
 
     hbuf = _empty((n, max_h), x.dtype, x.device)
-    _launch_up(x, w1, b1, None, None, hbuf, k, sorted_slots, offsets, hoffs, max_h, cfg, tiles,
-               relu=True, relu_grad=False)
+    _launch_up(
+        x, w1, b1, None, None, hbuf, k, sorted_slots, offsets, hoffs, max_h, cfg, tiles, relu=True, relu_grad=False
+    )
     yraw = _empty((n, d), x.dtype, x.device) if save_raw else x.new_empty(0)
     if k == 1:
         out = _empty((t, d), x.dtype, x.device)
-        _launch_down(hbuf, w2t, b2, tw, yraw if save_raw else None, out, sorted_slots, offsets,
-                     hoffs, d, cfg, tiles)
+        _launch_down(hbuf, w2t, b2, tw, yraw if save_raw else None, out, sorted_slots, offsets, hoffs, d, cfg, tiles)
     else:
         ys = _empty((n, d), torch.float32, x.device)
-        _launch_down(hbuf, w2t, b2, tw, yraw if save_raw else None, ys, sorted_slots, offsets,
-                     hoffs, d, cfg, tiles)
+        _launch_down(hbuf, w2t, b2, tw, yraw if save_raw else None, ys, sorted_slots, offsets, hoffs, d, cfg, tiles)
         out = ys.view(t, k, d).sum(1).to(x.dtype)
     return out, hbuf, yraw, sorted_slots, offsets
 
 
 def grouped_backward_triton(
-    grad_out, x, topk_weights, w1, w2t, hbuf, yraw, sorted_slots, expert_offsets,
-    hidden_sizes, need_dx, need_dweights, need_drouting, config: MoEKernelConfig | None = None,
+    grad_out,
+    x,
+    topk_weights,
+    w1,
+    w2t,
+    hbuf,
+    yraw,
+    sorted_slots,
+    expert_offsets,
+    hidden_sizes,
+    need_dx,
+    need_dweights,
+    need_drouting,
+    config: MoEKernelConfig | None = None,
 ):
     """Grouped FFN backward. Returns ``(dx, dtw, dw1, db1, dw2t, db2)``; gradients not asked
     for are empty tensors."""
@@ -247,26 +314,37 @@ def grouped_backward_triton(
     if need_dx or need_dweights:
         # dZ = relu'(H) * s * (G[token] @ W2t_e.T)
         dz = _empty((n, max_h), x.dtype, x.device)
-        _launch_up(g, w2t, None, tw, hbuf, dz, k, sorted_slots, expert_offsets, hoffs, max_h,
-                   cfg, tiles, relu=False, relu_grad=True)
+        _launch_up(
+            g,
+            w2t,
+            None,
+            tw,
+            hbuf,
+            dz,
+            k,
+            sorted_slots,
+            expert_offsets,
+            hoffs,
+            max_h,
+            cfg,
+            tiles,
+            relu=False,
+            relu_grad=True,
+        )
         if need_dweights:
             dw2t = _empty(w2t.shape, w2t.dtype, x.device)
             db2 = _empty((num_experts, d), w2t.dtype, x.device)
-            _launch_wgrad(hbuf, g, tw, dw2t, None, db2, k, sorted_slots, expert_offsets, hoffs,
-                          hidden_sizes, cfg)
+            _launch_wgrad(hbuf, g, tw, dw2t, None, db2, k, sorted_slots, expert_offsets, hoffs, hidden_sizes, cfg)
             dw1 = _empty(w1.shape, w1.dtype, x.device)
             db1 = _empty((w1.shape[0],), w1.dtype, x.device)
-            _launch_wgrad(dz, x, None, dw1, db1, None, k, sorted_slots, expert_offsets, hoffs,
-                          hidden_sizes, cfg)
+            _launch_wgrad(dz, x, None, dw1, db1, None, k, sorted_slots, expert_offsets, hoffs, hidden_sizes, cfg)
         if need_dx:
             if k == 1:
                 dx = _empty((t, d), x.dtype, x.device)
-                _launch_down(dz, w1, None, None, None, dx, sorted_slots, expert_offsets, hoffs,
-                             d, cfg, tiles)
+                _launch_down(dz, w1, None, None, None, dx, sorted_slots, expert_offsets, hoffs, d, cfg, tiles)
             else:
                 dxs = _empty((n, d), torch.float32, x.device)
-                _launch_down(dz, w1, None, None, None, dxs, sorted_slots, expert_offsets, hoffs,
-                             d, cfg, tiles)
+                _launch_down(dz, w1, None, None, None, dxs, sorted_slots, expert_offsets, hoffs, d, cfg, tiles)
                 dx = dxs.view(t, k, d).sum(1).to(x.dtype)
     if need_drouting:
         dtw = torch.einsum("td,tkd->tk", g.float(), yraw.view(t, k, d).float())

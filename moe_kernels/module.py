@@ -21,8 +21,7 @@ class GroupedExpertFFN(nn.Module):
 
     Initialisation matches ``nn.Linear`` per expert (uniform in +-1/sqrt(fan_in))."""
 
-    def __init__(self, d_model: int, hidden_sizes: Sequence[int], bias: bool = True,
-                 device=None, dtype=None):
+    def __init__(self, d_model: int, hidden_sizes: Sequence[int], bias: bool = True, device=None, dtype=None):
         super().__init__()
         self.d_model = int(d_model)
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
@@ -72,10 +71,10 @@ class GroupedExpertFFN(nn.Module):
                 mod.b2.copy_(b2)
         return mod
 
-    def forward(self, x: Tensor, topk_ids: Tensor, topk_weights: Tensor,
-                backend: str = "auto") -> Tensor:
-        return moe_ffn(x, topk_ids, topk_weights, self.w1, self.b1, self.w2t, self.b2,
-                       self.hidden_sizes, backend=backend)
+    def forward(self, x: Tensor, topk_ids: Tensor, topk_weights: Tensor, backend: str = "auto") -> Tensor:
+        return moe_ffn(
+            x, topk_ids, topk_weights, self.w1, self.b1, self.w2t, self.b2, self.hidden_sizes, backend=backend
+        )
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, hidden_sizes={self.hidden_sizes}"

@@ -87,8 +87,21 @@ def moe_ffn_bwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """-> (dx, d topk_weights, dw1, db1, dw2t, db2); the ones not requested are empty."""
     _check_impl(impl)
-    args = (grad_out, x, topk_weights, w1, w2t, hbuf, yraw, sorted_slots, expert_offsets,
-            list(hidden_sizes), need_dx, need_dweights, need_drouting)
+    args = (
+        grad_out,
+        x,
+        topk_weights,
+        w1,
+        w2t,
+        hbuf,
+        yraw,
+        sorted_slots,
+        expert_offsets,
+        list(hidden_sizes),
+        need_dx,
+        need_dweights,
+        need_drouting,
+    )
     if impl == "triton":
         from .launch import grouped_backward_triton
 
@@ -97,14 +110,34 @@ def moe_ffn_bwd(
 
 
 @moe_ffn_bwd.register_fake
-def _moe_ffn_bwd_fake(grad_out, x, topk_weights, w1, w2t, hbuf, yraw, sorted_slots,
-                      expert_offsets, hidden_sizes, need_dx, need_dweights, need_drouting, impl):
+def _moe_ffn_bwd_fake(
+    grad_out,
+    x,
+    topk_weights,
+    w1,
+    w2t,
+    hbuf,
+    yraw,
+    sorted_slots,
+    expert_offsets,
+    hidden_sizes,
+    need_dx,
+    need_dweights,
+    need_drouting,
+    impl,
+):
     e = len(hidden_sizes)
     dx = x.new_empty(x.shape) if need_dx else x.new_empty(0)
     dtw = topk_weights.new_empty(topk_weights.shape) if need_drouting else x.new_empty(0)
     if need_dweights:
-        return (dx, dtw, w1.new_empty(w1.shape), w1.new_empty(w1.shape[0]),
-                w2t.new_empty(w2t.shape), w2t.new_empty(e, x.shape[1]))
+        return (
+            dx,
+            dtw,
+            w1.new_empty(w1.shape),
+            w1.new_empty(w1.shape[0]),
+            w2t.new_empty(w2t.shape),
+            w2t.new_empty(e, x.shape[1]),
+        )
     return dx, dtw, x.new_empty(0), x.new_empty(0), x.new_empty(0), x.new_empty(0)
 
 
@@ -115,9 +148,7 @@ class MoEFFNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_sizes, save_raw, impl):
-        return torch.ops.moenas.moe_ffn_fwd(
-            x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_sizes, save_raw, impl
-        )
+        return torch.ops.moenas.moe_ffn_fwd(x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_sizes, save_raw, impl)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -134,14 +165,24 @@ class MoEFFNFunction(torch.autograd.Function):
         nx, _, ntw, nw1, nb1, nw2, nb2 = ctx.needs_input_grad[:7]
         need_dw = bool(nw1 or nb1 or nw2 or nb2)
         if ntw and not ctx.save_raw:
-            raise RuntimeError(
-                "moe_ffn_fwd was called with save_raw=False but topk_weights needs a gradient"
-            )
+            raise RuntimeError("moe_ffn_fwd was called with save_raw=False but topk_weights needs a gradient")
         if g_out is None:
             g_out = x.new_zeros(x.shape)
         dx, dtw, dw1, db1, dw2t, db2 = torch.ops.moenas.moe_ffn_bwd(
-            g_out.contiguous(), x, tw, w1, w2t, hbuf, yraw, sorted_slots, offsets,
-            ctx.hidden_sizes, bool(nx), need_dw, bool(ntw), ctx.impl,
+            g_out.contiguous(),
+            x,
+            tw,
+            w1,
+            w2t,
+            hbuf,
+            yraw,
+            sorted_slots,
+            offsets,
+            ctx.hidden_sizes,
+            bool(nx),
+            need_dw,
+            bool(ntw),
+            ctx.impl,
         )
         return (
             dx if nx else None,
@@ -215,8 +256,7 @@ def _prepare(x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_sizes):
     h_total, e = sum(hs), len(hs)
     if tuple(w1.shape) != (h_total, d) or tuple(w2t.shape) != (h_total, d):
         raise ValueError(
-            f"w1 {tuple(w1.shape)} and w2t {tuple(w2t.shape)} must be (sum(hidden_sizes)={h_total},"
-            f" D={d})"
+            f"w1 {tuple(w1.shape)} and w2t {tuple(w2t.shape)} must be (sum(hidden_sizes)={h_total}, D={d})"
         )
     if b1 is not None and tuple(b1.shape) != (h_total,):
         raise ValueError(f"b1 must be ({h_total},), got {tuple(b1.shape)}")
@@ -239,8 +279,7 @@ def moe_ffn_op(x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_sizes, impl="t
     topk_weights = topk_weights.contiguous()
     save_raw = torch.is_grad_enabled() and topk_weights.requires_grad
     out = torch.ops.moenas.moe_ffn_fwd(
-        x.contiguous(), topk_ids.contiguous(), topk_weights, w1, b1, w2t, b2,
-        list(hidden_sizes), save_raw, impl,
+        x.contiguous(), topk_ids.contiguous(), topk_weights, w1, b1, w2t, b2, list(hidden_sizes), save_raw, impl
     )[0]
     return out
 
@@ -269,21 +308,24 @@ def moe_ffn(
     """
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    x2, ids2, tw2, hs, out_shape = _prepare(x, topk_ids, topk_weights, w1, b1, w2t, b2,
-                                            hidden_sizes)
+    x2, ids2, tw2, hs, out_shape = _prepare(x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_sizes)
     if backend == "auto":
         backend = "triton" if (x.is_cuda and triton_available()) else "torch"
     if backend == "torch":
         dt = x2.dtype
         out = moe_ffn_reference(
-            x2, ids2, tw2, w1.to(dt), None if b1 is None else b1.to(dt), w2t.to(dt),
-            None if b2 is None else b2.to(dt), hs,
+            x2,
+            ids2,
+            tw2,
+            w1.to(dt),
+            None if b1 is None else b1.to(dt),
+            w2t.to(dt),
+            None if b2 is None else b2.to(dt),
+            hs,
         )
     else:
         if not triton_available():
-            raise RuntimeError(
-                "moe_ffn(backend='triton'): triton is not installed; use backend='torch'"
-            )
+            raise RuntimeError("moe_ffn(backend='triton'): triton is not installed; use backend='torch'")
         # cheap on CPU; on CUDA it would cost a host sync, and compiled graphs skip it
         if not x2.is_cuda and ids2.numel() and not torch.compiler.is_compiling():
             lo, hi = int(ids2.min()), int(ids2.max())

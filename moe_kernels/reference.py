@@ -21,12 +21,7 @@ from torch import Tensor
 
 from .routing import sort_slots
 
-__all__ = [
-    "moe_ffn_reference",
-    "pack_expert_weights",
-    "grouped_forward_torch",
-    "grouped_backward_torch",
-]
+__all__ = ["moe_ffn_reference", "pack_expert_weights", "grouped_forward_torch", "grouped_backward_torch"]
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -106,21 +101,9 @@ def pack_expert_weights(fc1_list, fc2_list):
             )
         hidden.append(int(h))
     w1 = torch.cat([a.weight for a in fc1_list], 0)
-    b1 = torch.cat(
-        [
-            a.bias if a.bias is not None else a.weight.new_zeros(a.weight.shape[0])
-            for a in fc1_list
-        ],
-        0,
-    )
+    b1 = torch.cat([a.bias if a.bias is not None else a.weight.new_zeros(a.weight.shape[0]) for a in fc1_list], 0)
     w2t = torch.cat([b.weight.t() for b in fc2_list], 0)
-    b2 = torch.stack(
-        [
-            b.bias if b.bias is not None else b.weight.new_zeros(b.weight.shape[0])
-            for b in fc2_list
-        ],
-        0,
-    )
+    b2 = torch.stack([b.bias if b.bias is not None else b.weight.new_zeros(b.weight.shape[0]) for b in fc2_list], 0)
     return w1, b1, w2t, b2, tuple(hidden)
 
 
@@ -167,8 +150,19 @@ def grouped_forward_torch(x, topk_ids, topk_weights, w1, b1, w2t, b2, hidden_siz
 
 
 def grouped_backward_torch(
-    grad_out, x, topk_weights, w1, w2t, hbuf, yraw, sorted_slots, expert_offsets,
-    hidden_sizes, need_dx, need_dweights, need_drouting,
+    grad_out,
+    x,
+    topk_weights,
+    w1,
+    w2t,
+    hbuf,
+    yraw,
+    sorted_slots,
+    expert_offsets,
+    hidden_sizes,
+    need_dx,
+    need_dweights,
+    need_drouting,
 ):
     """Hand-written backward of the grouped FFN. Returns ``(dx, dtw, dw1, db1, dw2t, db2)``;
     gradients that are not requested come back as empty tensors.
@@ -186,6 +180,7 @@ def grouped_backward_torch(
     ss = sorted_slots.long()
     tw = topk_weights.reshape(-1).to(acc)
     g = grad_out.to(acc)
+
     def empty():
         return x.new_empty(0)  # a fresh tensor each time: op outputs must not alias
 

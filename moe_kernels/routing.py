@@ -69,9 +69,7 @@ class RoutingMeta:
     def inverse_permutation(self) -> Tensor:
         """Row of each slot in the sorted order, (T*k,) int64 (``inv[sorted_slots[r]] == r``)."""
         inv = torch.empty_like(self.sorted_slots, dtype=torch.long)
-        inv[self.sorted_slots.long()] = torch.arange(
-            self.num_slots, device=self.sorted_slots.device
-        )
+        inv[self.sorted_slots.long()] = torch.arange(self.num_slots, device=self.sorted_slots.device)
         return inv
 
     def num_valid_tiles(self) -> int:
@@ -99,9 +97,7 @@ def max_m_tiles(num_slots: int, num_experts: int, block_m: int) -> int:
     return min(num_slots, num_slots // block_m + min(num_experts, num_slots))
 
 
-def build_tile_table(
-    expert_offsets: Tensor, num_slots: int, block_m: int
-) -> tuple[Tensor, Tensor]:
+def build_tile_table(expert_offsets: Tensor, num_slots: int, block_m: int) -> tuple[Tensor, Tensor]:
     """M-tile table ``(tile_expert, tile_row_start)`` (int32, fixed length, -1 = unused)."""
     num_experts = expert_offsets.numel() - 1
     n_tiles = max_m_tiles(num_slots, num_experts, block_m)

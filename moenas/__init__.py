@@ -5,14 +5,26 @@ The public Python API, re-exported from the floors below (imported lazily, so th
 
     from moenas import SearchSpace, Arch, build_model, protocol_cost, Predictor
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 _LAZY = {
-    **{name: "moenas.arch" for name in ("Arch", "LayerArch", "StackArch", "SearchSpace", "UserError",
-                                         "load_arch", "load_archs", "save_archs")},
+    **{
+        name: "moenas.arch"
+        for name in (
+            "Arch",
+            "LayerArch",
+            "StackArch",
+            "SearchSpace",
+            "UserError",
+            "load_arch",
+            "load_archs",
+            "save_archs",
+        )
+    },
     "build_model": "moenas.arch.model",
     "SubTransformer": "moenas.arch.model",
     "protocol_cost": "moenas.arch.cost",

@@ -5,6 +5,7 @@ Bad input anywhere raises :class:`moenas.arch.UserError`; it is printed here as 
 stderr with exit code 2, and so is an ``OSError`` (``PATH: reason``: a read-only folder, a full
 disk). Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,20 @@ from moenas.arch.errors import UserError
 
 # Order = order in `moenas --help`. A listed module that does not exist is skipped; one whose own
 # imports fail (a missing dependency) raises, so a broken install is never a silently missing command.
-COMMANDS = ["space", "export", "translate", "profile", "fit", "calibrate", "predict", "evaluate", "kernels", "train", "search", "demo"]
+COMMANDS = [
+    "space",
+    "export",
+    "translate",
+    "profile",
+    "fit",
+    "calibrate",
+    "predict",
+    "evaluate",
+    "kernels",
+    "train",
+    "search",
+    "demo",
+]
 
 
 class _Parser(argparse.ArgumentParser):

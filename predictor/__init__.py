@@ -4,15 +4,24 @@ Search uses :class:`Predictor` (``Predictor.load(path).predict(archs, confidence
 CLI (`moenas fit / evaluate / predict`) uses :func:`fit_predictor` and :func:`transfer_predictor`.
 Names are imported lazily so that `moenas --help` does not pay for scikit-learn.
 """
+
 from importlib import import_module
 
 from .names import MODELS, TARGETS
 
 _LAZY = {
-    "Prediction": "api", "Predictor": "api", "fit_predictor": "api", "transfer_predictor": "api",
-    "Dataset": "dataset", "load_dataset": "dataset", "ArchFeatures": "features",
-    "LatencyModel": "models", "TransferModel": "models", "make_model": "models",
-    "ScaledModel": "calibrate", "calibrated": "calibration",
+    "Prediction": "api",
+    "Predictor": "api",
+    "fit_predictor": "api",
+    "transfer_predictor": "api",
+    "Dataset": "dataset",
+    "load_dataset": "dataset",
+    "ArchFeatures": "features",
+    "LatencyModel": "models",
+    "TransferModel": "models",
+    "make_model": "models",
+    "ScaledModel": "calibrate",
+    "calibrated": "calibration",
 }
 __all__ = ["MODELS", "TARGETS", *_LAZY]
 

@@ -8,6 +8,7 @@ Search uses only this::
     pred.mean, pred.lower, pred.upper             # numpy arrays, ms
     p.metadata["device"], p.metadata["metrics"]
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,10 @@ class Prediction:
         return len(self.mean)
 
     def records(self) -> list[dict[str, float]]:
-        return [{"mean_ms": float(m), "lower_ms": float(lo), "upper_ms": float(hi)}
-                for m, lo, hi in zip(self.mean, self.lower, self.upper)]
+        return [
+            {"mean_ms": float(m), "lower_ms": float(lo), "upper_ms": float(hi)}
+            for m, lo, hi in zip(self.mean, self.lower, self.upper)
+        ]
 
 
 class Predictor:
@@ -64,8 +67,9 @@ class Predictor:
 
     # ---- persistence ------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, protocol: Protocol | None = None, space: str | None = None,
-             target: str | None = None) -> "Predictor":
+    def load(
+        cls, path: str | Path, protocol: Protocol | None = None, space: str | None = None, target: str | None = None
+    ) -> "Predictor":
         """Load a saved predictor; with protocol/space/target, refuse one made for others."""
         model, meta = persist.load(path)
         p = cls(model, meta)
@@ -77,8 +81,13 @@ class Predictor:
         self._metadata = persist.read_metadata(d)
         return d
 
-    def check(self, protocol: Protocol | None = None, space: str | None = None, target: str | None = None,
-              where: str = "predictor") -> None:
+    def check(
+        self,
+        protocol: Protocol | None = None,
+        space: str | None = None,
+        target: str | None = None,
+        where: str = "predictor",
+    ) -> None:
         """UserError if this predictor was made for another protocol (shape), space or target."""
         meta = self._metadata
         diff = shape_differences(self.protocol, protocol) if protocol is not None else []
@@ -102,8 +111,10 @@ class Predictor:
 
     def __repr__(self) -> str:
         m = self._metadata
-        return (f"Predictor({m.get('model')!r} -> {m.get('chosen')!r}, target={m.get('target')!r}, "
-                f"space={m.get('space')!r}, device={m.get('device')!r})")
+        return (
+            f"Predictor({m.get('model')!r} -> {m.get('chosen')!r}, target={m.get('target')!r}, "
+            f"space={m.get('space')!r}, device={m.get('device')!r})"
+        )
 
 
 # ---- what a predictor was fitted on ----------------------------------------------------------------
@@ -138,12 +149,22 @@ def mismatch_line(where: str, against: str, diffs: list[str]) -> str:
 
 def _base_metadata(ds: Dataset, model_name: str, model: Any) -> dict[str, Any]:
     return {
-        "model": model_name, "chosen": getattr(model, "chosen_", model_name),
-        "description": getattr(model, "description_", getattr(model, "chosen_", model_name)), "target": ds.target,
-        "space": ds.space, "protocol": ds.protocol.to_dict(), "protocol_id": ds.protocol_id, "device": ds.device,
-        "backend": ds.backend, "fingerprint_id": ds.fingerprint_id, "fingerprint": ds.fingerprint,
-        "dataset": ds.describe(), "features": describe(model.features_), "n_train": int(model.n_train_),
-        "train_arch_ids": list(ds.arch_ids), **ds.threads,
+        "model": model_name,
+        "chosen": getattr(model, "chosen_", model_name),
+        "description": getattr(model, "description_", getattr(model, "chosen_", model_name)),
+        "target": ds.target,
+        "space": ds.space,
+        "protocol": ds.protocol.to_dict(),
+        "protocol_id": ds.protocol_id,
+        "device": ds.device,
+        "backend": ds.backend,
+        "fingerprint_id": ds.fingerprint_id,
+        "fingerprint": ds.fingerprint,
+        "dataset": ds.describe(),
+        "features": describe(model.features_),
+        "n_train": int(model.n_train_),
+        "train_arch_ids": list(ds.arch_ids),
+        **ds.threads,
         # the reference model's latency in the training rows: what `moenas calibrate` rescales by
         "reference": ds.reference,
     }
@@ -154,18 +175,25 @@ def cv_report(model: LatencyModel, ds: Dataset, confidence: float = 0.9) -> dict
     return M.report(ds.y, model.oof_pred_, noise_floor=ds.noise_floor)
 
 
-def dataset_learning_curve(ds: Dataset, model_name: str, folds: int = 5, seed: int = 0, confidence: float = 0.9,
-                           params: dict | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def dataset_learning_curve(
+    ds: Dataset, model_name: str, folds: int = 5, seed: int = 0, confidence: float = 0.9, params: dict | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Holdout error vs number of training archs (25, 50, 100, ...), plus the interval coverage
     of the largest fit on the same holdout."""
     last: dict[str, Any] = {}
 
     def fit_predict(tr, te):
         est = make_model(model_name, ds.protocol, ds.space, folds, seed, params).fit(
-            [ds.archs[i] for i in tr], ds.y[tr])
+            [ds.archs[i] for i in tr], ds.y[tr]
+        )
         mean, lo, hi = est.predict_interval([ds.archs[i] for i in te], confidence)
-        last.update(n_train=len(tr), coverage=M.coverage(ds.y[te], lo, hi), confidence=confidence,
-                    mape=M.mape(ds.y[te], mean), n_test=len(te))
+        last.update(
+            n_train=len(tr),
+            coverage=M.coverage(ds.y[te], lo, hi),
+            confidence=confidence,
+            mape=M.mape(ds.y[te], mean),
+            n_test=len(te),
+        )
         return mean
 
     if len(ds) < 2 * 8:
@@ -174,8 +202,15 @@ def dataset_learning_curve(ds: Dataset, model_name: str, folds: int = 5, seed: i
     return curve, dict(last)
 
 
-def fit_predictor(ds: Dataset, model: str = "auto", folds: int = 5, seed: int = 0, params: dict | None = None,
-                  with_learning_curve: bool = True, confidence: float = 0.9) -> tuple[Predictor, dict[str, Any]]:
+def fit_predictor(
+    ds: Dataset,
+    model: str = "auto",
+    folds: int = 5,
+    seed: int = 0,
+    params: dict | None = None,
+    with_learning_curve: bool = True,
+    confidence: float = 0.9,
+) -> tuple[Predictor, dict[str, Any]]:
     """Fit ``model`` on a dataset; returns the predictor and a report (CV metrics, learning curve)."""
     est = make_model(model, ds.protocol, ds.space, folds, seed, params).fit(ds.archs, ds.y)
     rep: dict[str, Any] = {"cv": cv_report(est, ds), "folds": folds, "cv_by_model_mape": est.cv_scores_}
@@ -187,8 +222,15 @@ def fit_predictor(ds: Dataset, model: str = "auto", folds: int = 5, seed: int = 
     return Predictor(est, meta), rep
 
 
-def transfer_predictor(base: Predictor, ds: Dataset, n_samples: int = 20, seed: int = 0, residual: bool = False,
-                       compare_model: str | None = None, confidence: float = 0.9) -> tuple[Predictor, dict[str, Any]]:
+def transfer_predictor(
+    base: Predictor,
+    ds: Dataset,
+    n_samples: int = 20,
+    seed: int = 0,
+    residual: bool = False,
+    compare_model: str | None = None,
+    confidence: float = 0.9,
+) -> tuple[Predictor, dict[str, Any]]:
     """Adapt ``base`` to the device of ``ds`` from ``n_samples`` of its archs.
 
     With more archs than ``n_samples`` in ``ds``: a random 25% is held out, ``n_samples`` archs
@@ -229,7 +271,8 @@ def transfer_predictor(base: Predictor, ds: Dataset, n_samples: int = 20, seed: 
     else:
         fit_idx = np.arange(n)[:n_samples]
     tm = TransferModel(base=base_model, residual=residual, random_state=seed).fit(
-        [ds.archs[i] for i in fit_idx], ds.y[fit_idx])
+        [ds.archs[i] for i in fit_idx], ds.y[fit_idx]
+    )
     rep["loo_mape"] = float(np.mean(np.expm1(tm.abs_log_residuals_)) * 100)
     rep["scale"], rep["ridge_alpha"] = tm.scale_, tm.alpha_
     rep["blend"] = tm.describe()["blend"]  # each correction's weight, ridge strength and scale
@@ -237,7 +280,11 @@ def transfer_predictor(base: Predictor, ds: Dataset, n_samples: int = 20, seed: 
     meta["chosen"] = f"transfer({bm.get('chosen')})"
     meta["description"] = f"transfer({bm.get('description') or bm.get('chosen')})"
     meta["dataset"] = {**ds.describe(), "n_used": int(len(fit_idx))}
-    meta["transfer"] = {"base_device": bm.get("device"), "base_fingerprint_id": bm.get("fingerprint_id"),
-                        "base_dataset_sha256": (bm.get("dataset") or {}).get("sha256"), "n_samples": int(len(fit_idx))}
+    meta["transfer"] = {
+        "base_device": bm.get("device"),
+        "base_fingerprint_id": bm.get("fingerprint_id"),
+        "base_dataset_sha256": (bm.get("dataset") or {}).get("sha256"),
+        "n_samples": int(len(fit_idx)),
+    }
     meta["metrics"] = {"transfer": rep}
     return Predictor(tm, meta), rep

@@ -6,6 +6,7 @@ data (:mod:`moenas.data.reference`). The class stays at this path because a save
 names its model's types by their module: calibrated predictor files say
 ``moenas.predictor.calibrate.ScaledModel``, a type ``persist.trusted_types()`` lets load.
 """
+
 from __future__ import annotations
 
 import math

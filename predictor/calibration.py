@@ -12,6 +12,7 @@ predictors"); `moenas fit --base` with ~20 archs measured here corrects what the
 This module sits above :mod:`.api` (it builds a Predictor) and never times anything: the
 predictor floor may not import the profiler, so the timing is handed in as numbers.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,13 @@ SAVE_FIELDS = ("created", "model_sha256", "versions", "format", "format_version"
 TIMING_FIELDS = ("arch_id", "threads_intra", "threads_inter", "stop_rule")
 
 
-def calibrated(pred: Predictor, here: dict[str, Any], fingerprint: dict[str, Any] | None = None,
-               source: str | None = None, when: str | None = None) -> Predictor:
+def calibrated(
+    pred: Predictor,
+    here: dict[str, Any],
+    fingerprint: dict[str, Any] | None = None,
+    source: str | None = None,
+    when: str | None = None,
+) -> Predictor:
     """A new Predictor = ``pred`` rescaled to the machine where ``here`` was timed.
 
     ``here``: the reference timing on this machine, at least ``median_ms`` (also recorded:
@@ -42,32 +48,49 @@ def calibrated(pred: Predictor, here: dict[str, Any], fingerprint: dict[str, Any
     meta = pred.metadata
     stored = stored_reference(meta)
     if stored is None:
-        raise UserError(f"{source or 'the predictor'} stores no reference latency (fitted before moenas recorded it, "
-                        "or on data without reference timings); refit it with `moenas fit --data ...` on its dataset")
+        raise UserError(
+            f"{source or 'the predictor'} stores no reference latency (fitted before moenas recorded it, "
+            "or on data without reference timings); refit it with `moenas fit --data ...` on its dataset"
+        )
     factor = calibration_factor(float(here["median_ms"]), float(stored["median_ms"]))
     when = when or now_iso()
     cal = _calibration_record(meta, stored, here, factor, dict(fingerprint or {}), source, when)
     return Predictor(rescaled_model(pred.model, factor), _calibrated_metadata(meta, stored, here, cal, when))
 
 
-def _calibration_record(meta: dict[str, Any], stored: dict[str, Any], here: dict[str, Any], factor: float,
-                        fp: dict[str, Any], source: str | None, when: str) -> dict[str, Any]:
+def _calibration_record(
+    meta: dict[str, Any],
+    stored: dict[str, Any],
+    here: dict[str, Any],
+    factor: float,
+    fp: dict[str, Any],
+    source: str | None,
+    when: str,
+) -> dict[str, Any]:
     """``metadata["calibration"]``: the factor, both reference timings and fingerprints, the
     date, and the calibration before this one (so a chain of calibrations stays readable)."""
     return {
-        "factor": factor, "reference_ms_here": float(here["median_ms"]), "reference_ms_source": float(stored["median_ms"]),
-        "noise_rel": stored.get("noise_rel"), "tolerance_rel": tolerance(stored.get("noise_rel")),
+        "factor": factor,
+        "reference_ms_here": float(here["median_ms"]),
+        "reference_ms_source": float(stored["median_ms"]),
+        "noise_rel": stored.get("noise_rel"),
+        "tolerance_rel": tolerance(stored.get("noise_rel")),
         "beyond_noise": beyond_noise(factor, stored.get("noise_rel")),
-        "fingerprint_id": fp.get("fingerprint_id"), "fingerprint": fp,
-        "source_fingerprint_id": holds_on(meta), "source_predictor": source,
-        "source_model_sha256": meta.get("model_sha256"), "date": when, "here": dict(here),
+        "fingerprint_id": fp.get("fingerprint_id"),
+        "fingerprint": fp,
+        "source_fingerprint_id": holds_on(meta),
+        "source_predictor": source,
+        "source_model_sha256": meta.get("model_sha256"),
+        "date": when,
+        "here": dict(here),
         "previous": meta.get("calibration"),
         "method": "predictions and intervals x factor; factor = reference model median here / in the data",
     }
 
 
-def _calibrated_metadata(meta: dict[str, Any], stored: dict[str, Any], here: dict[str, Any], cal: dict[str, Any],
-                         when: str) -> dict[str, Any]:
+def _calibrated_metadata(
+    meta: dict[str, Any], stored: dict[str, Any], here: dict[str, Any], cal: dict[str, Any], when: str
+) -> dict[str, Any]:
     """``meta`` with the calibration added and ``reference`` replaced by the timing here, so
     that calibrating the result again composes into one factor."""
     new = {k: v for k, v in meta.items() if k not in SAVE_FIELDS}
@@ -75,6 +98,13 @@ def _calibrated_metadata(meta: dict[str, Any], stored: dict[str, Any], here: dic
     new["description"] = f"calibrated({meta.get('description') or meta.get('chosen')})"
     new["calibration"] = cal
     how = {k: here[k] for k in TIMING_FIELDS if here.get(k) is not None}
-    new["reference"] = {**stored, **how, "median_ms": float(here["median_ms"]), "source": "moenas calibrate",
-                        "ci_rel": here.get("ci_rel"), "n_runs": here.get("n_runs"), "date": when}
+    new["reference"] = {
+        **stored,
+        **how,
+        "median_ms": float(here["median_ms"]),
+        "source": "moenas calibrate",
+        "ci_rel": here.get("ci_rel"),
+        "n_runs": here.get("n_runs"),
+        "date": when,
+    }
     return new

@@ -9,6 +9,7 @@ the row's protocol columns (encoder-decoder: batch, src_len, decoder_steps, beam
 batch, prompt_len, decode_steps; both: routing and seeds) and whose targets ``target`` must be
 one of (``family.targets``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,8 @@ FAMILY_COLUMN = "family"  # the row's model family; empty (or no such column): e
 
 @dataclass
 class Dataset:
-    archs: list[AnyArch]           # all of the protocol's family
-    y: np.ndarray                  # median latency, ms
+    archs: list[AnyArch]  # all of the protocol's family
+    y: np.ndarray  # median latency, ms
     arch_ids: list[str]
     target: str
     protocol: Protocol
@@ -49,23 +50,51 @@ class Dataset:
     synthetic: bool = False
     # the reference model's latency in these rows (data.reference.reference_stats); None = unknown
     reference: dict[str, Any] | None = None
-    threads: dict[str, int | None] = field(default_factory=dict)  # threads_intra / threads_inter of the rows (None: mixed)
+    threads: dict[str, int | None] = field(
+        default_factory=dict
+    )  # threads_intra / threads_inter of the rows (None: mixed)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, idx: Sequence[int]) -> "Dataset":
         idx = list(idx)
-        return Dataset([self.archs[i] for i in idx], self.y[idx], [self.arch_ids[i] for i in idx], self.target,
-                       self.protocol, self.protocol_id, self.space, self.device, self.backend, self.fingerprint_id,
-                       self.fingerprint, self.noise_floor, self.sha256, self.paths, self.synthetic, self.reference,
-                       self.threads)
+        return Dataset(
+            [self.archs[i] for i in idx],
+            self.y[idx],
+            [self.arch_ids[i] for i in idx],
+            self.target,
+            self.protocol,
+            self.protocol_id,
+            self.space,
+            self.device,
+            self.backend,
+            self.fingerprint_id,
+            self.fingerprint,
+            self.noise_floor,
+            self.sha256,
+            self.paths,
+            self.synthetic,
+            self.reference,
+            self.threads,
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"paths": self.paths, "sha256": self.sha256, "n_archs": len(self), "target": self.target,
-                "protocol": self.protocol.to_dict(), "protocol_id": self.protocol_id, "space": self.space,
-                "device": self.device, "backend": self.backend, "fingerprint_id": self.fingerprint_id,
-                "noise_floor_mape": self.noise_floor, "synthetic": self.synthetic, **self.threads}
+        return {
+            "paths": self.paths,
+            "sha256": self.sha256,
+            "n_archs": len(self),
+            "target": self.target,
+            "protocol": self.protocol.to_dict(),
+            "protocol_id": self.protocol_id,
+            "space": self.space,
+            "device": self.device,
+            "backend": self.backend,
+            "fingerprint_id": self.fingerprint_id,
+            "noise_floor_mape": self.noise_floor,
+            "synthetic": self.synthetic,
+            **self.threads,
+        }
 
     def fitted_on(self) -> dict[str, Any]:
         """What a predictor meeting this data is compared on (:func:`predictor.api.fitted_on_differences`)."""
@@ -77,8 +106,10 @@ def _one(values: pd.Series, what: str, path: str) -> Any:
     if len(vals) == 0:
         raise UserError(f"{path}: column {what} is empty")
     if len(vals) > 1:
-        raise UserError(f"{path}: rows with {len(vals)} different {what} values ({', '.join(map(str, vals[:4]))}); "
-                        f"a predictor is fitted per {what}: split the dataset")
+        raise UserError(
+            f"{path}: rows with {len(vals)} different {what} values ({', '.join(map(str, vals[:4]))}); "
+            f"a predictor is fitted per {what}: split the dataset"
+        )
     v = vals[0]
     return v.item() if hasattr(v, "item") else v
 
@@ -90,8 +121,10 @@ def _family(df: pd.DataFrame, path: str) -> ModelFamily:
         return ENCODER_DECODER
     names = sorted(set(df[FAMILY_COLUMN].astype("string").fillna(ENCODER_DECODER.name)))
     if len(names) > 1:
-        raise UserError(f"{path}: rows of {len(names)} model families ({', '.join(names)}); "
-                        "a predictor is fitted per family: split the dataset")
+        raise UserError(
+            f"{path}: rows of {len(names)} model families ({', '.join(names)}); "
+            "a predictor is fitted per family: split the dataset"
+        )
     return FAMILIES[names[0]]
 
 
@@ -110,8 +143,10 @@ def _check_archs(archs: list[AnyArch], family: ModelFamily, paths: Sequence[str 
     """UserError when an arch's JSON names another family than its rows (a mislabelled file)."""
     bad = next((a for a in archs if a.family is not family), None)
     if bad is not None:
-        raise UserError(f"{', '.join(map(str, paths))}: arch {bad.arch_id} is {bad.family.name}, "
-                        f"its rows say {family.name} (column {FAMILY_COLUMN!r})")
+        raise UserError(
+            f"{', '.join(map(str, paths))}: arch {bad.arch_id} is {bad.family.name}, "
+            f"its rows say {family.name} (column {FAMILY_COLUMN!r})"
+        )
 
 
 def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
@@ -129,8 +164,9 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
             raise UserError(f"{p}: the dataset is empty (no measurements)")
         family = _family(df, str(p))
         if target not in family.targets:
-            raise UserError(f"{p}: target {target!r} is not one of the {family.name} family's "
-                            f"({', '.join(family.targets)})")
+            raise UserError(
+                f"{p}: target {target!r} is not one of the {family.name} family's ({', '.join(family.targets)})"
+            )
         shape = PROTOCOLS[family.name].shape_fields
         missing = [c for c in shape if c not in df.columns or df[c].isna().all()]
         if missing:
@@ -143,12 +179,19 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
         frames.append(df)
         infos.append(info)
         digest.update(Path(p).read_bytes())
-    for col, what in (("family", "model families"), ("protocol_id", "latency protocols"), ("fingerprint_id", "devices"),
-                      ("backend", "backends"), ("space", "search spaces")):
+    for col, what in (
+        ("family", "model families"),
+        ("protocol_id", "latency protocols"),
+        ("fingerprint_id", "devices"),
+        ("backend", "backends"),
+        ("space", "search spaces"),
+    ):
         vals = {i["path"]: i[col] for i in infos}
         if len(set(vals.values())) > 1:
-            raise UserError(f"the datasets were measured under different {what} "
-                            f"({'; '.join(f'{k}: {v}' for k, v in vals.items())}); fit one predictor per {col.replace('_id', '')}")
+            raise UserError(
+                f"the datasets were measured under different {what} "
+                f"({'; '.join(f'{k}: {v}' for k, v in vals.items())}); fit one predictor per {col.replace('_id', '')}"
+            )
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     table = latency_table(df, target)
     table = table.drop_duplicates("arch_id", keep="last")
@@ -159,10 +202,20 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
     i0 = infos[0]
     _check_archs(archs, FAMILIES[i0["family"]], paths)
     return Dataset(
-        archs=archs, y=table["median_ms"].to_numpy(float), arch_ids=list(table["arch_id"]), target=target,
-        protocol=i0["protocol"], protocol_id=i0["protocol_id"], space=i0["space"], device=i0["device"],
-        backend=i0["backend"], fingerprint_id=i0["fingerprint_id"], fingerprint=dict(i0["meta"].get("fingerprint") or {}),
-        noise_floor=noise_floor(df, target), sha256=digest.hexdigest(), paths=[str(p) for p in paths],
+        archs=archs,
+        y=table["median_ms"].to_numpy(float),
+        arch_ids=list(table["arch_id"]),
+        target=target,
+        protocol=i0["protocol"],
+        protocol_id=i0["protocol_id"],
+        space=i0["space"],
+        device=i0["device"],
+        backend=i0["backend"],
+        fingerprint_id=i0["fingerprint_id"],
+        fingerprint=dict(i0["meta"].get("fingerprint") or {}),
+        noise_floor=noise_floor(df, target),
+        sha256=digest.hexdigest(),
+        paths=[str(p) for p in paths],
         synthetic=any(bool(i["meta"].get("synthetic")) for i in infos) or i0["backend"] == "synthetic",
         reference=reference_stats(valid_rows(df, target, 0), [i["meta"] for i in infos]),
         threads={c: _single_int(df[c]) if c in df else None for c in ("threads_intra", "threads_inter")},

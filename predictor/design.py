@@ -21,6 +21,7 @@ Why a forest's spread and not the predictor's own interval: the predictor's conf
 intervals have one relative width for all archs (a property of split conformal), so they
 cannot rank candidates; the trees' disagreement can.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,17 +37,18 @@ from .names import DESIGNS
 MIN_MEASURED = 5  # archs a forest needs before its spread means anything
 
 
-def design_matrix(pool: Sequence[Arch], others: Sequence[Arch] = (), protocol: LatencyProtocol | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def design_matrix(
+    pool: Sequence[Arch], others: Sequence[Arch] = (), protocol: LatencyProtocol | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(pool rows, other rows) of the design space: log1p of the cost and MoE features,
     standardised by the pool's mean and spread; constant columns dropped. Shapes (len(pool), d)
     and (len(others), d)."""
     feats = ArchFeatures(protocol=protocol, groups=("cost", "moe")).fit(list(pool) + list(others))
     x = np.log1p(np.maximum(feats.transform(list(pool) + list(others)), 0.0))
-    mu, sd = x[:len(pool)].mean(0), x[:len(pool)].std(0)
+    mu, sd = x[: len(pool)].mean(0), x[: len(pool)].std(0)
     keep = sd > 1e-12
     z = (x[:, keep] - mu[keep]) / sd[keep]
-    return z[:len(pool)], z[len(pool):]
+    return z[: len(pool)], z[len(pool) :]
 
 
 def maximin(x: np.ndarray, n: int, fixed: np.ndarray | None = None, weight: np.ndarray | None = None) -> list[int]:
@@ -81,8 +83,15 @@ def tree_spread(x_measured: np.ndarray, y_ms: np.ndarray, x_pool: np.ndarray, se
     return per_tree.std(0)
 
 
-def choose(design: str, pool: Sequence[Arch], n: int, measured: Sequence[Arch] = (), y_ms: Sequence[float] = (),
-           seed: int = 0, protocol: LatencyProtocol | None = None) -> list[int]:
+def choose(
+    design: str,
+    pool: Sequence[Arch],
+    n: int,
+    measured: Sequence[Arch] = (),
+    y_ms: Sequence[float] = (),
+    seed: int = 0,
+    protocol: LatencyProtocol | None = None,
+) -> list[int]:
     """Indices into ``pool`` of the ``n`` archs to measure next under ``design``, given the archs
     ``measured`` so far and their latencies ``y_ms`` (ms; only ``uncertainty`` reads them).
     Pool archs already measured are never chosen."""

@@ -34,6 +34,7 @@ The protocol is a parameter (a :class:`~moenas.arch.protocol.LatencyProtocol`, o
 archs' family, HAT's for encoder-decoder). Normalisation is *not* done here: the models keep
 their scalers inside their fitted pipelines.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -93,8 +94,12 @@ def moe_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
     """The ``moe`` group's names: per stack mean experts per layer and mean expert size, then
     per stack MoE layers, then per stack experts in all, then top-k."""
     stacks = [s.prefix for s in STACKS[family.name]]
-    return tuple([f"moe.{p}_{k}" for p in stacks for k in ("experts_mean", "expert_size_mean")]
-                 + [f"moe.{p}_moe_layers" for p in stacks] + [f"moe.{p}_experts_total" for p in stacks] + ["moe.top_k"])
+    return tuple(
+        [f"moe.{p}_{k}" for p in stacks for k in ("experts_mean", "expert_size_mean")]
+        + [f"moe.{p}_moe_layers" for p in stacks]
+        + [f"moe.{p}_experts_total" for p in stacks]
+        + ["moe.top_k"]
+    )
 
 
 @lru_cache(maxsize=None)
@@ -123,9 +128,12 @@ def transfer_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
     component, then their bytes, then each stack's layer count, then each stack's experts in
     all (what a device may weigh differently from the base's)."""
     comps = family.components
-    return (tuple(f"flops_{c}" for c in comps) + tuple(f"bytes_{c}" for c in comps)
-            + tuple(n for n in hat_names(family) if n.endswith("_layers"))
-            + tuple(n for n in moe_names(family) if n.endswith("_experts_total")))
+    return (
+        tuple(f"flops_{c}" for c in comps)
+        + tuple(f"bytes_{c}" for c in comps)
+        + tuple(n for n in hat_names(family) if n.endswith("_layers"))
+        + tuple(n for n in moe_names(family) if n.endswith("_experts_total"))
+    )
 
 
 HAT_FEATURES = list(hat_names(ENCODER_DECODER))
@@ -134,7 +142,12 @@ COST_FEATURES = list(cost_names(ENCODER_DECODER))
 # the column lists a model may pick by default, each a function of the family; a model names the
 # encoder-decoder list, and :func:`family_columns` reads it as the list of the features' family
 FAMILY_LISTS: tuple[Callable[[ModelFamily], tuple[str, ...]], ...] = (
-    roofline_names, hat_names, automoe_names, cost_names, transfer_names)
+    roofline_names,
+    hat_names,
+    automoe_names,
+    cost_names,
+    transfer_names,
+)
 
 
 def family_columns(wanted: Sequence[str], names: Sequence[str]) -> list[str]:
@@ -183,8 +196,10 @@ def archs_family(archs: Sequence[AnyArch]) -> ModelFamily:
     fam = archs[0].family
     other = next((a for a in archs if a.family is not fam), None)
     if other is not None:
-        raise UserError(f"archs of two model families in one feature matrix (arch {archs[0].arch_id} is {fam.name}, "
-                        f"arch {other.arch_id} {other.family.name}); predict each family with its own predictor")
+        raise UserError(
+            f"archs of two model families in one feature matrix (arch {archs[0].arch_id} is {fam.name}, "
+            f"arch {other.arch_id} {other.family.name}); predict each family with its own predictor"
+        )
     return fam
 
 
@@ -192,8 +207,10 @@ def check_family(archs: Sequence[AnyArch], family: ModelFamily) -> None:
     """UserError unless every arch is of ``family`` (what features, or a predictor, were fitted on)."""
     fam = archs_family(archs)
     if fam is not family:
-        raise UserError(f"arch {archs[0].arch_id} is {fam.name}, these features (and a predictor fitted with them) "
-                        f"are for {family.name} archs")
+        raise UserError(
+            f"arch {archs[0].arch_id} is {fam.name}, these features (and a predictor fitted with them) "
+            f"are for {family.name} archs"
+        )
 
 
 def as_protocol(protocol: Protocol | None, family: ModelFamily = ENCODER_DECODER) -> Protocol:
@@ -273,12 +290,15 @@ def stack_maxima(archs: Sequence[AnyArch], family: ModelFamily) -> tuple[tuple[i
     """(layers, experts per layer) at most, per stack of the family, over ``archs``: the
     layout of their arrays when no space fixes it."""
     stacks = [[getattr(a, s.attr).layers for a in archs] for s in STACKS[family.name]]
-    return (tuple(max(len(ls) for ls in st) for st in stacks),
-            tuple(max(len(la.experts) for ls in st for la in ls) for st in stacks))
+    return (
+        tuple(max(len(ls) for ls in st) for st in stacks),
+        tuple(max(len(la.experts) for ls in st for la in ls) for st in stacks),
+    )
 
 
-def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None,
-                max_experts: tuple[int, int] | None = None) -> ArchArrays:
+def arch_arrays(
+    archs: Sequence[Arch], max_layers: tuple[int, int] | None = None, max_experts: tuple[int, int] | None = None
+) -> ArchArrays:
     """One pure-Python pass over the archs (the only per-arch Python work in this module).
 
     This pass bounds prediction throughput (~2 us per arch), so it is kept flat: every arch's
@@ -294,7 +314,7 @@ def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None
     xe, xd = max_experts
     we, wd = 1 + xe, 3 + xd
     width = 5 + le * we + ld * wd
-    pad_e: dict[tuple[int, ...], tuple[int, ...]] = {}   # expert sizes -> padded to xe slots
+    pad_e: dict[tuple[int, ...], tuple[int, ...]] = {}  # expert sizes -> padded to xe slots
     pad_d: dict[tuple[int, ...], tuple[int, ...]] = {}
     absent_e = [(0,) * (we * (le - k)) for k in range(le + 1)]  # zeros for le - k absent layers
     absent_d = [(0,) * (wd * (ld - k)) for k in range(ld + 1)]
@@ -326,8 +346,11 @@ def arch_arrays(archs: Sequence[Arch], max_layers: tuple[int, int] | None = None
     # gene-major memory (the arch axis contiguous): the features sum over the short layer and
     # expert axes, and numpy reduces a short *contiguous* axis one arch at a time (~2x slower)
     cols = np.ascontiguousarray(np.array(flat, dtype=np.float64).reshape(n, width).T)
-    return ArchArrays(cols[:5].T, cols[5:5 + le * we].reshape(le, we, n).transpose(2, 0, 1),
-                      cols[5 + le * we:].reshape(ld, wd, n).transpose(2, 0, 1))
+    return ArchArrays(
+        cols[:5].T,
+        cols[5 : 5 + le * we].reshape(le, we, n).transpose(2, 0, 1),
+        cols[5 + le * we :].reshape(ld, wd, n).transpose(2, 0, 1),
+    )
 
 
 class _Padded(dict):
@@ -342,8 +365,9 @@ class _Padded(dict):
         return padded
 
 
-def lm_arch_arrays(archs: Sequence[LMArch], max_layers: tuple[int] | None = None,
-                   max_experts: tuple[int] | None = None) -> LMArrays:
+def lm_arch_arrays(
+    archs: Sequence[LMArch], max_layers: tuple[int] | None = None, max_experts: tuple[int] | None = None
+) -> LMArrays:
     """:func:`arch_arrays` for decoder-only archs: one flat pure-Python pass (each arch's genes
     onto one list, paddings looked up), one numpy conversion, gene-major memory."""
     if not archs:
@@ -377,8 +401,9 @@ def lm_arch_arrays(archs: Sequence[LMArch], max_layers: tuple[int] | None = None
 ARRAYS: dict[str, Callable[..., AnyArrays]] = {ENCODER_DECODER.name: arch_arrays, DECODER_ONLY.name: lm_arch_arrays}
 
 
-def _check_layout(archs: Sequence[AnyArch], family: ModelFamily, max_layers: tuple[int, ...],
-                  max_experts: tuple[int, ...]) -> None:
+def _check_layout(
+    archs: Sequence[AnyArch], family: ModelFamily, max_layers: tuple[int, ...], max_experts: tuple[int, ...]
+) -> None:
     """UserError naming the first arch with more layers or experts than the layout holds."""
     layout = list(zip(STACKS[family.name], max_layers, max_experts))
     for a in archs:
@@ -403,8 +428,14 @@ def _experts(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (sizes > 0).sum(-1), sizes.sum(-1)
 
 
-def _ffn_parts(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray, tokens: float, top_k: np.ndarray,
-               present: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _ffn_parts(
+    n_experts: np.ndarray,
+    hidden_total: np.ndarray,
+    dim: np.ndarray,
+    tokens: float,
+    top_k: np.ndarray,
+    present: np.ndarray,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """ffn / router / experts cost of every layer of a stack, summed over the layers."""
     dense, moe = present & (n_experts == 1), present & (n_experts > 1)
     n_safe = np.maximum(n_experts, 1)  # absent layers have none
@@ -415,8 +446,9 @@ def _ffn_parts(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray,
     }
 
 
-def _ffn_params(n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray, top_k: np.ndarray,
-                present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ffn_params(
+    n_experts: np.ndarray, hidden_total: np.ndarray, dim: np.ndarray, top_k: np.ndarray, present: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(total, active) FFN weights summed over the present layers of a stack."""
     total, active = cost_model.ffn_params(dim, top_k, np.maximum(n_experts, 1), hidden_total)
     return np.where(present, total, 0.0).sum(1), np.where(present, active, 0.0).sum(1)
@@ -448,8 +480,9 @@ def _encoder_decoder_cost(arr: ArchArrays, p: LatencyProtocol) -> dict[str, np.n
 
     # encoder stack on (batch, src_len), plus every decoder layer's cross keys/values
     enc_parts = {
-        "attention": _over_layers(cost_model.encoder_attention(np.maximum(enc_heads, 1), enc_dim_l, qkv_l, batch, src_len),
-                                  enc_present),
+        "attention": _over_layers(
+            cost_model.encoder_attention(np.maximum(enc_heads, 1), enc_dim_l, qkv_l, batch, src_len), enc_present
+        ),
         **_ffn_parts(*enc_experts, enc_dim_l, float(batch * src_len), k_l, enc_present),
         "cross_kv": _over_layers(cost_model.cross_kv(cross_span, enc_dim_l, qkv_l, batch, src_len), dec_present),
         "logits": (zeros, zeros),
@@ -459,7 +492,10 @@ def _encoder_decoder_cost(arr: ArchArrays, p: LatencyProtocol) -> dict[str, np.n
     past_len = cost_model.mean_past_len(steps)
     attention = cost_model.add(
         cost_model.decoder_self_attention(np.maximum(dec_heads, 1), dec_dim_l, qkv_l, dec_batch, past_len),
-        cost_model.decoder_cross_attention(np.maximum(cross_heads, 1), cross_span, dec_dim_l, qkv_l, dec_batch, src_len))
+        cost_model.decoder_cross_attention(
+            np.maximum(cross_heads, 1), cross_span, dec_dim_l, qkv_l, dec_batch, src_len
+        ),
+    )
     step_parts = {
         "attention": _over_layers(attention, dec_present),
         **_ffn_parts(*dec_experts, dec_dim_l, float(dec_batch), k_l, dec_present),
@@ -470,9 +506,13 @@ def _encoder_decoder_cost(arr: ArchArrays, p: LatencyProtocol) -> dict[str, np.n
 
     # parameters
     emb = cost_model.embedding_params(vocab, enc_dim, dec_dim)
-    fixed = (emb + cost_model.final_norm_params(enc_dim) + cost_model.final_norm_params(dec_dim)
-             + enc_present.sum(1) * cost_model.encoder_layer_params(enc_dim, qkv)
-             + dec_present.sum(1) * cost_model.decoder_layer_params(dec_dim, enc_dim, qkv))
+    fixed = (
+        emb
+        + cost_model.final_norm_params(enc_dim)
+        + cost_model.final_norm_params(dec_dim)
+        + enc_present.sum(1) * cost_model.encoder_layer_params(enc_dim, qkv)
+        + dec_present.sum(1) * cost_model.decoder_layer_params(dec_dim, enc_dim, qkv)
+    )
     enc_total, enc_active = _ffn_params(*enc_experts, enc_dim_l, k_l, enc_present)
     dec_total, dec_active = _ffn_params(*dec_experts, dec_dim_l, k_l, dec_present)
     params = (fixed + enc_total + dec_total, fixed + enc_active + dec_active, emb)
@@ -500,7 +540,9 @@ def _decoder_only_cost(arr: LMArrays, p: LMProtocol) -> dict[str, np.ndarray]:
     }
     past_len = prompt_len + cost_model.mean_past_len(steps)
     step = {
-        "attention": _over_layers(cost_model.decoder_self_attention(heads_safe, dim_l, qkv_l, batch, past_len), present),
+        "attention": _over_layers(
+            cost_model.decoder_self_attention(heads_safe, dim_l, qkv_l, batch, past_len), present
+        ),
         **_ffn_parts(*experts, dim_l, float(batch), k_l, present),
         "cross_kv": (zeros, zeros),
         "logits": logits,
@@ -509,16 +551,24 @@ def _decoder_only_cost(arr: LMArrays, p: LMProtocol) -> dict[str, np.ndarray]:
     emb = cost_model.token_embedding_params(vocab, dim)
     fixed = emb + cost_model.final_norm_params(dim) + present.sum(1) * cost_model.encoder_layer_params(dim, qkv)
     ffn_total, ffn_active = _ffn_params(*experts, dim_l, k_l, present)
-    return _summary(arr.family, (fixed + ffn_total, fixed + ffn_active, emb), {"prefill": prefill, "decode": decode}, zeros)
+    return _summary(
+        arr.family, (fixed + ffn_total, fixed + ffn_active, emb), {"prefill": prefill, "decode": decode}, zeros
+    )
 
 
 # family name -> (arrays, protocol) -> the summary of every arch
 VECTOR_COSTS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
-    ENCODER_DECODER.name: _encoder_decoder_cost, DECODER_ONLY.name: _decoder_only_cost}
+    ENCODER_DECODER.name: _encoder_decoder_cost,
+    DECODER_ONLY.name: _decoder_only_cost,
+}
 
 
-def _summary(family: ModelFamily, params: tuple[np.ndarray, np.ndarray, np.ndarray],
-             components: dict[str, dict[str, cost_model.Cost]], zeros: np.ndarray) -> dict[str, np.ndarray]:
+def _summary(
+    family: ModelFamily,
+    params: tuple[np.ndarray, np.ndarray, np.ndarray],
+    components: dict[str, dict[str, cost_model.Cost]],
+    zeros: np.ndarray,
+) -> dict[str, np.ndarray]:
     """The keys of ``ProtocolCost.summary()`` from (total, active, embedding) parameters and
     each of the family's components' (flops, bytes) per part (scalars broadcast to n archs)."""
     out: dict[str, np.ndarray] = {"params_total": params[0], "params_active": params[1], "params_embedding": params[2]}
@@ -543,7 +593,7 @@ def hat_features(arr: AnyArrays) -> np.ndarray:
     """HAT's features per stack (see :func:`hat_names`; HAT's 10 for encoder-decoder), shape (n, len(names))."""
     cols = []
     for s, st, embed in _stacks(arr):
-        heads, sizes = st[:, :, 0], st[:, :, s.genes:]
+        heads, sizes = st[:, :, 0], st[:, :, s.genes :]
         nl = (heads > 0).sum(1)
         ffn = (sizes.sum(-1) / np.maximum((sizes > 0).sum(-1), 1)).sum(1) / nl
         cols += [embed, nl, ffn, heads.sum(1) / nl]
@@ -556,7 +606,7 @@ def moe_features(arr: AnyArrays) -> np.ndarray:
     """AutoMoE-style expert features (see :func:`moe_names`), shape (n, 4 S + 1) for S stacks."""
     means, moe_layers, totals = [], [], []
     for s, st, _ in _stacks(arr):
-        sizes = st[:, :, s.genes:]
+        sizes = st[:, :, s.genes :]
         E = (sizes > 0).sum(-1)
         nl = (st[:, :, 0] > 0).sum(1)
         means += [E.sum(1) / nl, sizes.sum((1, 2)) / np.maximum(E.sum(1), 1)]
@@ -572,15 +622,16 @@ def encoding_features(arr: AnyArrays, max_layers: tuple[int, ...], max_experts: 
     for (s, st, embed), L, X in zip(_stacks(arr), max_layers, max_experts):
         heads = st[:, :, 0]
         cols += [embed[:, None], (heads > 0).sum(1, keepdims=True).astype(float)]
-        sizes = st[:, :, s.genes:]
+        sizes = st[:, :, s.genes :]
         E = (sizes > 0).sum(-1).astype(float)
-        per_layer = [st[:, :, :s.genes], E[:, :, None], sizes]   # heads[, cross_heads, cross_span], n_experts, sizes
+        per_layer = [st[:, :, : s.genes], E[:, :, None], sizes]  # heads[, cross_heads, cross_span], n_experts, sizes
         cols.append(np.concatenate(per_layer, axis=2).reshape(n, L * (s.genes + 1 + X)))
     return np.concatenate(cols, axis=1)
 
 
-def encoding_names(max_layers: tuple[int, ...], max_experts: tuple[int, ...],
-                   family: ModelFamily = ENCODER_DECODER) -> list[str]:
+def encoding_names(
+    max_layers: tuple[int, ...], max_experts: tuple[int, ...], family: ModelFamily = ENCODER_DECODER
+) -> list[str]:
     """Names of :func:`encoding_features`' columns (those of the family's space's ``feature_names``)."""
     names = ["top_k"]
     for s, L, X in zip(STACKS[family.name], max_layers, max_experts):
@@ -605,8 +656,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
     per stack of the family), ``feature_names_``.
     """
 
-    def __init__(self, protocol: Protocol | None = None, space: str | None = None,
-                 groups: Sequence[str] = GROUPS):
+    def __init__(self, protocol: Protocol | None = None, space: str | None = None, groups: Sequence[str] = GROUPS):
         self.protocol = protocol
         self.space = space
         self.groups = groups
@@ -638,8 +688,12 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
             self.max_layers_, self.max_experts_ = list(most_layers), list(most_experts)
         names: list[str] = []
         for g in self.groups:
-            names += {"hat": hat_names(family), "moe": moe_names(family), "cost": cost_names(family),
-                      "encoding": encoding_names(tuple(self.max_layers_), tuple(self.max_experts_), family)}[g]
+            names += {
+                "hat": hat_names(family),
+                "moe": moe_names(family),
+                "cost": cost_names(family),
+                "encoding": encoding_names(tuple(self.max_layers_), tuple(self.max_experts_), family),
+            }[g]
         self.feature_names_ = names
         self.n_features_out_ = len(names)
         return self
@@ -664,8 +718,9 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
             named.append(("archs", archs_family(archs)))
         for what, fam in named[1:]:
             if fam is not named[0][1]:
-                raise UserError(f"features of one model family: the {named[0][0]} is {named[0][1].name}, "
-                                f"the {what} {fam.name}")
+                raise UserError(
+                    f"features of one model family: the {named[0][0]} is {named[0][1].name}, the {what} {fam.name}"
+                )
         return named[0][1] if named else ENCODER_DECODER
 
     def get_feature_names_out(self, input_features=None):
@@ -690,7 +745,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
             return self.transform_arrays(to_arrays(archs, *layout))
         out = np.empty((len(archs), self.n_features_out_))
         for i in range(0, len(archs), chunk):
-            out[i:i + chunk] = self.transform_arrays(to_arrays(archs[i:i + chunk], *layout))
+            out[i : i + chunk] = self.transform_arrays(to_arrays(archs[i : i + chunk], *layout))
         return out
 
     def transform_arrays(self, arr: AnyArrays) -> np.ndarray:
@@ -709,5 +764,10 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
 
 
 def describe(features: ArchFeatures) -> dict[str, Any]:
-    return {"groups": list(features.groups), "names": list(features.feature_names_),
-            "protocol": features.protocol_.to_dict(), "max_layers": features.max_layers_, "max_experts": features.max_experts_}
+    return {
+        "groups": list(features.groups),
+        "names": list(features.feature_names_),
+        "protocol": features.protocol_.to_dict(),
+        "max_layers": features.max_layers_,
+        "max_experts": features.max_experts_,
+    }

@@ -5,6 +5,7 @@ A predictor holds on the machine it was calibrated on, else the one its data was
 :func:`elsewhere_message`; the fingerprint is taken by the caller (the predictor floor never
 imports the profiler), so this module reads metadata and nothing else.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,6 +43,8 @@ def elsewhere_message(meta: dict[str, Any], where: str, here_fp: dict[str, Any])
     there = holds_on_fingerprint(meta)
     diff = [k for k in NAMED_FIELDS if there and there.get(k) != here_fp.get(k)]
     what = f" (differs in {', '.join(diff)})" if diff else ""
-    return (f"warning: {where} holds on machine {fid}, this is {here_fp.get('fingerprint_id')}{what}; latencies may "
-            f"be off by a constant factor: `moenas calibrate --predictor {where} --out {where}-here` rescales it "
-            f"(or `moenas fit --base {where}` from ~20 archs measured here)")
+    return (
+        f"warning: {where} holds on machine {fid}, this is {here_fp.get('fingerprint_id')}{what}; latencies may "
+        f"be off by a constant factor: `moenas calibrate --predictor {where} --out {where}-here` rescales it "
+        f"(or `moenas fit --base {where}` from ~20 archs measured here)"
+    )

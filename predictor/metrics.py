@@ -4,6 +4,7 @@ RMSE (ms), MAPE, RMSPE, the share of predictions within ±5% / ±10%, Kendall's 
 Spearman's rho (does the predictor rank archs as the device does: what search needs), and the
 interval's real coverage and mean relative width.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -57,13 +58,22 @@ def coverage(y, lower, upper) -> float:
     return float(np.mean((y >= np.asarray(lower)) & (y <= np.asarray(upper))) * 100)
 
 
-def report(y, p, lower=None, upper=None, confidence: float | None = None, noise_floor: float | None = None) -> dict[str, Any]:
+def report(
+    y, p, lower=None, upper=None, confidence: float | None = None, noise_floor: float | None = None
+) -> dict[str, Any]:
     """Every metric in one dict; interval ones when lower/upper are given."""
     y, p = _arrays(y, p)
-    out: dict[str, Any] = {"n": int(y.size), "rmse_ms": rmse(y, p), "mape": mape(y, p), "rmspe": rmspe(y, p),
-                           "within_5": within(y, p, 5), "within_10": within(y, p, 10),
-                           "kendall_tau": kendall_tau(y, p), "spearman_rho": spearman_rho(y, p),
-                           "noise_floor_mape": noise_floor}
+    out: dict[str, Any] = {
+        "n": int(y.size),
+        "rmse_ms": rmse(y, p),
+        "mape": mape(y, p),
+        "rmspe": rmspe(y, p),
+        "within_5": within(y, p, 5),
+        "within_10": within(y, p, 10),
+        "kendall_tau": kendall_tau(y, p),
+        "spearman_rho": spearman_rho(y, p),
+        "noise_floor_mape": noise_floor,
+    }
     if lower is not None and upper is not None:
         out["confidence"] = confidence
         out["coverage"] = coverage(y, lower, upper)
@@ -73,9 +83,14 @@ def report(y, p, lower=None, upper=None, confidence: float | None = None, noise_
     return out
 
 
-def learning_curve_points(fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray], n: int, test_share: float = 0.25,
-                          sizes: Sequence[int] | None = None, seed: int = 0,
-                          y: np.ndarray | None = None) -> list[dict[str, Any]]:
+def learning_curve_points(
+    fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n: int,
+    test_share: float = 0.25,
+    sizes: Sequence[int] | None = None,
+    seed: int = 0,
+    y: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
     """Holdout error vs training size. ``fit_predict(train_idx, test_idx) -> predictions on test``.
 
     One fixed random holdout (``test_share`` of the n archs); training sets are nested random
@@ -90,6 +105,13 @@ def learning_curve_points(fit_predict: Callable[[np.ndarray, np.ndarray], np.nda
     for s in sorted(set(int(s) for s in sizes if 0 < s <= len(pool))):
         pred = fit_predict(pool[:s], test)
         yt = y[test]
-        out.append({"n_train": s, "n_test": int(len(test)), "mape": mape(yt, pred), "within_10": within(yt, pred, 10),
-                    "kendall_tau": kendall_tau(yt, pred)})
+        out.append(
+            {
+                "n_train": s,
+                "n_test": int(len(test)),
+                "mape": mape(yt, pred),
+                "within_10": within(yt, pred, 10),
+                "kendall_tau": kendall_tau(yt, pred),
+            }
+        )
     return out

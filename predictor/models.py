@@ -38,6 +38,7 @@ needs no scikit-learn; a test holds the two equal, and scikit-learn's estimator 
 every registered core (tests/predictor/test_sklearn_checks.py). A core receives the feature
 matrix, and the names of its columns as its ``feature_names`` parameter.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -60,11 +61,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from moenas.arch import UserError
 from moenas.arch.protocol import LatencyProtocol
 
+from .features import GROUPS, HAT_FEATURES, ArchFeatures, as_archs, family_columns, roofline_names, upgrade_protocol
 from .metrics import mape
 from .names import MODELS  # noqa: F401 - re-exported: callers list the models from here
 from .stacking import StackedModel, oof_predictions
-from .features import (GROUPS, HAT_FEATURES, ArchFeatures, as_archs, family_columns, roofline_names,
-                       upgrade_protocol)
 
 MIN_TRAIN = 8  # archs; fewer cannot be cross-validated for the interval
 # the stack's default candidates: the MLPs are left out (the published baselines, ~10-100x slower to
@@ -121,8 +121,10 @@ class ColumnModel(RegressorMixin, BaseEstimator):
             return list(range(self.n_features_in_))
         names = self._names()
         if names is None or len(names) != self.n_features_in_:
-            raise ValueError(f"{type(self).__name__} picks columns by name: pass feature_names (one per column) "
-                             "or fit on a DataFrame")
+            raise ValueError(
+                f"{type(self).__name__} picks columns by name: pass feature_names (one per column) "
+                "or fit on a DataFrame"
+            )
         wanted = family_columns(wanted, names)  # a default list names the encoder-decoder family's columns
         missing = [w for w in wanted if w not in names]
         if missing:
@@ -162,10 +164,19 @@ class RooflineLinear(ColumnModel):
 class LogTreeModel(ColumnModel):
     """Trees (``kind`` = gbt | rf) on log latency, on all columns or ``columns``."""
 
-    def __init__(self, kind: str = "gbt", n_estimators: int = 400, learning_rate: float = 0.05, max_depth: int | None = 4,
-                 min_samples_leaf: int = 2, subsample: float = 0.8, max_features: float | str | None = 0.5,
-                 columns: Sequence[str] | None = None, random_state: int = 0,
-                 feature_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        kind: str = "gbt",
+        n_estimators: int = 400,
+        learning_rate: float = 0.05,
+        max_depth: int | None = 4,
+        min_samples_leaf: int = 2,
+        subsample: float = 0.8,
+        max_features: float | str | None = 0.5,
+        columns: Sequence[str] | None = None,
+        random_state: int = 0,
+        feature_names: Sequence[str] | None = None,
+    ):
         self.kind = kind
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -179,14 +190,24 @@ class LogTreeModel(ColumnModel):
 
     def _make(self) -> GradientBoostingRegressor | RandomForestRegressor:
         if self.kind == "gbt":
-            return GradientBoostingRegressor(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
-                                             max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
-                                             subsample=self.subsample, max_features=self.max_features,
-                                             random_state=self.random_state)
+            return GradientBoostingRegressor(
+                n_estimators=self.n_estimators,
+                learning_rate=self.learning_rate,
+                max_depth=self.max_depth,
+                min_samples_leaf=self.min_samples_leaf,
+                subsample=self.subsample,
+                max_features=self.max_features,
+                random_state=self.random_state,
+            )
         if self.kind == "rf":
-            return RandomForestRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
-                                         min_samples_leaf=self.min_samples_leaf, max_features=self.max_features,
-                                         n_jobs=1, random_state=self.random_state)
+            return RandomForestRegressor(
+                n_estimators=self.n_estimators,
+                max_depth=self.max_depth,
+                min_samples_leaf=self.min_samples_leaf,
+                max_features=self.max_features,
+                n_jobs=1,
+                random_state=self.random_state,
+            )
         raise UserError(f"unknown tree kind {self.kind!r}")
 
     def fit(self, X: Any, y: Any) -> LogTreeModel:
@@ -203,7 +224,7 @@ class LogTreeModel(ColumnModel):
         Xs = X if np.array_equal(self.idx_, np.arange(X.shape[1])) else X[:, self.idx_]  # no copy of all columns
         out = np.empty(len(Xs))
         for i in range(0, len(Xs), TREE_CHUNK):
-            out[i:i + TREE_CHUNK] = self.model_.predict(Xs[i:i + TREE_CHUNK])
+            out[i : i + TREE_CHUNK] = self.model_.predict(Xs[i : i + TREE_CHUNK])
         return np.exp(out)
 
 
@@ -222,9 +243,17 @@ class HatMLP(ColumnModel):
     ``max_iter`` epochs, stopping when the training loss stalls (the faster variant ``hat-mlp``
     uses)."""
 
-    def __init__(self, hidden_layer_sizes: Sequence[int] = (400, 400, 400), max_iter: int = 300,
-                 learning_rate_init: float = 1e-3, random_state: int = 0, features: str = "hat",
-                 steps: int | None = None, batch: int = 128, feature_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        hidden_layer_sizes: Sequence[int] = (400, 400, 400),
+        max_iter: int = 300,
+        learning_rate_init: float = 1e-3,
+        random_state: int = 0,
+        features: str = "hat",
+        steps: int | None = None,
+        batch: int = 128,
+        feature_names: Sequence[str] | None = None,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_iter = max_iter
         self.learning_rate_init = learning_rate_init
@@ -257,9 +286,15 @@ class HatMLP(ColumnModel):
             stop = dict(max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1)
         else:
             stop = dict(max_iter=self.max_iter, tol=1e-7, n_iter_no_change=50)
-        return MLPRegressor(hidden_layer_sizes=tuple(self.hidden_layer_sizes), activation="relu", solver="adam",
-                            learning_rate_init=self.learning_rate_init, batch_size=batch,
-                            random_state=self.random_state, **stop)
+        return MLPRegressor(
+            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+            activation="relu",
+            solver="adam",
+            learning_rate_init=self.learning_rate_init,
+            batch_size=batch,
+            random_state=self.random_state,
+            **stop,
+        )
 
     def predict(self, X: Any) -> np.ndarray:
         X = self._predict_input(X)
@@ -271,9 +306,15 @@ class HybridModel(ColumnModel):
     """The analytical (roofline on ``base_columns``) model times a learned correction: GBT on
     log(y / base) over all columns."""
 
-    def __init__(self, n_estimators: int = 300, learning_rate: float = 0.05, max_depth: int = 3,
-                 random_state: int = 0, base_columns: Sequence[str] | None = ROOFLINE_COLUMNS,
-                 feature_names: Sequence[str] | None = None):
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        max_depth: int = 3,
+        random_state: int = 0,
+        base_columns: Sequence[str] | None = ROOFLINE_COLUMNS,
+        feature_names: Sequence[str] | None = None,
+    ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
@@ -285,8 +326,13 @@ class HybridModel(ColumnModel):
         X, y = self._fit_input(X, y)
         self.base_ = RooflineLinear(columns=self.base_columns, feature_names=self._names()).fit(X, y)
         ratio = y / self.base_.predict(X)
-        self.residual_ = LogTreeModel("gbt", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
-                                      max_depth=self.max_depth, random_state=self.random_state).fit(X, ratio)
+        self.residual_ = LogTreeModel(
+            "gbt",
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            max_depth=self.max_depth,
+            random_state=self.random_state,
+        ).fit(X, ratio)
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -315,6 +361,7 @@ def register_model(name: str, *trusted: type) -> Callable[[Factory], Factory]:
     """Decorator: make the core factory it decorates available as model ``name`` (``moenas fit
     --model name``), its fitted core holding the classes ``trusted``. ``names.MODELS`` lists the
     same names in the same order (a test holds them equal) so that --help needs no scikit-learn."""
+
     def add(factory: Factory) -> Factory:
         MODEL_REGISTRY[name] = RegisteredModel(factory, trusted)
         return factory
@@ -329,8 +376,9 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def make_core(name: str, random_state: int = 0, feature_names: Sequence[str] | None = None,
-              **params: Any) -> ColumnModel | StackedModel:
+def make_core(
+    name: str, random_state: int = 0, feature_names: Sequence[str] | None = None, **params: Any
+) -> ColumnModel | StackedModel:
     """An unfitted core of model ``name`` for a matrix whose columns are ``feature_names``;
     ``params`` override its defaults."""
     return MODEL_REGISTRY[check_model_name(name)].factory(random_state, feature_names, **params)
@@ -376,8 +424,9 @@ def _hybrid(random_state: int, feature_names: Sequence[str] | None, **params: An
 
 @register_model("auto", StackedModel)
 @register_model("stack", StackedModel)
-def _stack(random_state: int, feature_names: Sequence[str] | None, candidates: Sequence[str] = AUTO_CANDIDATES,
-           **params: Any) -> StackedModel:
+def _stack(
+    random_state: int, feature_names: Sequence[str] | None, candidates: Sequence[str] = AUTO_CANDIDATES, **params: Any
+) -> StackedModel:
     """The stack of ``candidates`` (their cores come from their own registrations)."""
     cores = {c: make_core(c, random_state, feature_names) for c in candidates}
     return StackedModel(cores=cores, random_state=random_state, **params)
@@ -405,9 +454,16 @@ class LatencyModel(RegressorMixin, BaseEstimator):
     module docstring); ``protocol``/``space`` configure the features; ``folds`` is K for the
     interval calibration (and for ``auto``'s choice); ``params`` go to the core."""
 
-    def __init__(self, model: str = "gbt", protocol: LatencyProtocol | None = None, space: str | None = None,
-                 folds: int = 5, random_state: int = 0, params: dict | None = None,
-                 candidates: Sequence[str] = AUTO_CANDIDATES):
+    def __init__(
+        self,
+        model: str = "gbt",
+        protocol: LatencyProtocol | None = None,
+        space: str | None = None,
+        folds: int = 5,
+        random_state: int = 0,
+        params: dict | None = None,
+        candidates: Sequence[str] = AUTO_CANDIDATES,
+    ):
         self.model = model
         self.protocol = protocol
         self.space = space
@@ -473,11 +529,18 @@ class LatencyModel(RegressorMixin, BaseEstimator):
         return mean, mean * math.exp(-q), mean * math.exp(q)
 
 
-def make_model(name: str, protocol: LatencyProtocol | None = None, space: str | None = None, folds: int = 5,
-               random_state: int = 0, params: dict[str, Any] | None = None) -> LatencyModel:
+def make_model(
+    name: str,
+    protocol: LatencyProtocol | None = None,
+    space: str | None = None,
+    folds: int = 5,
+    random_state: int = 0,
+    params: dict[str, Any] | None = None,
+) -> LatencyModel:
     check_model_name(name)
-    return LatencyModel(model=name, protocol=protocol, space=space, folds=folds, random_state=random_state,
-                        params=params)
+    return LatencyModel(
+        model=name, protocol=protocol, space=space, folds=folds, random_state=random_state, params=params
+    )
 
 
 def __getattr__(name: str) -> Any:

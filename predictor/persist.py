@@ -9,6 +9,7 @@ A predictor directory holds:
                     dataset hash, feature list, package versions, metrics, and the SHA-256 of
                     ``model.skops`` (a file changed after saving is refused).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,10 @@ def check_out(path: str | Path, overwrite: bool = False) -> None:
     if d.exists() and not d.is_dir():
         raise UserError(f"{d} exists and is not a directory")
     if d.is_dir() and any(d.iterdir()) and (json_dict(d / META_FILE) or {}).get("format") != FORMAT:
-        raise UserError(f"{d} is a directory that holds no moenas predictor; --overwrite replaces only a predictor "
-                        "(choose another --out)")
+        raise UserError(
+            f"{d} is a directory that holds no moenas predictor; --overwrite replaces only a predictor "
+            "(choose another --out)"
+        )
 
 
 def save(model: Any, metadata: dict[str, Any], path: str | Path, overwrite: bool = False) -> Path:
@@ -86,9 +89,16 @@ def save(model: Any, metadata: dict[str, Any], path: str | Path, overwrite: bool
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / MODEL_FILE, lambda tmp: sio.dump(model, tmp))
         meta = dict(metadata)
-        meta.update({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
-                     "model_file": MODEL_FILE, "model_sha256": _sha256(d / MODEL_FILE),
-                     "created": meta.get("created") or now_iso()})
+        meta.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "versions": versions(),
+                "model_file": MODEL_FILE,
+                "model_sha256": _sha256(d / MODEL_FILE),
+                "created": meta.get("created") or now_iso(),
+            }
+        )
         atomic_write_text(d / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
     return d
 
@@ -112,20 +122,41 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except UserError as e:
         raise UserError(f"{e} (corrupt predictor metadata)") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{d}: not a moenas predictor (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise UserError(
+            f"{d}: not a moenas predictor (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{d}: predictor format version {meta.get('format_version')!r} is not supported by this "
-                        f"moenas (reads {FORMAT_VERSION}); refit it with `moenas fit`")
+        raise UserError(
+            f"{d}: predictor format version {meta.get('format_version')!r} is not supported by this "
+            f"moenas (reads {FORMAT_VERSION}); refit it with `moenas fit`"
+        )
     return check_metadata(meta, str(d / META_FILE))
 
 
 # Fields readers use without guarding (`moenas predict`, `evaluate`, search's constraints): a
 # hand-edited predictor.json with another type there is refused here, not met as AttributeError.
 META_FIELDS: dict[str, Any] = {
-    "model_sha256": str, "model": str, "chosen": str, "target": str, "space": str, "device": str, "backend": str,
-    "protocol": dict, "protocol_id": str, "fingerprint": dict, "fingerprint_id": str, "dataset": dict,
-    "features": dict, "n_train": int, "train_arch_ids": list, "versions": dict, "metrics": dict, "created": str,
-    "reference": dict, "calibration": dict, "description": str,
+    "model_sha256": str,
+    "model": str,
+    "chosen": str,
+    "target": str,
+    "space": str,
+    "device": str,
+    "backend": str,
+    "protocol": dict,
+    "protocol_id": str,
+    "fingerprint": dict,
+    "fingerprint_id": str,
+    "dataset": dict,
+    "features": dict,
+    "n_train": int,
+    "train_arch_ids": list,
+    "versions": dict,
+    "metrics": dict,
+    "created": str,
+    "reference": dict,
+    "calibration": dict,
+    "description": str,
 }
 CURVE_FIELDS = {"n_train": int, "mape": (int, float), "within_10": (int, float), "kendall_tau": (int, float)}
 
@@ -140,7 +171,9 @@ def check_metadata(meta: dict[str, Any], where: str) -> dict[str, Any]:
             protocol_from_dict(meta["protocol"])  # its own type and range checks (any family's)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
-    curve = check_fields(meta.get("metrics") or {}, f"{where} metrics", {}, {"learning_curve": list}).get("learning_curve")
+    curve = check_fields(meta.get("metrics") or {}, f"{where} metrics", {}, {"learning_curve": list}).get(
+        "learning_curve"
+    )
     for i, row in enumerate(curve or []):
         check_fields(row, f"{where} metrics.learning_curve[{i}]", CURVE_FIELDS)
     return meta
@@ -183,6 +216,9 @@ def load(path: str | Path) -> tuple[Any, dict[str, Any]]:
     if not isinstance(model, (LatencyModel, TransferModel, ScaledModel)):
         raise UserError(f"{f}: holds a {type(model).__name__}, not a moenas latency model; refusing it")
     if saved_skl and saved_skl.split(".")[:2] != now_skl.split(".")[:2]:
-        warnings.warn(f"{d}: saved with scikit-learn {saved_skl}, loaded with {now_skl}; "
-                      "predictions may differ: refit when possible", stacklevel=2)
+        warnings.warn(
+            f"{d}: saved with scikit-learn {saved_skl}, loaded with {now_skl}; "
+            "predictions may differ: refit when possible",
+            stacklevel=2,
+        )
     return model, meta

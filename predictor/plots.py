@@ -1,4 +1,5 @@
 """PNG plots (matplotlib, Agg): predicted vs measured with y=x and ±10% bands; learning curve."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,8 +53,15 @@ def predicted_vs_measured(y, pred, path: str | Path, title: str = "", lower=None
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="tab:green", alpha=0.15, label="±10%")
     ax.plot(xs, xs, "k-", lw=1, label="y = x")
     if lower is not None and upper is not None:
-        ax.errorbar(y, pred, yerr=[pred - np.asarray(lower), np.asarray(upper) - pred], fmt="none",
-                    ecolor="tab:blue", alpha=0.25, lw=0.8)
+        ax.errorbar(
+            y,
+            pred,
+            yerr=[pred - np.asarray(lower), np.asarray(upper) - pred],
+            fmt="none",
+            ecolor="tab:blue",
+            alpha=0.25,
+            lw=0.8,
+        )
     ax.scatter(y, pred, s=10, color="tab:blue", label="archs")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
@@ -65,8 +73,9 @@ def predicted_vs_measured(y, pred, path: str | Path, title: str = "", lower=None
     return _save(plt, fig, path)
 
 
-def plot_learning_curve(curve: Sequence[dict[str, Any]], path: str | Path, title: str = "",
-                        noise_floor: float | None = None) -> Path:
+def plot_learning_curve(
+    curve: Sequence[dict[str, Any]], path: str | Path, title: str = "", noise_floor: float | None = None
+) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
     n = [r["n_train"] for r in curve]

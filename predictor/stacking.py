@@ -18,6 +18,7 @@ in log space is a weighted geometric mean: it never predicts outside the candida
 Candidates whose weight is below :data:`MIN_WEIGHT` are dropped and the rest renormalised, so
 only the candidates that matter are refitted on all the data.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -79,14 +80,17 @@ class StackedModel(RegressorMixin, BaseEstimator):
         cands = list(cores)
         if not cands:
             raise ValueError("a stack needs at least one candidate model")
-        logs = np.column_stack([np.log(oof_predictions(cores[c], X, y, self.folds, self.random_state))
-                                for c in cands])  # (n, c)
+        logs = np.column_stack(
+            [np.log(oof_predictions(cores[c], X, y, self.folds, self.random_state)) for c in cands]
+        )  # (n, c)
         w = simplex_weights(logs, np.log(y))
         keep = w >= MIN_WEIGHT
         w = np.where(keep, w, 0.0) / w[keep].sum()
         self.oof_pred_ = np.exp(logs @ w)
-        self.cv_scores_ = {**{c: mape(y, np.exp(logs[:, j])) for j, c in enumerate(cands)},
-                           "stack": mape(y, self.oof_pred_)}
+        self.cv_scores_ = {
+            **{c: mape(y, np.exp(logs[:, j])) for j, c in enumerate(cands)},
+            "stack": mape(y, self.oof_pred_),
+        }
         self.weights_ = {c: float(w[j]) for j, c in enumerate(cands) if keep[j]}
         self.fitted_ = {c: clone(cores[c]).fit(X, y) for c in self.weights_}
         return self

@@ -12,6 +12,7 @@ Any model family: each timed component runs one of the arch's stacks once or onc
 (:data:`COMPONENT_RUNS`), so a decoder-only language model's prefill is one pass of its stack
 and its decode ``decode_steps`` passes, under an :class:`~moenas.arch.protocol.LMProtocol`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from moenas.arch import SearchSpace
 from moenas.arch.arch import AnyArch
 from moenas.arch.protocol import LatencyProtocol, Protocol, protocol_for
-from moenas.arch import SearchSpace
 
 from .features import ARRAYS, STACKS, archs_family, as_protocol, vector_cost
 
@@ -32,11 +33,11 @@ from .features import ARRAYS, STACKS, archs_family, as_protocol, vector_cost
 @dataclass(frozen=True)
 class SynthDevice:
     name: str
-    op_us: float          # overhead per operator, microseconds
-    gflops: float         # peak matmul throughput
-    gbps: float           # memory bandwidth
-    knee: float           # width at which matmuls reach half of peak
-    moe_us: float         # extra dispatch cost per expert per MoE layer (gather/scatter)
+    op_us: float  # overhead per operator, microseconds
+    gflops: float  # peak matmul throughput
+    gbps: float  # memory bandwidth
+    knee: float  # width at which matmuls reach half of peak
+    moe_us: float  # extra dispatch cost per expert per MoE layer (gather/scatter)
     noise: float = 0.015  # lognormal sigma of one measurement (docs/ARCHITECTURE.md: ~1.7% between passes)
 
 
@@ -52,12 +53,16 @@ PROTOCOL = LatencyProtocol()  # HAT's
 # component -> (index of the stack it runs, operators per layer besides the FFN's, the protocol
 # field counting its runs; None: once)
 COMPONENT_RUNS: dict[str, tuple[int, int, str | None]] = {
-    "encoder": (0, 10, None), "decoder": (1, 16, "decoder_steps"),
-    "prefill": (0, 10, None), "decode": (0, 10, "decode_steps"),
+    "encoder": (0, 10, None),
+    "decoder": (1, 16, "decoder_steps"),
+    "prefill": (0, 10, None),
+    "decode": (0, 10, "decode_steps"),
 }
 
 
-def true_latency(archs: Sequence[AnyArch], device: SynthDevice, protocol: Protocol | None = None) -> dict[str, np.ndarray]:
+def true_latency(
+    archs: Sequence[AnyArch], device: SynthDevice, protocol: Protocol | None = None
+) -> dict[str, np.ndarray]:
     """Noise-free latency (ms) of every arch on ``device``, per component of the archs' family
     and in total (``protocol`` None: the family's default)."""
     family = archs_family(archs)
@@ -74,16 +79,25 @@ def true_latency(archs: Sequence[AnyArch], device: SynthDevice, protocol: Protoc
         moe = np.where(mask & (E > 1), E, 0).sum(1)
         eff = d / (d + device.knee)
         steps = 1 if runs is None else getattr(protocol, runs)
-        ms = (steps * (ops * device.op_us + moe * device.moe_us) * 1e-3
-              + c[f"flops_{comp}"] / (device.gflops * 1e9 * eff) * 1e3
-              + c[f"bytes_{comp}"] / (device.gbps * 1e9) * 1e3)
+        ms = (
+            steps * (ops * device.op_us + moe * device.moe_us) * 1e-3
+            + c[f"flops_{comp}"] / (device.gflops * 1e9 * eff) * 1e3
+            + c[f"bytes_{comp}"] / (device.gbps * 1e9) * 1e3
+        )
         out[comp] = ms
     out["total"] = sum(out[comp] for comp in family.components)
     return out
 
 
-def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_share: float = 0.25,
-                  protocol: Protocol | None = None, archs: Sequence[AnyArch] | None = None) -> tuple[pd.DataFrame, dict]:
+def make_profiles(
+    space: str,
+    n: int,
+    device: str = "a",
+    seed: int = 0,
+    repeat_share: float = 0.25,
+    protocol: Protocol | None = None,
+    archs: Sequence[AnyArch] | None = None,
+) -> tuple[pd.DataFrame, dict]:
     """(rows, metadata) of a synthetic profile dataset: ``n`` archs sampled from ``space``, each
     measured once, and ``repeat_share`` of them measured a second time (the noise floor).
     ``protocol`` None: the default of the space's family; every row carries its fields (and,
@@ -107,18 +121,46 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
             vals["total"] = sum(vals.values())
             mid = f"{aid}-{rep}"
             for comp, ms in vals.items():
-                rows.append({
-                    "arch_id": aid, "arch_json": aj, "space": sp.name, "component": comp,
-                    "backend": "synthetic", "device": dev.name,
-                    "median_ms": ms, "p10_ms": ms * 0.98, "p90_ms": ms * 1.03, "mean_ms": ms, "std_ms": ms * 0.02,
-                    "ci_lo_ms": ms * 0.99, "ci_hi_ms": ms * 1.01, "ci_rel": 0.01, "n_runs": 60, "n_warmup": 10,
-                    "precision_reached": True, "target_rel": 0.02, "threads_intra": 1, "threads_inter": 1,
-                    "session_options": "{}", **protocol.to_dict(), "protocol_id": pid, "expert_counts": None, "op_profile": None,
-                    "cpu_model": dev.name, "cpu_cores": 1, "versions": "{}", "fingerprint_id": fid,
-                    "timestamp": f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}+00:00", "run_id": f"synthetic-{seed}",
-                    "measurement_id": mid, "drift_flag": False, "remeasured": False, "repeat_index": rep,
-                    "reference_ratio": 1.0,
-                })
+                rows.append(
+                    {
+                        "arch_id": aid,
+                        "arch_json": aj,
+                        "space": sp.name,
+                        "component": comp,
+                        "backend": "synthetic",
+                        "device": dev.name,
+                        "median_ms": ms,
+                        "p10_ms": ms * 0.98,
+                        "p90_ms": ms * 1.03,
+                        "mean_ms": ms,
+                        "std_ms": ms * 0.02,
+                        "ci_lo_ms": ms * 0.99,
+                        "ci_hi_ms": ms * 1.01,
+                        "ci_rel": 0.01,
+                        "n_runs": 60,
+                        "n_warmup": 10,
+                        "precision_reached": True,
+                        "target_rel": 0.02,
+                        "threads_intra": 1,
+                        "threads_inter": 1,
+                        "session_options": "{}",
+                        **protocol.to_dict(),
+                        "protocol_id": pid,
+                        "expert_counts": None,
+                        "op_profile": None,
+                        "cpu_model": dev.name,
+                        "cpu_cores": 1,
+                        "versions": "{}",
+                        "fingerprint_id": fid,
+                        "timestamp": f"2025-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}+00:00",
+                        "run_id": f"synthetic-{seed}",
+                        "measurement_id": mid,
+                        "drift_flag": False,
+                        "remeasured": False,
+                        "repeat_index": rep,
+                        "reference_ratio": 1.0,
+                    }
+                )
     df = pd.DataFrame(rows)
     from moenas.data.profiles import COLUMNS
 
@@ -126,9 +168,15 @@ def make_profiles(space: str, n: int, device: str = "a", seed: int = 0, repeat_s
         if col not in df:
             df[col] = pd.Series([np.nan if dtype == "float64" else (0 if dtype == "int64" else None)] * len(df))
     df = df.astype(COLUMNS)
-    meta = {"protocol": protocol.to_dict(), "protocol_id": pid, "fingerprint": {**fp, "fingerprint_id": fid},
-            "fingerprint_id": fid, "space": sp.name, "synthetic": True,
-            "note": f"SYNTHETIC latencies (moenas.predictor.synthetic, device {dev.name}), not measurements"}
+    meta = {
+        "protocol": protocol.to_dict(),
+        "protocol_id": pid,
+        "fingerprint": {**fp, "fingerprint_id": fid},
+        "fingerprint_id": fid,
+        "space": sp.name,
+        "synthetic": True,
+        "note": f"SYNTHETIC latencies (moenas.predictor.synthetic, device {dev.name}), not measurements",
+    }
     return df, meta
 
 

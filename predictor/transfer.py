@@ -27,6 +27,7 @@ of the two on every pair.
 Intervals are jackknife+ (Barber et al. 2021) over the refits without each sample, blended with
 the same weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,7 +84,8 @@ class RidgeCorrection:
         """(n, m): the log correction of each refit without sample j."""
         jk = self.jackknife_
         return jk["intercept"][:, None] + np.einsum(
-            "jmd,jd->jm", (Z[None, :, :] - jk["z_mean"][:, None, :]) / jk["z_std"][:, None, :], jk["coef"])
+            "jmd,jd->jm", (Z[None, :, :] - jk["z_mean"][:, None, :]) / jk["z_std"][:, None, :], jk["coef"]
+        )
 
     @property
     def scale(self) -> float:
@@ -114,7 +116,7 @@ def ridge_fit(Z: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, flo
     best = None
     for lam in RIDGE_GRID:
         beta, a, loo = ridge_loo(Zs, r, lam * len(r) / 20)
-        err = float(np.mean(loo ** 2))
+        err = float(np.mean(loo**2))
         if best is None or err < best[0]:
             best = (err, lam, beta, a, loo)
     return zm, zs, best[1], best[2], best[3], best[4]
@@ -128,8 +130,14 @@ class TransferModel(RegressorMixin, BaseEstimator):
     correction alone (moenas before 2026-12-03). ``residual=True`` adds a small GBT on what is
     left (>= 10 samples; its interval is then split-conformal on the leave-one-out residuals)."""
 
-    def __init__(self, base: LatencyModel | None = None, features: Sequence[str] = TRANSFER_FEATURES,
-                 residual: bool = False, random_state: int = 0, blend: bool = True):
+    def __init__(
+        self,
+        base: LatencyModel | None = None,
+        features: Sequence[str] = TRANSFER_FEATURES,
+        residual: bool = False,
+        random_state: int = 0,
+        blend: bool = True,
+    ):
         self.base = base
         self.features = features
         self.residual = residual
@@ -163,9 +171,15 @@ class TransferModel(RegressorMixin, BaseEstimator):
         self.residual_model_ = None
         if self.residual and len(y) >= 10:
             ratio = np.exp(r - self._correction(X, lb))
-            self.residual_model_ = LogTreeModel("gbt", n_estimators=50, max_depth=2, learning_rate=0.1,
-                                                columns=family_columns(COST_FEATURES, names), random_state=self.random_state,
-                                                feature_names=names).fit(X, ratio)
+            self.residual_model_ = LogTreeModel(
+                "gbt",
+                n_estimators=50,
+                max_depth=2,
+                learning_rate=0.1,
+                columns=family_columns(COST_FEATURES, names),
+                random_state=self.random_state,
+                feature_names=names,
+            ).fit(X, ratio)
             loo = sum(wk * p.loo_ for wk, p in self._blend())
             self.abs_log_residuals_ = np.abs(loo)  # the ridge's exact leave-one-out residuals
         else:
@@ -211,9 +225,17 @@ class TransferModel(RegressorMixin, BaseEstimator):
 
     def describe(self) -> dict[str, Any]:
         """What was fitted, for reports: each correction's weight, ridge strength and scale."""
-        return {"blend": [{"features": list(p.features) or ["scale"], "weight": round(float(wk), 4),
-                           "ridge_alpha": p.alpha_, "scale": round(p.scale, 4)}
-                          for wk, p in self._blend()]}
+        return {
+            "blend": [
+                {
+                    "features": list(p.features) or ["scale"],
+                    "weight": round(float(wk), 4),
+                    "ridge_alpha": p.alpha_,
+                    "scale": round(p.scale, 4),
+                }
+                for wk, p in self._blend()
+            ]
+        }
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
         lb = np.log(self.base.predict_features(X))

@@ -17,6 +17,7 @@ it times, and decorates the backend with
 :func:`register_backend`, imported by :mod:`moenas.profiler.backends` (which is where callers
 get backends from); the shared contract (:mod:`moenas.profiler.testing`) then covers it.
 """
+
 from __future__ import annotations
 
 import time

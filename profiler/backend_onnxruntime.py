@@ -4,6 +4,7 @@ and fed through IOBinding, so on CUDA the KV cache stays on the device. It is th
 with an operator profiler (``--op-profile``): its sessions run here, the trace is parsed by
 :mod:`moenas.profiler.op_profile`.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,10 +48,15 @@ class OnnxRuntimeBackend(Backend):
 
     def session_options(self) -> dict[str, Any]:
         return {
-            "runtime": "onnxruntime", "version": ort.__version__, "providers": self._providers(),
-            "intra_op_num_threads": self.threads_intra, "inter_op_num_threads": self.threads_inter,
-            "execution_mode": "sequential", "graph_optimization_level": "all",
-            "session_from": "bytes, weights as in-memory external initializers", "io_binding": True,
+            "runtime": "onnxruntime",
+            "version": ort.__version__,
+            "providers": self._providers(),
+            "intra_op_num_threads": self.threads_intra,
+            "inter_op_num_threads": self.threads_inter,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "all",
+            "session_from": "bytes, weights as in-memory external initializers",
+            "io_binding": True,
         }
 
     def _providers(self) -> list[str]:
@@ -108,8 +114,9 @@ class _OrtPrepared:
 class OrtPreparedWorkload(_OrtPrepared, EncoderDecoderPrepared):
     """Feeds and fetches through IOBinding so that on CUDA the KV cache stays on the device."""
 
-    def __init__(self, backend: OnnxRuntimeBackend, workload: Workload, enc: ort.InferenceSession,
-                 dec: ort.InferenceSession):
+    def __init__(
+        self, backend: OnnxRuntimeBackend, workload: Workload, enc: ort.InferenceSession, dec: ort.InferenceSession
+    ):
         self.enc, self.dec = enc, dec
         self.dev = "cuda" if backend.device == "cuda" else "cpu"
         p = workload.protocol
@@ -165,8 +172,13 @@ class OrtLMPreparedWorkload(_OrtPrepared, DecoderOnlyPrepared):
     """The prefill and decode sessions fed through IOBinding (on CUDA the cache stays on the
     device); the prompt's cache that every ``run_decode`` starts from is computed here, untimed."""
 
-    def __init__(self, backend: OnnxRuntimeBackend, workload: LMWorkload, prefill: ort.InferenceSession,
-                 decode: ort.InferenceSession):
+    def __init__(
+        self,
+        backend: OnnxRuntimeBackend,
+        workload: LMWorkload,
+        prefill: ort.InferenceSession,
+        decode: ort.InferenceSession,
+    ):
         self.prefill, self.decode = prefill, decode
         self.dev = "cuda" if backend.device == "cuda" else "cpu"
         self.prompt_feeds = [("input_ids", self._value(workload.prompt.numpy()))]
@@ -177,8 +189,9 @@ class OrtLMPreparedWorkload(_OrtPrepared, DecoderOnlyPrepared):
         self.cache = self._run(self.prefill, self.prompt_feeds, self.prefill_out, sync=True).get_outputs()[1:]
         self._last: ort.OrtValue | None = None
 
-    def _run(self, sess: ort.InferenceSession, feeds: list[tuple[str, ort.OrtValue]], outputs: list[str],
-             sync: bool) -> ort.IOBinding:
+    def _run(
+        self, sess: ort.InferenceSession, feeds: list[tuple[str, ort.OrtValue]], outputs: list[str], sync: bool
+    ) -> ort.IOBinding:
         """One run of ``sess`` with ``feeds`` bound, ``outputs`` on the device; waits for the
         device when ``sync``."""
         io = sess.io_binding()
@@ -197,8 +210,9 @@ class OrtLMPreparedWorkload(_OrtPrepared, DecoderOnlyPrepared):
     def run_decode(self) -> None:
         past, last = self.cache, len(self.tokens) - 1
         for i, tok in enumerate(self.tokens):
-            outs = self._run(self.decode, [("input_ids", tok), *zip(self.past_names, past)], self.decode_out,
-                             sync=i == last).get_outputs()
+            outs = self._run(
+                self.decode, [("input_ids", tok), *zip(self.past_names, past)], self.decode_out, sync=i == last
+            ).get_outputs()
             past = outs[1:]
         self._last = outs[0]
 

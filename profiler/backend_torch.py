@@ -1,6 +1,7 @@
 """The ``torch`` timing backend (eager, ``inference_mode``; CPU, CUDA) and its ``triton``
 variant, whose MoE layers run on the grouped heterogeneous-expert kernels of
 :mod:`moenas.moe_kernels` (CUDA only)."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -8,9 +9,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from moenas.moe_kernels import triton_available
-
 from moenas.arch.family import DECODER_ONLY, ModelFamily
+from moenas.moe_kernels import triton_available
 
 from .backend_base import Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload, register_backend
 from .workload import LMWorkload, Workload, WorkloadBase, empty_cache
@@ -36,8 +36,12 @@ class TorchBackend(Backend):
     def session_options(self) -> dict[str, Any]:
         self._set_threads()
         return {
-            "runtime": "torch", "version": torch.__version__, "mode": "eager", "inference_mode": True,
-            "moe_backend": self.moe_backend, "intra_op_num_threads": torch.get_num_threads(),
+            "runtime": "torch",
+            "version": torch.__version__,
+            "mode": "eager",
+            "inference_mode": True,
+            "moe_backend": self.moe_backend,
+            "intra_op_num_threads": torch.get_num_threads(),
             "inter_op_num_threads": torch.get_num_interop_threads(),
         }
 
@@ -85,8 +89,10 @@ class TorchPreparedWorkload(_TorchPrepared, EncoderDecoderPrepared):
         self.dev = dev
         with torch.inference_mode():
             states, _ = self.model.encode(self.src)
-            self.cross = [(k.repeat_interleave(self.beam, 0), v.repeat_interleave(self.beam, 0), None)
-                          for k, v, _ in self.model.cross_kv(states, None)]
+            self.cross = [
+                (k.repeat_interleave(self.beam, 0), v.repeat_interleave(self.beam, 0), None)
+                for k, v, _ in self.model.cross_kv(states, None)
+            ]
         self._sync()
         self._last: torch.Tensor | None = None
 

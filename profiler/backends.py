@@ -6,18 +6,39 @@ provider), ``torch`` and ``triton`` (:mod:`~moenas.profiler.backend_torch`: eage
 cuda; the Triton MoE kernels on cuda). The interface they implement and the registry are in
 :mod:`~moenas.profiler.backend_base`; a new backend is a module like those two, imported here.
 """
+
 from __future__ import annotations
 
 from moenas.arch import UserError
 
-from .backend_base import (BACKENDS, Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload,
-                           register_backend)
+from .backend_base import (
+    BACKENDS,
+    Backend,
+    DecoderOnlyPrepared,
+    EncoderDecoderPrepared,
+    PreparedWorkload,
+    register_backend,
+)
 from .backend_onnxruntime import OnnxRuntimeBackend, OrtLMPreparedWorkload, OrtPreparedWorkload
 from .backend_torch import TorchBackend, TorchLMPreparedWorkload, TorchPreparedWorkload, TritonBackend
 
-__all__ = ["BACKENDS", "Backend", "PreparedWorkload", "EncoderDecoderPrepared", "DecoderOnlyPrepared", "register_backend",
-           "get_backend", "available", "OnnxRuntimeBackend", "OrtPreparedWorkload", "OrtLMPreparedWorkload",
-           "TorchBackend", "TorchPreparedWorkload", "TorchLMPreparedWorkload", "TritonBackend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "PreparedWorkload",
+    "EncoderDecoderPrepared",
+    "DecoderOnlyPrepared",
+    "register_backend",
+    "get_backend",
+    "available",
+    "OnnxRuntimeBackend",
+    "OrtPreparedWorkload",
+    "OrtLMPreparedWorkload",
+    "TorchBackend",
+    "TorchPreparedWorkload",
+    "TorchLMPreparedWorkload",
+    "TritonBackend",
+]
 
 
 def get_backend(name: str, device: str = "cpu", threads_intra: int = 1, threads_inter: int = 1) -> Backend:

@@ -4,6 +4,7 @@
 GPU name and driver (when a GPU is used), OS, Python and the versions of onnxruntime, torch,
 triton and moenas. Thread counts are per-row columns, not part of the fingerprint.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,18 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-ID_FIELDS = ("cpu_model", "cpu_cores", "gpu_name", "gpu_driver", "os", "python",
-             "onnxruntime_version", "torch_version", "triton_version", "moenas_version")
+ID_FIELDS = (
+    "cpu_model",
+    "cpu_cores",
+    "gpu_name",
+    "gpu_driver",
+    "os",
+    "python",
+    "onnxruntime_version",
+    "torch_version",
+    "triton_version",
+    "moenas_version",
+)
 
 
 def _pkg(name: str) -> str | None:
@@ -51,8 +62,12 @@ def gpu_info() -> tuple[str | None, str | None]:
         pass
     if name is not None:
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
             driver = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
         except (OSError, subprocess.SubprocessError, IndexError):
             driver = None
@@ -90,7 +105,11 @@ def bench_environment(device: str = "cpu", packages: tuple[str, ...] = ()) -> di
     from moenas.arch.provenance import now_iso, versions
 
     fp = fingerprint(device)
-    env = {"device": fp["gpu_name"] or fp["cpu_model"], "cores": fp["cpu_cores"], "fingerprint_id": fp["fingerprint_id"],
-           "date": now_iso()[:10]}
+    env = {
+        "device": fp["gpu_name"] or fp["cpu_model"],
+        "cores": fp["cpu_cores"],
+        "fingerprint_id": fp["fingerprint_id"],
+        "date": now_iso()[:10],
+    }
     env.update(versions(("torch", *packages)))
     return env

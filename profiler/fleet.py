@@ -15,6 +15,7 @@ archs that already have a valid measurement in the device's shards.
 
 Ray is imported only inside the functions that need it: moenas works without it.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,6 +52,7 @@ class DeviceSpec:
     """One device of the fleet: its name (the ``device:NAME`` resource its nodes advertise),
     how its nodes time (backend, compute device cpu/cuda, thread counts) and its share of the
     campaign's arch list (the first ``n`` archs; None = all)."""
+
     name: str
     backend: str = "onnxruntime"
     device: str = "cpu"
@@ -100,8 +102,16 @@ def load_fleet(path: str | Path, defaults: DeviceSpec) -> list[DeviceSpec]:
             raise UserError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(SPEC_FIELDS)})")
         for key in ("threads", "inter_threads", "n"):
             check_range(f"{where} {key}", s.get(key), 1)
-        out.append(DeviceSpec(_checked_name(name, str(path)), s.get("backend", defaults.backend), s.get("device", defaults.device),
-                              s.get("threads", defaults.threads_intra), s.get("inter_threads", defaults.threads_inter), s.get("n")))
+        out.append(
+            DeviceSpec(
+                _checked_name(name, str(path)),
+                s.get("backend", defaults.backend),
+                s.get("device", defaults.device),
+                s.get("threads", defaults.threads_intra),
+                s.get("inter_threads", defaults.threads_inter),
+                s.get("n"),
+            )
+        )
     return out
 
 
@@ -109,6 +119,7 @@ def load_fleet(path: str | Path, defaults: DeviceSpec) -> list[DeviceSpec]:
 class FleetConfig:
     """A campaign: ``profile`` is the template of every chunk's profiling run (its ``archs`` are
     the campaign's list, its protocol, stop rules and drift settings apply on every node)."""
+
     profile: ProfileConfig
     devices: list[DeviceSpec]
     out: Path
@@ -127,6 +138,7 @@ class FleetConfig:
 class ChunkResult:
     """What a task sends back: the rows of its chunk (as the profiler wrote them, with the
     node's fingerprint) and the dataset metadata, plus where it ran."""
+
     rows: pd.DataFrame
     meta: dict[str, Any]
     node_id: str
@@ -158,9 +170,21 @@ def profile_chunk(template: ProfileConfig, archs: list[Arch], spec: DeviceSpec) 
     import ray
 
     with tempfile.TemporaryDirectory(prefix="moenas-fleet-") as tmp:
-        cfg = replace(template, archs=list(archs), out=Path(tmp) / "chunk.parquet", backend=spec.backend, device=spec.device,
-                      threads_intra=spec.threads_intra, threads_inter=spec.threads_inter, resume=False, overwrite=False,
-                      shard=None, repeat_check=0, progress=False, on_measured=None)
+        cfg = replace(
+            template,
+            archs=list(archs),
+            out=Path(tmp) / "chunk.parquet",
+            backend=spec.backend,
+            device=spec.device,
+            threads_intra=spec.threads_intra,
+            threads_inter=spec.threads_inter,
+            resume=False,
+            overwrite=False,
+            shard=None,
+            repeat_check=0,
+            progress=False,
+            on_measured=None,
+        )
         Profiler(cfg).run()
         df, meta = read_profiles(cfg.out)
     return ChunkResult(df, meta, ray.get_runtime_context().get_node_id(), socket.gethostname())
@@ -176,8 +200,13 @@ def connect(address: str, devices: list[DeviceSpec]) -> None:
     ray = import_ray(FLEET)
     if address == "local":
         # "local": a new instance even where another cluster runs on this machine (ray.init's rule)
-        ray.init(address="local", num_cpus=1, resources={d.resource: 1 for d in devices}, include_dashboard=False,
-                 log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=1,
+            resources={d.resource: 1 for d in devices},
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     else:
         check_reachable(address, "--ray")
         try:
@@ -206,12 +235,16 @@ def check_advertised(address: str, devices: list[DeviceSpec]) -> None:
     for d in devices:
         if d.resource not in have:
             listed = ", ".join(sorted(have)) or "none"
-            raise UserError(f"no node of the Ray cluster ({address}) advertises {d.resource} (advertised: {listed}); "
-                            f"start one with: ray start --address HEAD:6379 --resources '{{\"{d.resource}\": 1}}'")
+            raise UserError(
+                f"no node of the Ray cluster ({address}) advertises {d.resource} (advertised: {listed}); "
+                f"start one with: ray start --address HEAD:6379 --resources '{{\"{d.resource}\": 1}}'"
+            )
     for res, units in advertised().items():
         if any(u != 1 for u in units):
-            raise UserError(f"a node advertises {res}: {max(units):g}; a device node must advertise 1 unit, "
-                            "so that it times one chunk at a time")
+            raise UserError(
+                f"a node advertises {res}: {max(units):g}; a device node must advertise 1 unit, "
+                "so that it times one chunk at a time"
+            )
 
 
 def _failure(e: BaseException) -> str:
@@ -237,8 +270,10 @@ class Shard:
         self.df, self.meta = read_profiles(path) if path.exists() else (None, None)
 
     def append(self, res: ChunkResult, device: str, command: list[str] | None) -> None:
-        runs = [{**r, "fleet_device": device, "ray_node_id": res.node_id, "hostname": res.hostname}
-                for r in res.meta.get("runs") or []]
+        runs = [
+            {**r, "fleet_device": device, "ray_node_id": res.node_id, "hostname": res.hostname}
+            for r in res.meta.get("runs") or []
+        ]
         checks = (res.meta.get("reference") or {}).get("checks") or []
         if self.meta is None:
             self.meta = {**res.meta, "command": command, "runs": runs, "fleet_device": device}
@@ -281,16 +316,28 @@ def open_campaign(cfg: FleetConfig) -> dict[str, Any]:
     if man is not None:
         check_fields(man, str(man_path), {}, {"runs": list, "protocol_id": str})
         if man.get("format") != FORMAT:
-            raise UserError(f"{man_path}: not a moenas fleet campaign manifest; moenas does not replace files it did not write")
+            raise UserError(
+                f"{man_path}: not a moenas fleet campaign manifest; moenas does not replace files it did not write"
+            )
         if not cfg.resume:
-            raise UserError(f"--out {out}: holds a fleet campaign; pass --resume to continue it (measured archs are skipped)")
+            raise UserError(
+                f"--out {out}: holds a fleet campaign; pass --resume to continue it (measured archs are skipped)"
+            )
         if man.get("protocol_id") != proto.protocol_id:
-            raise UserError(f"{out}: measured under protocol {man.get('protocol_id')}, this run uses {proto.protocol_id}; "
-                            "use the same protocol flags or another --out")
+            raise UserError(
+                f"{out}: measured under protocol {man.get('protocol_id')}, this run uses {proto.protocol_id}; "
+                "use the same protocol flags or another --out"
+            )
         return man
     space = cfg.profile.space
-    return {"format": FORMAT, "created": now_iso(), "protocol": proto.to_dict(), "protocol_id": proto.protocol_id,
-            "space": space.name if space else None, "runs": []}
+    return {
+        "format": FORMAT,
+        "created": now_iso(),
+        "protocol": proto.to_dict(),
+        "protocol_id": proto.protocol_id,
+        "space": space.name if space else None,
+        "runs": [],
+    }
 
 
 def write_manifest(out: Path, man: dict[str, Any]) -> None:
@@ -322,16 +369,24 @@ class Campaign:
         template = ray.put(replace(cfg.profile, archs=[], command=cfg.command, progress=False, on_measured=None))
         task = ray.remote(profile_chunk)
         for i, spec in enumerate(cfg.devices):
-            share = cfg.profile.archs[:spec.n]
+            share = cfg.profile.archs[: spec.n]
             done = measured(cfg.out, spec.name)  # none on a new campaign
             todo = [a for a in share if a.arch_id not in done]
             rep = self.reports[spec.name] = DeviceReport(spec.name, wanted=len(share), todo=len(todo))
-            self.bars[spec.name] = tqdm(total=len(todo), desc=spec.name, position=i, unit="arch", file=sys.stderr,
-                                        disable=not cfg.progress, dynamic_ncols=True)
+            self.bars[spec.name] = tqdm(
+                total=len(todo),
+                desc=spec.name,
+                position=i,
+                unit="arch",
+                file=sys.stderr,
+                disable=not cfg.progress,
+                dynamic_ncols=True,
+            )
             for j in range(0, len(todo), cfg.chunk):
-                chunk = todo[j:j + cfg.chunk]
-                ref = task.options(resources={spec.resource: 1}, num_cpus=1, max_retries=0,
-                                   name=f"moenas-profile:{spec.name}").remote(template, chunk, spec)
+                chunk = todo[j : j + cfg.chunk]
+                ref = task.options(
+                    resources={spec.resource: 1}, num_cpus=1, max_retries=0, name=f"moenas-profile:{spec.name}"
+                ).remote(template, chunk, spec)
                 self.pending[ref] = (spec.name, chunk)
                 rep.chunks += 1
 
@@ -400,7 +455,9 @@ class Campaign:
                 continue
             target = self.cfg.out / f"{device}.parquet"
             try:
-                meta = merge_profiles(paths, target, allow_mixed=self.cfg.allow_mixed, overwrite=True, command=self.cfg.command)
+                meta = merge_profiles(
+                    paths, target, allow_mixed=self.cfg.allow_mixed, overwrite=True, command=self.cfg.command
+                )
             except UserError as e:
                 rep.merge_error = str(e).splitlines()[0]
                 continue
@@ -410,8 +467,14 @@ class Campaign:
         reps = [asdict(r) for r in self.reports.values()]
         failed = sum(r["chunks_failed"] for r in reps)
         unmerged = [r["device"] for r in reps if r["merge_error"]]
-        return {"out": str(self.cfg.out), "devices": reps, "chunks_failed": failed, "unmerged": unmerged,
-                "complete": not failed and not unmerged, "wall_s": round(wall_s, 2)}
+        return {
+            "out": str(self.cfg.out),
+            "devices": reps,
+            "chunks_failed": failed,
+            "unmerged": unmerged,
+            "complete": not failed and not unmerged,
+            "wall_s": round(wall_s, 2),
+        }
 
 
 def run_fleet(cfg: FleetConfig) -> dict[str, Any]:
@@ -427,8 +490,13 @@ def run_fleet(cfg: FleetConfig) -> dict[str, Any]:
         camp = Campaign(cfg)
         try:
             check_advertised(cfg.address, cfg.devices)
-            run = {"started": now_iso(), "command": cfg.command, "address": cfg.address, "chunk": cfg.chunk,
-                   "devices": [asdict(d) for d in cfg.devices]}
+            run = {
+                "started": now_iso(),
+                "command": cfg.command,
+                "address": cfg.address,
+                "chunk": cfg.chunk,
+                "devices": [asdict(d) for d in cfg.devices],
+            }
             man.setdefault("runs", []).append(run)
             write_manifest(cfg.out, man)
             camp.submit()

@@ -28,6 +28,7 @@ A decoder-only language model (``LMArch``) exports to ``prefill.onnx`` and ``dec
 (:mod:`moenas.profiler.onnx_export_lm`) through the same :func:`export_graphs` and
 :class:`ExportedArch`.
 """
+
 from __future__ import annotations
 
 import io
@@ -70,6 +71,8 @@ def check_export_dir(out: str | Path, overwrite: bool = False) -> None:
             check_replaceable(d / name, lambda p: False, "part of a moenas export (the folder holds no export)")
     elif not overwrite:
         raise UserError(f"{d} already holds an export; pass --overwrite to replace it")
+
+
 METHODS = ("torchscript", "dynamo")
 
 
@@ -110,12 +113,23 @@ def io_spec(arch: Arch) -> dict[str, Any]:
     for i, layer in enumerate(arch.decoder.layers):
         ch = layer.cross_heads or layer.heads
         for kv in "kv":
-            enc_out.append({"name": f"cross_{i}_{kv}", "dtype": "float32",
-                            "shape": ["batch", ch, f"mem_len_{i}", q // ch]})
-            dec_in_past.append({"name": f"past_{i}_{kv}", "dtype": "float32",
-                                "shape": ["batch", layer.heads, "past_len", q // layer.heads]})
-            dec_out.append({"name": f"present_{i}_{kv}", "dtype": "float32",
-                            "shape": ["batch", layer.heads, "past_len_plus_1", q // layer.heads]})
+            enc_out.append(
+                {"name": f"cross_{i}_{kv}", "dtype": "float32", "shape": ["batch", ch, f"mem_len_{i}", q // ch]}
+            )
+            dec_in_past.append(
+                {
+                    "name": f"past_{i}_{kv}",
+                    "dtype": "float32",
+                    "shape": ["batch", layer.heads, "past_len", q // layer.heads],
+                }
+            )
+            dec_out.append(
+                {
+                    "name": f"present_{i}_{kv}",
+                    "dtype": "float32",
+                    "shape": ["batch", layer.heads, "past_len_plus_1", q // layer.heads],
+                }
+            )
     return {
         "encoder": {"inputs": [{"name": "src", "dtype": "int64", "shape": ["batch", "src_len"]}], "outputs": enc_out},
         "decoder": {
@@ -127,7 +141,9 @@ def io_spec(arch: Arch) -> dict[str, Any]:
     }
 
 
-def example_inputs(arch: Arch, batch: int = 2, src_len: int = 7, past_len: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+def example_inputs(
+    arch: Arch, batch: int = 2, src_len: int = 7, past_len: int = 3, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random inputs of the right shapes (used for tracing and in tests)."""
     g = torch.Generator().manual_seed(seed)
     q = arch.qkv_dim
@@ -216,8 +232,10 @@ class ExportedArch:
         # the graphs go to temporary names first and are renamed together, the manifest last: a
         # kill while hundreds of MB are written leaves no half export, which the next run could
         # not tell from someone's own ONNX files (and would refuse to replace)
-        tmps = [(out / f".{name}.{os.getpid()}.tmp", out / name, self.model_bytes(part))
-                for part, name in self.files().items()]
+        tmps = [
+            (out / f".{name}.{os.getpid()}.tmp", out / name, self.model_bytes(part))
+            for part, name in self.files().items()
+        ]
         try:
             for tmp, _, blob in tmps:
                 tmp.write_bytes(blob)
@@ -264,12 +282,21 @@ def _external_names(graph: bytes, weights: dict[str, Any]) -> set[str]:
     import onnx
 
     proto = onnx.load_from_string(graph)
-    return {i.name for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL and i.name in weights}
+    return {
+        i.name for i in proto.graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL and i.name in weights
+    }
 
 
-def _export_one(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
-                dynamic_axes: dict[str, dict[int, str]], method: str, opset: int,
-                weights: dict[str, Any]) -> bytes:
+def _export_one(
+    module: nn.Module,
+    args: tuple,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    method: str,
+    opset: int,
+    weights: dict[str, Any],
+) -> bytes:
     """Serialized graph of ``module``. TorchScript path: exported without parameters (they
     become graph inputs named like ``model.enc_layers.0.attn.q_proj.weight``), which are then
     turned into external-data initializers whose arrays go into ``weights``."""
@@ -279,9 +306,18 @@ def _export_one(module: nn.Module, args: tuple, input_names: list[str], output_n
         warnings.simplefilter("ignore")
         if method == "torchscript":
             f = io.BytesIO()
-            torch.onnx.export(module, args, f, dynamo=False, input_names=input_names, output_names=output_names,
-                              dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=False,
-                              export_params=False)
+            torch.onnx.export(
+                module,
+                args,
+                f,
+                dynamo=False,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=False,
+                export_params=False,
+            )
             proto = onnx.load_from_string(f.getvalue())
             params = {n: p.detach() for n, p in module.named_parameters()}
             keep = []
@@ -295,8 +331,12 @@ def _export_one(module: nn.Module, args: tuple, input_names: list[str], output_n
                 if arr.dtype != np.float32:
                     raise RuntimeError(f"export: parameter {inp.name} is {arr.dtype}, expected float32")
                 weights[inp.name] = arr
-                tp = onnx.TensorProto(name=inp.name, data_type=onnx.TensorProto.FLOAT, dims=list(arr.shape),
-                                      data_location=onnx.TensorProto.EXTERNAL)
+                tp = onnx.TensorProto(
+                    name=inp.name,
+                    data_type=onnx.TensorProto.FLOAT,
+                    dims=list(arr.shape),
+                    data_location=onnx.TensorProto.EXTERNAL,
+                )
                 entry = tp.external_data.add()
                 entry.key, entry.value = "location", "moenas-in-memory"
                 proto.graph.initializer.append(tp)
@@ -308,8 +348,17 @@ def _export_one(module: nn.Module, args: tuple, input_names: list[str], output_n
         shapes = tuple({ax: auto for ax in dynamic_axes.get(name, {})} for name in input_names[: len(args)])
         if len(args) > 1:  # forward(tokens, *flat): dynamic_shapes mirrors the call signature
             shapes = (shapes[0], shapes[1:])
-        prog = torch.onnx.export(module, args, dynamo=True, input_names=input_names, output_names=output_names,
-                                 dynamic_shapes=shapes, opset_version=max(opset, 18), optimize=True, verbose=False)
+        prog = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=shapes,
+            opset_version=max(opset, 18),
+            optimize=True,
+            verbose=False,
+        )
         return onnx.ModelProto.SerializeToString(prog.model_proto)
 
 
@@ -324,8 +373,15 @@ def _axes(entries: list[dict]) -> dict[str, dict[int, str]]:
     return {e["name"]: {i: d for i, d in enumerate(e["shape"]) if isinstance(d, str)} for e in entries}
 
 
-def export_graphs(arch: AnyArch, modules: dict[str, nn.Module], spec: dict[str, Any],
-                  feeds: dict[str, dict[str, torch.Tensor]], seed: int, method: str, opset: int) -> ExportedArch:
+def export_graphs(
+    arch: AnyArch,
+    modules: dict[str, nn.Module],
+    spec: dict[str, Any],
+    feeds: dict[str, dict[str, torch.Tensor]],
+    seed: int,
+    method: str,
+    opset: int,
+) -> ExportedArch:
     """Export each part's wrapper module (flat tensor inputs/outputs named as ``spec[part]``
     lists them, traced on ``feeds[part]``, the spec's string dimensions dynamic) into one
     :class:`ExportedArch` whose manifest records names, shapes, seed, exporter and versions;
@@ -336,8 +392,16 @@ def export_graphs(arch: AnyArch, modules: dict[str, nn.Module], spec: dict[str, 
         for part, module in modules.items():
             ins = [e["name"] for e in spec[part]["inputs"]]
             outs = [e["name"] for e in spec[part]["outputs"]]
-            graphs[part] = _export_one(module, tuple(feeds[part][n] for n in ins), ins, outs,
-                                       _axes(spec[part]["inputs"] + spec[part]["outputs"]), method, opset, weights)
+            graphs[part] = _export_one(
+                module,
+                tuple(feeds[part][n] for n in ins),
+                ins,
+                outs,
+                _axes(spec[part]["inputs"] + spec[part]["outputs"]),
+                method,
+                opset,
+                weights,
+            )
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -352,22 +416,40 @@ def export_graphs(arch: AnyArch, modules: dict[str, nn.Module], spec: dict[str, 
     return ExportedArch(arch, graphs, weights, manifest)
 
 
-def export_arch(arch: Arch, seed: int = 0, method: str = "torchscript", opset: int = DEFAULT_OPSET,
-                model: SubTransformer | None = None) -> ExportedArch:
+def export_arch(
+    arch: Arch,
+    seed: int = 0,
+    method: str = "torchscript",
+    opset: int = DEFAULT_OPSET,
+    model: SubTransformer | None = None,
+) -> ExportedArch:
     """Export ``arch`` (weights from ``build_model(arch, seed)`` unless ``model`` is given)."""
     check_method(method)
     model = (model or build_model(arch, seed)).eval()
     spec = io_spec(arch)
     feeds = example_inputs(arch)
-    ex = export_graphs(arch, {"encoder": EncoderGraph(model), "decoder": DecoderStepGraph(model)}, spec,
-                       {"encoder": feeds, "decoder": feeds}, seed, method, opset)
+    ex = export_graphs(
+        arch,
+        {"encoder": EncoderGraph(model), "decoder": DecoderStepGraph(model)},
+        spec,
+        {"encoder": feeds, "decoder": feeds},
+        seed,
+        method,
+        opset,
+    )
     ex.manifest["cross_span"] = spec["cross_span"]
     return ex
 
 
-def export_to_dir(arch: AnyArch, out_dir: str | Path, seed: int = 0, method: str = "torchscript",
-                  opset: int = DEFAULT_OPSET, overwrite: bool = False,
-                  exporter: Callable[..., ExportedArch] = export_arch) -> Path:
+def export_to_dir(
+    arch: AnyArch,
+    out_dir: str | Path,
+    seed: int = 0,
+    method: str = "torchscript",
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    exporter: Callable[..., ExportedArch] = export_arch,
+) -> Path:
     """Export and write the graphs (``encoder.onnx``, ``decoder.onnx`` from :func:`export_arch`;
     another family's from its ``exporter``, e.g. :func:`~moenas.profiler.onnx_export_lm.exporter_for`)
     and ``manifest.json`` into ``out_dir``."""

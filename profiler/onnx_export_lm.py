@@ -19,6 +19,7 @@ the rows routed to an expert run through it), as in :mod:`moenas.profiler.onnx_e
 :class:`~moenas.profiler.onnx_export.ExportedArch` this module shares; the manifest also names
 the family and the latency protocol the graphs are timed under.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -85,9 +86,15 @@ def _ids(seq: str | int) -> dict[str, Any]:
 
 def _cache(arch: LMArch, prefix: str, length: str) -> list[dict[str, Any]]:
     """One key and one value entry per layer: (batch, heads_i, length, qkv_dim / heads_i)."""
-    return [{"name": f"{prefix}.{i}.{kind}", "dtype": "float32",
-             "shape": ["batch", layer.heads, length, arch.qkv_dim // layer.heads]}
-            for i, layer in enumerate(arch.decoder.layers) for kind in ("key", "value")]
+    return [
+        {
+            "name": f"{prefix}.{i}.{kind}",
+            "dtype": "float32",
+            "shape": ["batch", layer.heads, length, arch.qkv_dim // layer.heads],
+        }
+        for i, layer in enumerate(arch.decoder.layers)
+        for kind in ("key", "value")
+    ]
 
 
 def io_spec(arch: LMArch) -> dict[str, Any]:
@@ -95,13 +102,16 @@ def io_spec(arch: LMArch) -> dict[str, Any]:
     logits = {"name": "logits", "dtype": "float32", "shape": ["batch", arch.vocab_size]}
     return {
         "prefill": {"inputs": [_ids("seq")], "outputs": [logits, *_cache(arch, "present", "seq")]},
-        "decode": {"inputs": [_ids(1), *_cache(arch, "past_key_values", "past_len")],
-                   "outputs": [logits, *_cache(arch, "present", "past_len_plus_1")]},
+        "decode": {
+            "inputs": [_ids(1), *_cache(arch, "past_key_values", "past_len")],
+            "outputs": [logits, *_cache(arch, "present", "past_len_plus_1")],
+        },
     }
 
 
-def example_inputs(arch: LMArch, part: str, batch: int = 2, seq: int = 7, past_len: int = 3,
-                   seed: int = 0) -> dict[str, torch.Tensor]:
+def example_inputs(
+    arch: LMArch, part: str, batch: int = 2, seq: int = 7, past_len: int = 3, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random feeds of ``part`` ('prefill': a (batch, seq) prompt; 'decode': one token per row
     and a random cache of ``past_len`` positions), for tracing and tests."""
     g = torch.Generator().manual_seed(seed)
@@ -114,22 +124,32 @@ def example_inputs(arch: LMArch, part: str, batch: int = 2, seq: int = 7, past_l
     return feeds
 
 
-def export_lm(arch: LMArch, seed: int = 0, method: str = "torchscript", opset: int = DEFAULT_OPSET,
-              model: CausalLM | None = None, protocol: LMProtocol | None = None) -> ExportedArch:
+def export_lm(
+    arch: LMArch,
+    seed: int = 0,
+    method: str = "torchscript",
+    opset: int = DEFAULT_OPSET,
+    model: CausalLM | None = None,
+    protocol: LMProtocol | None = None,
+) -> ExportedArch:
     """Export ``arch`` (weights from ``build_lm_model(arch, seed)`` unless ``model`` is given);
     the manifest records ``protocol`` (the default LMProtocol when None)."""
     check_method(method)
     model = (model or build_lm_model(arch, seed)).eval()
     modules = {"prefill": PrefillGraph(model), "decode": DecodeStepGraph(model)}
     with _layer_scopes(model):
-        ex = export_graphs(arch, modules, io_spec(arch), {p: example_inputs(arch, p) for p in PARTS}, seed, method, opset)
-    ex.manifest.update({
-        "family": DECODER_ONLY.name,
-        "protocol": (protocol or LMProtocol()).to_dict(),
-        "tensor_names": "onnxruntime-genai (input_ids, past_key_values.%d.key/value, logits, present.%d.key/value)",
-        "positions": "prompt token j at position j; a decode step's token at past_len, read from the shape "
-                     "of past_key_values.0.key (no position_ids input)",
-    })
+        ex = export_graphs(
+            arch, modules, io_spec(arch), {p: example_inputs(arch, p) for p in PARTS}, seed, method, opset
+        )
+    ex.manifest.update(
+        {
+            "family": DECODER_ONLY.name,
+            "protocol": (protocol or LMProtocol()).to_dict(),
+            "tensor_names": "onnxruntime-genai (input_ids, past_key_values.%d.key/value, logits, present.%d.key/value)",
+            "positions": "prompt token j at position j; a decode step's token at past_len, read from the shape "
+            "of past_key_values.0.key (no position_ids input)",
+        }
+    )
     return ex
 
 

@@ -6,6 +6,7 @@ The Chrome-trace JSON's node events (``cat == "Node"``, names ending in ``_kerne
 summed per ``args.op_name`` (durations in microseconds) and divided by the number of runs.
 Result per component: {op_type: ms per run}, largest first.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def trace_node_events(trace_path: str) -> list[dict[str, Any]]:
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             args = e.get("args", {})
-            out.append({"name": e["name"][: -len("_kernel_time")], "op_name": args.get("op_name", "?"),
-                        "dur": float(e.get("dur", 0)), "args": args})
+            out.append(
+                {
+                    "name": e["name"][: -len("_kernel_time")],
+                    "op_name": args.get("op_name", "?"),
+                    "dur": float(e.get("dur", 0)),
+                    "args": args,
+                }
+            )
     return out
 
 

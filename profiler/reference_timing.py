@@ -10,6 +10,7 @@ model so the two compare (backend, device, threads, protocol and the data's refe
 `moenas calibrate` rescales a predictor by the ratio; `moenas predict --check-reference` warns.
 The predictor's metadata comes in as a plain dict: the profiler never imports the predictor.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,15 +31,19 @@ from .stats import StopRule, measure
 from .workload import make_workload
 
 
-def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, space: str | None = None) -> dict[str, Any]:
+def timing_plan(
+    meta: dict[str, Any], where: str, threads: int | None = None, space: str | None = None
+) -> dict[str, Any]:
     """How to time the reference so it compares with the predictor's data: space, protocol,
     backend, device, threads, export method, stop rule. UserError when that cannot be done here
     (no stored reference, unknown protocol, backend or space, or another reference model).
     ``meta``: the predictor's metadata; ``where`` names the predictor in the messages."""
     ref = stored_reference(meta)
     if ref is None:
-        raise UserError(f"{where} stores no reference latency (fitted before moenas recorded it, or on data without "
-                        f"reference timings); refit it: `moenas fit --data DATA.parquet --out {where}-refit`")
+        raise UserError(
+            f"{where} stores no reference latency (fitted before moenas recorded it, or on data without "
+            f"reference timings); refit it: `moenas fit --data DATA.parquet --out {where}-refit`"
+        )
     if not meta.get("protocol"):
         raise UserError(f"{where} records no latency protocol; refit it with `moenas fit`")
     protocol = protocol_from_dict(meta["protocol"])  # UserError for a routing or family this moenas cannot time
@@ -48,15 +53,26 @@ def timing_plan(meta: dict[str, Any], where: str, threads: int | None = None, sp
     sp = SearchSpace.load(space or meta.get("space") or REFERENCE_SPACES[protocol.family.name])
     arch = reference_arch(sp, protocol.family)
     if ref.get("arch_id") and ref["arch_id"] != arch.arch_id:
-        raise UserError(f"the reference model of space {sp.name!r} is {arch.arch_id} here but {ref['arch_id']} in "
-                        f"{where}'s data (the space changed?); pass the space YAML it was profiled with as --space")
+        raise UserError(
+            f"the reference model of space {sp.name!r} is {arch.arch_id} here but {ref['arch_id']} in "
+            f"{where}'s data (the space changed?); pass the space YAML it was profiled with as --space"
+        )
     threads = int(threads or ref.get("threads_intra") or 1)
-    get_backend(str(backend), str(device), threads, int(ref.get("threads_inter") or 1))  # UserError: not on this machine
+    get_backend(
+        str(backend), str(device), threads, int(ref.get("threads_inter") or 1)
+    )  # UserError: not on this machine
     rule = ref.get("stop_rule")
-    return {"space": sp, "arch": arch, "protocol": protocol, "backend": str(backend), "device": str(device),
-            "threads_intra": threads, "threads_inter": int(ref.get("threads_inter") or 1),
-            "export_method": ref.get("export_method") or "torchscript",
-            "rule": stop_rule(rule) if isinstance(rule, dict) else REFERENCE_RULE}
+    return {
+        "space": sp,
+        "arch": arch,
+        "protocol": protocol,
+        "backend": str(backend),
+        "device": str(device),
+        "threads_intra": threads,
+        "threads_inter": int(ref.get("threads_inter") or 1),
+        "export_method": ref.get("export_method") or "torchscript",
+        "rule": stop_rule(rule) if isinstance(rule, dict) else REFERENCE_RULE,
+    }
 
 
 def stop_rule(d: dict[str, Any]) -> StopRule:
@@ -84,19 +100,31 @@ def time_reference(plan: dict[str, Any], checks: int = 3) -> dict[str, Any]:
         torch.set_num_threads(before)
     tot = sorted((m.summaries["total"] for m in ms), key=lambda s: s.median_ms)
     mid = tot[(len(tot) - 1) // 2]
-    return {"median_ms": float(np.median([s.median_ms for s in tot])), "checks_ms": [s.median_ms for s in tot],
-            "ci_rel": mid.ci_rel, "n_runs": sum(s.n_runs for s in tot), "precision_reached": all(s.precision_reached for s in tot),
-            "arch_id": plan["arch"].arch_id, "backend": plan["backend"], "device": plan["device"],
-            "threads_intra": plan["threads_intra"], "threads_inter": plan["threads_inter"],
-            "stop_rule": asdict(plan["rule"]), "timed_s": sum(m.timed_s for m in ms), "wall_s": time.perf_counter() - t}
+    return {
+        "median_ms": float(np.median([s.median_ms for s in tot])),
+        "checks_ms": [s.median_ms for s in tot],
+        "ci_rel": mid.ci_rel,
+        "n_runs": sum(s.n_runs for s in tot),
+        "precision_reached": all(s.precision_reached for s in tot),
+        "arch_id": plan["arch"].arch_id,
+        "backend": plan["backend"],
+        "device": plan["device"],
+        "threads_intra": plan["threads_intra"],
+        "threads_inter": plan["threads_inter"],
+        "stop_rule": asdict(plan["rule"]),
+        "timed_s": sum(m.timed_s for m in ms),
+        "wall_s": time.perf_counter() - t,
+    }
 
 
 def progress(command: str, plan: dict[str, Any], checks: int) -> None:
     """The one progress line (stderr) before the timing: it takes seconds."""
     r = plan["rule"]
-    sys.stderr.write(f"moenas {command}: timing the reference model {plan['arch'].arch_id} (space {plan['space'].name}, "
-                     f"{plan['backend']} {plan['device']}, {plan['threads_intra']} thread(s), {checks} check(s) of "
-                     f"up to {r.max_runs} runs / {r.max_seconds:g} s) ...\n")
+    sys.stderr.write(
+        f"moenas {command}: timing the reference model {plan['arch'].arch_id} (space {plan['space'].name}, "
+        f"{plan['backend']} {plan['device']}, {plan['threads_intra']} thread(s), {checks} check(s) of "
+        f"up to {r.max_runs} runs / {r.max_seconds:g} s) ...\n"
+    )
     sys.stderr.flush()
 
 
@@ -110,6 +138,8 @@ def reference_message(meta: dict[str, Any], where: str, command: str) -> str | N
     f = calibration_factor(here["median_ms"], ref["median_ms"])
     if not beyond_noise(f, ref.get("noise_rel")):
         return None
-    return (f"warning: the reference model times {here['median_ms']:.4g} ms here, {ref['median_ms']:.4g} ms where "
-            f"{where} holds (x{f:.3g}, beyond its ±{tolerance(ref.get('noise_rel')):.0%} noise): "
-            f"`moenas calibrate --predictor {where} --out {where}-here` rescales it")
+    return (
+        f"warning: the reference model times {here['median_ms']:.4g} ms here, {ref['median_ms']:.4g} ms where "
+        f"{where} holds (x{f:.3g}, beyond its ±{tolerance(ref.get('noise_rel')):.0%} noise): "
+        f"`moenas calibrate --predictor {where} --out {where}-here` rescales it"
+    )

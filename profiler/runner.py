@@ -22,6 +22,7 @@ on --resume the earlier runs' rows keep the verdict of their own reference check
 run's rows are judged by this run's checks), and only archs this run was asked for are measured;
 on --overwrite the old file stays until the first measured group replaces it atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,10 @@ from typing import Any, Callable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.arch import AnyArch
-from moenas.arch.files import output_lock
 from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, TOTAL, ModelFamily
-from moenas.data.profiles import check_sidecar, now_iso, read_profiles, to_frame, write_profiles
-
+from moenas.arch.files import output_lock
 from moenas.arch.protocol import LatencyProtocol, Protocol
+from moenas.data.profiles import check_sidecar, now_iso, read_profiles, to_frame, write_profiles
 
 from .backends import Backend, get_backend
 from .fingerprint import fingerprint
@@ -85,7 +85,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def shard_archs(archs: list[Arch], shard: tuple[int, int] | None) -> list[Arch]:
     """Round-robin split: shard (i, n) gets archs i, i+n, i+2n, ... (deterministic)."""
-    return archs if shard is None else archs[shard[0]::shard[1]]
+    return archs if shard is None else archs[shard[0] :: shard[1]]
 
 
 def repeat_subset(archs: list[Arch], k: int) -> list[Arch]:
@@ -119,10 +119,16 @@ class ProfileConfig:
     repeat_check: int = 0
     op_profile: bool = False
     ref_every: int = 10
-    visit_runs: int = 5  # archs between two reference checks are timed round-robin, this many runs per visit; 0 = one at a time
+    visit_runs: int = (
+        5  # archs between two reference checks are timed round-robin, this many runs per visit; 0 = one at a time
+    )
     visit_warmup: int = 1
-    ref_in_group: bool = True  # the reference is one more member of each round-robin group; False: a separate check after it
-    ref_follow: bool = True  # in the group, the reference follows it (min_runs, then one run per visit) instead of the stop rule
+    ref_in_group: bool = (
+        True  # the reference is one more member of each round-robin group; False: a separate check after it
+    )
+    ref_follow: bool = (
+        True  # in the group, the reference follows it (min_runs, then one run per visit) instead of the stop rule
+    )
     drift_threshold: float = 0.05
     ref_retries: int = 3
     ref_wait_s: float = 10.0
@@ -145,17 +151,34 @@ class Profiler:
         self.session_options = self.backend.session_options()
         self.run_id = uuid.uuid4().hex[:12]
         self.run_columns = RunColumns(
-            space=cfg.space.name if cfg.space else None, backend=cfg.backend, device=cfg.device,
-            threads_intra=cfg.threads_intra, threads_inter=cfg.threads_inter, target_rel=cfg.rule.target_rel,
-            protocol=cfg.protocol, session_options=self.session_options, fingerprint=self.fp,
-            export_method=cfg.export_method if self.backend.needs_onnx else None, run_id=self.run_id)
+            space=cfg.space.name if cfg.space else None,
+            backend=cfg.backend,
+            device=cfg.device,
+            threads_intra=cfg.threads_intra,
+            threads_inter=cfg.threads_inter,
+            target_rel=cfg.rule.target_rel,
+            protocol=cfg.protocol,
+            session_options=self.session_options,
+            fingerprint=self.fp,
+            export_method=cfg.export_method if self.backend.needs_onnx else None,
+            run_id=self.run_id,
+        )
         self.records: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
         self.interval: list[str] = []  # measurement ids since the last reference check
         self.queue: list[tuple[Arch, int]] = []  # (arch, repeat_index) to measure again
         self.attempts: dict[tuple[str, int], int] = {}
-        self.seconds = {"timed": 0.0, "warmup": 0.0, "export": 0.0, "build": 0.0, "session": 0.0,
-                        "reference_run": 0.0, "op_profile": 0.0, "reference_model": 0.0, "write": 0.0}
+        self.seconds = {
+            "timed": 0.0,
+            "warmup": 0.0,
+            "export": 0.0,
+            "build": 0.0,
+            "session": 0.0,
+            "reference_run": 0.0,
+            "op_profile": 0.0,
+            "reference_model": 0.0,
+            "write": 0.0,
+        }
         self.new_measurements = 0
         self._last_ref: float | None = None
         self.wanted: set[str] | None = None  # arch ids this run was asked for (None: all)
@@ -180,54 +203,87 @@ class Profiler:
                 raise UserError(f"{out}: holds no rows to resume; remove it or pass --overwrite")
             if not cfg.allow_mixed:
                 if meta.get("protocol_id") != p.protocol_id:
-                    raise UserError(f"{out}: measured under protocol {meta.get('protocol_id')} "
-                                    f"({json.dumps(meta.get('protocol'))}), this run uses {p.protocol_id}; "
-                                    "use the same protocol flags or pass --allow-mixed")
+                    raise UserError(
+                        f"{out}: measured under protocol {meta.get('protocol_id')} "
+                        f"({json.dumps(meta.get('protocol'))}), this run uses {p.protocol_id}; "
+                        "use the same protocol flags or pass --allow-mixed"
+                    )
                 if meta.get("fingerprint_id") != self.fp["fingerprint_id"]:
-                    raise UserError(f"{out}: measured on another machine/software (fingerprint "
-                                    f"{meta.get('fingerprint_id')} vs {self.fp['fingerprint_id']}); pass --allow-mixed to continue anyway")
+                    raise UserError(
+                        f"{out}: measured on another machine/software (fingerprint "
+                        f"{meta.get('fingerprint_id')} vs {self.fp['fingerprint_id']}); pass --allow-mixed to continue anyway"
+                    )
             self.records = df.to_dict("records")
             self.meta = meta
         else:
             self.meta = {"created": now_iso()}
         ref = reference_arch(cfg.space, p.family)
-        self.meta.update({
-            "space": cfg.space.name if cfg.space else self.meta.get("space"),
-            "protocol": p.to_dict(), "protocol_id": p.protocol_id,
-            "fingerprint": self.fp, "fingerprint_id": self.fp["fingerprint_id"],
-            "command": cfg.command,
-            "measurement": {"stop_rule": asdict(cfg.rule), "ci": "distribution-free (binomial order statistics) CI of the median",
-                            "reference_stop_rule": asdict(cfg.ref_rule),
-                            "interleave": {"group": cfg.ref_every, "visit_runs": cfg.visit_runs, "visit_warmup": cfg.visit_warmup,
-                                           "reference": self._ref_timing(),
-                                           "doc": "the archs of one reference interval are timed round-robin, visit_runs timed runs "
-                                                  "per visit after visit_warmup untimed ones; visit_runs 0 = one arch at a time; "
-                                                  "reference group: the reference model is one more member of each group and "
-                                                  "its median there is the check that judges the group's rows; "
-                                                  "reference follow: the same, but the reference gets visit_runs runs per "
-                                                  "visit until min_runs and one per visit after that, until the group ends "
-                                                  "(profiler.stats.measure_interleaved's follower)"}},
-            "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; "
-                              f"total = {' + '.join(p.family.components)}",
-        })
+        self.meta.update(
+            {
+                "space": cfg.space.name if cfg.space else self.meta.get("space"),
+                "protocol": p.to_dict(),
+                "protocol_id": p.protocol_id,
+                "fingerprint": self.fp,
+                "fingerprint_id": self.fp["fingerprint_id"],
+                "command": cfg.command,
+                "measurement": {
+                    "stop_rule": asdict(cfg.rule),
+                    "ci": "distribution-free (binomial order statistics) CI of the median",
+                    "reference_stop_rule": asdict(cfg.ref_rule),
+                    "interleave": {
+                        "group": cfg.ref_every,
+                        "visit_runs": cfg.visit_runs,
+                        "visit_warmup": cfg.visit_warmup,
+                        "reference": self._ref_timing(),
+                        "doc": "the archs of one reference interval are timed round-robin, visit_runs timed runs "
+                        "per visit after visit_warmup untimed ones; visit_runs 0 = one arch at a time; "
+                        "reference group: the reference model is one more member of each group and "
+                        "its median there is the check that judges the group's rows; "
+                        "reference follow: the same, but the reference gets visit_runs runs per "
+                        "visit until min_runs and one per visit after that, until the group ends "
+                        "(profiler.stats.measure_interleaved's follower)",
+                    },
+                },
+                "op_profile_doc": "op_profile column: JSON {op_type: ms per run} from onnxruntime's profiler; "
+                f"total = {' + '.join(p.family.components)}",
+            }
+        )
         refmeta = self.meta.setdefault("reference", {})
-        if refmeta.get("arch_id") not in (None, ref.arch_id) or refmeta.get("fingerprint_id") not in (None, self.fp["fingerprint_id"]):
+        if refmeta.get("arch_id") not in (None, ref.arch_id) or refmeta.get("fingerprint_id") not in (
+            None,
+            self.fp["fingerprint_id"],
+        ):
             # another reference model or machine: its checks do not apply here, but they are
             # the record of how the earlier rows were judged, so they are kept
             self.meta.setdefault("reference_earlier", []).append(dict(refmeta))
             refmeta.clear()
-        refmeta.update({"arch_id": ref.arch_id, "arch_json": ref.to_json(), "threshold": cfg.drift_threshold,
-                        "fingerprint_id": self.fp["fingerprint_id"],
-                        "rule": "baseline = 10th percentile of the reference checks so far; a row is flagged when the reference "
-                                "check before or after it is > threshold slower than the baseline"})
+        refmeta.update(
+            {
+                "arch_id": ref.arch_id,
+                "arch_json": ref.to_json(),
+                "threshold": cfg.drift_threshold,
+                "fingerprint_id": self.fp["fingerprint_id"],
+                "rule": "baseline = 10th percentile of the reference checks so far; a row is flagged when the reference "
+                "check before or after it is > threshold slower than the baseline",
+            }
+        )
         refmeta.setdefault("checks", [])
         self.ref = ref
-        self.meta.setdefault("runs", []).append({
-            "run_id": self.run_id, "started": now_iso(), "command": cfg.command, "backend": cfg.backend,
-            "device": cfg.device, "threads_intra": cfg.threads_intra, "threads_inter": cfg.threads_inter,
-            "shard": list(cfg.shard) if cfg.shard else None, "n_archs": len(cfg.archs),
-            "drift_threshold": cfg.drift_threshold, "reference_arch_id": ref.arch_id,
-        })
+        self.meta.setdefault("runs", []).append(
+            {
+                "run_id": self.run_id,
+                "started": now_iso(),
+                "command": cfg.command,
+                "backend": cfg.backend,
+                "device": cfg.device,
+                "threads_intra": cfg.threads_intra,
+                "threads_inter": cfg.threads_inter,
+                "shard": list(cfg.shard) if cfg.shard else None,
+                "n_archs": len(cfg.archs),
+                "drift_threshold": cfg.drift_threshold,
+                "reference_arch_id": ref.arch_id,
+            }
+        )
 
     def _flush(self, final: bool = False) -> None:
         """Rewrite the dataset (atomically). An existing one (--resume, --overwrite) is left as
@@ -308,15 +364,26 @@ class Profiler:
             out.append(self._rows(arch, m, w, ops, rep, again))
         return out
 
-    def _rows(self, arch: AnyArch, m: Measurement, w: WorkloadBase, ops: dict | None, repeat_index: int,
-              remeasured: bool) -> list[dict[str, Any]]:
+    def _rows(
+        self, arch: AnyArch, m: Measurement, w: WorkloadBase, ops: dict | None, repeat_index: int, remeasured: bool
+    ) -> list[dict[str, Any]]:
         """Append the rows of a finished measurement (it opens the current interval's list)."""
         t = time.perf_counter()
         counts = w.reference()["expert_counts"]
         self.seconds["reference_run"] += time.perf_counter() - t
         mid = uuid.uuid4().hex[:16]
-        rows = measurement_rows(self.run_columns, arch, m, counts, ops, measurement_id=mid, timestamp=now_iso(),
-                                repeat_index=repeat_index, remeasured=remeasured, ref_before_ms=self._last_ref)
+        rows = measurement_rows(
+            self.run_columns,
+            arch,
+            m,
+            counts,
+            ops,
+            measurement_id=mid,
+            timestamp=now_iso(),
+            repeat_index=repeat_index,
+            remeasured=remeasured,
+            ref_before_ms=self._last_ref,
+        )
         self.records.extend(rows)
         self.interval.append(mid)
         self.new_measurements += 1
@@ -335,7 +402,9 @@ class Profiler:
     def _ref_prepared_workload(self):
         """Exported and prepared once per run; every check re-times the same live sessions."""
         if self._ref_prepared is None:
-            self._ref_prepared = self.backend.prepare(make_workload(self.ref, self.cfg.protocol, self.cfg.export_method))
+            self._ref_prepared = self.backend.prepare(
+                make_workload(self.ref, self.cfg.protocol, self.cfg.export_method)
+            )
         return self._ref_prepared
 
     # ---- drift ----------------------------------------------------------------------------------
@@ -363,10 +432,19 @@ class Profiler:
         """Close the current interval with the reference's median timed inside the group just
         measured (or, with none, time it alone now), re-derive every row's drift flag.
         Returns True when the machine is in range now."""
-        med, timing = (self._group_ref_ms, "group") if self._group_ref_ms is not None else (self._reference_ms(), "alone")
+        med, timing = (
+            (self._group_ref_ms, "group") if self._group_ref_ms is not None else (self._reference_ms(), "alone")
+        )
         self._group_ref_ms = None
-        self._checks().append({"at": now_iso(), "run_id": self.run_id, "median_ms": round(med, 4),
-                               "interval": len(self.interval), "timing": timing})
+        self._checks().append(
+            {
+                "at": now_iso(),
+                "run_id": self.run_id,
+                "median_ms": round(med, 4),
+                "interval": len(self.interval),
+                "timing": timing,
+            }
+        )
         ids = set(self.interval)
         for r in self.records:
             if r["measurement_id"] in ids:
@@ -432,7 +510,7 @@ class Profiler:
         only spoils one short interval)."""
         ok = self._wait_until_in_range(self._check())
         while ok and self.queue:
-            batch, self.queue = self.queue[: self.cfg.ref_every], self.queue[self.cfg.ref_every:]
+            batch, self.queue = self.queue[: self.cfg.ref_every], self.queue[self.cfg.ref_every :]
             for arch, rep in batch:
                 key = (arch.arch_id, rep)
                 self.attempts[key] = self.attempts.get(key, 0) + 1
@@ -446,7 +524,9 @@ class Profiler:
         return {r["arch_id"] for r in self.records if int(r["repeat_index"]) == repeat_index}
 
     def _valid(self, repeat_index: int) -> set[str]:
-        return {r["arch_id"] for r in self.records if int(r["repeat_index"]) == repeat_index and not _flag(r["drift_flag"])}
+        return {
+            r["arch_id"] for r in self.records if int(r["repeat_index"]) == repeat_index and not _flag(r["drift_flag"])
+        }
 
     def run(self) -> dict[str, Any]:
         """The whole run holds the dataset's lock: a second writer would be refused, not race
@@ -466,8 +546,14 @@ class Profiler:
         total = len(todo) + len(repeats)
         from tqdm import tqdm
 
-        bar = tqdm(total=total, file=sys.stderr, disable=not cfg.progress, unit="arch",
-                   desc=f"profile {self.meta.get('space') or ''}".strip(), dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            file=sys.stderr,
+            disable=not cfg.progress,
+            unit="arch",
+            desc=f"profile {self.meta.get('space') or ''}".strip(),
+            dynamic_ncols=True,
+        )
         try:
             self._check_and_recover()  # baseline (or drift since the stored baseline)
             for phase in (0, 1):
@@ -479,7 +565,7 @@ class Profiler:
                     bar.update(len(repeats) - len(items))
                 for g in range(0, len(items), cfg.ref_every):
                     # one group = one reference interval: timed together, closed by a check
-                    group = self._measure_group(items[g:g + cfg.ref_every])
+                    group = self._measure_group(items[g : g + cfg.ref_every])
                     self._flush()
                     for j, rows in enumerate(group, start=self.new_measurements - len(group) + 1):
                         bar.update(1)
@@ -509,15 +595,23 @@ class Profiler:
         lt = latency_table(df) if len(df) else None
         timed = self.seconds["timed"]
         return {
-            "out": str(self.cfg.out), "run_id": self.run_id, "new_measurements": self.new_measurements,
+            "out": str(self.cfg.out),
+            "run_id": self.run_id,
+            "new_measurements": self.new_measurements,
             "archs_valid": 0 if lt is None else len(lt),
             "median_ms_min": None if lt is None or not len(lt) else float(lt["median_ms"].min()),
             "median_ms_max": None if lt is None or not len(lt) else float(lt["median_ms"].max()),
             "noise_floor_mape_percent": noise_floor(df) if len(df) else None,
             "noise_pairs": self.meta.get("noise_floor", {}).get("pairs"),
-            "rows": len(df), "rows_flagged": int(df["drift_flag"].fillna(False).astype(bool).sum()) if len(df) else 0,
-            "precision_reached_share": float(df[df["component"] == TOTAL]["precision_reached"].fillna(False).astype(bool).mean()) if len(df) else None,
-            "wall_s": round(wall_s, 2), "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "rows": len(df),
+            "rows_flagged": int(df["drift_flag"].fillna(False).astype(bool).sum()) if len(df) else 0,
+            "precision_reached_share": float(
+                df[df["component"] == TOTAL]["precision_reached"].fillna(False).astype(bool).mean()
+            )
+            if len(df)
+            else None,
+            "wall_s": round(wall_s, 2),
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
             "overhead_fraction": round(1.0 - timed / wall_s, 4) if wall_s > 0 else None,
             "reference_checks": len(self.meta["reference"]["checks"]),
         }
@@ -533,8 +627,15 @@ def _flag(v: Any) -> bool:
     return False if _isna(v) else bool(v)
 
 
-def measure_archs(archs: Sequence[AnyArch], backend: str = "onnxruntime", device: str = "cpu", threads_intra: int = 1,
-                  threads_inter: int = 1, protocol: Protocol = LatencyProtocol(), rule: StopRule = StopRule()) -> list[dict[str, Any]]:
+def measure_archs(
+    archs: Sequence[AnyArch],
+    backend: str = "onnxruntime",
+    device: str = "cpu",
+    threads_intra: int = 1,
+    threads_inter: int = 1,
+    protocol: Protocol = LatencyProtocol(),
+    rule: StopRule = StopRule(),
+) -> list[dict[str, Any]]:
     """Time archs side by side (no dataset), round-robin (:func:`measure_interleaved`), so that
     their medians span the same stretch of the machine's wandering speed and their ratio is
     fair: one {component: Summary dict, expert counts, versions} per arch. For re-measuring
@@ -551,9 +652,17 @@ def measure_archs(archs: Sequence[AnyArch], backend: str = "onnxruntime", device
         for p in prepared:
             p.close()
     options, fp = be.session_options(), fingerprint(device)  # once for all archs
-    return [{"arch_id": w.arch.arch_id, **{c: m.summaries[c].to_dict() for c in protocol.family.row_components},
-             "expert_counts": w.reference()["expert_counts"], "protocol": protocol.to_dict(),
-             "session_options": dict(options), "fingerprint": dict(fp)} for w, m in zip(works, ms)]
+    return [
+        {
+            "arch_id": w.arch.arch_id,
+            **{c: m.summaries[c].to_dict() for c in protocol.family.row_components},
+            "expert_counts": w.reference()["expert_counts"],
+            "protocol": protocol.to_dict(),
+            "session_options": dict(options),
+            "fingerprint": dict(fp),
+        }
+        for w, m in zip(works, ms)
+    ]
 
 
 def measure_one(arch: AnyArch, **kw: Any) -> dict[str, Any]:

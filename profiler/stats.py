@@ -12,6 +12,7 @@ Precision: ``ci_rel`` = max(median - lo, hi - median) / median, i.e. the interva
 the target (default 2%) for every component, or a run/time cap is reached; whether the target
 was reached is recorded with the result.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,12 +34,12 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
     # cdf[j] = P(B <= j)
     cdf, acc = [], 0.0
     for j in range(n + 1):
-        acc += math.comb(n, j) * 0.5 ** n
+        acc += math.comb(n, j) * 0.5**n
         cdf.append(acc)
     best = None
-    for l in range(1, n // 2 + 1):
-        if 2.0 * cdf[l - 1] <= alpha + 1e-12:
-            best = l
+    for lo in range(1, n // 2 + 1):
+        if 2.0 * cdf[lo - 1] <= alpha + 1e-12:
+            best = lo
         else:
             break
     return None if best is None else (best, n + 1 - best)
@@ -134,8 +135,9 @@ class Measurement:
     warmup_s: float
 
 
-def measure(step: Callable[[], dict[str, float]], rule: StopRule = StopRule(),
-            clock: Callable[[], float] = time.perf_counter) -> Measurement:
+def measure(
+    step: Callable[[], dict[str, float]], rule: StopRule = StopRule(), clock: Callable[[], float] = time.perf_counter
+) -> Measurement:
     """Run ``step`` (one repetition; returns seconds per component) under ``rule``, alone:
     warm-up, then timed runs until the rule stops it.
 
@@ -144,9 +146,14 @@ def measure(step: Callable[[], dict[str, float]], rule: StopRule = StopRule(),
     return measure_interleaved([step], rule, visit_runs=1, visit_warmup=0, clock=clock)[0]
 
 
-def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: StopRule = StopRule(),
-                        visit_runs: int = 5, visit_warmup: int = 1,
-                        clock: Callable[[], float] = time.perf_counter, follower: int | None = None) -> list[Measurement]:
+def measure_interleaved(
+    steps: Sequence[Callable[[], dict[str, float]]],
+    rule: StopRule = StopRule(),
+    visit_runs: int = 5,
+    visit_warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+    follower: int | None = None,
+) -> list[Measurement]:
     """Time several workloads round-robin: each visit = ``visit_warmup`` untimed runs (the cache
     was left to another model) + ``visit_runs`` timed runs; the first visit warms up with
     ``rule.warmup`` instead. Each workload stops on its own under ``rule`` (checked after each
@@ -202,8 +209,16 @@ def measure_interleaved(steps: Sequence[Callable[[], dict[str, float]]], rule: S
         if follower is not None and still == [follower] and _runs(samples[follower]) >= rule.min_runs:
             still = []  # the group is done, and the follower has its minimum
         active = still
-    return [Measurement(samples[i], {k: summarize(v, rule.target_rel, rule.confidence) for k, v in samples[i].items()},
-                        n_warm[i], timed[i], warm[i]) for i in range(n)]
+    return [
+        Measurement(
+            samples[i],
+            {k: summarize(v, rule.target_rel, rule.confidence) for k, v in samples[i].items()},
+            n_warm[i],
+            timed[i],
+            warm[i],
+        )
+        for i in range(n)
+    ]
 
 
 def _runs(samples: dict[str, list[float]]) -> int:
@@ -218,5 +233,6 @@ def _capped(samples: dict[str, list[float]], elapsed_s: float, rule: StopRule) -
 
 def _precise(samples: dict[str, list[float]], rule: StopRule) -> bool:
     """Tested only after a visit, so a visit's runs are not cut short by a lucky early interval."""
-    return _runs(samples) >= rule.min_runs and all(ci_rel(v, rule.confidence) <= rule.target_rel
-                                                   for v in samples.values())
+    return _runs(samples) >= rule.min_runs and all(
+        ci_rel(v, rule.confidence) <= rule.target_rel for v in samples.values()
+    )

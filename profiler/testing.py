@@ -5,6 +5,7 @@ parametrizes :func:`backend_cases` over every registered backend and every devic
 as available, and runs :func:`check_backend_contract` on each. Third-party code can call the
 same function on its own class.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,14 +33,20 @@ def contract_arch() -> Arch:
     return Arch(
         encoder=StackArch(64, (LayerArch(2, (128, 256, 128)), LayerArch(4, (256,)))),
         decoder=StackArch(64, (LayerArch(2, (128, 512), 4, 2), LayerArch(4, (256,), 2, 1))),
-        top_k=1, qkv_dim=128, vocab_size=500,
+        top_k=1,
+        qkv_dim=128,
+        vocab_size=500,
     )
 
 
 def contract_lm_arch() -> LMArch:
     """Tiny decoder-only arch: an MoE layer and a dense one, uneven heads, top-2 routing."""
-    return LMArch(decoder=StackArch(64, (LayerArch(2, (128, 256, 128)), LayerArch(4, (256,)))),
-                  top_k=2, qkv_dim=128, vocab_size=500)
+    return LMArch(
+        decoder=StackArch(64, (LayerArch(2, (128, 256, 128)), LayerArch(4, (256,)))),
+        top_k=2,
+        qkv_dim=128,
+        vocab_size=500,
+    )
 
 
 def contract_protocol(arch: AnyArch) -> Protocol:

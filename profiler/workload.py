@@ -11,6 +11,7 @@ Each model family has its workload class (:class:`Workload`: encoder-decoder und
 ``LatencyProtocol``; :class:`LMWorkload`: decoder-only under an ``LMProtocol``, a prompt and
 decode-step tokens); callers get the right one from :func:`make_workload`.
 """
+
 from __future__ import annotations
 
 import time
@@ -165,8 +166,9 @@ class LMWorkload(WorkloadBase):
         return build_lm_model(self.arch, self.protocol.model_seed, moe_backend=moe_backend)
 
     def _export(self, model: nn.Module) -> ExportedArch:
-        return export_lm(self.arch, seed=self.protocol.model_seed, method=self.export_method, model=model,
-                         protocol=self.protocol)
+        return export_lm(
+            self.arch, seed=self.protocol.model_seed, method=self.export_method, model=model, protocol=self.protocol
+        )
 
     def _run_reference(self, m: nn.Module) -> dict[str, Any]:
         """The last decode step's logits (batch, V) and expert token counts ('decoder.i' ->
@@ -188,7 +190,9 @@ def make_workload(arch: AnyArch, protocol: Protocol | None = None, export_method
     UserError when the protocol is of another family."""
     protocol = protocol or default_protocol(arch)
     if protocol.family is not arch.family:
-        raise UserError(f"arch {arch.arch_id} is {arch.family.name} but the protocol times {protocol.family.name} models")
+        raise UserError(
+            f"arch {arch.arch_id} is {arch.family.name} but the protocol times {protocol.family.name} models"
+        )
     return WORKLOADS[arch.family.name](arch, protocol, export_method)
 
 
@@ -198,7 +202,9 @@ def add_counts(total: Counts, new: dict[str, list[int]]) -> None:
         total[k] = [a + b for a, b in zip(total.get(k, [0] * len(v)), v)]
 
 
-def empty_cache(model: SubTransformer, batch: int, device: str | torch.device = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+def empty_cache(
+    model: SubTransformer, batch: int, device: str | torch.device = "cpu"
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per decoder layer an empty (batch, heads, 0, head_dim) key/value cache."""
     out = []
     for layer in model.dec_layers:

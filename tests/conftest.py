@@ -7,6 +7,7 @@ Triton kernels run under the interpreter, so TRITON_INTERPRET=1 unless the user 
 one it stays unset, so that the compiled kernels are tested. It must be set before anything
 imports triton, and torch.utils.flop_counter (used by tests/arch) does: this conftest is
 imported before any test module, and ``import torch`` itself does not import triton."""
+
 import os
 import random
 import sys

@@ -1,5 +1,6 @@
 """Helpers shared by the subcommands: output formatting, input loading, and the checks every
 command runs before any work (numeric flags, writable outputs)."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError, load_archs
-from moenas.arch.files import atomic_write_text
 from moenas.arch.checks import check_range
+from moenas.arch.files import atomic_write_text
 
 
 def print_json(obj: Any) -> None:
@@ -121,7 +122,12 @@ def check_fitted_on(command: str, meta: dict, ds, where: str, allow: bool) -> li
     return diffs
 
 
-PICK_LABELS = (("searched", "searched"), ("dense", "dense"), ("largest_dense", "largest dense"), ("random", "random search"))
+PICK_LABELS = (
+    ("searched", "searched"),
+    ("dense", "dense"),
+    ("largest_dense", "largest dense"),
+    ("random", "random search"),
+)
 
 
 def picks_table(picks: dict[str, Any], winner: str | None, beam: Any) -> str:
@@ -132,12 +138,32 @@ def picks_table(picks: dict[str, Any], winner: str | None, beam: Any) -> str:
         v = picks.get(key)
         if v is None:
             continue
-        rows.append([label + (" (deploy)" if v.arch_id == winner else ""), v.arch_id,
-                     f"{v.loss:.4f} ± {v.loss_se if v.loss_se is not None else float('nan'):.4f}",
-                     "-" if v.bleu is None else f"{v.bleu:.1f} / {v.chrf:.1f}",
-                     "-" if v.measured_ms is None else f"{v.measured_ms:.3g}",
-                     f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]", f"{v.gflops:.3g}",
-                     f"{v.params_active_m if v.params_active_m is not None else float('nan'):.2f} / {v.params_m:.2f}",
-                     f"{100 * (v.ffn_share or 0):.0f}%", {True: "yes", False: "NO", None: "?"}[v.meets_budget]])
-    return table(rows, ["pick", "arch", "fitness ± SE", f"BLEU / chrF (beam {beam})", "measured ms", "predicted ms [interval]",
-                        "GFLOPs", "params M act/total", "FFN share", "in budget"])
+        rows.append(
+            [
+                label + (" (deploy)" if v.arch_id == winner else ""),
+                v.arch_id,
+                f"{v.loss:.4f} ± {v.loss_se if v.loss_se is not None else float('nan'):.4f}",
+                "-" if v.bleu is None else f"{v.bleu:.1f} / {v.chrf:.1f}",
+                "-" if v.measured_ms is None else f"{v.measured_ms:.3g}",
+                f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
+                f"{v.gflops:.3g}",
+                f"{v.params_active_m if v.params_active_m is not None else float('nan'):.2f} / {v.params_m:.2f}",
+                f"{100 * (v.ffn_share or 0):.0f}%",
+                {True: "yes", False: "NO", None: "?"}[v.meets_budget],
+            ]
+        )
+    return table(
+        rows,
+        [
+            "pick",
+            "arch",
+            "fitness ± SE",
+            f"BLEU / chrF (beam {beam})",
+            "measured ms",
+            "predicted ms [interval]",
+            "GFLOPs",
+            "params M act/total",
+            "FFN share",
+            "in budget",
+        ],
+    )

@@ -1,4 +1,5 @@
 """`moenas demo`: the whole pipeline on embedded defaults (tiny scale, this CPU, ~15 minutes)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,27 +12,53 @@ def register(sub: argparse._SubParsersAction) -> None:
     from moenas.search.names import KINDS
     from moenas.search.train_config import SAMPLING
 
-    p = sub.add_parser("demo", help="run the whole pipeline: profile, fit, train, search, measure, choose, export",
-                       description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~14 archs measured "
-                                   "here), train a supernet on the embedded corpus, search the space and its dense "
-                                   "variant under a latency budget, measure the finalists of both side by side, choose "
-                                   "the arch to deploy (MoE or dense) by measurement, and export it with its weights. "
-                                   "Stages whose "
-                                   "output exists in --out are reused, so an interrupted demo continues.")
-    p.add_argument("--scale", default="tiny", choices=["tiny", "wmt"],
-                   help="tiny: minutes on a CPU [default]; wmt: paper scale (automoe-wmt space, needs --corpus DIR, hours)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline: profile, fit, train, search, measure, choose, export",
+        description="Adapt a latency predictor to this CPU (the shipped one, corrected from ~14 archs measured "
+        "here), train a supernet on the embedded corpus, search the space and its dense "
+        "variant under a latency budget, measure the finalists of both side by side, choose "
+        "the arch to deploy (MoE or dense) by measurement, and export it with its weights. "
+        "Stages whose "
+        "output exists in --out are reused, so an interrupted demo continues.",
+    )
+    p.add_argument(
+        "--scale",
+        default="tiny",
+        choices=["tiny", "wmt"],
+        help="tiny: minutes on a CPU [default]; wmt: paper scale (automoe-wmt space, needs --corpus DIR, hours)",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder [runs/demo]")
-    p.add_argument("--corpus", default=None, help="'default' (the shipped demo corpus), 'gettext[:DIR]' (this machine's German gettext catalogs) or a folder of parallel text")
-    p.add_argument("--from-scratch", action="store_true",
-                   help="profile --profile-n archs here and fit on them alone, instead of adapting the shipped predictor")
-    p.add_argument("--reuse-profiles", action="store_true", help="use the shipped dataset as is (no measurement on this machine)")
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="'default' (the shipped demo corpus), 'gettext[:DIR]' (this machine's German gettext catalogs) or a folder of parallel text",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="profile --profile-n archs here and fit on them alone, instead of adapting the shipped predictor",
+    )
+    p.add_argument(
+        "--reuse-profiles", action="store_true", help="use the shipped dataset as is (no measurement on this machine)"
+    )
     p.add_argument("--profile-n", type=int, default=None, help="with --from-scratch: archs to profile [tiny: 60]")
-    p.add_argument("--transfer-n", type=int, default=None, help="archs measured here to adapt the shipped predictor [tiny: 14]")
+    p.add_argument(
+        "--transfer-n", type=int, default=None, help="archs measured here to adapt the shipped predictor [tiny: 14]"
+    )
     p.add_argument("--transfer-holdout", type=int, default=None, help="more archs measured here to check it [tiny: 6]")
-    p.add_argument("--profile-seconds", type=float, default=None,
-                   help="cap on timed seconds per measurement, a quick look (0 = the profiler's stop rule) [tiny: 1.0, wmt: 0]")
-    p.add_argument("--drift-threshold", type=float, default=None,
-                   help="reference-model deviation that flags and re-measures profiled rows [tiny: 0.10, wmt: 0.05]")
+    p.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=None,
+        help="cap on timed seconds per measurement, a quick look (0 = the profiler's stop rule) [tiny: 1.0, wmt: 0]",
+    )
+    p.add_argument(
+        "--drift-threshold",
+        type=float,
+        default=None,
+        help="reference-model deviation that flags and re-measures profiled rows [tiny: 0.10, wmt: 0.05]",
+    )
     p.add_argument("--predictor-model", default=None, help="latency model to fit (see moenas fit --help) [auto]")
     g = p.add_argument_group("supernet training (defaults measured: benchmarks/bench_demo_training.py)")
     g.add_argument("--train-steps", type=int, default=None, help="supernet training steps [tiny: 1350]")
@@ -40,8 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--train-warmup", type=int, default=None, help="warm-up steps [100]")
     g.add_argument("--train-dropout", type=float, default=None, help="dropout [0.0]")
     g.add_argument("--sampling", default=None, choices=SAMPLING, help="arch sampling rule [uniform]")
-    g.add_argument("--train-largest-every", type=int, default=None,
-                   help="uniform sampling: every N-th step trains the largest arch (0: never) [tiny: 8]")
+    g.add_argument(
+        "--train-largest-every",
+        type=int,
+        default=None,
+        help="uniform sampling: every N-th step trains the largest arch (0: never) [tiny: 8]",
+    )
     g.add_argument("--supernet", default=None, choices=KINDS, help="supernet kind [slice]")
     s = p.add_argument_group("search")
     s.add_argument("--max-latency-ms", type=float, default=None, help="latency budget [the median measured latency]")
@@ -52,12 +83,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--iterations", type=int, default=None, help="evolution iterations [tiny: 8]")
     s.add_argument("--valid-sentences", type=int, default=None, help="validation sentences for fitness [tiny: 200]")
     s.add_argument("--bleu-sentences", type=int, default=None, help="test sentences for BLEU [200]")
-    s.add_argument("--search-workers", type=int, default=None,
-                   help="fitness processes (the search is not timed) [0 = one per core]")
-    s.add_argument("--final-k", type=int, default=None,
-                   help="finalists per family measured here (plus every arch tied with the best within noise) [4]")
-    s.add_argument("--dense-iterations", type=int, default=None,
-                   help="iterations of the dense baseline's search (one expert per layer, same budget) [tiny: 4]")
+    s.add_argument(
+        "--search-workers",
+        type=int,
+        default=None,
+        help="fitness processes (the search is not timed) [0 = one per core]",
+    )
+    s.add_argument(
+        "--final-k",
+        type=int,
+        default=None,
+        help="finalists per family measured here (plus every arch tied with the best within noise) [4]",
+    )
+    s.add_argument(
+        "--dense-iterations",
+        type=int,
+        default=None,
+        help="iterations of the dense baseline's search (one expert per layer, same budget) [tiny: 4]",
+    )
     s.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -66,14 +109,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moenas.search.pipeline import Demo, DemoConfig
-    from moenas.search.report import Verification
 
-    names = ("corpus", "predictor_model", "profile_seconds", "drift_threshold", "profile_n", "transfer_n", "transfer_holdout", "train_steps", "train_max_tokens", "train_lr", "train_warmup", "train_dropout",
-             "train_largest_every", "sampling", "supernet", "max_latency_ms", "population", "parents", "mutations", "crossovers", "iterations",
-             "valid_sentences", "bleu_sentences", "final_k", "dense_iterations", "search_workers", "seed")
-    cfg = DemoConfig.for_scale(args.scale, out=Path(args.out), from_scratch=args.from_scratch or None,
-                               reuse_profiles=args.reuse_profiles or None,
-                               dense_baseline=False if args.no_dense else None, **{n: getattr(args, n) for n in names})
+    names = (
+        "corpus",
+        "predictor_model",
+        "profile_seconds",
+        "drift_threshold",
+        "profile_n",
+        "transfer_n",
+        "transfer_holdout",
+        "train_steps",
+        "train_max_tokens",
+        "train_lr",
+        "train_warmup",
+        "train_dropout",
+        "train_largest_every",
+        "sampling",
+        "supernet",
+        "max_latency_ms",
+        "population",
+        "parents",
+        "mutations",
+        "crossovers",
+        "iterations",
+        "valid_sentences",
+        "bleu_sentences",
+        "final_k",
+        "dense_iterations",
+        "search_workers",
+        "seed",
+    )
+    cfg = DemoConfig.for_scale(
+        args.scale,
+        out=Path(args.out),
+        from_scratch=args.from_scratch or None,
+        reuse_profiles=args.reuse_profiles or None,
+        dense_baseline=False if args.no_dense else None,
+        **{n: getattr(args, n) for n in names},
+    )
     check_writable(args.out, kind="dir")
     s = Demo(cfg).run()
     if args.json:

@@ -8,6 +8,7 @@
 With --supernet or --checkpoint the directory also holds the tokenizer, and
 `moenas translate --model DIR` translates with it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,17 +21,26 @@ from ._common import check_range, check_writable, print_json, read_archs
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="export an arch to ONNX (encoder + incremental decoder step, or prefill + decode step), "
-                       "optionally with trained weights",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "export",
+        help="export an arch to ONNX (encoder + incremental decoder step, or prefill + decode step), "
+        "optionally with trained weights",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("arch", nargs="?", help="arch JSON file (or JSON lines: the first arch); optional with --checkpoint")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--space", help="validate the arch against this space first")
     w = p.add_mutually_exclusive_group()
-    w.add_argument("--supernet", metavar="CKPT", help="export the arch with weights inherited from this supernet checkpoint")
-    w.add_argument("--checkpoint", metavar="CKPT", help="export the standalone model of this checkpoint (moenas train --arch)")
+    w.add_argument(
+        "--supernet", metavar="CKPT", help="export the arch with weights inherited from this supernet checkpoint"
+    )
+    w.add_argument(
+        "--checkpoint", metavar="CKPT", help="export the standalone model of this checkpoint (moenas train --arch)"
+    )
     p.add_argument("--seed", type=int, default=0, help="weight seed without a checkpoint (build_model; default: 0)")
-    p.add_argument("--method", default="torchscript", choices=["torchscript", "dynamo"], help="exporter (default: torchscript)")
+    p.add_argument(
+        "--method", default="torchscript", choices=["torchscript", "dynamo"], help="exporter (default: torchscript)"
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 14-23 (default: 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -55,16 +65,27 @@ def run(args) -> int:
     elif not args.checkpoint:
         raise UserError("an ARCH file is needed (only --checkpoint, whose model holds its arch, goes without one)")
     if arch is not None and arch.family is DECODER_ONLY and (args.supernet or args.checkpoint):
-        raise UserError("--supernet/--checkpoint export encoder-decoder models only; a decoder-only arch exports with random weights")
+        raise UserError(
+            "--supernet/--checkpoint export encoder-decoder models only; a decoder-only arch exports with random weights"
+        )
     if args.supernet or args.checkpoint:
         if args.method != "torchscript":
             raise UserError("--method dynamo exports random weights only; trained weights use torchscript")
         from moenas.search.deploy import export_trained
 
-        out = export_trained(arch, args.supernet or args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
+        out = export_trained(
+            arch, args.supernet or args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite
+        )
     else:
-        out = export_to_dir(arch, args.out, seed=args.seed, method=args.method, opset=args.opset, overwrite=args.overwrite,
-                            exporter=exporter_for(arch))
+        out = export_to_dir(
+            arch,
+            args.out,
+            seed=args.seed,
+            method=args.method,
+            opset=args.opset,
+            overwrite=args.overwrite,
+            exporter=exporter_for(arch),
+        )
     manifest = json.loads((out / MANIFEST).read_text())
     if args.json:
         print_json(manifest)
@@ -72,6 +93,8 @@ def run(args) -> int:
         weights = manifest.get("weights", {}).get("source", f"random, seed {manifest['seed']}")
         graphs = [manifest[part]["file"] for part in manifest_parts(manifest, str(out / MANIFEST))]
         files = ", ".join([*graphs, MANIFEST] + (["tokenizer.json"] if manifest.get("tokenizer") else []))
-        print(f"exported {manifest['arch_id']} to {out}/ ({files}; weights: {weights}; "
-              f"{manifest['method']}, opset {manifest['opset']})")
+        print(
+            f"exported {manifest['arch_id']} to {out}/ ({files}; weights: {weights}; "
+            f"{manifest['method']}, opset {manifest['opset']})"
+        )
     return 0

@@ -1,4 +1,5 @@
 """`moenas fit`: fit a latency predictor on profile datasets (or adapt one to a new device)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,21 +9,34 @@ from moenas.arch import UserError
 
 from ._common import check_at_least, check_confidence, check_fitted_on, check_writable, print_json, table
 
-METRIC_COLS = [("rmse_ms", "RMSE ms"), ("mape", "MAPE %"), ("rmspe", "RMSPE %"), ("within_5", "±5% %"),
-               ("within_10", "±10% %"), ("kendall_tau", "tau"), ("spearman_rho", "rho")]
+METRIC_COLS = [
+    ("rmse_ms", "RMSE ms"),
+    ("mape", "MAPE %"),
+    ("rmspe", "RMSPE %"),
+    ("within_5", "±5% %"),
+    ("within_10", "±10% %"),
+    ("kendall_tau", "tau"),
+    ("spearman_rho", "rho"),
+]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from moenas.predictor.names import MODELS, TARGETS
 
     p = sub.add_parser(
-        "fit", help="fit a latency predictor on profile datasets",
+        "fit",
+        help="fit a latency predictor on profile datasets",
         description="Fit a latency predictor on profile datasets and print k-fold cross-validated metrics "
-                    "and a learning curve. With --base, adapt an existing predictor to the device of --data "
-                    "from a few (default 20) measured archs instead.")
+        "and a learning curve. With --base, adapt an existing predictor to the device of --data "
+        "from a few (default 20) measured archs instead.",
+    )
     p.add_argument("--data", nargs="+", required=True, metavar="FILE.parquet", help="profile dataset(s), one device")
     p.add_argument("--target", default=TARGETS[0], choices=TARGETS, help=f"component [{TARGETS[0]}]")
-    p.add_argument("--model", default="auto", help=f"one of {', '.join(MODELS)} [auto: a stack of the candidates, weighted by their out-of-fold predictions]")
+    p.add_argument(
+        "--model",
+        default="auto",
+        help=f"one of {', '.join(MODELS)} [auto: a stack of the candidates, weighted by their out-of-fold predictions]",
+    )
     p.add_argument("--out", default=None, help="predictor directory to write [predictors/MODEL-TARGET]")
     p.add_argument("--folds", type=int, default=5, help="K for cross-validation and interval calibration [5]")
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")
@@ -32,9 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, metavar="P", help="adapt this predictor to the device of --data")
     p.add_argument("--transfer-n", type=int, default=20, help="with --base: measured archs to adapt from [20]")
     p.add_argument("--transfer-residual", action="store_true", help="with --base: also fit a small residual model")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="with --base: adapt from data measured otherwise than the base's (backend, threads, protocol, "
-                        "space; another machine is what --base is for): a warning instead of an error")
+    p.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="with --base: adapt from data measured otherwise than the base's (backend, threads, protocol, "
+        "space; another machine is what --base is for): a warning instead of an error",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=locked_run)
@@ -43,8 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def metric_rows(named: dict[str, dict]) -> list[list]:
     rows = []
     for name, r in named.items():
-        rows.append([name, r.get("n", "")] + [r.get(k, float("nan")) for k, _ in METRIC_COLS]
-                    + [r.get("coverage", ""), r.get("noise_floor_mape") if r.get("noise_floor_mape") is not None else "-"])
+        rows.append(
+            [name, r.get("n", "")]
+            + [r.get(k, float("nan")) for k, _ in METRIC_COLS]
+            + [r.get("coverage", ""), r.get("noise_floor_mape") if r.get("noise_floor_mape") is not None else "-"]
+        )
     return rows
 
 
@@ -68,7 +88,6 @@ def locked_run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from moenas.predictor import Predictor, fit_predictor, load_dataset, transfer_predictor
-
     from moenas.predictor.models import check_model_name
     from moenas.predictor.persist import check_out
 
@@ -85,49 +104,82 @@ def run(args: argparse.Namespace) -> int:
     if args.base:
         base = Predictor.load(args.base)
         check_fitted_on("fit", base.metadata, ds, args.base, args.allow_mismatch)
-        pred, rep = transfer_predictor(base, ds, args.transfer_n, args.seed, args.transfer_residual,
-                                       confidence=args.confidence)
+        pred, rep = transfer_predictor(
+            base, ds, args.transfer_n, args.seed, args.transfer_residual, confidence=args.confidence
+        )
     else:
-        pred, rep = fit_predictor(ds, args.model, args.folds, args.seed, with_learning_curve=not args.no_learning_curve,
-                                  confidence=args.confidence)
+        pred, rep = fit_predictor(
+            ds,
+            args.model,
+            args.folds,
+            args.seed,
+            with_learning_curve=not args.no_learning_curve,
+            confidence=args.confidence,
+        )
     pred.save(out, overwrite=args.overwrite)
     plots = []
     if args.plots and not args.base:
         from moenas.predictor import plots as P
 
         title = f"{pred.metadata['chosen']} on {ds.device} ({ds.target}), {args.folds}-fold CV"
-        plots.append(str(P.predicted_vs_measured(ds.y, pred.model.oof_pred_, out / "cv_predicted_vs_measured.png", title)))
+        plots.append(
+            str(P.predicted_vs_measured(ds.y, pred.model.oof_pred_, out / "cv_predicted_vs_measured.png", title))
+        )
         if rep.get("learning_curve"):
-            plots.append(str(P.plot_learning_curve(rep["learning_curve"], out / "learning_curve.png", title, ds.noise_floor)))
+            plots.append(
+                str(P.plot_learning_curve(rep["learning_curve"], out / "learning_curve.png", title, ds.noise_floor))
+            )
     if args.json:
-        print_json({"predictor": str(out), "model": pred.metadata["model"], "chosen": pred.metadata["chosen"],
-                    "dataset": ds.describe(), "report": rep, "plots": plots})
+        print_json(
+            {
+                "predictor": str(out),
+                "model": pred.metadata["model"],
+                "chosen": pred.metadata["chosen"],
+                "dataset": ds.describe(),
+                "report": rep,
+                "plots": plots,
+            }
+        )
         return 0
     tag = " [SYNTHETIC data]" if ds.synthetic else ""
     print(f"data: {len(ds)} archs, device {ds.device} ({ds.backend}), space {ds.space}, target {ds.target}{tag}")
     if args.base:
-        print(f"adapted {args.base} ({base.metadata.get('device')}) from {rep['n_samples']} archs: "
-              f"exponent {rep['scale']:.3f}, ridge {rep['ridge_alpha']:g}, leave-one-out MAPE {rep['loo_mape']:.2f}%")
-        print("  corrections blended: " + ", ".join(  # the scale alone; scale + FLOPs, bytes, layer and expert counts
-            f"{'scale' if b['features'] == ['scale'] else 'features'} {b['weight']:.2f}" for b in rep["blend"]))
+        print(
+            f"adapted {args.base} ({base.metadata.get('device')}) from {rep['n_samples']} archs: "
+            f"exponent {rep['scale']:.3f}, ridge {rep['ridge_alpha']:g}, leave-one-out MAPE {rep['loo_mape']:.2f}%"
+        )
+        print(
+            "  corrections blended: "
+            + ", ".join(  # the scale alone; scale + FLOPs, bytes, layer and expert counts
+                f"{'scale' if b['features'] == ['scale'] else 'features'} {b['weight']:.2f}" for b in rep["blend"]
+            )
+        )
         if "holdout" in rep:
             h = rep["holdout"]
             print(f"holdout of {h['n_test']} archs of the new device (scratch models: {h['compare_model']}):")
             print(table(metric_rows(h["rows"]), metric_headers()))
     else:
         if len(rep.get("cv_by_model_mape", {})) > 1:
-            print(f"{args.model}: out-of-fold MAPE % by model: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in rep["cv_by_model_mape"].items())
-                  + f" -> {pred.metadata.get('description') or pred.metadata['chosen']}")
+            print(
+                f"{args.model}: out-of-fold MAPE % by model: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in rep["cv_by_model_mape"].items())
+                + f" -> {pred.metadata.get('description') or pred.metadata['chosen']}"
+            )
         print(f"{args.folds}-fold cross-validation:")
         print(table(metric_rows({pred.metadata["chosen"]: rep["cv"]}), metric_headers()))
         if rep.get("learning_curve"):
             hold = rep.get("holdout_interval") or {}
             print(f"learning curve (fixed holdout of {rep['learning_curve'][0]['n_test']} archs):")
-            print(table([[r["n_train"], r["mape"], r["within_10"], r["kendall_tau"]] for r in rep["learning_curve"]],
-                        ["train archs", "MAPE %", "±10% %", "tau"]))
+            print(
+                table(
+                    [[r["n_train"], r["mape"], r["within_10"], r["kendall_tau"]] for r in rep["learning_curve"]],
+                    ["train archs", "MAPE %", "±10% %", "tau"],
+                )
+            )
             if hold:
-                print(f"interval: {hold['confidence']:.0%} nominal, {hold['coverage']:.1f}% real coverage on the holdout")
+                print(
+                    f"interval: {hold['confidence']:.0%} nominal, {hold['coverage']:.1f}% real coverage on the holdout"
+                )
     for pth in plots:
         print(f"plot: {pth}")
     print(f"wrote {out}")

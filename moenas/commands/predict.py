@@ -1,4 +1,5 @@
 """`moenas predict`: predicted latency (mean and interval) of archs from a saved predictor."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,16 +12,22 @@ from ._common import check_confidence, print_json, read_archs, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predicted latency of archs (mean and interval)",
-                       description="Predict the latency (ms) of each arch in ARCH.json or ARCHS.jsonl with a saved "
-                                   "predictor: mean and a confidence interval.")
+    p = sub.add_parser(
+        "predict",
+        help="predicted latency of archs (mean and interval)",
+        description="Predict the latency (ms) of each arch in ARCH.json or ARCHS.jsonl with a saved "
+        "predictor: mean and a confidence interval.",
+    )
     p.add_argument("--predictor", required=True, metavar="P", help="predictor directory (from `moenas fit`)")
     p.add_argument("archs", metavar="ARCH.json|ARCHS.jsonl", help="one arch (JSON) or many (JSON lines)")
     p.add_argument("--confidence", type=float, default=0.9, help="interval confidence [0.9]")
     p.add_argument("--json", action="store_true", help="print JSON (one object with a list of predictions)")
-    p.add_argument("--check-reference", action="store_true",
-                   help="also time the reference model here (a few seconds) and warn when it differs from the "
-                        "predictor's beyond its noise")
+    p.add_argument(
+        "--check-reference",
+        action="store_true",
+        help="also time the reference model here (a few seconds) and warn when it differs from the "
+        "predictor's beyond its noise",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,11 +50,22 @@ def run(args: argparse.Namespace) -> int:
     # after the input checks, so that bad input still gets its one line alone
     _warn_if_elsewhere(pred.metadata, str(args.predictor), check_reference=args.check_reference)
     if args.json:
-        print_json({"predictor": args.predictor, "target": pred.metadata.get("target"),
-                    "device": pred.metadata.get("device"), "confidence": args.confidence, "predictions": rows})
+        print_json(
+            {
+                "predictor": args.predictor,
+                "target": pred.metadata.get("target"),
+                "device": pred.metadata.get("device"),
+                "confidence": args.confidence,
+                "predictions": rows,
+            }
+        )
         return 0
-    print(table([[r["arch_id"], r["mean_ms"], r["lower_ms"], r["upper_ms"]] for r in rows],
-                ["arch_id", "mean ms", f"{args.confidence:.0%} low", f"{args.confidence:.0%} high"]))
+    print(
+        table(
+            [[r["arch_id"], r["mean_ms"], r["lower_ms"], r["upper_ms"]] for r in rows],
+            ["arch_id", "mean ms", f"{args.confidence:.0%} low", f"{args.confidence:.0%} high"],
+        )
+    )
     print(f"{pred.metadata.get('target')} latency on {pred.metadata.get('device')} ({pred.metadata.get('chosen')})")
     return 0
 

@@ -1,10 +1,10 @@
 """`moenas search`: constrained evolutionary search with a supernet, a predictor and a budget."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-
 
 from moenas.search.fitness_runners import RUNNERS
 
@@ -12,18 +12,25 @@ from ._common import PICK_LABELS, check_range, check_writable, picks_table, prin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="find the best archs under a latency / FLOPs / params budget",
-                       description="Evolutionary search (HAT/AutoMoE; NSGA-II with --objectives loss,latency). "
-                                   "Fitness = validation loss with inherited supernet weights; constraints are "
-                                   "checked before any evaluation; the winners are re-measured on this device.")
+    p = sub.add_parser(
+        "search",
+        help="find the best archs under a latency / FLOPs / params budget",
+        description="Evolutionary search (HAT/AutoMoE; NSGA-II with --objectives loss,latency). "
+        "Fitness = validation loss with inherited supernet weights; constraints are "
+        "checked before any evaluation; the winners are re-measured on this device.",
+    )
     p.add_argument("--space", default="tiny", help="search space name or YAML [tiny]")
     p.add_argument("--supernet", required=True, help="supernet checkpoint from `moenas train`")
     p.add_argument("--predictor", required=True, help="predictor directory from `moenas fit`")
     p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget (ms) on the predictor's device")
     p.add_argument("--max-gflops", type=float, default=None, help="FLOPs budget under the latency protocol (GFLOPs)")
     p.add_argument("--max-params", type=float, default=None, help="parameter budget (all experts)")
-    p.add_argument("--confidence", type=float, default=0.9,
-                   help="the predictor's upper bound at this level must meet the latency budget [0.9]; 0 = use the mean")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        help="the predictor's upper bound at this level must meet the latency budget [0.9]; 0 = use the mean",
+    )
     p.add_argument("--population", type=int, default=125)
     p.add_argument("--parents", type=int, default=25)
     p.add_argument("--mutations", type=int, default=50)
@@ -33,27 +40,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objectives", default="loss", help="'loss' (single objective) or 'loss,latency' (NSGA-II) [loss]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--valid-sentences", type=int, default=None, help="fixed validation subset size [the checkpoint's]")
-    p.add_argument("--fitness", choices=["loss", "bleu"], default="loss",
-                   help="what evolution minimises: validation loss (HAT, AutoMoE) or -BLEU of greedy decoding (~10x slower) [loss]")
-    p.add_argument("--bleu-sentences", type=int, default=200,
-                   help="test-split sentences for the BLEU and translations of the re-measured archs; 0 = none [200]")
+    p.add_argument(
+        "--fitness",
+        choices=["loss", "bleu"],
+        default="loss",
+        help="what evolution minimises: validation loss (HAT, AutoMoE) or -BLEU of greedy decoding (~10x slower) [loss]",
+    )
+    p.add_argument(
+        "--bleu-sentences",
+        type=int,
+        default=200,
+        help="test-split sentences for the BLEU and translations of the re-measured archs; 0 = none [200]",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes (or Ray actors) evaluating fitness [1]")
-    p.add_argument("--runner", choices=RUNNERS, default="auto",
-                   help="where fitness runs: auto = this process for 1 worker, a process pool for more; "
-                        "process = a local process pool; ray = Ray actors, one supernet each [auto]")
-    p.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="with --runner ray: a running Ray cluster (head's HOST:PORT, or 'auto'); "
-                        "none = start a local one of --workers CPUs")
-    p.add_argument("--random-baseline", action="store_true", help="also run random search with the same number of evaluations")
-    p.add_argument("--final-k", type=int, default=4,
-                   help="finalists per family measured on this device: the K best by fitness, plus every arch tied with "
-                        "the best within noise; the answer is the best that meets the budget measured [4]")
-    p.add_argument("--no-measure", action="store_true",
-                   help="choose among the finalists by predicted latency, without timing them (the answer is unverified)")
-    p.add_argument("--no-dense", action="store_true",
-                   help="skip the dense baseline (the best arch with one expert per layer under the same budget)")
-    p.add_argument("--dense-iterations", type=int, default=None,
-                   help="evolution iterations of the dense baseline's search [the same as --iterations]")
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="auto",
+        help="where fitness runs: auto = this process for 1 worker, a process pool for more; "
+        "process = a local process pool; ray = Ray actors, one supernet each [auto]",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="with --runner ray: a running Ray cluster (head's HOST:PORT, or 'auto'); "
+        "none = start a local one of --workers CPUs",
+    )
+    p.add_argument(
+        "--random-baseline", action="store_true", help="also run random search with the same number of evaluations"
+    )
+    p.add_argument(
+        "--final-k",
+        type=int,
+        default=4,
+        help="finalists per family measured on this device: the K best by fitness, plus every arch tied with "
+        "the best within noise; the answer is the best that meets the budget measured [4]",
+    )
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="choose among the finalists by predicted latency, without timing them (the answer is unverified)",
+    )
+    p.add_argument(
+        "--no-dense",
+        action="store_true",
+        help="skip the dense baseline (the best arch with one expert per layer under the same budget)",
+    )
+    p.add_argument(
+        "--dense-iterations",
+        type=int,
+        default=None,
+        help="evolution iterations of the dense baseline's search [the same as --iterations]",
+    )
     p.add_argument("--backend", default="onnxruntime", help="profiler backend for re-measurement [onnxruntime]")
     p.add_argument("--device", default="cpu", help="device for re-measurement [cpu]")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for re-measurement [1]")
@@ -66,9 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """The flags SearchJob leaves unchecked (or lets NaN through), and --out, before any work."""
-    for flag, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                             ("--final-k", args.final_k, 1), ("--seed", args.seed, 0),
-                             ("--population", args.population, 1), ("--iterations", args.iterations, 0)):
+    for flag, value, low in (
+        ("--workers", args.workers, 1),
+        ("--threads", args.threads, 1),
+        ("--final-k", args.final_k, 1),
+        ("--seed", args.seed, 0),
+        ("--population", args.population, 1),
+        ("--iterations", args.iterations, 0),
+    ):
         check_range(flag, value, low)
     for flag in ("--max-latency-ms", "--max-gflops", "--max-params"):  # NaN slipped past SearchJob's `<= 0`
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), 0, low_open=True)
@@ -84,16 +128,43 @@ def job_from_args(a: argparse.Namespace):
     from moenas.search.search_job import SearchJob
 
     objectives = tuple(o.strip() for o in a.objectives.split(",") if o.strip())
-    cfg = EvolutionConfig(population=a.population, parents=a.parents, mutations=a.mutations, crossovers=a.crossovers,
-                          mutate_prob=a.mutate_prob, iterations=a.iterations, seed=a.seed, objectives=objectives)
-    return SearchJob(space=SearchSpace.load(a.space), supernet=a.supernet, predictor_path=a.predictor, out=Path(a.out),
-                     config=cfg, max_latency_ms=a.max_latency_ms, max_gflops=a.max_gflops, max_params=a.max_params,
-                     confidence=a.confidence, valid_sentences=a.valid_sentences, fitness=a.fitness,
-                     bleu_sentences=a.bleu_sentences, workers=a.workers, runner=a.runner, ray_address=a.ray_address,
-                     random_baseline=a.random_baseline,
-                     measure=not a.no_measure, final_k=a.final_k, dense_baseline=not a.no_dense,
-                     dense_iterations=a.dense_iterations, backend=a.backend, device=a.device, threads=a.threads, resume=a.resume,
-                     overwrite=a.overwrite)
+    cfg = EvolutionConfig(
+        population=a.population,
+        parents=a.parents,
+        mutations=a.mutations,
+        crossovers=a.crossovers,
+        mutate_prob=a.mutate_prob,
+        iterations=a.iterations,
+        seed=a.seed,
+        objectives=objectives,
+    )
+    return SearchJob(
+        space=SearchSpace.load(a.space),
+        supernet=a.supernet,
+        predictor_path=a.predictor,
+        out=Path(a.out),
+        config=cfg,
+        max_latency_ms=a.max_latency_ms,
+        max_gflops=a.max_gflops,
+        max_params=a.max_params,
+        confidence=a.confidence,
+        valid_sentences=a.valid_sentences,
+        fitness=a.fitness,
+        bleu_sentences=a.bleu_sentences,
+        workers=a.workers,
+        runner=a.runner,
+        ray_address=a.ray_address,
+        random_baseline=a.random_baseline,
+        measure=not a.no_measure,
+        final_k=a.final_k,
+        dense_baseline=not a.no_dense,
+        dense_iterations=a.dense_iterations,
+        backend=a.backend,
+        device=a.device,
+        threads=a.threads,
+        resume=a.resume,
+        overwrite=a.overwrite,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,8 +228,10 @@ def _mismatch_notice(args: argparse.Namespace, meta: dict | None = None) -> list
 def print_summary(report, paths) -> None:
     """The answer's sentence, the picks side by side, one translation, where the report is."""
     best = report.result.best
-    print(f"\nevolution: {len(report.result.evaluated)} archs evaluated, best by fitness {best.arch.arch_id} "
-          f"(loss {best.loss:.4f} ± {best.loss_se:.4f}, predicted {best.latency:.3g} ms)")
+    print(
+        f"\nevolution: {len(report.result.evaluated)} archs evaluated, best by fitness {best.arch.arch_id} "
+        f"(loss {best.loss:.4f} ± {best.loss_se:.4f}, predicted {best.latency:.3g} ms)"
+    )
     final = report.final
     if final is not None:
         picks = {key: getattr(final, key).row for key, _ in PICK_LABELS if getattr(final, key) is not None}

@@ -1,4 +1,5 @@
 """`moenas space`: sample, validate and describe archs of a search space."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,18 +17,26 @@ from ._common import check_at_least, print_json, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("space", help="sample, validate and describe archs of a search space",
-                       description="Sample, validate and describe archs of a search space.")
+    p = sub.add_parser(
+        "space",
+        help="sample, validate and describe archs of a search space",
+        description="Sample, validate and describe archs of a search space.",
+    )
     ssub = p.add_subparsers(dest="space_command", metavar="ACTION", parser_class=type(p))
     s = ssub.add_parser("sample", help="print N sampled archs as JSON lines")
-    s.add_argument("--space", default="tiny", help="shipped space name (tiny, hat-wmt, automoe-wmt, lm-tiny, lm-small) or a YAML file [tiny]")
+    s.add_argument(
+        "--space",
+        default="tiny",
+        help="shipped space name (tiny, hat-wmt, automoe-wmt, lm-tiny, lm-small) or a YAML file [tiny]",
+    )
     s.add_argument("--n", type=int, default=10, help="how many archs [10]")
     s.add_argument("--seed", type=int, default=0, help="random seed [0]")
     s.set_defaults(func=_sample)
     v = ssub.add_parser("validate", help="check archs (JSON or JSON lines) against a space")
     v.add_argument("file", help="ARCH.json or ARCHS.jsonl")
-    v.add_argument("--space", default=None,
-                   help="space name or YAML file [none: report which shipped spaces hold each arch]")
+    v.add_argument(
+        "--space", default=None, help="space name or YAML file [none: report which shipped spaces hold each arch]"
+    )
     v.set_defaults(func=_validate)
     st = ssub.add_parser("stats", help="params, active params, FLOPs and bytes per component")
     st.add_argument("file", help="ARCH.json")
@@ -83,8 +92,10 @@ def _which_spaces(path: str, archs) -> int:
             continue
         lost += 1
         name, viol = min(found.items(), key=lambda kv: len(kv[1]))
-        sys.stderr.write(f"{path}: arch {n} ({a.arch_id}): in no shipped space; closest {name!r} ({len(viol)} violations): "
-                         f"{'; '.join(map(str, viol[:3]))}{' ...' if len(viol) > 3 else ''}\n")
+        sys.stderr.write(
+            f"{path}: arch {n} ({a.arch_id}): in no shipped space; closest {name!r} ({len(viol)} violations): "
+            f"{'; '.join(map(str, viol[:3]))}{' ...' if len(viol) > 3 else ''}\n"
+        )
     return 2 if lost else 0
 
 
@@ -102,12 +113,21 @@ def _stats(args: argparse.Namespace) -> int:
     stacks = [f"{name} {len(st.layers)} x {st.embed_dim}" for name, st in _stacks(arch)]
     family = "" if arch.family is ENCODER_DECODER else f"{arch.family.name}, "
     print(f"arch {arch.arch_id}: {family}{', '.join(stacks)}, {n_moe} MoE layer(s), top-{arch.top_k}")
-    print(f"params: {s['params_total'] / 1e6:.2f} M total, {s['params_active'] / 1e6:.2f} M active per token "
-          f"({s['params_embedding'] / 1e6:.2f} M embeddings)")
+    print(
+        f"params: {s['params_total'] / 1e6:.2f} M total, {s['params_active'] / 1e6:.2f} M active per token "
+        f"({s['params_embedding'] / 1e6:.2f} M embeddings)"
+    )
     rows = []
     for comp in protocol.family.components:
-        rows.append([comp, s[f"flops_{comp}"] / 1e9, s[f"bytes_{comp}"] / 1e6,
-                     s[f"flops_{comp}_experts"] / 1e9 + s[f"flops_{comp}_ffn"] / 1e9, s[f"flops_{comp}_attention"] / 1e9])
+        rows.append(
+            [
+                comp,
+                s[f"flops_{comp}"] / 1e9,
+                s[f"bytes_{comp}"] / 1e6,
+                s[f"flops_{comp}_experts"] / 1e9 + s[f"flops_{comp}_ffn"] / 1e9,
+                s[f"flops_{comp}_attention"] / 1e9,
+            ]
+        )
     rows.append([TOTAL, s["flops_total"] / 1e9, s["bytes_total"] / 1e6, "", ""])
     print(f"protocol: {_describe(protocol)}, uniform routing")
     print(table(rows, ["component", "GFLOPs", "MB moved", "FFN GFLOPs", "attn GFLOPs"]))
@@ -144,16 +164,25 @@ def _stacks(x) -> list[tuple[str, object]]:
 
 def _info(args: argparse.Namespace) -> int:
     space = SearchSpace.load(args.space)
-    d = {"name": space.name, "vocab_size": space.vocab_size, "qkv_dim": space.qkv_dim, "top_k": list(space.top_k),
-         **{name: {k: list(v) for k, v in vars(st).items() if v is not None} for name, st in _stacks(space)},
-         "size": space.size(), "log10_size": space.log10_size(), "encoding_length": len(space.feature_names())}
+    d = {
+        "name": space.name,
+        "vocab_size": space.vocab_size,
+        "qkv_dim": space.qkv_dim,
+        "top_k": list(space.top_k),
+        **{name: {k: list(v) for k, v in vars(st).items() if v is not None} for name, st in _stacks(space)},
+        "size": space.size(),
+        "log10_size": space.log10_size(),
+        "encoding_length": len(space.feature_names()),
+    }
     if space.family is not ENCODER_DECODER:
         d = {"name": space.name, "family": space.family.name, **d}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
     family = "" if space.family is ENCODER_DECODER else f" ({space.family.name})"
-    print(f"space {space.name}{family}: {space.size():.3e} archs, vocabulary {space.vocab_size}, qkv {space.qkv_dim}, top-k {list(space.top_k)}")
+    print(
+        f"space {space.name}{family}: {space.size():.3e} archs, vocabulary {space.vocab_size}, qkv {space.qkv_dim}, top-k {list(space.top_k)}"
+    )
     rows = [[stack, gene, ", ".join(map(str, vals))] for stack, _ in _stacks(space) for gene, vals in d[stack].items()]
     print(table(rows, ["stack", "gene", "allowed"]))
     return 0

@@ -7,6 +7,7 @@ DIR is written by `moenas export ... --supernet CKPT` or `--checkpoint CKPT` (gr
 trained weights plus the tokenizer). One sentence per input line, one translation per output
 line, in order; empty lines stay empty.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,9 +22,15 @@ from ._common import check_at_least, print_json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("translate", help="translate text with an exported model (onnxruntime)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="export directory with trained weights (moenas export --supernet/--checkpoint)")
+    p = subparsers.add_parser(
+        "translate",
+        help="translate text with an exported model (onnxruntime)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model", required=True, help="export directory with trained weights (moenas export --supernet/--checkpoint)"
+    )
     p.add_argument("--input", help="file of sentences, one per line (default: standard input)")
     p.add_argument("--beam", type=int, default=1, help="beam size, 1 = greedy (default: 1)")
     p.add_argument("--max-len", type=int, default=64, help="subwords per sentence, in and out (default: 64)")
@@ -63,10 +70,19 @@ def run(args) -> int:
     for i, o in zip(todo, outs):
         result[i] = o
     if args.json:
-        print_json({"model": args.model, "arch_id": translator.arch.arch_id, "beam": args.beam, "seconds": round(elapsed, 3),
-                    "translations": [{"source": s, "translation": t} for s, t in zip(lines, result)]})
+        print_json(
+            {
+                "model": args.model,
+                "arch_id": translator.arch.arch_id,
+                "beam": args.beam,
+                "seconds": round(elapsed, 3),
+                "translations": [{"source": s, "translation": t} for s, t in zip(lines, result)],
+            }
+        )
     else:
         sys.stdout.write("".join(t + "\n" for t in result))
-        print(f"translated {len(todo)} sentences in {elapsed:.2f} s (arch {translator.arch.arch_id}, beam {args.beam})",
-              file=sys.stderr)
+        print(
+            f"translated {len(todo)} sentences in {elapsed:.2f} s (arch {translator.arch.arch_id}, beam {args.beam})",
+            file=sys.stderr,
+        )
     return 0

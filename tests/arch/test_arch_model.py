@@ -1,4 +1,5 @@
 """Sub-Transformer and MoE layer: real dispatch, incremental decoding, generation."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -81,7 +82,7 @@ def test_incremental_decoding_matches_full_forward(seed):
         cross = model.cross_kv(states, pad)
         cache, steps = None, []
         for t in range(tgt.shape[1]):
-            logits, cache = model.step(tgt[:, t:t + 1], cache, cross)
+            logits, cache = model.step(tgt[:, t : t + 1], cache, cross)
             steps.append(logits)
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-4, rtol=1e-4)
     assert cache[0][0].shape[2] == tgt.shape[1]
@@ -103,7 +104,7 @@ def test_cross_span_joins_the_last_encoder_layers_along_the_sequence():
     src = torch.randint(4, arch.vocab_size, (2, 5))
     states, _ = model.encode(src)
     cross = model.cross_kv(states)
-    for layer, (k, v, _) in zip(arch.decoder.layers, cross):
+    for layer, (k, _v, _) in zip(arch.decoder.layers, cross):
         assert k.shape[2] == 5 * layer.cross_span
 
 

@@ -1,5 +1,5 @@
 """Search space: sampling, validation, mutation and crossover keep archs valid (property tests)."""
-import itertools
+
 import json
 
 import pytest
@@ -58,7 +58,7 @@ def test_mutation_changes_expert_count_by_trimming_or_extending():
     seen_lengths = set()
     for seed in range(200):
         m = space.mutate(a, seed, 0.5)
-        for old, new in zip(a.encoder.layers, m.encoder.layers):
+        for _old, new in zip(a.encoder.layers, m.encoder.layers):
             seen_lengths.add(len(new.experts))
             assert 1 <= len(new.experts) <= 6
     assert len(seen_lengths) > 3
@@ -86,7 +86,16 @@ def test_validation_names_the_field_and_allowed_values():
     space = SPACES["automoe-wmt"]
     a = space.sample(0)
     layer = a.decoder.layers[0]
-    bad = Arch(a.encoder, StackArch(a.decoder.embed_dim, (LayerArch(layer.heads, (4096,) + layer.experts[1:], layer.cross_heads, 7),) + a.decoder.layers[1:]), 1, 512, 32000)
+    bad = Arch(
+        a.encoder,
+        StackArch(
+            a.decoder.embed_dim,
+            (LayerArch(layer.heads, (4096,) + layer.experts[1:], layer.cross_heads, 7),) + a.decoder.layers[1:],
+        ),
+        1,
+        512,
+        32000,
+    )
     v = space.violations(bad)
     assert any(s.startswith("decoder.layers[0].experts[0]: 4096") and "1024, 2048, 3072" in s for s in v)
     assert any(s.startswith("decoder.layers[0].cross_span: 7") for s in v)
@@ -94,25 +103,44 @@ def test_validation_names_the_field_and_allowed_values():
         space.validate(bad)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("{", "malformed arch JSON"),
-    ("[]", "must be a JSON object"),
-    ('{"encoder": {"embed_dim": 64, "layers": []}, "decoder": {}}', "encoder.layers"),
-    ('{"encoder": {"embed_dim": 64, "layers": [{"heads": 2, "experts": ["x"]}]}, "decoder": {"embed_dim": 64, "layers": [{"heads": 2, "experts": [128], "cross_heads": 2, "cross_span": 1}]}}', r"encoder.layers\[0\].experts\[0\]"),
-    ('{"schema_version": 99, "encoder": {}, "decoder": {}}', "schema_version"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{", "malformed arch JSON"),
+        ("[]", "must be a JSON object"),
+        ('{"encoder": {"embed_dim": 64, "layers": []}, "decoder": {}}', "encoder.layers"),
+        (
+            '{"encoder": {"embed_dim": 64, "layers": [{"heads": 2, "experts": ["x"]}]}, '
+            '"decoder": {"embed_dim": 64, "layers": [{"heads": 2, "experts": [128], "cross_heads": 2, "cross_span": 1}]}}',
+            r"encoder.layers\[0\].experts\[0\]",
+        ),
+        ('{"schema_version": 99, "encoder": {}, "decoder": {}}', "schema_version"),
+    ],
+)
 def test_malformed_arch_json_is_a_user_error(text, match):
     with pytest.raises(UserError, match=match):
         Arch.from_json(text)
 
 
 def test_size_matches_brute_force_enumeration_on_a_micro_space():
-    micro = SearchSpace.from_dict({
-        "name": "micro", "vocab_size": 16, "qkv_dim": 4, "top_k": [1, 2],
-        "encoder": {"embed_dim": [4], "layers": [1, 2], "heads": [1, 2], "experts": [1, 2], "expert_sizes": [4, 8]},
-        "decoder": {"embed_dim": [4, 8], "layers": [1], "heads": [1], "experts": [1], "expert_sizes": [4],
-                    "cross_heads": [1], "cross_span": [1, 2]},
-    })
+    micro = SearchSpace.from_dict(
+        {
+            "name": "micro",
+            "vocab_size": 16,
+            "qkv_dim": 4,
+            "top_k": [1, 2],
+            "encoder": {"embed_dim": [4], "layers": [1, 2], "heads": [1, 2], "experts": [1, 2], "expert_sizes": [4, 8]},
+            "decoder": {
+                "embed_dim": [4, 8],
+                "layers": [1],
+                "heads": [1],
+                "experts": [1],
+                "expert_sizes": [4],
+                "cross_heads": [1],
+                "cross_span": [1, 2],
+            },
+        }
+    )
     seen = {micro.sample(s).arch_id for s in range(100000)}
     # encoder layer choices: heads 2 x (2 + 4) ffn = 12; depth 1 or 2 -> 12 + 144
     # decoder: 2 embeds x span (1 if 1 enc layer, else 2); top_k 2
@@ -132,14 +160,48 @@ def test_encoding_has_fixed_length_and_names():
     assert row["enc.layers"] == 2 and row["enc2.heads"] == 0 and row["dec0.expert0"] == 128 and row["dec0.expert1"] == 0
 
 
-
-@pytest.mark.parametrize("bad, match", [
-    ({"name": "x"}, "missing key"),
-    ({"name": "x", "vocab_size": 8, "qkv_dim": 6, "encoder": {"embed_dim": 4, "layers": 1, "heads": 4, "experts": 1, "expert_sizes": 4},
-      "decoder": {"embed_dim": 4, "layers": 1, "heads": 4, "experts": 1, "expert_sizes": 4, "cross_heads": 1, "cross_span": 1}}, "not divisible"),
-    ({"name": "x", "vocab_size": 8, "qkv_dim": 4, "encoder": {"embed_dim": 4, "layers": 1, "heads": 1, "experts": [], "expert_sizes": 4},
-      "decoder": {"embed_dim": 4, "layers": 1, "heads": 1, "experts": 1, "expert_sizes": 4, "cross_heads": 1, "cross_span": 1}}, "experts"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"name": "x"}, "missing key"),
+        (
+            {
+                "name": "x",
+                "vocab_size": 8,
+                "qkv_dim": 6,
+                "encoder": {"embed_dim": 4, "layers": 1, "heads": 4, "experts": 1, "expert_sizes": 4},
+                "decoder": {
+                    "embed_dim": 4,
+                    "layers": 1,
+                    "heads": 4,
+                    "experts": 1,
+                    "expert_sizes": 4,
+                    "cross_heads": 1,
+                    "cross_span": 1,
+                },
+            },
+            "not divisible",
+        ),
+        (
+            {
+                "name": "x",
+                "vocab_size": 8,
+                "qkv_dim": 4,
+                "encoder": {"embed_dim": 4, "layers": 1, "heads": 1, "experts": [], "expert_sizes": 4},
+                "decoder": {
+                    "embed_dim": 4,
+                    "layers": 1,
+                    "heads": 1,
+                    "experts": 1,
+                    "expert_sizes": 4,
+                    "cross_heads": 1,
+                    "cross_span": 1,
+                },
+            },
+            "experts",
+        ),
+    ],
+)
 def test_malformed_space_is_a_user_error(bad, match):
     with pytest.raises(UserError, match=match):
         SearchSpace.from_dict(bad)
@@ -149,11 +211,15 @@ def test_unknown_space_lists_the_shipped_ones():
     with pytest.raises(UserError, match="tiny"):
         SearchSpace.load("no-such-space")
 
+
 def test_largest_and_smallest_bound_every_sample():
     space = SPACES["tiny"]
     big, small = space.largest(), space.smallest()
     for a in space.sample_n(50, seed=2):
-        for st_a, st_big, st_small in ((a.encoder, big.encoder, small.encoder), (a.decoder, big.decoder, small.decoder)):
+        for st_a, st_big, st_small in (
+            (a.encoder, big.encoder, small.encoder),
+            (a.decoder, big.decoder, small.decoder),
+        ):
             assert st_small.embed_dim <= st_a.embed_dim <= st_big.embed_dim
             assert len(st_small.layers) <= len(st_a.layers) <= len(st_big.layers)
             for layer in st_a.layers:

@@ -1,6 +1,7 @@
 """The encoder-decoder family is exactly what it was before a second family existed: canonical
 JSON, arch ids, every cost number, seeded sampling and evolution, protocol ids and model
 outputs equal what ``fixtures/encoder_decoder.json`` recorded before that change."""
+
 import json
 from pathlib import Path
 
@@ -33,8 +34,11 @@ def test_seeded_sampling_mutation_and_crossover_are_unchanged(name):
     assert [x.arch_id for x in sp.sample_n(20, seed=5)] == rec["sample_n_20_seed5"]
     assert [sp.mutate(a, s, pr).arch_id for s in range(5) for pr in (0.3, 0.7)] == rec["mutate"]
     assert [sp.crossover(a, b, s).arch_id for s in range(5)] == rec["crossover"]
-    assert (sp.largest().arch_id, sp.smallest().arch_id, sp.dense().sample(4).arch_id) == \
-           (rec["largest"], rec["smallest"], rec["dense_sample"])
+    assert (sp.largest().arch_id, sp.smallest().arch_id, sp.dense().sample(4).arch_id) == (
+        rec["largest"],
+        rec["smallest"],
+        rec["dense_sample"],
+    )
     assert str(sp.size()) == rec["size"] and sp.feature_names() == rec["feature_names"]
     assert sp.encode(sp.sample_n(3, seed=1)).tolist() == rec["encode"]
 

@@ -1,5 +1,6 @@
 """Model families: one owner of the timed components, and everything that lists them derives
 from it without changing what an encoder-decoder run writes."""
+
 import json
 
 import pandas as pd
@@ -8,8 +9,16 @@ import pytest
 from moenas.arch import SearchSpace
 from moenas.arch.cost import protocol_cost
 from moenas.arch.errors import UserError
-from moenas.arch.family import (DECODER_ONLY, ENCODER_DECODER, FAMILIES, TOTAL, ModelFamily, all_row_components, all_targets,
-                                 get_family)
+from moenas.arch.family import (
+    DECODER_ONLY,
+    ENCODER_DECODER,
+    FAMILIES,
+    TOTAL,
+    ModelFamily,
+    all_row_components,
+    all_targets,
+    get_family,
+)
 from moenas.arch.protocol import LatencyProtocol, LMProtocol
 from moenas.data import profiles as P
 from moenas.predictor.names import TARGETS
@@ -66,8 +75,9 @@ def test_rewriting_a_shipped_dataset_keeps_its_rows_and_metadata(tmp_path):
     df2, meta2 = P.read_profiles(out)
     pd.testing.assert_frame_equal(df.reset_index(drop=True), df2.reset_index(drop=True))
     drop = {"updated"}
-    assert {k: v for k, v in json.loads(json.dumps(meta2, default=str)).items() if k not in drop} == \
-           {k: v for k, v in json.loads(json.dumps(meta, default=str)).items() if k not in drop}
+    assert {k: v for k, v in json.loads(json.dumps(meta2, default=str)).items() if k not in drop} == {
+        k: v for k, v in json.loads(json.dumps(meta, default=str)).items() if k not in drop
+    }
 
 
 def test_the_cost_model_costs_each_component_of_the_family():
@@ -76,7 +86,11 @@ def test_the_cost_model_costs_each_component_of_the_family():
     assert tuple(cost.components) == LatencyProtocol.family.components
     assert cost.total_flops == sum(c.flops for c in cost.components.values())
     s = cost.summary()
-    assert [k for k in s if k.startswith("flops_") and k.count("_") == 1] == ["flops_total", "flops_encoder", "flops_decoder"]
+    assert [k for k in s if k.startswith("flops_") and k.count("_") == 1] == [
+        "flops_total",
+        "flops_encoder",
+        "flops_decoder",
+    ]
 
 
 def test_the_cost_model_costs_each_component_of_the_decoder_only_family():
@@ -85,7 +99,11 @@ def test_the_cost_model_costs_each_component_of_the_decoder_only_family():
     assert tuple(cost.components) == LMProtocol.family.components == ("prefill", "decode")
     assert cost.total_flops == sum(c.flops for c in cost.components.values())
     s = cost.summary()
-    assert [k for k in s if k.startswith("flops_") and k.count("_") == 1] == ["flops_total", "flops_prefill", "flops_decode"]
+    assert [k for k in s if k.startswith("flops_") and k.count("_") == 1] == [
+        "flops_total",
+        "flops_prefill",
+        "flops_decode",
+    ]
 
 
 def test_step_times_each_component_in_order_and_their_sum():

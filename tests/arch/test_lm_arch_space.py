@@ -1,4 +1,5 @@
 """The decoder-only family's arch, protocol and search spaces (lm-tiny, lm-small)."""
+
 import json
 import re
 
@@ -11,15 +12,27 @@ from moenas.arch import Arch, SearchSpace, UserError, load_archs, shipped_spaces
 from moenas.arch.arch import LayerArch, LMArch, StackArch
 from moenas.arch.cost import param_count, protocol_cost
 from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER
-from moenas.arch.protocol import (LatencyProtocol, LMProtocol, default_protocol, protocol_for, protocol_from_dict,
-                                  shape_differences)
+from moenas.arch.protocol import (
+    LatencyProtocol,
+    LMProtocol,
+    default_protocol,
+    protocol_for,
+    protocol_from_dict,
+    shape_differences,
+)
 from moenas.arch.space import SPACES_DIR, LMSearchSpace, load_space, space_from_dict
 
 LM_SPACES = {name: SearchSpace.load(name) for name in ("lm-tiny", "lm-small")}
 lm_names = st.sampled_from(sorted(LM_SPACES))
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
-MICRO = {"name": "micro-lm", "family": "decoder-only", "vocab_size": 16, "qkv_dim": 4, "top_k": [1, 2],
-         "decoder": {"embed_dim": [4, 8], "layers": [1, 2], "heads": [1, 2], "experts": [1, 2], "expert_sizes": [4, 8]}}
+MICRO = {
+    "name": "micro-lm",
+    "family": "decoder-only",
+    "vocab_size": 16,
+    "qkv_dim": 4,
+    "top_k": [1, 2],
+    "decoder": {"embed_dim": [4, 8], "layers": [1, 2], "heads": [1, 2], "experts": [1, 2], "expert_sizes": [4, 8]},
+}
 
 
 def lm_arch(**kw) -> LMArch:
@@ -33,7 +46,14 @@ def lm_arch(**kw) -> LMArch:
 def test_lm_json_names_its_family_and_encoder_decoder_json_does_not():
     a = lm_arch()
     d = json.loads(a.to_json())
-    assert d["family"] == "decoder-only" and set(d) == {"schema_version", "family", "vocab_size", "qkv_dim", "top_k", "decoder"}
+    assert d["family"] == "decoder-only" and set(d) == {
+        "schema_version",
+        "family",
+        "vocab_size",
+        "qkv_dim",
+        "top_k",
+        "decoder",
+    }
     assert d["decoder"]["layers"][0] == {"heads": 2, "experts": [64, 128]}
     assert a.family is DECODER_ONLY and Arch.family is ENCODER_DECODER
     assert "family" not in json.loads(SearchSpace.load("tiny").sample(0).to_json())
@@ -60,8 +80,13 @@ def test_load_archs_reads_both_families_from_one_file(tmp_path):
     assert load_archs(one) == [lm]
 
 
-GOOD = {"family": "decoder-only", "vocab_size": 64, "qkv_dim": 8, "top_k": 1,
-        "decoder": {"embed_dim": 8, "layers": [{"heads": 2, "experts": [16, 8]}]}}
+GOOD = {
+    "family": "decoder-only",
+    "vocab_size": 64,
+    "qkv_dim": 8,
+    "top_k": 1,
+    "decoder": {"embed_dim": 8, "layers": [{"heads": 2, "experts": [16, 8]}]},
+}
 
 
 def with_(path: str, value) -> dict:
@@ -74,19 +99,22 @@ def with_(path: str, value) -> dict:
     return d
 
 
-@pytest.mark.parametrize("d, match", [
-    (with_("family", "encoder-only"), "arch: family 'encoder-only' is not a model family"),
-    (with_("family", ["decoder-only"]), "is not a model family"),
-    (with_("decoder.layers", []), "decoder.layers: expected a non-empty list"),
-    (with_("decoder.layers.0.experts", [16, "x"]), r"decoder.layers\[0\].experts\[1\]: expected an integer"),
-    (with_("decoder.layers.0.heads", 3), r"decoder.layers\[0\].heads: qkv_dim 8 is not divisible by 3 heads"),
-    (with_("decoder.layers.0.cross_heads", 2), r"decoder.layers\[0\]: unknown field\(s\) 'cross_heads'"),
-    (with_("decoder.embed_dim", 10**9), "decoder.embed_dim: 1000000000 is beyond"),
-    (with_("vocab_size", 0), "vocab_size: must be >= 1"),
-    (with_("schema_version", 2), "schema_version: 2 is not supported"),
-    (with_("encoder", {}), r"arch: unknown field\(s\) 'encoder'"),
-    ({"family": "decoder-only"}, "missing the field 'decoder'"),
-])
+@pytest.mark.parametrize(
+    "d, match",
+    [
+        (with_("family", "encoder-only"), "arch: family 'encoder-only' is not a model family"),
+        (with_("family", ["decoder-only"]), "is not a model family"),
+        (with_("decoder.layers", []), "decoder.layers: expected a non-empty list"),
+        (with_("decoder.layers.0.experts", [16, "x"]), r"decoder.layers\[0\].experts\[1\]: expected an integer"),
+        (with_("decoder.layers.0.heads", 3), r"decoder.layers\[0\].heads: qkv_dim 8 is not divisible by 3 heads"),
+        (with_("decoder.layers.0.cross_heads", 2), r"decoder.layers\[0\]: unknown field\(s\) 'cross_heads'"),
+        (with_("decoder.embed_dim", 10**9), "decoder.embed_dim: 1000000000 is beyond"),
+        (with_("vocab_size", 0), "vocab_size: must be >= 1"),
+        (with_("schema_version", 2), "schema_version: 2 is not supported"),
+        (with_("encoder", {}), r"arch: unknown field\(s\) 'encoder'"),
+        ({"family": "decoder-only"}, "missing the field 'decoder'"),
+    ],
+)
 def test_malformed_lm_arch_is_a_user_error_naming_the_field(d, match):
     with pytest.raises(UserError, match=match):
         Arch.from_dict(d)
@@ -106,8 +134,15 @@ def test_lm_protocol_defaults_id_and_reading_back():
     p = LMProtocol()
     assert (p.batch, p.prompt_len, p.decode_steps) == (1, 128, 32) and p.family is DECODER_ONLY
     d = p.to_dict()
-    assert d == {"family": "decoder-only", "batch": 1, "prompt_len": 128, "decode_steps": 32,
-                 "routing": "seeded-random", "model_seed": 0, "input_seed": 0}
+    assert d == {
+        "family": "decoder-only",
+        "batch": 1,
+        "prompt_len": 128,
+        "decode_steps": 32,
+        "routing": "seeded-random",
+        "model_seed": 0,
+        "input_seed": 0,
+    }
     assert LMProtocol.from_dict(d) == p and protocol_from_dict(d) == p
     assert LMProtocol(prompt_len=64).protocol_id != p.protocol_id != LatencyProtocol().protocol_id
     assert p.arch_seed("abc") == LatencyProtocol().arch_seed("abc")  # one rule for both families
@@ -126,7 +161,9 @@ def test_a_protocol_of_one_family_is_not_read_as_the_other():
         protocol_for("nope")
 
 
-@pytest.mark.parametrize("kw", [{"prompt_len": 0}, {"decode_steps": -1}, {"batch": 1.5}, {"input_seed": -1}, {"routing": "x"}])
+@pytest.mark.parametrize(
+    "kw", [{"prompt_len": 0}, {"decode_steps": -1}, {"batch": 1.5}, {"input_seed": -1}, {"routing": "x"}]
+)
 def test_lm_protocol_range_checks(kw):
     with pytest.raises(UserError):
         LMProtocol(**kw)
@@ -153,7 +190,12 @@ def test_the_cost_model_refuses_a_protocol_of_another_family():
 def test_shipped_spaces_list_both_families_and_load_dispatches_on_the_yaml():
     assert {"tiny", "hat-wmt", "automoe-wmt", "lm-tiny", "lm-small"} <= set(shipped_spaces())
     for name in ("lm-tiny", "lm-small"):
-        for sp in (SearchSpace.load(name), LMSearchSpace.load(name), load_space(name), load_space(SPACES_DIR / f"{name}.yaml")):
+        for sp in (
+            SearchSpace.load(name),
+            LMSearchSpace.load(name),
+            load_space(name),
+            load_space(SPACES_DIR / f"{name}.yaml"),
+        ):
             assert type(sp) is LMSearchSpace and sp.family is DECODER_ONLY and sp.name == name
     assert type(load_space("tiny")) is SearchSpace and load_space("tiny") == SearchSpace.load("tiny")
 
@@ -165,13 +207,16 @@ def test_space_dicts_round_trip_with_their_family():
     assert space_from_dict(ed.to_dict()) == ed
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({**MICRO, "family": "nope"}, "family 'nope' is not a model family"),
-    ({k: v for k, v in MICRO.items() if k != "decoder"}, "missing key 'decoder'"),
-    ({**MICRO, "decoder": {**MICRO["decoder"], "heads": [3]}}, "not divisible by 3 heads"),
-    ({**MICRO, "decoder": {**MICRO["decoder"], "cross_heads": [1]}}, "no cross attention"),
-    ({**MICRO, "decoder": {k: v for k, v in MICRO["decoder"].items() if k != "experts"}}, "decoder lacks experts"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({**MICRO, "family": "nope"}, "family 'nope' is not a model family"),
+        ({k: v for k, v in MICRO.items() if k != "decoder"}, "missing key 'decoder'"),
+        ({**MICRO, "decoder": {**MICRO["decoder"], "heads": [3]}}, "not divisible by 3 heads"),
+        ({**MICRO, "decoder": {**MICRO["decoder"], "cross_heads": [1]}}, "no cross attention"),
+        ({**MICRO, "decoder": {k: v for k, v in MICRO["decoder"].items() if k != "experts"}}, "decoder lacks experts"),
+    ],
+)
 def test_malformed_lm_space_is_a_user_error(bad, match):
     with pytest.raises(UserError, match=match):
         space_from_dict(bad)
@@ -204,17 +249,28 @@ def test_lm_dense_variant_violations_and_encoding():
     dense = space.dense()
     assert dense.is_dense and not space.is_dense and all(a.is_dense and space.contains(a) for a in dense.sample_n(20))
     a = space.sample(5)
-    bad = LMArch(decoder=StackArch(100, a.decoder.layers + (LayerArch(3, (7,)),) * 3), top_k=3, qkv_dim=64, vocab_size=5)
+    bad = LMArch(
+        decoder=StackArch(100, a.decoder.layers + (LayerArch(3, (7,)),) * 3), top_k=3, qkv_dim=64, vocab_size=5
+    )
     v = space.violations(bad)
-    for needle in ("vocab_size: 5", "qkv_dim: 64", "top_k: 3", "decoder.embed_dim: 100", "decoder.layers (count)",
-                   "decoder.layers[5].heads: 3", "decoder.layers[5].experts[0]: 7"):
+    for needle in (
+        "vocab_size: 5",
+        "qkv_dim: 64",
+        "top_k: 3",
+        "decoder.embed_dim: 100",
+        "decoder.layers (count)",
+        "decoder.layers[5].heads: 3",
+        "decoder.layers[5].experts[0]: 7",
+    ):
         assert any(x.startswith(needle) for x in v), (needle, v)
     with pytest.raises(UserError, match="outside space 'lm-tiny'"):
         space.validate(bad)
     # another family's arch is one violation, in both directions
     ed = SearchSpace.load("tiny").sample(0)
     assert space.violations(ed) == ["family: 'encoder-decoder' is not allowed (allowed: decoder-only)"]
-    assert SearchSpace.load("tiny").violations(a) == ["family: 'decoder-only' is not allowed (allowed: encoder-decoder)"]
+    assert SearchSpace.load("tiny").violations(a) == [
+        "family: 'decoder-only' is not allowed (allowed: encoder-decoder)"
+    ]
     x = space.encode(space.sample_n(5, seed=1))
     assert x.shape == (5, len(space.feature_names())) and space.encode(a).shape == (len(space.feature_names()),)
     row = dict(zip(space.feature_names(), space.encode(space.smallest())))

@@ -1,5 +1,6 @@
 """The decoder-only CausalLM (incremental decoding, seeding, routing) and its cost model against
 torch.utils.flop_counter and the built model's parameters."""
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,7 +38,7 @@ def test_prefill_then_steps_give_the_logits_of_one_forward(seed):
         logits, cache = model.prefill(ids[:, :6])
         steps = [logits]
         for t in range(6, 11):
-            logits, cache = model.step(ids[:, t:t + 1], cache)
+            logits, cache = model.step(ids[:, t : t + 1], cache)
             steps.append(logits)
     assert full.shape == (3, 11, arch.vocab_size)
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 5:], atol=1e-5, rtol=1e-5)
@@ -107,7 +108,9 @@ def test_the_encoder_decoder_builder_refuses_a_decoder_only_arch():
 def flops_given_the_same_routing(model: CausalLM, batch: int, prompt: int, past: int) -> None:
     arch = model.arch
     ids = torch.randint(4, arch.vocab_size, (batch, prompt))
-    assert counted(lambda: model.prefill(ids)) == lm_prefill_cost(arch, batch, prompt, counts=model.expert_counts()).flops
+    assert (
+        counted(lambda: model.prefill(ids)) == lm_prefill_cost(arch, batch, prompt, counts=model.expert_counts()).flops
+    )
     cache = [(torch.randn(batch, lay.heads, past, arch.qkv_dim // lay.heads),) * 2 for lay in arch.decoder.layers]
     step = counted(lambda: model.step(torch.randint(4, 99, (batch, 1)), cache))
     assert step == lm_step_cost(arch, past, batch, counts=model.expert_counts()).flops  # exact: same matmuls
@@ -141,8 +144,11 @@ def test_param_count_matches_the_model(seed):
 
 def test_uniform_routing_expectation_is_within_2_percent_on_many_tokens():
     arch = moe_arch(TINY, 4)
-    counts = {f"decoder.{i}": [4096 * min(arch.top_k, len(l.experts)) / len(l.experts)] * len(l.experts)
-              for _, i, l in arch.layers if l.is_moe}
+    counts = {
+        f"decoder.{i}": [4096 * min(arch.top_k, len(la.experts)) / len(la.experts)] * len(la.experts)
+        for _, i, la in arch.layers
+        if la.is_moe
+    }
     assert lm_prefill_cost(arch, 1, 4096, counts).flops == pytest.approx(lm_prefill_cost(arch, 1, 4096).flops, rel=0.02)
 
 
@@ -156,7 +162,9 @@ def test_measured_routing_of_a_random_router_is_near_the_uniform_expectation_in_
     assert measured == pytest.approx(lm_prefill_cost(arch, 4, 128).flops_by_part["experts"], rel=0.25)
 
 
-@pytest.mark.parametrize("protocol", [LMProtocol(), LMProtocol(batch=2, prompt_len=7, decode_steps=3), LMProtocol(decode_steps=1)])
+@pytest.mark.parametrize(
+    "protocol", [LMProtocol(), LMProtocol(batch=2, prompt_len=7, decode_steps=3), LMProtocol(decode_steps=1)]
+)
 def test_decode_cost_is_the_sum_of_its_steps_part_by_part(protocol):
     arch = TINY.sample(3)
     whole = lm_decode_cost(arch, protocol)

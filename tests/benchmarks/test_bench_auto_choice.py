@@ -1,5 +1,6 @@
 """benchmarks/bench_auto_choice.py: rows per split and model, the cv-pick row read off auto's own
 scores, resume skips finished splits, the summary's gap; bad input -> one line, exit 2."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,19 @@ from moenas.data.profiles import shipped
 def test_rows_resume_and_summary(tmp_path, capsys):
     bench = load_bench("bench_auto_choice")
     out = tmp_path / "a.csv"
-    args = ["--data", str(shipped("tiny-cpu-ort")), "--splits", "1", "--models", "flops-linear", "gbt", "hybrid",
-            "auto", "--out", str(out)]
+    args = [
+        "--data",
+        str(shipped("tiny-cpu-ort")),
+        "--splits",
+        "1",
+        "--models",
+        "flops-linear",
+        "gbt",
+        "hybrid",
+        "auto",
+        "--out",
+        str(out),
+    ]
     assert bench.main(args) == 0
     rows = list(csv.DictReader(out.open()))
     models = [r["model"] for r in rows]
@@ -25,7 +37,7 @@ def test_rows_resume_and_summary(tmp_path, capsys):
     capsys.readouterr()
     assert bench.main(args[:2] + ["--splits", "2"] + args[4:]) == 0  # split 0 is skipped, split 1 added
     rows2 = list(csv.DictReader(out.open()))
-    assert rows2[:len(rows)] == rows and {r["split"] for r in rows2} == {"0", "1"}
+    assert rows2[: len(rows)] == rows and {r["split"] for r in rows2} == {"0", "1"}
     summary = {r["model"]: r for r in csv.DictReader((tmp_path / "a_summary.csv").open())}
     best = summary["auto"]["best_single"]
     assert best in ("flops-linear", "gbt", "hybrid") and float(summary[best]["gap_to_best_single"]) == 0

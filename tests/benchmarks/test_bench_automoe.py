@@ -1,14 +1,13 @@
 """benchmarks/bench_automoe.py: the table and the targets it derives (no training, no timing)."""
+
 from __future__ import annotations
 
 import csv
-import sys
 
 import pytest
-
-from moenas.arch import SearchSpace
 from bench_module import load_bench
 
+from moenas.arch import SearchSpace
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,10 @@ def _rows(bench):
     dw = dense.sample_n(2, seed=4)
     rows = [{"budget": None, "budget_ms": None, "role": "largest-dense", "arch": dense.largest().to_dict()}]
     for i in range(2):
-        rows += [{"budget": i, "budget_ms": 5.0 + i, "role": "moe-winner", "arch": moe[i].to_dict()},
-                 {"budget": i, "budget_ms": 5.0 + i, "role": "dense-winner", "arch": dw[i].to_dict()}]
+        rows += [
+            {"budget": i, "budget_ms": 5.0 + i, "role": "moe-winner", "arch": moe[i].to_dict()},
+            {"budget": i, "budget_ms": 5.0 + i, "role": "dense-winner", "arch": dw[i].to_dict()},
+        ]
     return rows, [dense.largest(), moe[0], dw[0], moe[1], dw[1]]
 
 
@@ -42,12 +43,17 @@ def test_table_and_targets(bench, tmp_path):
     largest, moe0, dense0, moe1, dense1 = archs
     bleu = {largest: 10.0, moe0: 9.0, dense0: 8.0, moe1: 11.0, dense1: 12.0}
     ms = {largest: 30.0, moe0: 8.0, dense0: 9.0, moe1: 10.0, dense1: 14.0}
-    quality = {a.arch_id: {"inherited_val_loss": 4.0, "inherited_bleu": b - 1, "val_loss": 3.9, "bleu": b} for a, b in bleu.items()}
+    quality = {
+        a.arch_id: {"inherited_val_loss": 4.0, "inherited_bleu": b - 1, "val_loss": 3.9, "bleu": b}
+        for a, b in bleu.items()
+    }
     measured = {"ms": {a.arch_id: v for a, v in ms.items()}, "ci_rel": {}, "device": "cpu: test", "cores": 2}
     table = bench.table_rows(bench.BenchConfig(), rows, quality, measured)
     assert len(table) == 5
     for r in table:
-        assert 0 < r["ffn_flop_share"] < 1 and r["amdahl_max_speedup"] == pytest.approx(1 / (1 - r["ffn_flop_share"]), rel=1e-2)
+        assert 0 < r["ffn_flop_share"] < 1 and r["amdahl_max_speedup"] == pytest.approx(
+            1 / (1 - r["ffn_flop_share"]), rel=1e-2
+        )
         assert r["params_active_m"] <= r["params_total_m"]
     comp = {(c["budget"], c["dense_role"]): c for c in bench.comparisons(table)}
     # budget 0: MoE 9 vs dense 8 BLEU; the fastest MoE winner with BLEU >= 8 is moe0 (8 ms): 9/8
@@ -80,7 +86,10 @@ def test_rank_table_leaves_out_unfinished_settings(bench, tmp_path, capsys, monk
     archs = SearchSpace.load("tiny").sample_n(3, seed=5)
     monkeypatch.setattr(bench, "rank_archs", lambda c, work, log: archs)
     out = tmp_path / "b.csv"
-    assert bench.main(["--work", str(tmp_path), "--stages", "rank-table", "--combos", "mos/sandwich", "--out", str(out)]) == 2
+    assert (
+        bench.main(["--work", str(tmp_path), "--stages", "rank-table", "--combos", "mos/sandwich", "--out", str(out)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "mos/sandwich: not fine-tuned yet" in err and "no supernet setting" in err
     assert not out.with_name("b_rank.csv").exists()
@@ -89,11 +98,19 @@ def test_rank_table_leaves_out_unfinished_settings(bench, tmp_path, capsys, monk
 def test_rank_csv_keeps_the_other_settings(bench, tmp_path):
     """Each setting runs in its own session: writing one keeps the others' rows, replaces its own."""
     path = tmp_path / "r_rank.csv"
-    row = lambda combo, tau: {"combo": combo, "archs": 20, "kendall_tau_bleu": tau, "kendall_tau_loss": tau,  # noqa: E731
-                              "mean_bleu_gain": 1.0}
+    row = lambda combo, tau: {
+        "combo": combo,
+        "archs": 20,
+        "kendall_tau_bleu": tau,
+        "kendall_tau_loss": tau,  # noqa: E731
+        "mean_bleu_gain": 1.0,
+    }
     bench.write_rank_csv([row("slice/uniform", 0.85)], path)
     bench.write_rank_csv([row("mos/sandwich", 0.7)], path)
     bench.write_rank_csv([row("mos/sandwich", 0.75)], path)
     got = list(csv.DictReader(path.open()))
-    assert [(r["combo"], float(r["kendall_tau_bleu"])) for r in got] == [("slice/uniform", 0.85), ("mos/sandwich", 0.75)]
+    assert [(r["combo"], float(r["kendall_tau_bleu"])) for r in got] == [
+        ("slice/uniform", 0.85),
+        ("mos/sandwich", 0.75),
+    ]
     assert all(r["date"] for r in got)

@@ -1,17 +1,15 @@
 """benchmarks/bench_calibrate.py: refuses without the second machine's dataset; the eval sets
 and the rescale rows on a small synthetic pair (no timing, nothing asserted about a machine)."""
-from __future__ import annotations
 
-import sys
+from __future__ import annotations
 
 import numpy as np
 import pytest
+from bench_module import load_bench
 
 from moenas.data.profiles import write_profiles
 from moenas.predictor.dataset import load_dataset
 from moenas.predictor.synthetic import make_profiles
-from bench_module import load_bench
-
 
 
 @pytest.fixture(scope="module")

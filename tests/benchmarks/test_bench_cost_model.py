@@ -1,5 +1,6 @@
 """benchmarks/bench_cost_model.py: the baseline is read from git and both implementations run
 side by side on a few archs (the rows, not the speeds, are checked)."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bench():
-    if shutil.which("git") is None or subprocess.run(["git", "rev-parse", "--verify", "e0ea322^{commit}"], cwd=ROOT,
-                                                              capture_output=True, check=False).returncode:
+    if (
+        shutil.which("git") is None
+        or subprocess.run(
+            ["git", "rev-parse", "--verify", "e0ea322^{commit}"], cwd=ROOT, capture_output=True, check=False
+        ).returncode
+    ):
         pytest.skip("needs the git history down to the default baseline e0ea322 (read from it)")
     mod = load_bench("bench_cost_model")
     return mod

@@ -1,10 +1,10 @@
 """bench_demo: a finished seed is read, not run again; each row's figures come from the fields
 they name; other machines' rows stay in the CSV."""
+
 import csv
 import json
 
 import pytest
-
 from bench_module import load_bench
 
 
@@ -14,22 +14,46 @@ def bench():
 
 
 def pick(arch_id, ms, loss, bleu, meets=True):
-    return {"arch_id": arch_id, "measured_ms": ms, "loss": loss, "loss_se": 0.1, "bleu": bleu, "ffn_share": 0.12,
-            "meets_budget": meets}
+    return {
+        "arch_id": arch_id,
+        "measured_ms": ms,
+        "loss": loss,
+        "loss_se": 0.1,
+        "bleu": bleu,
+        "ffn_share": 0.12,
+        "meets_budget": meets,
+    }
 
 
 def summary(winner="d1"):
-    picks = {"searched": pick("m1", 11.2, 3.762, 9.0), "dense": pick("d1", 9.66, 3.773, 9.8),
-             "random": pick("r1", 11.9, 3.764, 9.3, meets=False)}
+    picks = {
+        "searched": pick("m1", 11.2, 3.762, 9.0),
+        "dense": pick("d1", 9.66, 3.773, 9.8),
+        "random": pick("r1", 11.9, 3.764, 9.3, meets=False),
+    }
     if winner:
         picks["winner"] = picks["dense"]
-    return {"final": {"winner": winner, "winner_role": "dense" if winner else None, "loss_diff": -0.011, "loss_diff_se": 0.007,
-                      "pool": {"searched": 9, "dense": 22, "random-search": 1}, "verdict": "Deploy the dense arch `d1`: ..."},
-            "picks": picks,
-            "facts": {"budget_ms": 11.56, "supernet": {"largest": {"val_loss": 3.706, "bleu": 9.8},
-                                                      "smallest": {"val_loss": 4.344, "bleu": 6.5}}},
-            "timings_s": {"latency predictor for this machine": 59.4, "train the supernet": 304.5,
-                          "search under 11.6 ms (and its dense variant); finalists measured": 124.9, "total": 497.6}}
+    return {
+        "final": {
+            "winner": winner,
+            "winner_role": "dense" if winner else None,
+            "loss_diff": -0.011,
+            "loss_diff_se": 0.007,
+            "pool": {"searched": 9, "dense": 22, "random-search": 1},
+            "verdict": "Deploy the dense arch `d1`: ...",
+        },
+        "picks": picks,
+        "facts": {
+            "budget_ms": 11.56,
+            "supernet": {"largest": {"val_loss": 3.706, "bleu": 9.8}, "smallest": {"val_loss": 4.344, "bleu": 6.5}},
+        },
+        "timings_s": {
+            "latency predictor for this machine": 59.4,
+            "train the supernet": 304.5,
+            "search under 11.6 ms (and its dense variant); finalists measured": 124.9,
+            "total": 497.6,
+        },
+    }
 
 
 def test_rows_read_the_named_fields_and_finished_seeds_are_not_rerun(bench, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """benchmarks/bench_fleet.py --quick: the CSV has a row per run and device, node b's finished rows
 survive its kill, and the resumed campaign merges one dataset per device (rows, not speeds)."""
+
 from __future__ import annotations
 
 import csv
@@ -22,5 +23,7 @@ def test_quick_campaign_rows(tmp_path):
     assert int(killed["finished_rows_before_kill"]) == 1 and killed["lost_finished_rows"] == "0"
     for d in ("a", "b"):
         r = rows[("2", d)]
-        assert r["complete"] == "True" and r["archs_valid"] == "2" and r["rows"] == "6" and r["merged_fingerprints"] == "1"
+        assert (
+            r["complete"] == "True" and r["archs_valid"] == "2" and r["rows"] == "6" and r["merged_fingerprints"] == "1"
+        )
         assert r["fingerprint_id"] and r["ray"] and r["moenas"]

@@ -1,5 +1,6 @@
 """benchmarks/bench_ort_threads.py --quick: ABBA timings at 1 and 2 threads, the per-thread
 medians and the ratio row (the rows, not the speeds, are checked)."""
+
 from __future__ import annotations
 
 import csv

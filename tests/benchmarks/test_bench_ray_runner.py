@@ -1,18 +1,17 @@
 """benchmarks/bench_ray_runner.py at micro size on a 2-step tiny supernet: every runner and both
 workloads get a row, every runner returns the in-process values, the CSV names the machine and
 versions. Nothing is asserted about a speed."""
+
 from __future__ import annotations
 
 import csv
-import sys
 
 import pytest
-
+from bench_module import load_bench
 from toy_corpus import synthetic_pairs, write_parallel_dir  # tests/helpers
+
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
-from bench_module import load_bench
-
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +30,29 @@ def test_micro_run_writes_a_row_per_runner_and_workload(bench, tmp_path):
     pytest.importorskip("ray")
     corpus = write_parallel_dir(tmp_path / "corpus", synthetic_pairs(200, seed=2))
     ckpt = tmp_path / "supernet.pt"
-    train(TrainConfig(space="tiny", corpus=str(corpus), cache_dir=str(tmp_path / "cache"), steps=1, max_tokens=256,
-                      max_len=24, warmup=1, valid_sentences=4, bleu_sentences=0, progress=False, device="cpu"), ckpt,
-          log=lambda m: None)
+    train(
+        TrainConfig(
+            space="tiny",
+            corpus=str(corpus),
+            cache_dir=str(tmp_path / "cache"),
+            steps=1,
+            max_tokens=256,
+            max_len=24,
+            warmup=1,
+            valid_sentences=4,
+            bleu_sentences=0,
+            progress=False,
+            device="cpu",
+        ),
+        ckpt,
+        log=lambda m: None,
+    )
     out = tmp_path / "bench.csv"
     assert bench.main(["--supernet", str(ckpt), "--quick", "--out", str(out)]) == 0
     with out.open() as f:
         rows = list(csv.DictReader(f))
     assert {(r["measure"], r["runner"], r["workers"]) for r in rows} == {
-        (m, n, str(w)) for m in ("fitness", "overhead") for n, w in bench.RUNNERS}
+        (m, n, str(w)) for m in ("fitness", "overhead") for n, w in bench.RUNNERS
+    }
     assert all(r["same_values"] == "True" for r in rows)
     assert all(float(r["archs_per_s"]) > 0 and r["ray"] not in ("", "unknown") and r["device"] for r in rows)

@@ -1,5 +1,6 @@
 """benchmarks/bench_transfer.py on the shipped dataset as its own target (rows and methods, not
 accuracy figures), and bad targets -> one line, exit 2."""
+
 from __future__ import annotations
 
 import csv
@@ -12,17 +13,32 @@ from moenas.data.profiles import shipped
 def test_rows_per_target_shots_and_method(tmp_path):
     out = tmp_path / "t.csv"
     target = f"self={shipped('tiny-cpu-ort')}"
-    assert load_bench("bench_transfer").main(["--target", target, "--shots", "5", "10", "--repeats", "2",
-                                              "--model", "flops-linear", "--out", str(out)]) == 0
+    assert (
+        load_bench("bench_transfer").main(
+            ["--target", target, "--shots", "5", "10", "--repeats", "2", "--model", "flops-linear", "--out", str(out)]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     got = {(r["shots"], r["method"]) for r in rows}
     n = len(rows_of_valid_archs())
     n_cv = str(n - n // 5)  # the ceiling row: the transfer fitted on 4 folds of 5
-    assert got == {("5", "transfer"), ("5", "transfer-full"), ("5", "scratch-flops-power"), ("5", "base-uncorrected"),
-                   ("10", "transfer"), ("10", "transfer-full"), ("10", "scratch-flops-power"),
-                   ("10", "scratch-flops-linear"), ("10", "base-uncorrected"), (n_cv, "transfer-all-cv")}
+    assert got == {
+        ("5", "transfer"),
+        ("5", "transfer-full"),
+        ("5", "scratch-flops-power"),
+        ("5", "base-uncorrected"),
+        ("10", "transfer"),
+        ("10", "transfer-full"),
+        ("10", "scratch-flops-power"),
+        ("10", "scratch-flops-linear"),
+        ("10", "base-uncorrected"),
+        (n_cv, "transfer-all-cv"),
+    }
     for r in rows:
-        assert r["target"] == "self" and r["base"] == "tiny-cpu-ort" and r["machine"] and 0 <= float(r["mape_mean"]) < 100
+        assert (
+            r["target"] == "self" and r["base"] == "tiny-cpu-ort" and r["machine"] and 0 <= float(r["mape_mean"]) < 100
+        )
     # the base predicts its own device: transferring to it must not make it worse than 2x
     by = {(r["shots"], r["method"]): float(r["mape_mean"]) for r in rows}
     assert by[("10", "transfer")] < 2 * by[("10", "base-uncorrected")] + 1
@@ -39,9 +55,26 @@ def test_all_pairs_gives_each_ordered_pair_and_the_mean(tmp_path):
     over the pairs per (shots, method)."""
     out = tmp_path / "p.csv"
     a, b = shipped("tiny-cpu-ort"), shipped("tiny-cpu-torch")
-    assert load_bench("bench_transfer").main(["--base", str(a), "--target", f"tiny-cpu-torch={b}", "--all-pairs",
-                                              "--shots", "5", "--repeats", "2", "--model", "flops-linear",
-                                              "--out", str(out)]) == 0
+    assert (
+        load_bench("bench_transfer").main(
+            [
+                "--base",
+                str(a),
+                "--target",
+                f"tiny-cpu-torch={b}",
+                "--all-pairs",
+                "--shots",
+                "5",
+                "--repeats",
+                "2",
+                "--model",
+                "flops-linear",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     pairs = {(r["base"], r["target"]) for r in rows}
     assert pairs == {("tiny-cpu-ort", "tiny-cpu-torch"), ("tiny-cpu-torch", "tiny-cpu-ort"), ("mean", "all pairs")}

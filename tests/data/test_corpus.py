@@ -1,29 +1,36 @@
 """Corpora: the .mo reader, gettext cleaning, parallel files, splits, fingerprints, bad input."""
+
 import json
 import os
 from pathlib import Path
 
 import pytest
+from toy_corpus import synthetic_pairs, write_mo, write_parallel_dir
 
 from moenas.arch import UserError
-from moenas.data.corpus import (clean_message, filter_pairs, gettext_catalogs, load_corpus, load_gettext_corpus,
-                                load_parallel_dir, read_mo, split_pairs)
-
-from toy_corpus import synthetic_pairs, write_mo, write_parallel_dir
+from moenas.data.corpus import (
+    clean_message,
+    filter_pairs,
+    load_corpus,
+    load_gettext_corpus,
+    load_parallel_dir,
+    read_mo,
+    split_pairs,
+)
 
 # Entries chosen for the cleaning rules; each comment names the rule it exercises.
 ENTRIES = [
-    ("cannot open '%s': %s", "kann »%s« nicht öffnen: %s"),          # printf placeholders + emptied quotes
-    ("%(count)d files in {0}", "%(count)d Dateien in {0}"),            # python-named and brace placeholders
-    ("Save _As...", "Speichern _unter..."),                            # GTK accelerator
-    ("&Open", "&Öffnen"),                                             # Qt/KDE accelerator (mid-word & is kept: AT&T)
-    ("menu\x04Quit", "Beenden"),                                       # msgctxt is dropped
-    ("one file\x00%d files", "eine Datei\x00%d Dateien"),              # plural: both forms become pairs
-    ("Linux", "Linux"),                                                # identical -> dropped
-    ("%s: %s", "%s: %s"),                                              # nothing left -> dropped
-    ("untranslated", ""),                                              # empty msgstr -> skipped
-    ("word " * 60, "Wort " * 60),                                      # too long -> dropped
-    ("100%% done", "100%% erledigt"),                                  # literal percent kept
+    ("cannot open '%s': %s", "kann »%s« nicht öffnen: %s"),  # printf placeholders + emptied quotes
+    ("%(count)d files in {0}", "%(count)d Dateien in {0}"),  # python-named and brace placeholders
+    ("Save _As...", "Speichern _unter..."),  # GTK accelerator
+    ("&Open", "&Öffnen"),  # Qt/KDE accelerator (mid-word & is kept: AT&T)
+    ("menu\x04Quit", "Beenden"),  # msgctxt is dropped
+    ("one file\x00%d files", "eine Datei\x00%d Dateien"),  # plural: both forms become pairs
+    ("Linux", "Linux"),  # identical -> dropped
+    ("%s: %s", "%s: %s"),  # nothing left -> dropped
+    ("untranslated", ""),  # empty msgstr -> skipped
+    ("word " * 60, "Wort " * 60),  # too long -> dropped
+    ("100%% done", "100%% erledigt"),  # literal percent kept
 ]
 
 
@@ -40,7 +47,9 @@ def test_read_mo_round_trips_plural_and_context(tmp_path):
     assert sorted(read_mo(p)) == [("b", "B"), ("many", "viele"), ("one", "eins")]
 
 
-@pytest.mark.parametrize("blob", [b"", b"\x00" * 40, b"\xde\x12\x04\x95" + b"\xff" * 16])  # empty, bad magic, bad tables
+@pytest.mark.parametrize(
+    "blob", [b"", b"\x00" * 40, b"\xde\x12\x04\x95" + b"\xff" * 16]
+)  # empty, bad magic, bad tables
 def test_read_mo_rejects_garbage(tmp_path, blob):
     p = tmp_path / "bad.mo"
     p.write_bytes(blob)
@@ -143,7 +152,14 @@ def test_corpus_specs_gettext_and_bad_values(tmp_path):
 
 
 def test_filter_pairs_dedupes_and_limits():
-    pairs = [("a b", "c d"), ("a b", "x y"), ("", "x"), ("same", "Same"), ("w " * 90, "v " * 90), ("one", "eins zwei drei vier fünf")]
+    pairs = [
+        ("a b", "c d"),
+        ("a b", "x y"),
+        ("", "x"),
+        ("same", "Same"),
+        ("w " * 90, "v " * 90),
+        ("one", "eins zwei drei vier fünf"),
+    ]
     out, dropped = filter_pairs(pairs, max_words=80, max_ratio=3.0)
     assert out == [("a b", "c d")]
     assert dropped == {"empty": 1, "identical": 1, "no_letters": 0, "too_long": 1, "ratio": 1, "duplicate": 1}

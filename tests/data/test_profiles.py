@@ -1,23 +1,57 @@
 """The profile dataset: reader errors, derived tables with known answers, atomic writes, merge."""
+
 import json
 
 import pandas as pd
 import pytest
 
 from moenas.arch import SearchSpace, UserError
-from moenas.data.profiles import (COLUMNS, PROFILE_SCHEMA_VERSION, SHIPPED_DIR, check_row, latency_table,
-                                  merge_profiles, noise_floor, read_profiles, to_frame, write_profiles)
+from moenas.data.profiles import (
+    COLUMNS,
+    PROFILE_SCHEMA_VERSION,
+    SHIPPED_DIR,
+    check_row,
+    latency_table,
+    merge_profiles,
+    noise_floor,
+    read_profiles,
+    to_frame,
+    write_profiles,
+)
 
 ARCHS = SearchSpace.load("tiny").sample_n(3, seed=0)
 
 
-def row(arch, comp="total", median=10.0, rep=0, flag=False, remeasured=False, ts="2026-01-01T00:00:00", mid=None,
-        protocol_id="p1", fingerprint_id="f1"):
-    return {"arch_id": arch.arch_id, "arch_json": arch.to_json(), "component": comp, "backend": "onnxruntime",
-            "device": "cpu", "median_ms": median, "p10_ms": median * 0.9, "p90_ms": median * 1.1, "ci_rel": 0.01,
-            "repeat_index": rep, "drift_flag": flag, "remeasured": remeasured, "timestamp": ts,
-            "measurement_id": mid or f"{arch.arch_id}-{rep}-{ts}", "protocol_id": protocol_id,
-            "fingerprint_id": fingerprint_id}
+def row(
+    arch,
+    comp="total",
+    median=10.0,
+    rep=0,
+    flag=False,
+    remeasured=False,
+    ts="2026-01-01T00:00:00",
+    mid=None,
+    protocol_id="p1",
+    fingerprint_id="f1",
+):
+    return {
+        "arch_id": arch.arch_id,
+        "arch_json": arch.to_json(),
+        "component": comp,
+        "backend": "onnxruntime",
+        "device": "cpu",
+        "median_ms": median,
+        "p10_ms": median * 0.9,
+        "p90_ms": median * 1.1,
+        "ci_rel": 0.01,
+        "repeat_index": rep,
+        "drift_flag": flag,
+        "remeasured": remeasured,
+        "timestamp": ts,
+        "measurement_id": mid or f"{arch.arch_id}-{rep}-{ts}",
+        "protocol_id": protocol_id,
+        "fingerprint_id": fingerprint_id,
+    }
 
 
 def meta(protocol_id="p1", fingerprint_id="f1"):
@@ -26,14 +60,16 @@ def meta(protocol_id="p1", fingerprint_id="f1"):
 
 def test_latency_table_drops_flagged_and_uses_remeasurements():
     a, b, c = ARCHS
-    df = to_frame([
-        row(a, median=10.0),
-        row(b, median=50.0, flag=True, ts="2026-01-01T00:00:01"),  # drifted ...
-        row(b, median=20.0, remeasured=True, ts="2026-01-01T00:00:05"),  # ... and measured again
-        row(c, median=99.0, flag=True),  # drifted, never re-measured: dropped
-        row(a, median=11.0, rep=1),  # noise-floor repeat: not in the table
-        row(a, comp="encoder", median=1.0),
-    ])
+    df = to_frame(
+        [
+            row(a, median=10.0),
+            row(b, median=50.0, flag=True, ts="2026-01-01T00:00:01"),  # drifted ...
+            row(b, median=20.0, remeasured=True, ts="2026-01-01T00:00:05"),  # ... and measured again
+            row(c, median=99.0, flag=True),  # drifted, never re-measured: dropped
+            row(a, median=11.0, rep=1),  # noise-floor repeat: not in the table
+            row(a, comp="encoder", median=1.0),
+        ]
+    )
     t = latency_table(df)
     assert list(t.columns) == ["arch_id", "arch_json", "median_ms", "p10_ms", "p90_ms", "ci_rel"]
     assert dict(zip(t["arch_id"], t["median_ms"])) == {a.arch_id: 10.0, b.arch_id: 20.0}
@@ -44,9 +80,15 @@ def test_latency_table_drops_flagged_and_uses_remeasurements():
 
 def test_noise_floor_is_the_mape_between_repeats():
     a, b, c = ARCHS
-    df = to_frame([row(a, median=10.0), row(a, median=11.0, rep=1),  # 10 %
-                   row(b, median=20.0), row(b, median=19.0, rep=1),  # 5 %
-                   row(c, median=5.0)])  # no repeat: ignored
+    df = to_frame(
+        [
+            row(a, median=10.0),
+            row(a, median=11.0, rep=1),  # 10 %
+            row(b, median=20.0),
+            row(b, median=19.0, rep=1),  # 5 %
+            row(c, median=5.0),
+        ]
+    )  # no repeat: ignored
     assert noise_floor(df) == pytest.approx(7.5)
     assert noise_floor(to_frame([row(a)])) is None
 
@@ -91,7 +133,6 @@ def test_read_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a moenas profile dataset"):
         read_profiles(foreign)
     # ours, but with a required column removed
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = tmp_path / "p.parquet"

@@ -1,5 +1,6 @@
 """Data a user reshaped with ordinary tools (pandas Parquet without moenas metadata, CSV) is
 read like a written dataset; `moenas profile split` splits by arch and round-trips."""
+
 import hashlib
 
 import pandas as pd
@@ -53,7 +54,19 @@ def test_split_by_arch_round_trip(tmp_path, capsys):
     src = shipped("tiny-cpu-ort")
     before = sha(src)
     tr, ho = tmp_path / "train.parquet", tmp_path / "hold.parquet"
-    argv = ["profile", "split", str(src), "--holdout", "0.25", "--seed", "3", "--train-out", str(tr), "--holdout-out", str(ho)]
+    argv = [
+        "profile",
+        "split",
+        str(src),
+        "--holdout",
+        "0.25",
+        "--seed",
+        "3",
+        "--train-out",
+        str(tr),
+        "--holdout-out",
+        str(ho),
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     a, b, full = read_profiles(tr)[0], read_profiles(ho)[0], read_profiles(src)[0]
@@ -63,10 +76,36 @@ def test_split_by_arch_round_trip(tmp_path, capsys):
     # same seed, same split; outputs are never overwritten without --overwrite; the input is untouched
     again = tmp_path / "again"
     again.mkdir()
-    main(["profile", "split", str(src), "--seed", "3", "--train-out", str(again / "t.parquet"), "--holdout-out", str(again / "h.parquet")])
+    main(
+        [
+            "profile",
+            "split",
+            str(src),
+            "--seed",
+            "3",
+            "--train-out",
+            str(again / "t.parquet"),
+            "--holdout-out",
+            str(again / "h.parquet"),
+        ]
+    )
     assert set(read_profiles(again / "h.parquet")[0]["arch_id"]) == set(b["arch_id"])
     h = sha(tr)
     assert main(argv) == 2 and "exists" in capsys.readouterr().err and sha(tr) == h and sha(src) == before
-    assert main(["profile", "split", str(src), "--holdout", "1.5", "--train-out", str(tmp_path / "x.parquet"),
-                 "--holdout-out", str(tmp_path / "y.parquet")]) == 2
+    assert (
+        main(
+            [
+                "profile",
+                "split",
+                str(src),
+                "--holdout",
+                "1.5",
+                "--train-out",
+                str(tmp_path / "x.parquet"),
+                "--holdout-out",
+                str(tmp_path / "y.parquet"),
+            ]
+        )
+        == 2
+    )
     assert "--holdout must be in (0, 1)" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The monolingual corpus: the shipped one is intact and the same everywhere; a user's directory
 of text files is split deterministically; bad files give one line."""
+
 import json
 import shutil
 
@@ -49,11 +50,9 @@ def test_a_text_directory_splits_by_paragraph_whatever_the_file_order(tmp_path):
     assert (c.train, c.valid, c.fingerprint) == (c2.train, c2.valid, c2.fingerprint)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"   \n\n  ", "empty"),
-    (b"caf\xe9 au lait " * 10, "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, message", [(b"", "empty"), (b"   \n\n  ", "empty"), (b"caf\xe9 au lait " * 10, "not UTF-8 text")]
+)
 def test_a_bad_corpus_file_is_one_line(tmp_path, content, message):
     d = _write_dir(tmp_path / "c")
     (d / "bad.txt").write_bytes(content)
@@ -74,8 +73,7 @@ def test_the_builder_keeps_prose_and_drops_doctests(tmp_path):
     (lib / "pydoc_data").mkdir(parents=True)
     (lib / "test").mkdir()
     (lib / "pydoc_data" / "topics.py").write_text(f"topics = {{'b': {PARA.format('t')!r}, 'a': 'too short'}}\n")
-    src = ('"""' + PARA.format("module") + '\n\n>>> 1 + 1\n2\n"""\n'
-           'def f():\n    """' + PARA.format("f") + '"""\n')
+    src = '"""' + PARA.format("module") + '\n\n>>> 1 + 1\n2\n"""\ndef f():\n    """' + PARA.format("f") + '"""\n'
     (lib / "mod.py").write_text(src)
     (lib / "test" / "skipped.py").write_text('"""' + PARA.format("test") + '"""\n')
     docs = documents(lib)

@@ -1,16 +1,16 @@
 """BPE tokenizer (special ids, round trip, cache keyed by fingerprint + vocab) and batching."""
+
 import os
 
 import pytest
 import torch
+from toy_corpus import synthetic_pairs
 
 from moenas.arch import UserError
 from moenas.arch.model import BOS, EOS, PAD
 from moenas.data.batching import BatchStream, batch_indices, collate, encode_pairs, fixed_batches
 from moenas.data.corpus import Corpus
 from moenas.data.tokenizer import SubwordTokenizer, get_tokenizer, tokenizer_path
-
-from toy_corpus import synthetic_pairs
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_cache_is_keyed_by_fingerprint_and_vocab(corpus, tmp_path):
     other = Corpus(corpus.train[:200], corpus.valid, corpus.test, fingerprint="e" * 16, source="synthetic")
     assert get_tokenizer(other, 120, tmp_path).path != path
     assert sorted(p.name for p in (tmp_path / "tokenizers").iterdir()) == sorted(
-        [f"bpe-{'e' * 16}-120.json", f"bpe-{'f' * 16}-100.json", f"bpe-{'f' * 16}-120.json"])
+        [f"bpe-{'e' * 16}-120.json", f"bpe-{'f' * 16}-100.json", f"bpe-{'f' * 16}-120.json"]
+    )
 
 
 def test_corrupt_tokenizer_file_is_a_user_error(tmp_path):

@@ -1,6 +1,7 @@
 """Test-only corpus helpers: write a gettext .mo catalog, make toy parallel pairs, write a
 line-aligned corpus folder. The library reads these formats (``moenas.data.corpus``); only the
 tests write them. Importable as ``toy_corpus`` (tests/conftest.py puts this folder on sys.path)."""
+
 from __future__ import annotations
 
 import random
@@ -34,12 +35,36 @@ def write_mo(path: str | Path, entries: Sequence[tuple[str, str]], charset: str 
 
 _LEXICON = {
     "det": [("the", "die"), ("a", "eine"), ("every", "jede"), ("no", "keine")],
-    "adj": [("red", "rote"), ("small", "kleine"), ("old", "alte"), ("new", "neue"), ("empty", "leere"),
-            ("hidden", "versteckte"), ("large", "große"), ("broken", "kaputte")],
-    "noun": [("file", "Datei"), ("window", "Fenster"), ("key", "Taste"), ("list", "Liste"), ("page", "Seite"),
-             ("table", "Tabelle"), ("folder", "Mappe"), ("line", "Zeile"), ("option", "Option"), ("image", "Grafik")],
-    "verb": [("opens", "öffnet"), ("closes", "schließt"), ("shows", "zeigt"), ("hides", "versteckt"),
-             ("copies", "kopiert"), ("deletes", "löscht")],
+    "adj": [
+        ("red", "rote"),
+        ("small", "kleine"),
+        ("old", "alte"),
+        ("new", "neue"),
+        ("empty", "leere"),
+        ("hidden", "versteckte"),
+        ("large", "große"),
+        ("broken", "kaputte"),
+    ],
+    "noun": [
+        ("file", "Datei"),
+        ("window", "Fenster"),
+        ("key", "Taste"),
+        ("list", "Liste"),
+        ("page", "Seite"),
+        ("table", "Tabelle"),
+        ("folder", "Mappe"),
+        ("line", "Zeile"),
+        ("option", "Option"),
+        ("image", "Grafik"),
+    ],
+    "verb": [
+        ("opens", "öffnet"),
+        ("closes", "schließt"),
+        ("shows", "zeigt"),
+        ("hides", "versteckt"),
+        ("copies", "kopiert"),
+        ("deletes", "löscht"),
+    ],
 }
 
 
@@ -81,8 +106,14 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[Pair]:
     return out
 
 
-def write_parallel_dir(directory: str | Path, train: Sequence[Pair], valid: Sequence[Pair] = (),
-                       test: Sequence[Pair] = (), src_lang: str = "en", tgt_lang: str = "de") -> Path:
+def write_parallel_dir(
+    directory: str | Path,
+    train: Sequence[Pair],
+    valid: Sequence[Pair] = (),
+    test: Sequence[Pair] = (),
+    src_lang: str = "en",
+    tgt_lang: str = "de",
+) -> Path:
     """Write pairs as line-aligned files ``DIR/{train,valid,test}.{src,tgt}`` (empty splits skipped)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,5 @@ def small_config():
 
     g = GemmConfig(block_m=16, block_n=16, block_k=16, group_m=2, num_warps=4, num_stages=1)
     return MoEKernelConfig(
-        up=g, down=g,
-        wgrad=WgradConfig(block_h=16, block_d=16, block_r=16, num_warps=4, num_stages=1),
+        up=g, down=g, wgrad=WgradConfig(block_h=16, block_d=16, block_r=16, num_warps=4, num_stages=1)
     )

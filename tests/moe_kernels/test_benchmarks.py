@@ -21,8 +21,20 @@ def test_bench_dry_run_writes_csv(tmp_path, capsys):
     assert {"loop", "padded", "dense"} <= impls
     if not torch.cuda.is_available():  # on CPU triton runs only under the interpreter
         assert ("triton" in impls) == triton_available("cpu")
-    for col in ("device", "torch", "triton", "cuda", "tokens", "topk", "mode", "median_ms",
-                "tflops", "frac_of_ceiling", "speedup_vs_loop", "speedup_vs_padded"):
+    for col in (
+        "device",
+        "torch",
+        "triton",
+        "cuda",
+        "tokens",
+        "topk",
+        "mode",
+        "median_ms",
+        "tflops",
+        "frac_of_ceiling",
+        "speedup_vs_loop",
+        "speedup_vs_padded",
+    ):
         assert col in rows[0]
     assert all(float(r["median_ms"]) > 0 for r in rows)
     assert "wrote" in capsys.readouterr().out
@@ -37,8 +49,16 @@ def test_bench_shape_list_and_targets():
     assert min(s.num_experts for s in shapes) == 2 and max(s.num_experts for s in shapes) == 16
     assert all(set(s.hidden_sizes) <= {1024, 2048, 3072} for s in shapes)
     cfg = bench.BenchConfig(512, (1024, 3072), 16384, 2, "fwd")
-    res = bench.BenchResult(cfg, "triton", median_ms=1.0, useful_gflop=1.0, tflops=1.0,
-                            frac_of_ceiling=0.6, speedup_vs_loop=4.0, speedup_vs_padded=1.5)
+    res = bench.BenchResult(
+        cfg,
+        "triton",
+        median_ms=1.0,
+        useful_gflop=1.0,
+        tflops=1.0,
+        frac_of_ceiling=0.6,
+        speedup_vs_loop=4.0,
+        speedup_vs_padded=1.5,
+    )
     lines = bench.check_targets([res])
     assert len(lines) == 3 and all(line.startswith("PASS") for line in lines)
 
@@ -50,8 +70,9 @@ def test_bench_without_gpu_exits_2(capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not triton_available("cpu") and not torch.cuda.is_available(),
-                    reason="needs the Triton interpreter or a GPU")
+@pytest.mark.skipif(
+    not triton_available("cpu") and not torch.cuda.is_available(), reason="needs the Triton interpreter or a GPU"
+)
 def test_tuner_plan_and_launchers(device, small_config):
     tune = load("tune_moe_kernels")
     assert tune.main(["--dry-run", "--quick"]) == 0

@@ -47,8 +47,12 @@ def test_cpu_uses_defaults_silently():
 
 def test_tuned_file_exact_and_nearest(fresh):
     name = "Tuned GPU X"
-    entry = {"up": {"block_m": 128, "num_warps": 8}, "down": {"block_n": 64},
-             "wgrad": {"block_r": 32}, "ms": {"up": 0.1}}
+    entry = {
+        "up": {"block_m": 128, "num_warps": 8},
+        "down": {"block_n": 64},
+        "wgrad": {"block_r": 32},
+        "ms": {"up": 0.1},
+    }
     doc = {"device": name, "configs": {"bf16|D512|slots4096": entry}}
     cfgmod.device_config_path(name, fresh).write_text(json.dumps(doc))
     with warnings.catch_warnings():

@@ -56,6 +56,5 @@ SCRIPT = textwrap.dedent(
 def test_imports_without_triton_and_cpu_error():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU-only view even on a GPU machine
-    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip().endswith("OK"), res.stdout + res.stderr

@@ -1,4 +1,5 @@
 """`moenas kernels` compares the kernels with the reference on this device."""
+
 import json
 
 from moenas.cli import main

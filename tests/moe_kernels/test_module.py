@@ -57,6 +57,7 @@ def test_module_from_linears_and_init():
 def test_reference_handles_empty_batch():
     hs, d = (4, 8), 6
     w = torch.randn(12, d)
-    out = moe_ffn_reference(torch.randn(0, d), torch.zeros(0, 1, dtype=torch.long),
-                            torch.zeros(0, 1), w, None, w, None, hs)
+    out = moe_ffn_reference(
+        torch.randn(0, d), torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1), w, None, w, None, hs
+    )
     assert out.shape == (0, d)

@@ -29,11 +29,7 @@ from moenas.moe_kernels import (
 CUDA = torch.cuda.is_available()
 
 # relative Frobenius error vs float64, per input dtype (fp32 uses IEEE dots, no TF32)
-TOLERANCE = {
-    torch.float32: 1e-5,
-    torch.float16: 5e-3,
-    torch.bfloat16: 3e-2,
-}
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 
 # Small blocks so that tiny shapes still span several tiles and partial tiles (tl.dot needs 16).
 SMALL = MoEKernelConfig(
@@ -119,8 +115,7 @@ NAMES = ["x", "tw", "w1", "b1", "w2t", "b2"]
 
 def run_backend(backend, ids, lowp, grad_out, hs):
     leaves = {n: v.detach().clone().requires_grad_() for n, v in lowp.items()}
-    args = (leaves["x"], ids, leaves["tw"], leaves["w1"], leaves["b1"], leaves["w2t"],
-            leaves["b2"], hs)
+    args = (leaves["x"], ids, leaves["tw"], leaves["w1"], leaves["b1"], leaves["w2t"], leaves["b2"], hs)
     if backend == "torch":
         out = moe_ffn(*args, backend="torch")
     elif backend == "torch_op":
@@ -135,8 +130,9 @@ def run_backend(backend, ids, lowp, grad_out, hs):
 def expected(ids, lowp, grad_out, hs):
     # float64 computation on exactly the (rounded) low-precision inputs
     leaves = {n: v.detach().double().cpu().requires_grad_() for n, v in lowp.items()}
-    out = slot_reference(leaves["x"], ids.cpu(), leaves["tw"], leaves["w1"], leaves["b1"],
-                         leaves["w2t"], leaves["b2"], hs)
+    out = slot_reference(
+        leaves["x"], ids.cpu(), leaves["tw"], leaves["w1"], leaves["b1"], leaves["w2t"], leaves["b2"], hs
+    )
     out.backward(grad_out)
     return {"out": out.detach(), **{n: leaves[n].grad for n in NAMES}}
 
@@ -252,8 +248,17 @@ def test_triton_default_blocks(device, nan_fill):
     ids, lowp, grad_out = make_inputs(case, torch.float16, device, 11)
     ref = expected(ids, lowp, grad_out, case.hidden_sizes)
     leaves = {n: v.detach().clone().requires_grad_() for n, v in lowp.items()}
-    out = moe_ffn(leaves["x"], ids.int(), leaves["tw"], leaves["w1"], leaves["b1"],
-                  leaves["w2t"], leaves["b2"], case.hidden_sizes, backend="triton")
+    out = moe_ffn(
+        leaves["x"],
+        ids.int(),
+        leaves["tw"],
+        leaves["w1"],
+        leaves["b1"],
+        leaves["w2t"],
+        leaves["b2"],
+        case.hidden_sizes,
+        backend="triton",
+    )
     out.backward(grad_out.to(out.dtype).to(out.device))
     got = {"out": out.detach(), **{n: leaves[n].grad for n in NAMES}}
     for n in ref:

@@ -1,12 +1,15 @@
 """The arch MoE layer's backend="triton" runs the grouped kernels and matches the torch loop."""
+
 import pytest
 import torch
 
 from moenas.arch.moe import MoELayer
 from moenas.moe_kernels import triton_available
 
-pytestmark = pytest.mark.skipif(not triton_available("cpu") and not torch.cuda.is_available(),
-                                reason="needs Triton (interpreter on CPU or a CUDA GPU)")
+pytestmark = pytest.mark.skipif(
+    not triton_available("cpu") and not torch.cuda.is_available(),
+    reason="needs Triton (interpreter on CPU or a CUDA GPU)",
+)
 
 
 @pytest.mark.parametrize("top_k", [1, 2])

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from moenas.moe_kernels import (
-    GroupedExpertFFN,
-    MoEFFNFunction,
-    moe_ffn,
-    moe_ffn_op,
-    override_config,
-    triton_available,
-)
+from moenas.moe_kernels import GroupedExpertFFN, MoEFFNFunction, moe_ffn, moe_ffn_op, override_config, triton_available
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton not installed")
 
@@ -48,8 +41,7 @@ def test_opcheck_backward_op():
     g = torch.randn_like(out)
     for flags in [(True, True, True), (False, True, False), (True, False, False)]:
         torch.library.opcheck(
-            torch.ops.moenas.moe_ffn_bwd.default,
-            (g, x, tw, w1, w2t, hbuf, yraw, ss, offs, hs, *flags, "torch"),
+            torch.ops.moenas.moe_ffn_bwd.default, (g, x, tw, w1, w2t, hbuf, yraw, ss, offs, hs, *flags, "torch")
         )
 
 
@@ -93,8 +85,7 @@ def test_torch_compile(backend, device, small_config):
     x = torch.randn(6, 16, device=device, requires_grad=True)
     ids = torch.randint(0, 2, (6, 2), device=device)
     tw = torch.rand(6, 2, device=device, requires_grad=True)
-    f = torch.compile(lambda a, b, c: mod(a, b, c, backend=backend), backend="aot_eager",
-                      fullgraph=backend == "triton")
+    f = torch.compile(lambda a, b, c: mod(a, b, c, backend=backend), backend="aot_eager", fullgraph=backend == "triton")
     with override_config(small_config):
         out = f(x, ids, tw)
     ref = mod(x, ids, tw, backend="torch")
@@ -122,5 +113,6 @@ def test_torch_export_sees_one_op():
     ep = torch.export.export(M(), (x, ids, tw))
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
     assert targets.count(torch.ops.moenas.moe_ffn_fwd.default) == 1
-    torch.testing.assert_close(ep.module()(x, ids, tw), moe_ffn(
-        x, ids, tw, ffn.w1, ffn.b1, ffn.w2t, ffn.b2, ffn.hidden_sizes, backend="torch"))
+    torch.testing.assert_close(
+        ep.module()(x, ids, tw), moe_ffn(x, ids, tw, ffn.w1, ffn.b1, ffn.w2t, ffn.b2, ffn.hidden_sizes, backend="torch")
+    )

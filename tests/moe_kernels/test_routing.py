@@ -99,8 +99,9 @@ def test_routing_invariants(t, k, e, bm, seed):
     assert all(v >= 0 for v in te[:nv]) and all(v < 0 for v in te[nv:])
 
 
-@pytest.mark.skipif(not triton_available("cuda" if torch.cuda.is_available() else "cpu"),
-                    reason="needs the Triton interpreter or a GPU")
+@pytest.mark.skipif(
+    not triton_available("cuda" if torch.cuda.is_available() else "cpu"), reason="needs the Triton interpreter or a GPU"
+)
 @pytest.mark.parametrize("bm", [1, 4, 16])
 def test_triton_tile_table_matches_torch(bm, device):
     # the one-program Triton builder gives the torch builder's table (incl. the -1 tail)

@@ -1,4 +1,5 @@
 """`moenas space ...` through the CLI, including bad input -> one line on stderr, exit 2."""
+
 import json
 import subprocess
 import sys
@@ -35,17 +36,22 @@ def test_validate_and_stats(tmp_path, capsys):
     assert code == 2 and "embed_dim" in err
     code, out, _ = run(capsys, "space", "stats", str(f), "--json")
     d = json.loads(out)
-    assert code == 0 and d["arch_id"] == arch.arch_id and d["flops_total"] > 0 and d["params_active"] <= d["params_total"]
+    assert (
+        code == 0 and d["arch_id"] == arch.arch_id and d["flops_total"] > 0 and d["params_active"] <= d["params_total"]
+    )
     code, out, _ = run(capsys, "space", "stats", str(f))
     assert code == 0 and "encoder" in out and "GFLOPs" in out
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["space", "stats", "/no/such/file.json"], "no such file"),
-    (["space", "sample", "--space", "nope"], "unknown space"),
-    (["space", "sample", "--n", "0"], "--n"),
-    (["space", "validate", "{bad}"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["space", "stats", "/no/such/file.json"], "no such file"),
+        (["space", "sample", "--space", "nope"], "unknown space"),
+        (["space", "sample", "--n", "0"], "--n"),
+        (["space", "validate", "{bad}"], "no such file"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     code, _, err = run(capsys, *argv)
     assert code == 2
@@ -62,8 +68,9 @@ def test_malformed_json_file(tmp_path, capsys):
 def test_outside_space_through_a_real_process_has_no_traceback(tmp_path):
     f = tmp_path / "a.json"
     f.write_text(SearchSpace.load("tiny").sample(0).to_json())
-    p = subprocess.run([sys.executable, "-m", "moenas", "space", "stats", str(f), "--space", "hat-wmt"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "moenas", "space", "stats", str(f), "--space", "hat-wmt"], capture_output=True, text=True
+    )
     assert p.returncode == 2
     assert "outside space" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1

@@ -1,19 +1,49 @@
 """`moenas demo` end to end at micro sizes: the transfer path, a supernet, search with its dense
 baseline, the finalists measured and the answer chosen, BLEU and translations in the report, the
 answer exported and translated by onnxruntime; and bad settings rejected in one line before any work."""
+
 import json
 
 import pytest
-
-from moenas.cli import main
-from moenas.arch import UserError
-
 from toy_corpus import synthetic_pairs, write_parallel_dir
 
-SMALL = ["--transfer-n", "4", "--transfer-holdout", "2", "--train-steps", "4", "--train-max-tokens", "512",
-         "--population", "6", "--parents", "2", "--mutations", "2", "--crossovers", "2", "--iterations", "1",
-         "--valid-sentences", "12", "--bleu-sentences", "6", "--final-k", "1", "--dense-iterations", "1", "--predictor-model", "flops-linear",
-         "--profile-seconds", "0.3", "--drift-threshold", "10"]  # quick timings; the suite's machine may be busy
+from moenas.arch import UserError
+from moenas.cli import main
+
+SMALL = [
+    "--transfer-n",
+    "4",
+    "--transfer-holdout",
+    "2",
+    "--train-steps",
+    "4",
+    "--train-max-tokens",
+    "512",
+    "--population",
+    "6",
+    "--parents",
+    "2",
+    "--mutations",
+    "2",
+    "--crossovers",
+    "2",
+    "--iterations",
+    "1",
+    "--valid-sentences",
+    "12",
+    "--bleu-sentences",
+    "6",
+    "--final-k",
+    "1",
+    "--dense-iterations",
+    "1",
+    "--predictor-model",
+    "flops-linear",
+    "--profile-seconds",
+    "0.3",
+    "--drift-threshold",
+    "10",
+]  # quick timings; the suite's machine may be busy
 
 
 @pytest.mark.slow
@@ -45,16 +75,19 @@ def test_demo_transfer_path_end_to_end(tmp_path, capsys, monkeypatch):
     assert rc2 == rc and s2["final"] == s["final"]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--transfer-n", "0"], "--transfer-n must be >= 1"),
-    (["--train-steps", "-1"], "--train-steps must be >= 0"),
-    (["--from-scratch", "--profile-n", "0"], "--profile-n must be >= 1"),
-    (["--train-lr", "-1"], "--train-lr must be > 0"),
-    (["--max-latency-ms", "0"], "--max-latency-ms must be > 0"),
-    (["--scale", "wmt"], "--scale wmt needs --corpus DIR"),
-    (["--corpus", "defualt"], "--corpus defualt: not 'default', 'gettext[:DIR]' or a directory"),
-    (["--corpus", "gettext:/no/such/locale"], "no gettext catalogs (*.mo) in /no/such/locale"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--transfer-n", "0"], "--transfer-n must be >= 1"),
+        (["--train-steps", "-1"], "--train-steps must be >= 0"),
+        (["--from-scratch", "--profile-n", "0"], "--profile-n must be >= 1"),
+        (["--train-lr", "-1"], "--train-lr must be > 0"),
+        (["--max-latency-ms", "0"], "--max-latency-ms must be > 0"),
+        (["--scale", "wmt"], "--scale wmt needs --corpus DIR"),
+        (["--corpus", "defualt"], "--corpus defualt: not 'default', 'gettext[:DIR]' or a directory"),
+        (["--corpus", "gettext:/no/such/locale"], "no gettext catalogs (*.mo) in /no/such/locale"),
+    ],
+)
 def test_bad_demo_settings_are_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "d"
     assert main(["demo", "--out", str(out), *args]) == 2
@@ -74,15 +107,36 @@ def test_paper_scale_path_runs_end_to_end(tmp_path, capsys, monkeypatch):
     pairs = load_corpus("default").train[:400]
     corpus = write_parallel_dir(tmp_path / "wmt", pairs)
     out = tmp_path / "demo"
-    argv = ["demo", "--scale", "wmt", "--corpus", str(corpus), "--out", str(out), *SMALL, "--train-steps", "2",
-            "--train-max-tokens", "256", "--no-dense", "--transfer-n", "3", "--transfer-holdout", "1",
-            "--search-workers", "1", "--json"]
+    argv = [
+        "demo",
+        "--scale",
+        "wmt",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        *SMALL,
+        "--train-steps",
+        "2",
+        "--train-max-tokens",
+        "256",
+        "--no-dense",
+        "--transfer-n",
+        "3",
+        "--transfer-holdout",
+        "1",
+        "--search-workers",
+        "1",
+        "--json",
+    ]
     # the later flags win: automoe-wmt archs take seconds each to export and time, and each search
     # worker would load its own copy of the 348M-parameter supernet (the pool is tested at tiny scale)
     rc = main(argv)
     s = json.loads(capsys.readouterr().out)
     assert rc == (0 if s["final"]["winner"] else 1)
-    assert s["config"]["space"] == "automoe-wmt" and s["facts"]["predictor"]["path"].startswith("transfer from automoe-wmt")
+    assert s["config"]["space"] == "automoe-wmt" and s["facts"]["predictor"]["path"].startswith(
+        "transfer from automoe-wmt"
+    )
     assert "dense" not in s["picks"]
     if s["final"]["winner"]:
         assert s["picks"]["searched"]["measured_ms"] > 0 and s["picks"]["searched"]["bleu"] is not None
@@ -112,7 +166,9 @@ def test_too_few_valid_archs_to_transfer_says_why(tmp_path, monkeypatch):
     cfg = DemoConfig(out=tmp_path)
     demo = SimpleNamespace(cfg=cfg, path=lambda name: tmp_path / name, facts={}, log=print)
     wanted = cfg.transfer_n + cfg.transfer_holdout
-    with pytest.raises(UserError, match=rf"only 1 of {wanted} archs were measured validly.*reference model timed .* ms over \d+ checks"):
+    with pytest.raises(
+        UserError, match=rf"only 1 of {wanted} archs were measured validly.*reference model timed .* ms over \d+ checks"
+    ):
         demo_latency.transfer_to_this_machine(demo)
 
 

@@ -1,5 +1,6 @@
 """Imports flow one way (docs/ARCHITECTURE.md): a package may import only the floors below it, and the
 modules inside one floor import each other without a cycle."""
+
 import ast
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def _absolute(node: ast.ImportFrom, module: str) -> str:
     """``node``'s module as an absolute name, for a file that is module ``module``."""
     if node.level == 0:
         return node.module or ""
-    package = module.split(".")[:-node.level]
+    package = module.split(".")[: -node.level]
     return ".".join(package + ([node.module] if node.module else []))
 
 
@@ -77,16 +78,19 @@ def test_imports_point_down(folder):
     assert not violations(ROOT, folder)
 
 
-@pytest.mark.parametrize("source, module, bad", [
-    ("import moenas.search.trainer", "moenas.data.corpus", {"search"}),
-    ("from moenas.predictor.api import Predictor", "moenas.profiler.runner", {"predictor"}),
-    ("from moenas import search", "moenas.data.corpus", {"search"}),
-    ("from moenas import Predictor", "moenas.search.constraints", {TOP}),   # the top floor's re-export
-    ("from ..search import trainer", "moenas.predictor.api", {"search"}),
-    ("from ...profiler.runner import Profiler", "moenas.arch.sub.x", {"profiler"}),  # a nested file
-    ("def f():\n    from moenas.search import pipeline", "moenas.arch.cost", {"search"}),  # inside a function
-    ("from moenas.arch import Arch\nfrom . import checks\nimport numpy", "moenas.data.corpus", set()),
-])
+@pytest.mark.parametrize(
+    "source, module, bad",
+    [
+        ("import moenas.search.trainer", "moenas.data.corpus", {"search"}),
+        ("from moenas.predictor.api import Predictor", "moenas.profiler.runner", {"predictor"}),
+        ("from moenas import search", "moenas.data.corpus", {"search"}),
+        ("from moenas import Predictor", "moenas.search.constraints", {TOP}),  # the top floor's re-export
+        ("from ..search import trainer", "moenas.predictor.api", {"search"}),
+        ("from ...profiler.runner import Profiler", "moenas.arch.sub.x", {"profiler"}),  # a nested file
+        ("def f():\n    from moenas.search import pipeline", "moenas.arch.cost", {"search"}),  # inside a function
+        ("from moenas.arch import Arch\nfrom . import checks\nimport numpy", "moenas.data.corpus", set()),
+    ],
+)
 def test_the_check_catches_each_kind_of_upward_import(source, module, bad):
     folder = module.split(".")[1]
     assert upward_imports(folder, source, module) == bad
@@ -105,9 +109,11 @@ def test_files_in_nested_folders_are_checked(tmp_path):
 # Cycles inside one floor that stay, each with the reason it cannot be broken yet:
 # (its modules, sorted) -> why. A cycle hides which module builds on which; this list only shrinks.
 ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-    ("moenas.predictor.models", "moenas.predictor.transfer"):
-        "predictor files saved before transfer.py name their model moenas.predictor.models.TransferModel and "
-        "skops resolves that path, so models re-exports the class (lazily) from transfer, which builds on models",
+    (
+        "moenas.predictor.models",
+        "moenas.predictor.transfer",
+    ): "predictor files saved before transfer.py name their model moenas.predictor.models.TransferModel and "
+    "skops resolves that path, so models re-exports the class (lazily) from transfer, which builds on models"
 }
 FLOORS = [*sorted(ALLOWED), TOP]
 
@@ -169,8 +175,8 @@ def cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
             elif w in stack:
                 low[v] = min(low[v], index[w])
         if low[v] == index[v]:
-            component = stack[stack.index(v):]
-            del stack[stack.index(v):]
+            component = stack[stack.index(v) :]
+            del stack[stack.index(v) :]
             if len(component) > 1:
                 found.append(tuple(sorted(component)))
 
@@ -224,17 +230,33 @@ def _write(folder: Path, files: dict[str, str]) -> None:
         (folder / rel).write_text(text)
 
 
-@pytest.mark.parametrize("files, found", [
-    ({"a.py": "from . import b\n", "b.py": "from .a import X\n"}, [("a", "b")]),            # module level
-    ({"a.py": "def f():\n    from .b import g\n", "b.py": "import moenas.data.a\n"}, [("a", "b")]),  # in a function
-    ({"a.py": "if TYPE_CHECKING:\n    from .b import B\n", "b.py": "from moenas.data.a import A\n"}, [("a", "b")]),
-    ({"a.py": "from .sub.c import C\n", "sub/__init__.py": "", "sub/c.py": "from ..a import A\n"}, [("a", "sub.c")]),
-    ({"__init__.py": "from .a import A\n", "a.py": "from moenas.data import B\n"}, [("", "a")]),  # the package itself
-    ({"a.py": "from . import b\n", "b.py": "from . import c\n", "c.py": "from .a import A\n", "d.py": ""},
-     [("a", "b", "c")]),                                                                     # longer
-    ({"a.py": "from .b import B\nimport numpy\nfrom moenas.arch import Arch\n", "b.py": "from moenas import data\n"},
-     []),                                                                                    # one way only
-])
+@pytest.mark.parametrize(
+    "files, found",
+    [
+        ({"a.py": "from . import b\n", "b.py": "from .a import X\n"}, [("a", "b")]),  # module level
+        ({"a.py": "def f():\n    from .b import g\n", "b.py": "import moenas.data.a\n"}, [("a", "b")]),  # in a function
+        ({"a.py": "if TYPE_CHECKING:\n    from .b import B\n", "b.py": "from moenas.data.a import A\n"}, [("a", "b")]),
+        (
+            {"a.py": "from .sub.c import C\n", "sub/__init__.py": "", "sub/c.py": "from ..a import A\n"},
+            [("a", "sub.c")],
+        ),
+        (
+            {"__init__.py": "from .a import A\n", "a.py": "from moenas.data import B\n"},
+            [("", "a")],
+        ),  # the package itself
+        (
+            {"a.py": "from . import b\n", "b.py": "from . import c\n", "c.py": "from .a import A\n", "d.py": ""},
+            [("a", "b", "c")],
+        ),  # longer
+        (
+            {
+                "a.py": "from .b import B\nimport numpy\nfrom moenas.arch import Arch\n",
+                "b.py": "from moenas import data\n",
+            },
+            [],
+        ),  # one way only
+    ],
+)
 def test_the_cycle_check_catches_each_kind_of_cycle(tmp_path, files, found):
     _write(tmp_path / "data", files)
     full = lambda m: f"{TOP}.data.{m}" if m else f"{TOP}.data"  # noqa: E731
@@ -242,16 +264,31 @@ def test_the_cycle_check_catches_each_kind_of_cycle(tmp_path, files, found):
 
 
 def test_an_allowed_cycle_passes_and_others_fail_with_their_chain(tmp_path):
-    _write(tmp_path / "data", {"a.py": "from . import b\n", "b.py": "from .a import A\n",
-                               "c.py": "from .d import D\n", "d.py": "def f():\n    from . import c\n"})
+    _write(
+        tmp_path / "data",
+        {
+            "a.py": "from . import b\n",
+            "b.py": "from .a import A\n",
+            "c.py": "from .d import D\n",
+            "d.py": "def f():\n    from . import c\n",
+        },
+    )
     allowed = {("moenas.data.a", "moenas.data.b"): "kept for this test"}
-    assert cycle_violations(tmp_path, "data", allowed) == ["data: import cycle moenas.data.c -> moenas.data.d -> moenas.data.c"]
+    assert cycle_violations(tmp_path, "data", allowed) == [
+        "data: import cycle moenas.data.c -> moenas.data.d -> moenas.data.c"
+    ]
     # a third module joins the allowed cycle: that is a new cycle
     _write(tmp_path / "data", {"e.py": "from . import a\n", "b.py": "from .a import A\nfrom . import e\n"})
     assert len(cycle_violations(tmp_path, "data", allowed)) == 2
 
 
 def test_the_top_floor_is_named_from_moenas_itself(tmp_path):
-    _write(tmp_path / TOP, {"cli.py": "from .commands import fit\n", "commands/__init__.py": "",
-                            "commands/fit.py": "from moenas.cli import main\n"})
+    _write(
+        tmp_path / TOP,
+        {
+            "cli.py": "from .commands import fit\n",
+            "commands/__init__.py": "",
+            "commands/fit.py": "from moenas.cli import main\n",
+        },
+    )
     assert cycles(import_graph(tmp_path, TOP)) == [("moenas.cli", "moenas.commands.fit")]

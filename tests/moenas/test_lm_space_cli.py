@@ -1,4 +1,5 @@
 """`moenas space sample|stats|info|validate` on a decoder-only space and arch."""
+
 import json
 
 from moenas.arch import Arch, SearchSpace
@@ -55,6 +56,11 @@ def test_validate_names_the_spaces_of_the_archs_own_family(tmp_path, capsys):
     f = tmp_path / "mixed.jsonl"
     f.write_text(lm.to_json() + "\n" + ed.to_json() + "\n")
     code, out, err = run(capsys, "space", "validate", f)
-    assert code == 0 and err == "" and out.splitlines()[0].endswith("in lm-tiny") and out.splitlines()[1].endswith("in tiny")
+    assert (
+        code == 0
+        and err == ""
+        and out.splitlines()[0].endswith("in lm-tiny")
+        and out.splitlines()[1].endswith("in tiny")
+    )
     code, _, err = run(capsys, "space", "validate", f, "--space", "tiny")
     assert code == 2 and "family: 'decoder-only' is not allowed" in err

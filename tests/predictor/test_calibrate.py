@@ -5,6 +5,7 @@ The datasets are synthetic (moenas.predictor.synthetic) with reference timings a
 model k times slower, so the rescaled predictor of "a" must predict what a predictor fitted on
 "b" predicts. The CLI test times the tiny space's reference model for real, under a small stop
 rule; nothing asserts a speed."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,8 @@ from moenas.predictor.dataset import load_dataset
 from moenas.predictor.machine import holds_on
 from moenas.predictor.synthetic import make_profiles
 
-REF_MS = 8.0        # the reference model on machine "a", ms
-K = 0.78            # machine "b" runs everything 0.78x as long (a faster second machine, as once measured)
+REF_MS = 8.0  # the reference model on machine "a", ms
+K = 0.78  # machine "b" runs everything 0.78x as long (a faster second machine, as once measured)
 SMALL_RULE = {"warmup": 1, "min_runs": 3, "max_runs": 8, "max_seconds": 2.0, "target_rel": 0.05, "confidence": 0.95}
 LATENCY_COLS = ["median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "ci_lo_ms", "ci_hi_ms"]
 
@@ -85,10 +86,10 @@ def test_rescale_recovers_a_known_factor(fitted):
     assert f == pytest.approx(K, rel=0.01)
     test = SearchSpace.load("tiny").sample_n(60, seed=11)
     m, m_a, m_b = cal.predict(test), pa.predict(test), pb.predict(test)
-    np.testing.assert_allclose(m.mean, m_a.mean * f, rtol=1e-12)   # a pure rescale, intervals included
+    np.testing.assert_allclose(m.mean, m_a.mean * f, rtol=1e-12)  # a pure rescale, intervals included
     np.testing.assert_allclose(m.upper / m.mean, m_a.upper / m_a.mean, rtol=1e-12)
-    assert M.mape(m_b.mean, m.mean) < 3.0                            # what machine b's own predictor says
-    assert M.mape(m_b.mean, m_a.mean) > 20.0                          # ... and what the uncorrected one missed
+    assert M.mape(m_b.mean, m.mean) < 3.0  # what machine b's own predictor says
+    assert M.mape(m_b.mean, m_a.mean) > 20.0  # ... and what the uncorrected one missed
     assert beyond_noise(f, stored_reference(pa.metadata)["noise_rel"])
     assert not beyond_noise(1.01, 0.004) and holds_on(cal.metadata) == "machine-b"
 
@@ -99,10 +100,16 @@ def test_reference_metadata_round_trip(machines, fitted, tmp_path):
     assert ref["median_ms"] == pytest.approx(REF_MS, rel=0.01) and 0 < ref["noise_rel"] < 0.03
     assert ref["n_rows"] == 120 and ref["threads_intra"] == 1
     back = Predictor.load(pa.save(tmp_path / "a"))
-    assert {k: back.metadata["reference"][k] for k in ("median_ms", "noise_rel", "n_checks")} == \
-        {k: ref[k] for k in ("median_ms", "noise_rel", "n_checks")}
-    cal = calibrated(back, {"median_ms": REF_MS * 2, "ci_rel": 0.01, "n_runs": 20}, {"fingerprint_id": "here"},
-                     source=str(tmp_path / "a"), when="2026-12-01T00:00:00+00:00")
+    assert {k: back.metadata["reference"][k] for k in ("median_ms", "noise_rel", "n_checks")} == {
+        k: ref[k] for k in ("median_ms", "noise_rel", "n_checks")
+    }
+    cal = calibrated(
+        back,
+        {"median_ms": REF_MS * 2, "ci_rel": 0.01, "n_runs": 20},
+        {"fingerprint_id": "here"},
+        source=str(tmp_path / "a"),
+        when="2026-12-01T00:00:00+00:00",
+    )
     loaded = Predictor.load(cal.save(tmp_path / "a2"))
     assert isinstance(loaded.model, ScaledModel)
     c = loaded.metadata["calibration"]
@@ -113,16 +120,18 @@ def test_reference_metadata_round_trip(machines, fitted, tmp_path):
     np.testing.assert_allclose(loaded.predict(archs).mean, back.predict(archs).mean * c["factor"], rtol=1e-12)
     again = calibrated(loaded, {"median_ms": REF_MS}, {"fingerprint_id": "third"})  # composes, no nesting
     assert not isinstance(again.model.base, ScaledModel)
-    np.testing.assert_allclose(again.predict(archs).mean, back.predict(archs).mean * REF_MS / ref["median_ms"], rtol=1e-9)
+    np.testing.assert_allclose(
+        again.predict(archs).mean, back.predict(archs).mean * REF_MS / ref["median_ms"], rtol=1e-9
+    )
 
 
 def test_old_predictor_without_reference_is_refused(fitted, tmp_path, capsys):
     pa = fitted["a"]
     d = pa.save(tmp_path / "old")
     meta = json.loads((d / "predictor.json").read_text())
-    del meta["reference"]                                   # as written before references were stored
+    del meta["reference"]  # as written before references were stored
     (d / "predictor.json").write_text(json.dumps(meta))
-    old = Predictor.load(d)                                 # still loads (missing key = unknown)
+    old = Predictor.load(d)  # still loads (missing key = unknown)
     assert stored_reference(old.metadata) is None
     with pytest.raises(UserError, match="refit"):
         calibrated(old, {"median_ms": 5.0})
@@ -130,7 +139,7 @@ def test_old_predictor_without_reference_is_refused(fitted, tmp_path, capsys):
     assert main(["calibrate", "--predictor", str(d), "--out", str(tmp_path / "new")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "moenas fit" in err and not (tmp_path / "new").exists()
-    plain = make_profiles("tiny", 10, "a")[0]               # synthetic rows carry no reference timing
+    plain = make_profiles("tiny", 10, "a")[0]  # synthetic rows carry no reference timing
     assert reference_stats(plain[plain["component"] == "total"]) is None
 
 
@@ -145,8 +154,23 @@ def here_predictor(machines):
     meta["fingerprint"] = fingerprint("cpu")
     write_profiles(d / "here.parquet", df, meta)
     out = d / "p_here"
-    assert main(["fit", "--data", str(d / "here.parquet"), "--model", "gbt", "--folds", "3",
-                 "--no-learning-curve", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(d / "here.parquet"),
+                "--model",
+                "gbt",
+                "--folds",
+                "3",
+                "--no-learning-curve",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -155,7 +179,7 @@ def test_calibrate_cli_times_the_reference(here_predictor, tmp_path, capsys):
     out = tmp_path / "p2"
     assert main(["calibrate", "--predictor", str(here_predictor), "--out", str(out), "--checks", "1", "--json"]) == 0
     io = capsys.readouterr()
-    rep = json.loads(io.out)                                # progress went to stderr, stdout is the JSON
+    rep = json.loads(io.out)  # progress went to stderr, stdout is the JSON
     assert "timing the reference model" in io.err
     assert rep["factor"] == pytest.approx(rep["reference_ms_here"] / rep["reference_ms_source"])
     assert rep["reference_ms_source"] == pytest.approx(REF_MS, rel=0.01) and rep["timing"]["n_runs"] >= 3
@@ -163,13 +187,15 @@ def test_calibrate_cli_times_the_reference(here_predictor, tmp_path, capsys):
     assert p2.metadata["calibration"]["factor"] == rep["factor"] and p2.metadata["chosen"].startswith("calibrated(")
     archs = SearchSpace.load("tiny").sample_n(5, seed=1)
     np.testing.assert_allclose(p2.predict(archs).lower, p.predict(archs).lower * rep["factor"], rtol=1e-12)
-    assert main(["calibrate", "--predictor", str(here_predictor), "--out", str(out)]) == 2   # exists
+    assert main(["calibrate", "--predictor", str(here_predictor), "--out", str(out)]) == 2  # exists
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--overwrite" in err
 
 
 def test_calibrate_refuses_what_cannot_be_timed(fitted, tmp_path, capsys):
-    d = Predictor(fitted["a"].model, dict(fitted["a"].metadata)).save(tmp_path / "synthetic")     # synthetic backend: nothing to time
+    d = Predictor(fitted["a"].model, dict(fitted["a"].metadata)).save(
+        tmp_path / "synthetic"
+    )  # synthetic backend: nothing to time
     capsys.readouterr()
     assert main(["calibrate", "--predictor", str(d), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
@@ -184,13 +210,14 @@ def test_predict_warns_on_another_machine_in_one_line(here_predictor, tmp_path, 
     capsys.readouterr()
     assert main(["predict", "--predictor", str(here_predictor), str(archs), "--json"]) == 0
     same = capsys.readouterr()
-    assert same.err == ""                                   # this machine: no warning
+    assert same.err == ""  # this machine: no warning
     real = F.fingerprint
-    monkeypatch.setattr(F, "fingerprint", lambda device="cpu": {**real(device), "os": "Linux other",
-                                                                "fingerprint_id": "0123456789ab"})
+    monkeypatch.setattr(
+        F, "fingerprint", lambda device="cpu": {**real(device), "os": "Linux other", "fingerprint_id": "0123456789ab"}
+    )
     assert main(["predict", "--predictor", str(here_predictor), str(archs), "--json"]) == 0
     other = capsys.readouterr()
-    assert json.loads(other.out) == json.loads(same.out)    # stdout unchanged and parseable
+    assert json.loads(other.out) == json.loads(same.out)  # stdout unchanged and parseable
     lines = other.err.strip().splitlines()
     assert len(lines) == 1 and "moenas calibrate" in lines[0] and "differs in os" in lines[0]
 
@@ -199,8 +226,12 @@ def test_warning_follows_the_machine_a_predictor_holds_on():
     from moenas.predictor.machine import elsewhere_message
 
     here = {"fingerprint_id": "here", "os": "Linux 2"}
-    meta = {"fingerprint_id": "there", "fingerprint": {"fingerprint_id": "there", "os": "Linux 1"}, "backend": "onnxruntime"}
+    meta = {
+        "fingerprint_id": "there",
+        "fingerprint": {"fingerprint_id": "there", "os": "Linux 1"},
+        "backend": "onnxruntime",
+    }
     assert "differs in os" in elsewhere_message(meta, "P", here)
     assert elsewhere_message({**meta, "calibration": {"fingerprint_id": "here"}}, "P", here) is None  # calibrated here
-    assert elsewhere_message({**meta, "backend": "synthetic"}, "P", here) is None                  # no machine at all
-    assert elsewhere_message({"backend": "onnxruntime"}, "P", here) is None                        # unknown: silent
+    assert elsewhere_message({**meta, "backend": "synthetic"}, "P", here) is None  # no machine at all
+    assert elsewhere_message({"backend": "onnxruntime"}, "P", here) is None  # unknown: silent

@@ -1,4 +1,5 @@
 """Profiling designs: which archs to measure (moenas.predictor.design, `moenas profile --design`)."""
+
 import numpy as np
 import pytest
 
@@ -44,7 +45,7 @@ def test_maximin_starts_at_the_extreme_and_keeps_away_from_fixed_rows():
 
 
 def test_uncertainty_needs_measurements_before_it_differs_from_space_filling():
-    few = POOL[:MIN_MEASURED - 1]
+    few = POOL[: MIN_MEASURED - 1]
     y = np.ones(len(few))
     assert choose("uncertainty", POOL, 10, few, y) == choose("space-filling", POOL, 10, few, y)
     many = POOL[:30]
@@ -71,7 +72,7 @@ def test_profile_design_grows_a_resumed_dataset_to_n(tmp_path):
     have = load_dataset([out]).archs
     args = _profile_args("--n", "20", "--design", "uncertainty", "--pool", "100", "--resume", "--out", str(out))
     archs = profile_config(args, out).archs
-    assert len(archs) == 20 and [a.arch_id for a in archs[:len(have)]] == [a.arch_id for a in have]
+    assert len(archs) == 20 and [a.arch_id for a in archs[: len(have)]] == [a.arch_id for a in have]
     assert len({a.arch_id for a in archs}) == 20
     space = SearchSpace.load("tiny")
     assert all(space.contains(a) for a in archs)
@@ -87,10 +88,13 @@ def test_profile_random_design_is_todays_sample(tmp_path):
     assert len(sf) == 6 and [a.arch_id for a in sf] != [a.arch_id for a in archs]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--pool", "50"], "--pool is what --design"),
-    (["--design", "space-filling", "--archs", "x.jsonl"], "with --archs FILE every arch"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--pool", "50"], "--pool is what --design"),
+        (["--design", "space-filling", "--archs", "x.jsonl"], "with --archs FILE every arch"),
+    ],
+)
 def test_profile_design_flags_that_cannot_apply_are_refused(tmp_path, extra, message):
     from moenas.commands.profile import profile_config
 

@@ -2,6 +2,7 @@
 every value of ``ArchFeatures`` (default, with a space's layout, under an odd protocol), the
 synthetic devices' latencies, and what ``load_dataset`` reads from the shipped datasets equal
 ``fixtures/encoder_decoder_features.*``, recorded before that change (bit for bit)."""
+
 import json
 from pathlib import Path
 
@@ -54,8 +55,12 @@ def test_shipped_datasets_read_and_featurise_as_before(name, target):
     key = f"shipped/{name}/{target}"
     rec = RECORDS[key]
     assert ds.arch_ids == rec["arch_ids"] and ds.protocol.to_dict() == rec["protocol"]
-    assert (ds.protocol_id, ds.space, ds.noise_floor, ds.threads) == \
-           (rec["protocol_id"], rec["space"], rec["noise_floor"], rec["threads"])
+    assert (ds.protocol_id, ds.space, ds.noise_floor, ds.threads) == (
+        rec["protocol_id"],
+        rec["space"],
+        rec["noise_floor"],
+        rec["threads"],
+    )
     assert ds.reference == rec["reference"]
     np.testing.assert_array_equal(ds.y, VALUES[f"{key}/y"])
     f = ArchFeatures(protocol=ds.protocol, space=ds.space).fit(ds.archs)

@@ -2,6 +2,7 @@
 total whose protocol columns (family, batch, prompt_len, decode_steps, routing, seeds) read
 back as an LMProtocol; targets are the family's. The rows are synthetic
 (moenas.predictor.synthetic: a known function of the LM cost model plus 1.5% noise)."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,11 +43,15 @@ def test_each_target_loads_with_its_protocol(lm_file, target):
 
 
 def test_targets_are_the_familys(lm_file, tmp_path):
-    with pytest.raises(UserError, match=r"target 'encoder' is not one of the decoder-only family's \(total, prefill, decode\)"):
+    with pytest.raises(
+        UserError, match=r"target 'encoder' is not one of the decoder-only family's \(total, prefill, decode\)"
+    ):
         load_dataset([lm_file], "encoder")
     ed = tmp_path / "ed.parquet"
     write_profiles(ed, *make_profiles("tiny", 10, "a", seed=0))
-    with pytest.raises(UserError, match=r"target 'prefill' is not one of the encoder-decoder family's \(total, encoder, decoder\)"):
+    with pytest.raises(
+        UserError, match=r"target 'prefill' is not one of the encoder-decoder family's \(total, encoder, decoder\)"
+    ):
         load_dataset([ed], "prefill")
     assert load_dataset([ed], "decoder").protocol == LatencyProtocol()
     with pytest.raises(UserError, match="different model families"):

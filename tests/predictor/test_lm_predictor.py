@@ -5,6 +5,7 @@ family refuses archs, data and protocols of the other, naming the family.
 
 The data are synthetic (moenas.predictor.synthetic): ~150 lm-tiny archs on device "a", 40 on
 device "c" (faster math, slower memory, cheaper operators)."""
+
 import math
 
 import numpy as np
@@ -40,7 +41,9 @@ def files(tmp_path_factory):
     out = {}
     for device, n, seed in (("a", 150, 0), ("c", 40, 5)):
         df, meta = make_profiles("lm-tiny", n, device, seed=seed)
-        out[device] = write_profiles(d / f"{device}.parquet", _with_reference(df, seed), meta) and d / f"{device}.parquet"
+        out[device] = (
+            write_profiles(d / f"{device}.parquet", _with_reference(df, seed), meta) and d / f"{device}.parquet"
+        )
     ed, meta = make_profiles("tiny", 30, "a", seed=0)
     write_profiles(d / "ed.parquet", ed, meta)
     out["ed"] = d / "ed.parquet"
@@ -50,8 +53,9 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gbt(files):
     """A gbt predictor per target, fitted on device "a"."""
-    return {t: fit_predictor(load_dataset([files["a"]], t), "gbt", folds=3, with_learning_curve=False)[0]
-            for t in TARGETS}
+    return {
+        t: fit_predictor(load_dataset([files["a"]], t), "gbt", folds=3, with_learning_curve=False)[0] for t in TARGETS
+    }
 
 
 def _holdout(ds, model: str):
@@ -64,8 +68,7 @@ def _holdout(ds, model: str):
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("model,bar", [
-    ("gbt", 8.0), ("flops-linear", 10.0), ("auto", 6.0)])
+@pytest.mark.parametrize("model,bar", [("gbt", 8.0), ("flops-linear", 10.0), ("auto", 6.0)])
 def test_fit_and_predict_each_target(files, target, model, bar):
     ds = load_dataset([files["a"]], target)
     p, y = _holdout(ds, model)
@@ -109,8 +112,9 @@ def test_a_predictor_refuses_archs_of_the_other_family(files, gbt):
     ed_archs = SearchSpace.load("tiny").sample_n(3, seed=0)
     with pytest.raises(UserError, match="is encoder-decoder, these features .* are for decoder-only archs"):
         gbt["total"].predict(ed_archs)
-    ed_pred, _ = fit_predictor(load_dataset([files["ed"]], "total"), "gbt", folds=3, with_learning_curve=False,
-                               params={"n_estimators": 20})
+    ed_pred, _ = fit_predictor(
+        load_dataset([files["ed"]], "total"), "gbt", folds=3, with_learning_curve=False, params={"n_estimators": 20}
+    )
     lm_archs = SearchSpace.load("lm-tiny").sample_n(3, seed=0)
     with pytest.raises(UserError, match="is decoder-only, these features .* are for encoder-decoder archs"):
         ed_pred.predict(lm_archs)

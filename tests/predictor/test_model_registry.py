@@ -1,4 +1,5 @@
 """The model registry: one registration per model, which names, make_core and persistence all read."""
+
 import subprocess
 import sys
 
@@ -12,10 +13,15 @@ from moenas.predictor.features import GROUPS, ArchFeatures
 from moenas.predictor.models import MODEL_REGISTRY, check_model_name, make_core
 from moenas.predictor.synthetic import DEVICES, true_latency
 
-SMALL = {"hat-mlp": {"hidden_layer_sizes": (8,), "max_iter": 20},
-         "automoe-mlp": {"hidden_layer_sizes": (8,), "steps": 40, "learning_rate_init": 1e-3},
-         "gbt": {"n_estimators": 10}, "rf": {"n_estimators": 10}, "hybrid": {"n_estimators": 10},
-         "stack": {"candidates": ("flops-linear", "gbt"), "folds": 3}, "auto": {"candidates": ("flops-linear",), "folds": 3}}
+SMALL = {
+    "hat-mlp": {"hidden_layer_sizes": (8,), "max_iter": 20},
+    "automoe-mlp": {"hidden_layer_sizes": (8,), "steps": 40, "learning_rate_init": 1e-3},
+    "gbt": {"n_estimators": 10},
+    "rf": {"n_estimators": 10},
+    "hybrid": {"n_estimators": 10},
+    "stack": {"candidates": ("flops-linear", "gbt"), "folds": 3},
+    "auto": {"candidates": ("flops-linear",), "folds": 3},
+}
 
 
 def test_the_names_the_cli_lists_are_the_registered_models():

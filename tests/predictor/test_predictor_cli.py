@@ -1,4 +1,5 @@
 """`moenas fit / evaluate / predict` in-process, on synthetic profile datasets (labelled as such)."""
+
 import json
 from dataclasses import replace
 
@@ -48,16 +49,34 @@ def test_fit_writes_predictor_report_and_plots(predictor, data, capsys):
 
 def test_fit_json(data, capsys):
     out = data["dir"] / "pred_json"
-    assert main(["fit", "--data", str(data["train"]), "--model", "flops-linear", "--out", str(out),
-                 "--no-learning-curve", "--json"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--data",
+                str(data["train"]),
+                "--model",
+                "flops-linear",
+                "--out",
+                str(out),
+                "--no-learning-curve",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     assert rep["chosen"] == "flops-linear" and {"mape", "kendall_tau", "within_10"} <= set(rep["report"]["cv"])
 
 
 def test_evaluate_and_predict(predictor, data, capsys, tmp_path):
     capsys.readouterr()
-    assert main(["evaluate", "--predictor", str(predictor), "--data", str(data["hold"]), "--json",
-                 "--plots", str(tmp_path)]) == 0
+    assert (
+        main(
+            ["evaluate", "--predictor", str(predictor), "--data", str(data["hold"]), "--json", "--plots", str(tmp_path)]
+        )
+        == 0
+    )
     rep = json.loads(capsys.readouterr().out)
     h = rep["holdout"]
     assert h["n"] == 40 and h["mape"] < 10 and 0 <= h["coverage"] <= 100 and h["noise_floor_mape"] > 0

@@ -1,4 +1,5 @@
 """Features: the vectorised cost model equals arch.cost exactly; encoding equals space.encode."""
+
 import numpy as np
 import pytest
 
@@ -9,7 +10,7 @@ from moenas.predictor.features import COST_FEATURES, HAT_FEATURES, ArchFeatures
 
 PROTOCOLS = [
     LatencyProtocol(batch=1, src_len=30, decoder_steps=30, beam=5),  # HAT's protocol
-    LatencyProtocol(batch=2, src_len=7, decoder_steps=3, beam=1),    # odd sizes: every term of the step sum matters
+    LatencyProtocol(batch=2, src_len=7, decoder_steps=3, beam=1),  # odd sizes: every term of the step sum matters
 ]
 
 
@@ -35,11 +36,26 @@ def test_encoding_equals_space_encode(space):
 
 def test_hat_features_known_values():
     dec = lambda h, e, ch, s: LayerArch(h, e, ch, s)  # noqa: E731
-    a = Arch(StackArch(128, (LayerArch(2, (128,)), LayerArch(4, (256, 512)))),     # MoE layer: mean size 384
-             StackArch(64, (dec(2, (128,), 4, 1), dec(4, (512,), 2, 2), dec(4, (256,), 2, 2))), qkv_dim=128, vocab_size=8000)
+    a = Arch(
+        StackArch(128, (LayerArch(2, (128,)), LayerArch(4, (256, 512)))),  # MoE layer: mean size 384
+        StackArch(64, (dec(2, (128,), 4, 1), dec(4, (512,), 2, 2), dec(4, (256,), 2, 2))),
+        qkv_dim=128,
+        vocab_size=8000,
+    )
     f = ArchFeatures(groups=("hat", "moe")).fit([a])
     row = dict(zip(f.feature_names_, f.transform([a])[0]))
-    assert [row[k] for k in HAT_FEATURES] == [128, 2, (128 + 384) / 2, 3, 64, 3, (128 + 512 + 256) / 3, 10 / 3, 8 / 3, 5 / 3]
+    assert [row[k] for k in HAT_FEATURES] == [
+        128,
+        2,
+        (128 + 384) / 2,
+        3,
+        64,
+        3,
+        (128 + 512 + 256) / 3,
+        10 / 3,
+        8 / 3,
+        5 / 3,
+    ]
     assert row["moe.enc_experts_mean"] == 1.5 and row["moe.enc_expert_size_mean"] == (128 + 256 + 512) / 3
     assert row["moe.enc_moe_layers"] == 1 and row["moe.dec_experts_total"] == 3
 
@@ -63,8 +79,12 @@ def test_layout_errors_name_the_arch_and_mixed_batches_pad():
     sp = SearchSpace.load("tiny")
     archs = sp.sample_n(40, seed=2)
     f = ArchFeatures(space="tiny").fit(archs)
-    wide = Arch(StackArch(64, (LayerArch(2, (128,) * 5), LayerArch(2, (128,)))),  # 5 experts > tiny's 4
-                StackArch(64, (LayerArch(2, (128,), 2, 1),)), qkv_dim=128, vocab_size=8000)
+    wide = Arch(
+        StackArch(64, (LayerArch(2, (128,) * 5), LayerArch(2, (128,)))),  # 5 experts > tiny's 4
+        StackArch(64, (LayerArch(2, (128,), 2, 1),)),
+        qkv_dim=128,
+        vocab_size=8000,
+    )
     with pytest.raises(UserError, match=wide.arch_id):
         f.transform(archs[:3] + [wide])
     np.testing.assert_array_equal(f.transform(archs), np.vstack([f.transform([a]) for a in archs]))

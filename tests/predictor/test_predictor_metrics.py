@@ -1,4 +1,5 @@
 """Metric functions on hand-computed answers."""
+
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ def test_known_answers():
     assert M.mape(Y, P) == pytest.approx((10 + 5 + 0 + 10) / 4)
     assert M.rmspe(Y, P) == pytest.approx(math.sqrt((100 + 25 + 0 + 100) / 4))
     assert M.rmse(Y, P) == pytest.approx(math.sqrt((1 + 1 + 0 + 64) / 4))
-    assert M.within(Y, P, 5) == 50.0          # -5% and 0% (the boundary counts)
+    assert M.within(Y, P, 5) == 50.0  # -5% and 0% (the boundary counts)
     assert M.within(Y, P, 10) == 100.0
     assert M.kendall_tau(Y, P) == pytest.approx(1.0)
     assert M.kendall_tau(Y, P[::-1]) == pytest.approx(-1.0)
@@ -32,8 +33,8 @@ def test_report_and_learning_curve():
 
 
 def test_conformal_halfwidth():
-    r = np.arange(1, 10) / 100.0              # 9 residuals 0.01 .. 0.09
-    assert conformal_halfwidth(r, 0.8) == pytest.approx(0.08)   # ceil(10 * 0.8) = 8th smallest
+    r = np.arange(1, 10) / 100.0  # 9 residuals 0.01 .. 0.09
+    assert conformal_halfwidth(r, 0.8) == pytest.approx(0.08)  # ceil(10 * 0.8) = 8th smallest
     assert conformal_halfwidth(r, 0.95) == pytest.approx(0.09)  # capped at the largest
     with pytest.raises(ValueError):
         conformal_halfwidth(r, 1.0)

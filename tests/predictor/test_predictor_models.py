@@ -1,18 +1,22 @@
 """One contract every latency model passes (optuna-style: parametrised over the registry)."""
+
 import numpy as np
 import pytest
 from sklearn.base import clone
 
-from moenas.arch import UserError
+from moenas.arch import SearchSpace, UserError
 from moenas.predictor import metrics as M
 from moenas.predictor.models import MODELS, LatencyModel, make_model
 from moenas.predictor.synthetic import DEVICES, true_latency
-from moenas.arch import SearchSpace
 
 # Small but faithful settings so the whole contract runs in seconds; defaults are benchmarked.
-FAST = {"hat-mlp": {"hidden_layer_sizes": (64, 64, 64), "max_iter": 150},
-        "automoe-mlp": {"hidden_layer_sizes": (64, 64, 64), "steps": 600, "learning_rate_init": 1e-3}, "gbt": {"n_estimators": 100},
-        "rf": {"n_estimators": 50}, "hybrid": {"n_estimators": 100}}
+FAST = {
+    "hat-mlp": {"hidden_layer_sizes": (64, 64, 64), "max_iter": 150},
+    "automoe-mlp": {"hidden_layer_sizes": (64, 64, 64), "steps": 600, "learning_rate_init": 1e-3},
+    "gbt": {"n_estimators": 100},
+    "rf": {"n_estimators": 50},
+    "hybrid": {"n_estimators": 100},
+}
 
 
 def _data(space, n, seed=0, device="a"):
@@ -34,8 +38,8 @@ def _model(name, space, seed=0):
 def test_model_contract(name, space):
     archs, y = _data(space, 60)
     est = _model(name, space)
-    assert clone(est).get_params() == est.get_params()     # sklearn: params in __init__ only
-    assert est.fit(archs, y) is est                          # fit returns self
+    assert clone(est).get_params() == est.get_params()  # sklearn: params in __init__ only
+    assert est.fit(archs, y) is est  # fit returns self
     assert [k for k in vars(est) if k.endswith("_") and not k.startswith("_")]  # fitted attrs end in _
     new, y_new = _data(space, 20, seed=1)
     mean = est.predict(new)
@@ -44,9 +48,9 @@ def test_model_contract(name, space):
     np.testing.assert_array_equal(m, mean)
     assert np.all(lo <= m) and np.all(m <= hi) and np.all(lo > 0)
     _, lo2, hi2 = est.predict_interval(new, confidence=0.5)
-    assert np.all(hi2 - lo2 <= hi - lo)                      # a lower confidence is never wider
-    assert M.mape(y_new, mean) < 30                          # learned something (flops-linear is crude)
-    again = _model(name, space).fit(archs, y).predict(new)   # same seed -> same predictions
+    assert np.all(hi2 - lo2 <= hi - lo)  # a lower confidence is never wider
+    assert M.mape(y_new, mean) < 30  # learned something (flops-linear is crude)
+    again = _model(name, space).fit(archs, y).predict(new)  # same seed -> same predictions
     np.testing.assert_allclose(again, mean, rtol=1e-12)
     assert est.predict([a.to_json() for a in new[:3]]).shape == (3,)  # JSON strings work too
 
@@ -110,9 +114,22 @@ def test_a_stack_round_trips_through_a_predictor_file(tmp_path):
     from moenas.predictor.synthetic import PROTOCOL
 
     archs, y = _data("tiny", 40)
-    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "pid", "tiny", "synthetic-cpu-a",
-                 "synthetic", "fid", synthetic=True)
-    pred, rep = fit_predictor(ds, "auto", folds=3, params={"candidates": ("flops-linear", "gbt")}, with_learning_curve=False)
+    ds = Dataset(
+        archs,
+        y,
+        [a.arch_id for a in archs],
+        "total",
+        PROTOCOL,
+        "pid",
+        "tiny",
+        "synthetic-cpu-a",
+        "synthetic",
+        "fid",
+        synthetic=True,
+    )
+    pred, rep = fit_predictor(
+        ds, "auto", folds=3, params={"candidates": ("flops-linear", "gbt")}, with_learning_curve=False
+    )
     assert set(rep["cv_by_model_mape"]) == {"flops-linear", "gbt", "stack"}
     pred.save(tmp_path / "p")
     loaded = Predictor.load(tmp_path / "p")

@@ -1,4 +1,5 @@
 """Persistence: round trip, metadata, and refusal of modified / untrusted / foreign predictors."""
+
 import copy
 import json
 import os
@@ -11,8 +12,7 @@ import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
 from moenas.arch import SearchSpace, UserError
-from moenas.predictor import Predictor, fit_predictor
-from moenas.predictor import persist
+from moenas.predictor import Predictor, fit_predictor, persist
 from moenas.predictor.dataset import Dataset
 from moenas.predictor.synthetic import DEVICES, PROTOCOL, true_latency
 
@@ -21,8 +21,22 @@ from moenas.predictor.synthetic import DEVICES, PROTOCOL, true_latency
 def saved(tmp_path_factory):
     archs = SearchSpace.load("tiny").sample_n(60, seed=0)
     y = true_latency(archs, DEVICES["a"])["total"]
-    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "pid", "tiny", "synthetic-cpu-a",
-                 "synthetic", "fid", noise_floor=1.5, sha256="abc", paths=["x.parquet"], synthetic=True)
+    ds = Dataset(
+        archs,
+        y,
+        [a.arch_id for a in archs],
+        "total",
+        PROTOCOL,
+        "pid",
+        "tiny",
+        "synthetic-cpu-a",
+        "synthetic",
+        "fid",
+        noise_floor=1.5,
+        sha256="abc",
+        paths=["x.parquet"],
+        synthetic=True,
+    )
     pred, _ = fit_predictor(ds, "gbt", folds=3, params={"n_estimators": 50}, with_learning_curve=False)
     d = tmp_path_factory.mktemp("pred") / "gbt"
     pred.save(d)
@@ -36,19 +50,30 @@ def test_round_trip(saved):
     np.testing.assert_array_equal(a.mean, b.mean)
     np.testing.assert_array_equal(a.upper, b.upper)
     m = loaded.metadata
-    for key in ("model", "target", "space", "protocol", "device", "fingerprint_id", "features", "versions",
-                "metrics", "model_sha256", "dataset"):
+    for key in (
+        "model",
+        "target",
+        "space",
+        "protocol",
+        "device",
+        "fingerprint_id",
+        "features",
+        "versions",
+        "metrics",
+        "model_sha256",
+        "dataset",
+    ):
         assert key in m, key
     assert m["dataset"]["sha256"] == "abc" and "scikit-learn" in m["versions"] and m["features"]["names"]
     with pytest.raises(UserError, match="exists"):
-        pred.save(d)                                   # never overwrite without asking
+        pred.save(d)  # never overwrite without asking
 
 
 def test_a_model_file_with_the_protocol_as_a_dict_still_loads(saved, tmp_path):
     """Predictors saved before the estimators held a LatencyProtocol stored its fields as dicts."""
     _, pred, archs = saved
     old = copy.deepcopy(pred.model)
-    old.protocol = old.features_.protocol = PROTOCOL.to_dict()                            # the dataset's dict
+    old.protocol = old.features_.protocol = PROTOCOL.to_dict()  # the dataset's dict
     old.features_.protocol_ = {"batch": 1, "src_len": 30, "decoder_steps": 30, "beam": 5}  # the 4 keys it used
     d = persist.save(old, pred.metadata, tmp_path / "old")
     loaded = Predictor.load(d, protocol=PROTOCOL)
@@ -148,10 +173,22 @@ def test_a_model_file_from_before_feature_names_loads_predicts_and_clones(tmp_pa
 
     archs = SearchSpace.load("tiny").sample_n(40, seed=0)
     y = true_latency(archs, DEVICES["a"])["total"]
-    ds = Dataset(archs, y, [a.arch_id for a in archs], "total", PROTOCOL, "pid", "tiny", "synthetic-cpu-a",
-                 "synthetic", "fid", synthetic=True)
-    pred, _ = fit_predictor(ds, "stack", folds=3, params={"candidates": ("flops-linear", "hybrid")},
-                            with_learning_curve=False)
+    ds = Dataset(
+        archs,
+        y,
+        [a.arch_id for a in archs],
+        "total",
+        PROTOCOL,
+        "pid",
+        "tiny",
+        "synthetic-cpu-a",
+        "synthetic",
+        "fid",
+        synthetic=True,
+    )
+    pred, _ = fit_predictor(
+        ds, "stack", folds=3, params={"candidates": ("flops-linear", "hybrid")}, with_learning_curve=False
+    )
     old = copy.deepcopy(pred.model)
     _as_saved_before_feature_names(old)
     assert "feature_names" not in vars(old.core_.cores["hybrid"])

@@ -3,14 +3,15 @@
 There is no second real device here: the "new device" is synthetic (moenas.predictor.synthetic
 device "c": faster FLOPs, slower memory, cheaper operators than device "a"), i.e. the latencies
 are a different nonlinear function of the same archs."""
+
 import numpy as np
 import pytest
 
 from moenas.arch import SearchSpace, UserError
 from moenas.predictor import metrics as M
 from moenas.predictor.models import make_model
-from moenas.predictor.transfer import TransferModel
 from moenas.predictor.synthetic import DEVICES, true_latency
+from moenas.predictor.transfer import TransferModel
 
 
 def test_transfer_from_20_beats_scratch_from_20():
@@ -20,7 +21,7 @@ def test_transfer_from_20_beats_scratch_from_20():
     ya = true_latency(archs, DEVICES["a"])["total"] * np.exp(rng.normal(0, 0.015, len(archs)))
     yc = true_latency(archs, DEVICES["c"])["total"] * np.exp(rng.normal(0, 0.015, len(archs)))
     base = make_model("hybrid", space="tiny", folds=3, params={"n_estimators": 150}).fit(archs[:200], ya[:200])
-    few, test = slice(200, 220), slice(260, 360)   # the 20 used on the new device; a disjoint holdout
+    few, test = slice(200, 220), slice(260, 360)  # the 20 used on the new device; a disjoint holdout
     tm = TransferModel(base=base).fit(archs[few], yc[few])
     assert tm.n_train_ == 20
     mape_transfer = M.mape(yc[test], tm.predict(archs[test]))
@@ -63,7 +64,7 @@ def _synthetic_transfer(n_few: int, seed: int = 2):
     ya = true_latency(archs, DEVICES["a"])["total"] * np.exp(rng.normal(0, 0.015, len(archs)))
     yc = true_latency(archs, DEVICES["c"])["total"] * np.exp(rng.normal(0, 0.03, len(archs)))
     base = make_model("gbt", space="tiny", folds=3, params={"n_estimators": 80}).fit(archs[:200], ya[:200])
-    return base, archs[200:200 + n_few], yc[200:200 + n_few], archs[220:], yc[220:]
+    return base, archs[200 : 200 + n_few], yc[200 : 200 + n_few], archs[220:], yc[220:]
 
 
 def test_blend_weights_follow_the_leave_one_out_errors():
@@ -80,7 +81,9 @@ def test_blend_weights_follow_the_leave_one_out_errors():
     assert np.allclose(tm.predict(test), geo, rtol=1e-9)
     assert len(alone[1].parts_) == 1 and len(TransferModel(base=base, features=()).fit(few, yf).parts_) == 1
     d = tm.describe()["blend"]
-    assert [b["features"][0] for b in d] == ["scale", tm.features[0]] and np.isclose(sum(b["weight"] for b in d), 1, atol=1e-3)
+    assert [b["features"][0] for b in d] == ["scale", tm.features[0]] and np.isclose(
+        sum(b["weight"] for b in d), 1, atol=1e-3
+    )
 
 
 def test_a_transfer_model_saved_before_the_blend_still_predicts():
@@ -93,9 +96,22 @@ def test_a_transfer_model_saved_before_the_blend_still_predicts():
     jk = {k: p.jackknife_[k] for k in ("z_mean", "z_std", "coef", "intercept")}
     jk["residuals"] = np.abs(p.jackknife_["signed"])
     old = TransferModel.__new__(TransferModel)
-    old.__dict__.update(base=base, features=new.features, residual=False, random_state=0, z_mean_=p.z_mean_,
-                        z_std_=p.z_std_, alpha_=p.alpha_, coef_=p.coef_, intercept_=p.intercept_, jackknife_=jk,
-                        abs_log_residuals_=jk["residuals"], residual_model_=None, n_train_=12, features_=base.features_)
+    old.__dict__.update(
+        base=base,
+        features=new.features,
+        residual=False,
+        random_state=0,
+        z_mean_=p.z_mean_,
+        z_std_=p.z_std_,
+        alpha_=p.alpha_,
+        coef_=p.coef_,
+        intercept_=p.intercept_,
+        jackknife_=jk,
+        abs_log_residuals_=jk["residuals"],
+        residual_model_=None,
+        n_train_=12,
+        features_=base.features_,
+    )
     for a, b in zip(old.predict_interval(test, 0.9), new.predict_interval(test, 0.9)):
         assert np.allclose(a, b)
     assert np.isclose(old.scale_, new.scale_) and old.alpha_ == new.alpha_

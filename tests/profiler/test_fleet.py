@@ -1,6 +1,7 @@
 """Fleet campaigns on a local Ray cluster with two simulated device nodes (device:a, device:b):
 dispatch by resource label, one merged dataset per device, a node killed mid-campaign losing no
 finished row and a rerun finishing it, bad input as one line with exit 2 (never a hang)."""
+
 import json
 import socket
 import sys
@@ -24,9 +25,35 @@ SPACE = SearchSpace.load("tiny")
 # the micro protocol and stop rule of test_profiler_run, timed with the torch backend (no export)
 PROTOCOL = LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2)
 RULE = StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.3)
-FLAGS = ["--space", "tiny", "--seed", "0", "--backend", "torch", "--src-len", "4", "--decoder-steps", "2", "--beam", "2",
-         "--warmup", "1", "--min-runs", "6", "--max-runs", "8", "--max-seconds", "0.3", "--drift-threshold", "100",
-         "--ref-wait", "0", "--ref-retries", "0", "--no-progress"]
+FLAGS = [
+    "--space",
+    "tiny",
+    "--seed",
+    "0",
+    "--backend",
+    "torch",
+    "--src-len",
+    "4",
+    "--decoder-steps",
+    "2",
+    "--beam",
+    "2",
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.3",
+    "--drift-threshold",
+    "100",
+    "--ref-wait",
+    "0",
+    "--ref-retries",
+    "0",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +68,31 @@ def cluster():
 
 
 def fleet(out: Path, address: str, n: int, chunk: int, shares: dict[str, int | None], **kw) -> FleetConfig:
-    profile = ProfileConfig(archs=SPACE.sample_n(n, seed=0), out=out, space=SPACE, backend="torch", protocol=PROTOCOL,
-                            rule=RULE, ref_rule=RULE, drift_threshold=100.0, ref_wait_s=0.0, ref_retries=0, progress=False)
+    profile = ProfileConfig(
+        archs=SPACE.sample_n(n, seed=0),
+        out=out,
+        space=SPACE,
+        backend="torch",
+        protocol=PROTOCOL,
+        rule=RULE,
+        ref_rule=RULE,
+        drift_threshold=100.0,
+        ref_wait_s=0.0,
+        ref_retries=0,
+        progress=False,
+    )
     devices = [DeviceSpec(d, backend="torch", n=k) for d, k in shares.items()]
-    return FleetConfig(profile=profile, devices=devices, out=out, address=address, chunk=chunk, progress=False,
-                       poll_s=0.2, command=["test"], **kw)
+    return FleetConfig(
+        profile=profile,
+        devices=devices,
+        out=out,
+        address=address,
+        chunk=chunk,
+        progress=False,
+        poll_s=0.2,
+        command=["test"],
+        **kw,
+    )
 
 
 def shard_rows(out: Path, device: str):
@@ -73,8 +120,25 @@ def test_dispatch_by_resource_label_and_one_dataset_per_device(cluster, tmp_path
     # a second run without --resume is refused; with it, nothing is left to do
     assert main(["profile", *FLAGS, "--n", "3", "--ray", c.address, "--devices", "a,b", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["profile", *FLAGS, "--n", "3", "--ray", c.address, "--devices", "a,b", "--out", str(out),
-                 "--resume", "--json"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                *FLAGS,
+                "--n",
+                "3",
+                "--ray",
+                c.address,
+                "--devices",
+                "a,b",
+                "--out",
+                str(out),
+                "--resume",
+                "--json",
+            ]
+        )
+        == 0
+    )
     again = json.loads(capsys.readouterr().out)
     assert again["complete"] and {r["device"]: r["chunks"] for r in again["devices"]} == {"a": 0, "b": 1}
     assert {r["device"]: r["archs"] for r in again["devices"]} == {"a": 3, "b": 3}
@@ -110,8 +174,9 @@ def test_killed_node_loses_no_finished_row_and_a_rerun_finishes(cluster, tmp_pat
             seen["rows"] = set(shard_rows(out, "b")[0]["measurement_id"])
             c.remove_node(nodes.pop("b"))
 
-    cfg = fleet(out, c.address, n=4, chunk=1, shares={"a": None, "b": None}, lost_after_s=0.0,
-                on_chunk=kill_b_after_first_chunk)
+    cfg = fleet(
+        out, c.address, n=4, chunk=1, shares={"a": None, "b": None}, lost_after_s=0.0, on_chunk=kill_b_after_first_chunk
+    )
     summary = run_fleet(cfg)
     rep = {r["device"]: r for r in summary["devices"]}
     assert rep["a"]["chunks_done"] == 4 and rep["a"]["chunks_failed"] == 0
@@ -144,11 +209,28 @@ def test_shards_of_two_fingerprints_are_not_merged_unless_allowed(tmp_path):
     out = tmp_path / "campaign"
     arch = SPACE.sample_n(1, seed=0)[0]
     for fp in ("f00000000001", "f00000000002"):  # one arch measured by two nodes of unlike software
-        rows = [{"arch_id": arch.arch_id, "arch_json": arch.to_json(), "component": comp, "backend": "torch", "device": "cpu",
-                 "median_ms": 1.0, "repeat_index": 0, "drift_flag": False, "protocol_id": PROTOCOL.protocol_id,
-                 "fingerprint_id": fp, "measurement_id": fp, "timestamp": "2026-01-01T00:00:00+00:00"}
-                for comp in ("encoder", "decoder", "total")]
-        write_profiles(out / "shards" / "a" / f"{fp}.parquet", to_frame(rows), {"protocol_id": PROTOCOL.protocol_id, "fingerprint_id": fp})
+        rows = [
+            {
+                "arch_id": arch.arch_id,
+                "arch_json": arch.to_json(),
+                "component": comp,
+                "backend": "torch",
+                "device": "cpu",
+                "median_ms": 1.0,
+                "repeat_index": 0,
+                "drift_flag": False,
+                "protocol_id": PROTOCOL.protocol_id,
+                "fingerprint_id": fp,
+                "measurement_id": fp,
+                "timestamp": "2026-01-01T00:00:00+00:00",
+            }
+            for comp in ("encoder", "decoder", "total")
+        ]
+        write_profiles(
+            out / "shards" / "a" / f"{fp}.parquet",
+            to_frame(rows),
+            {"protocol_id": PROTOCOL.protocol_id, "fingerprint_id": fp},
+        )
     for allow in (False, True):
         camp = Campaign(fleet(out, "local", n=1, chunk=1, shares={"a": None}, allow_mixed=allow))
         rep = camp.reports["a"] = DeviceReport("a", wanted=1, todo=0)

@@ -1,4 +1,5 @@
 """Every registered timing backend, on every device it has here, passes the shared contract."""
+
 import pytest
 
 from moenas.arch import UserError

@@ -1,4 +1,5 @@
 """ONNX export: onnxruntime matches PyTorch; the exported MoE layer computes only routed rows."""
+
 import json
 import random
 
@@ -59,10 +60,19 @@ def _moe_in_space(space_name):
     enc = list(a.encoder.layers)
     enc[0] = LayerArch(enc[0].heads, tuple(e_sizes[i % len(e_sizes)] for i in range(min(n_e, 3))))
     dec = list(a.decoder.layers)
-    dec[0] = LayerArch(dec[0].heads, tuple(d_sizes[i % len(d_sizes)] for i in range(min(max(space.decoder.experts), 2))),
-                       dec[0].cross_heads, dec[0].cross_span)
-    arch = Arch(StackArch(a.encoder.embed_dim, tuple(enc)), StackArch(a.decoder.embed_dim, tuple(dec)),
-                a.top_k, a.qkv_dim, a.vocab_size)
+    dec[0] = LayerArch(
+        dec[0].heads,
+        tuple(d_sizes[i % len(d_sizes)] for i in range(min(max(space.decoder.experts), 2))),
+        dec[0].cross_heads,
+        dec[0].cross_span,
+    )
+    arch = Arch(
+        StackArch(a.encoder.embed_dim, tuple(enc)),
+        StackArch(a.decoder.embed_dim, tuple(dec)),
+        a.top_k,
+        a.qkv_dim,
+        a.vocab_size,
+    )
     return space, arch
 
 
@@ -95,7 +105,9 @@ def _routing_arch(top_k=1):
     return Arch(
         encoder=StackArch(64, (LayerArch(2, (96, 160, 224)), LayerArch(4, (96, 160)))),
         decoder=StackArch(64, (LayerArch(2, (96, 160, 224, 288), 2, 2),)),
-        top_k=top_k, qkv_dim=128, vocab_size=1000,
+        top_k=top_k,
+        qkv_dim=128,
+        vocab_size=1000,
     )
 
 
@@ -164,12 +176,15 @@ def test_export_dir_roundtrip_and_manifest(tmp_path):
     assert [i.name for i in sess.get_inputs()] == [i["name"] for i in manifest["decoder"]["inputs"]]
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    (None, ["missing.json"], "no such file"),
-    ("{not json", ["a.json"], "malformed arch JSON"),
-    ("ARCH", ["a.json", "--space", "hat-wmt"], "outside space"),
-    ("ARCH", ["a.json", "--space", "nope"], "unknown space"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["missing.json"], "no such file"),
+        ("{not json", ["a.json"], "malformed arch JSON"),
+        ("ARCH", ["a.json", "--space", "hat-wmt"], "outside space"),
+        ("ARCH", ["a.json", "--space", "nope"], "unknown space"),
+    ],
+)
 def test_export_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, setup, args, message):
     monkeypatch.chdir(tmp_path)
     if setup is not None:

@@ -1,6 +1,7 @@
 """The decoder-only family through the profiler: prefill and decode graphs equal CausalLM, only
 routed experts run in them, the workload and its reference, rows, the CLI (profile, resume,
 merge, export) and datasets written before the family read back unchanged."""
+
 import json
 
 import numpy as np
@@ -16,9 +17,9 @@ from moenas.arch.lm_model import build_lm_model
 from moenas.arch.protocol import LatencyProtocol, LMProtocol
 from moenas.cli import main
 from moenas.data import profiles as P
+from moenas.profiler.fingerprint import ID_FIELDS, fingerprint_id
 from moenas.profiler.onnx_export import ExportedArch
 from moenas.profiler.onnx_export_lm import DecodeStepGraph, PrefillGraph, example_inputs, export_lm
-from moenas.profiler.fingerprint import ID_FIELDS, fingerprint_id
 from moenas.profiler.op_profile import expert_rows, trace_node_events
 from moenas.profiler.rows import RunColumns, measurement_rows
 from moenas.profiler.runner import reference_arch
@@ -27,8 +28,25 @@ from moenas.profiler.workload import LMWorkload, Workload, make_workload
 
 ATOL = 1e-4
 SPACE = SearchSpace.load("lm-tiny")
-LM_FLAGS = ["--prompt-len", "6", "--decode-steps", "2", "--warmup", "1", "--min-runs", "6", "--max-runs", "8",
-            "--max-seconds", "0.5", "--drift-threshold", "100", "--ref-wait", "0", "--no-progress"]
+LM_FLAGS = [
+    "--prompt-len",
+    "6",
+    "--decode-steps",
+    "2",
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.5",
+    "--drift-threshold",
+    "100",
+    "--ref-wait",
+    "0",
+    "--no-progress",
+]
 
 
 def _session(graph, profile_prefix=None):
@@ -41,8 +59,12 @@ def _session(graph, profile_prefix=None):
 
 def _moe_arch(top_k=2):
     """MoE layers of 3 and 4 experts around a dense one, uneven heads."""
-    return LMArch(decoder=StackArch(64, (LayerArch(2, (96, 160, 224)), LayerArch(4, (128,)), LayerArch(2, (96, 160, 224, 288)))),
-                  top_k=top_k, qkv_dim=128, vocab_size=700)
+    return LMArch(
+        decoder=StackArch(64, (LayerArch(2, (96, 160, 224)), LayerArch(4, (128,)), LayerArch(2, (96, 160, 224, 288)))),
+        top_k=top_k,
+        qkv_dim=128,
+        vocab_size=700,
+    )
 
 
 def _lm_archs():
@@ -77,7 +99,12 @@ def test_graph_names_follow_onnxruntime_genai_and_the_manifest():
     assert [o.name for o in dec.get_outputs()] == ["logits", *kv("present")]
     m = ex.manifest
     assert m["family"] == "decoder-only" and m["protocol"] == LMProtocol(prompt_len=16).to_dict()
-    assert m["prefill"]["file"] == "prefill.onnx" and m["decode"]["outputs"][1]["shape"] == ["batch", 2, "past_len_plus_1", 64]
+    assert m["prefill"]["file"] == "prefill.onnx" and m["decode"]["outputs"][1]["shape"] == [
+        "batch",
+        2,
+        "past_len_plus_1",
+        64,
+    ]
     assert ex.files() == {"prefill": "prefill.onnx", "decode": "decode.onnx"}
 
 
@@ -157,14 +184,34 @@ def test_workload_is_made_for_the_arch_family_with_a_seeded_reference():
 def _rows(arch, protocol):
     """The rows of one made-up measurement of ``arch`` under ``protocol``."""
     fp = {k: f"{k}-x" for k in ID_FIELDS} | {"cpu_cores": 2, "gpu_name": None, "gpu_driver": None}
-    run = RunColumns(space="s", backend="onnxruntime", device="cpu", threads_intra=1, threads_inter=1, target_rel=0.02,
-                     protocol=protocol, session_options={}, fingerprint=fp | {"fingerprint_id": fingerprint_id(fp)},
-                     export_method="torchscript", run_id="r")
+    run = RunColumns(
+        space="s",
+        backend="onnxruntime",
+        device="cpu",
+        threads_intra=1,
+        threads_inter=1,
+        target_rel=0.02,
+        protocol=protocol,
+        session_options={},
+        fingerprint=fp | {"fingerprint_id": fingerprint_id(fp)},
+        export_method="torchscript",
+        run_id="r",
+    )
     samples = {c: [1.0 + i, 1.1 + i] * 3 for i, c in enumerate(protocol.family.components)}
     samples["total"] = [sum(v) for v in zip(*samples.values())]
     m = Measurement(samples, {c: summarize(v) for c, v in samples.items()}, n_warmup=1, timed_s=0.1, warmup_s=0.0)
-    return measurement_rows(run, arch, m, {"decoder.0": [3, 1, 2]}, None, measurement_id=protocol.family.name,
-                            timestamp="2026-01-01T00:00:00", repeat_index=0, remeasured=False, ref_before_ms=None)
+    return measurement_rows(
+        run,
+        arch,
+        m,
+        {"decoder.0": [3, 1, 2]},
+        None,
+        measurement_id=protocol.family.name,
+        timestamp="2026-01-01T00:00:00",
+        repeat_index=0,
+        remeasured=False,
+        ref_before_ms=None,
+    )
 
 
 def test_lm_rows_carry_the_protocol_and_leave_the_other_family_na(tmp_path):
@@ -176,7 +223,9 @@ def test_lm_rows_carry_the_protocol_and_leave_the_other_family_na(tmp_path):
         assert r["src_len"] is None and r["decoder_steps"] is None and r["beam"] is None
         assert r["protocol_id"] == p.protocol_id
     out = tmp_path / "lm.parquet"
-    P.write_profiles(out, P.to_frame(rows), {"protocol": p.to_dict(), "protocol_id": p.protocol_id, "fingerprint_id": "f"})
+    P.write_profiles(
+        out, P.to_frame(rows), {"protocol": p.to_dict(), "protocol_id": p.protocol_id, "fingerprint_id": "f"}
+    )
     df, meta = P.read_profiles(out)
     assert list(df.columns) == list(P.COLUMNS)
     assert P.dataset_protocol(df, meta) == p == P.row_protocol(df.iloc[0])
@@ -249,8 +298,15 @@ def test_profile_cli_times_an_lm_space_resumes_and_refuses_to_merge_with_encoder
     assert rc == 2 and "different protocols" in err and not (tmp_path / "m.parquet").exists()
 
 
-@pytest.mark.parametrize("space, flag", [("lm-tiny", ["--beam", "2"]), ("lm-tiny", ["--src-len", "4"]),
-                                         ("tiny", ["--prompt-len", "8"]), ("tiny", ["--decode-steps", "3"])])
+@pytest.mark.parametrize(
+    "space, flag",
+    [
+        ("lm-tiny", ["--beam", "2"]),
+        ("lm-tiny", ["--src-len", "4"]),
+        ("tiny", ["--prompt-len", "8"]),
+        ("tiny", ["--decode-steps", "3"]),
+    ],
+)
 def test_another_familys_protocol_flag_is_one_line_exit_2(tmp_path, capsys, space, flag):
     rc, err = _cli(["profile", "--space", space, "--n", "1", "--out", str(tmp_path / "x.parquet"), *flag], capsys)
     assert rc == 2 and err.count("\n") == 1 and "does not apply to" in err and flag[0] in err
@@ -263,14 +319,18 @@ def test_profile_archs_file_of_lm_archs_uses_the_lm_protocol(tmp_path):
 
     (tmp_path / "a.jsonl").write_text("".join(a.to_json() + "\n" for a in SPACE.sample_n(2, seed=4)))
     out = tmp_path / "f.parquet"
-    args = build_parser().parse_args(["profile", "--archs", str(tmp_path / "a.jsonl"), "--out", str(out), "--decode-steps", "5"])
+    args = build_parser().parse_args(
+        ["profile", "--archs", str(tmp_path / "a.jsonl"), "--out", str(out), "--decode-steps", "5"]
+    )
     assert profile_config(args, out).protocol == LMProtocol(decode_steps=5)
 
 
 def test_op_profile_of_an_lm_arch_has_prefill_decode_and_their_sum(tmp_path):
     from moenas.profiler.backends import get_backend
 
-    ops = get_backend("onnxruntime").op_profile(make_workload(_moe_arch(), LMProtocol(prompt_len=5, decode_steps=2)), runs=1)
+    ops = get_backend("onnxruntime").op_profile(
+        make_workload(_moe_arch(), LMProtocol(prompt_len=5, decode_steps=2)), runs=1
+    )
     assert list(ops) == ["prefill", "decode"]
     assert any(k in ops["decode"] for k in ("MatMul", "FusedMatMul", "Gemm", "FusedGemm"))
 

@@ -1,11 +1,12 @@
 """The row builder: pure (no timing), every row matches the schema, a misspelt key is caught."""
+
 import json
 
 import pytest
 
 from moenas.arch import SearchSpace
-from moenas.arch.protocol import LatencyProtocol
 from moenas.arch.family import ENCODER_DECODER
+from moenas.arch.protocol import LatencyProtocol
 from moenas.data.profiles import COLUMNS, read_profiles, to_frame, write_profiles
 from moenas.profiler import rows as rows_mod
 from moenas.profiler.fingerprint import ID_FIELDS, fingerprint_id
@@ -22,9 +23,19 @@ def _fingerprint():
 
 
 def run_columns(**kw):
-    base = dict(space="tiny", backend="onnxruntime", device="cpu", threads_intra=1, threads_inter=1, target_rel=0.02,
-                protocol=PROTOCOL, session_options={"intra_op_num_threads": 1, "inter_op_num_threads": 1},
-                fingerprint=_fingerprint(), export_method="torchscript", run_id="run1")
+    base = dict(
+        space="tiny",
+        backend="onnxruntime",
+        device="cpu",
+        threads_intra=1,
+        threads_inter=1,
+        target_rel=0.02,
+        protocol=PROTOCOL,
+        session_options={"intra_op_num_threads": 1, "inter_op_num_threads": 1},
+        fingerprint=_fingerprint(),
+        export_method="torchscript",
+        run_id="run1",
+    )
     return RunColumns(**(base | kw))
 
 
@@ -34,8 +45,10 @@ def measurement(enc=(1.0, 1.2, 1.1, 0.9, 1.0, 1.05), dec=(3.0, 3.3, 2.9, 3.1, 3.
 
 
 def build(ops=None, run=None, **kw):
-    args = dict(measurement_id="m1", timestamp="2026-01-01T00:00:00", repeat_index=0, remeasured=False,
-                ref_before_ms=8.0) | kw
+    args = (
+        dict(measurement_id="m1", timestamp="2026-01-01T00:00:00", repeat_index=0, remeasured=False, ref_before_ms=8.0)
+        | kw
+    )
     return measurement_rows(run or run_columns(), ARCH, measurement(), {"encoder.0": [3, 1]}, ops, **args)
 
 

@@ -1,5 +1,6 @@
 """Profiling runs end to end on tiny archs with a shrunken protocol: rows, resume after a kill,
 shards and merge, drift flagging and re-measurement, op profiles, bad input."""
+
 import json
 import signal
 import subprocess
@@ -11,23 +12,52 @@ import pandas as pd
 import pytest
 
 from moenas.arch import SearchSpace, UserError
+from moenas.arch.protocol import LatencyProtocol
 from moenas.cli import main
 from moenas.data.profiles import PROFILE_SCHEMA_VERSION, latency_table, noise_floor, read_profiles
-from moenas.arch.protocol import LatencyProtocol
 from moenas.profiler.runner import ProfileConfig, Profiler, shard_archs
 from moenas.profiler.stats import StopRule
 
 FAST_PROTOCOL = LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2)
 FAST_RULE = StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5)
-FAST_FLAGS = ["--src-len", "4", "--decoder-steps", "2", "--beam", "2", "--warmup", "1", "--min-runs", "6",
-              "--max-runs", "8", "--max-seconds", "0.5", "--drift-threshold", "100", "--ref-wait", "0", "--no-progress"]
+FAST_FLAGS = [
+    "--src-len",
+    "4",
+    "--decoder-steps",
+    "2",
+    "--beam",
+    "2",
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.5",
+    "--drift-threshold",
+    "100",
+    "--ref-wait",
+    "0",
+    "--no-progress",
+]
 SPACE = SearchSpace.load("tiny")
 
 
 def cfg(out, n=3, seed=0, **kw):
-    base = dict(archs=SPACE.sample_n(n, seed=seed), out=Path(out), space=SPACE, protocol=FAST_PROTOCOL,
-                rule=FAST_RULE, ref_rule=FAST_RULE, drift_threshold=100.0, ref_wait_s=0.0, ref_retries=0,
-                progress=False, command=["test"])
+    base = dict(
+        archs=SPACE.sample_n(n, seed=seed),
+        out=Path(out),
+        space=SPACE,
+        protocol=FAST_PROTOCOL,
+        rule=FAST_RULE,
+        ref_rule=FAST_RULE,
+        drift_threshold=100.0,
+        ref_wait_s=0.0,
+        ref_retries=0,
+        progress=False,
+        command=["test"],
+    )
     base.update(kw)
     return ProfileConfig(**base)
 
@@ -41,13 +71,17 @@ def test_run_writes_three_rows_per_measurement_with_metadata(tmp_path):
     assert len(df) == 4 * 3 and summary["new_measurements"] == 4
     assert set(df["component"]) == {"encoder", "decoder", "total"}
     assert meta["schema_version"] == PROFILE_SCHEMA_VERSION and meta["protocol"]["src_len"] == 4
-    for mid, g in df.groupby("measurement_id"):
+    for _mid, g in df.groupby("measurement_id"):
         parts = g.set_index("component")
         assert parts.loc["encoder", "n_runs"] == parts.loc["total", "n_runs"] >= 6
     row = df.iloc[0]
     assert row["threads_intra"] == 1 and row["threads_inter"] == 1 and row["backend"] == "onnxruntime"
     assert json.loads(row["session_options"])["intra_op_num_threads"] == 1
-    assert row["cpu_model"] and row["fingerprint_id"] == meta["fingerprint_id"] and row["protocol_id"] == meta["protocol_id"]
+    assert (
+        row["cpu_model"]
+        and row["fingerprint_id"] == meta["fingerprint_id"]
+        and row["protocol_id"] == meta["protocol_id"]
+    )
     counts = json.loads(df[df["component"] == "total"].iloc[0]["expert_counts"])
     assert all(isinstance(v, list) for v in counts.values())
     assert (df["repeat_index"] == 1).sum() == 3  # one noise-floor re-measurement
@@ -119,8 +153,19 @@ def test_shards_split_deterministically_and_merge(tmp_path):
     assert shard_archs(archs, (0, 2)) == a  # deterministic
     for i in range(2):
         Profiler(cfg(tmp_path / f"s{i}.parquet", archs=archs, shard=(i, 2))).run()
-    assert main(["profile", "merge", str(tmp_path / "s0.parquet"), str(tmp_path / "s1.parquet"),
-                 "--out", str(tmp_path / "m.parquet")]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "merge",
+                str(tmp_path / "s0.parquet"),
+                str(tmp_path / "s1.parquet"),
+                "--out",
+                str(tmp_path / "m.parquet"),
+            ]
+        )
+        == 0
+    )
     df, meta = read_profiles(tmp_path / "m.parquet")
     assert set(df["arch_id"]) == {x.arch_id for x in archs}
     assert len(meta["merged_from"]) == 2
@@ -128,8 +173,17 @@ def test_shards_split_deterministically_and_merge(tmp_path):
 
 def test_merge_refuses_incompatible_protocols(tmp_path, capsys):
     Profiler(cfg(tmp_path / "a.parquet", n=1)).run()
-    Profiler(cfg(tmp_path / "b.parquet", n=1, protocol=LatencyProtocol(batch=1, src_len=5, decoder_steps=2, beam=2))).run()
-    args = ["profile", "merge", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"), "--out", str(tmp_path / "m.parquet")]
+    Profiler(
+        cfg(tmp_path / "b.parquet", n=1, protocol=LatencyProtocol(batch=1, src_len=5, decoder_steps=2, beam=2))
+    ).run()
+    args = [
+        "profile",
+        "merge",
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "b.parquet"),
+        "--out",
+        str(tmp_path / "m.parquet"),
+    ]
     assert main(args) == 2
     assert "different protocols" in capsys.readouterr().err
     assert not (tmp_path / "m.parquet").exists()
@@ -166,7 +220,11 @@ def test_reference_timed_inside_each_group_is_its_check(tmp_path, monkeypatch, t
     alone, followers = [], []
     real, real_il = R.measure, R.measure_interleaved
     monkeypatch.setattr(R, "measure", lambda step, rule: alone.append(1) or real(step, rule))
-    monkeypatch.setattr(R, "measure_interleaved", lambda *a, follower=None, **k: followers.append(follower) or real_il(*a, follower=follower, **k))
+    monkeypatch.setattr(
+        R,
+        "measure_interleaved",
+        lambda *a, follower=None, **k: followers.append(follower) or real_il(*a, follower=follower, **k),
+    )
     out = tmp_path / "g.parquet"
     in_group = timing != "alone"
     Profiler(cfg(out, n=4, ref_every=2, ref_in_group=in_group, ref_follow=timing == "follow")).run()
@@ -230,15 +288,18 @@ def test_bad_resume_file_is_refused_and_not_overwritten(tmp_path, capsys, conten
     assert out.read_bytes() == before
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--backend", "nope"], "unknown backend"),
-    (["--device", "tpu"], "no device"),
-    (["--backend", "torch", "--op-profile"], "--op-profile needs"),
-    (["--space", "nope"], "unknown space"),
-    (["--shard", "3/2"], "--shard"),
-    (["--ref-every", "0"], "--ref-every must be >= 1"),
-    (["--visit-runs", "-1"], "--visit-runs must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--backend", "nope"], "unknown backend"),
+        (["--device", "tpu"], "no device"),
+        (["--backend", "torch", "--op-profile"], "--op-profile needs"),
+        (["--space", "nope"], "unknown space"),
+        (["--shard", "3/2"], "--shard"),
+        (["--ref-every", "0"], "--ref-every must be >= 1"),
+        (["--visit-runs", "-1"], "--visit-runs must be >= 0"),
+    ],
+)
 def test_bad_cli_input_exit_2(tmp_path, capsys, extra, message):
     args = ["profile", "--space", "tiny", "--n", "1", "--out", str(tmp_path / "y.parquet"), *FAST_FLAGS, *extra]
     rc, err = _run_cli(args, capsys)
@@ -274,10 +335,23 @@ def test_archs_file_is_read_and_validated(tmp_path, capsys):
     archs = SPACE.sample_n(2, seed=7)
     (tmp_path / "a.jsonl").write_text("".join(a.to_json() + "\n" for a in archs))
     out = tmp_path / "f.parquet"
-    assert main(["profile", "--archs", str(tmp_path / "a.jsonl"), "--space", "tiny", "--out", str(out), *FAST_FLAGS]) == 0
+    assert (
+        main(["profile", "--archs", str(tmp_path / "a.jsonl"), "--space", "tiny", "--out", str(out), *FAST_FLAGS]) == 0
+    )
     assert set(read_profiles(out)[0]["arch_id"]) == {a.arch_id for a in archs}
-    rc, err = _run_cli(["profile", "--archs", str(tmp_path / "a.jsonl"), "--space", "hat-wmt",
-                        "--out", str(tmp_path / "g.parquet"), *FAST_FLAGS], capsys)
+    rc, err = _run_cli(
+        [
+            "profile",
+            "--archs",
+            str(tmp_path / "a.jsonl"),
+            "--space",
+            "hat-wmt",
+            "--out",
+            str(tmp_path / "g.parquet"),
+            *FAST_FLAGS,
+        ],
+        capsys,
+    )
     assert rc == 2 and "outside space" in err
 
 

@@ -1,4 +1,5 @@
 """Timing statistics on synthetic samples with known answers."""
+
 import math
 
 import numpy as np
@@ -7,23 +8,26 @@ import pytest
 from moenas.profiler.stats import StopRule, ci_rel, measure, measure_interleaved, median_ci, median_ci_ranks, summarize
 
 
-def _coverage(n, l):
-    """P(x_(l) <= median <= x_(n+1-l)) = 1 - 2 P(Bin(n, 1/2) <= l - 1)."""
-    return 1 - 2 * sum(math.comb(n, j) for j in range(l)) / 2 ** n
+def _coverage(n, lo):
+    """P(x_(lo) <= median <= x_(n+1-lo)) = 1 - 2 P(Bin(n, 1/2) <= lo - 1)."""
+    return 1 - 2 * sum(math.comb(n, j) for j in range(lo)) / 2**n
 
 
-@pytest.mark.parametrize("n, expected", [
-    (5, None),          # too few samples for any 95% interval (coverage of [x1, x5] = 0.9375)
-    (6, (1, 6)),        # smallest n with one: coverage 0.969
-    (10, (2, 9)),       # textbook table value, coverage 0.979
-    (20, (6, 15)),      # coverage 0.959
-    (100, (40, 61)),    # coverage 0.965
-])
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (5, None),  # too few samples for any 95% interval (coverage of [x1, x5] = 0.9375)
+        (6, (1, 6)),  # smallest n with one: coverage 0.969
+        (10, (2, 9)),  # textbook table value, coverage 0.979
+        (20, (6, 15)),  # coverage 0.959
+        (100, (40, 61)),  # coverage 0.965
+    ],
+)
 def test_median_ci_ranks_match_the_binomial_table(n, expected):
     assert median_ci_ranks(n, 0.95) == expected
     if expected:
-        l = expected[0]
-        assert _coverage(n, l) >= 0.95 > _coverage(n, l + 1)
+        lo = expected[0]
+        assert _coverage(n, lo) >= 0.95 > _coverage(n, lo + 1)
 
 
 def test_median_ci_covers_the_true_median_at_the_stated_rate():
@@ -117,6 +121,7 @@ def tagged(log, name, values):
     def step():
         log.append(name)
         return inner()
+
     return step
 
 
@@ -144,8 +149,9 @@ def test_interleaved_time_cap_stops_noisy_workloads():
         return t[0]
 
     steps = [FakeStep([0.010, 0.020]), FakeStep([0.010, 0.020])]
-    ms = measure_interleaved(steps, StopRule(warmup=0, min_runs=4, max_runs=1000, max_seconds=6), visit_runs=2,
-                             visit_warmup=0, clock=clock)
+    ms = measure_interleaved(
+        steps, StopRule(warmup=0, min_runs=4, max_runs=1000, max_seconds=6), visit_runs=2, visit_warmup=0, clock=clock
+    )
     for m in ms:
         assert 4 <= m.summaries["total"].n_runs <= 8 and not m.summaries["total"].precision_reached
 
@@ -168,8 +174,9 @@ def test_interleaved_time_cap_counts_each_workloads_own_runs():
         return t[0]
 
     steps = [FakeStep([0.010, 0.020]), FakeStep([0.010, 0.020])]
-    ms = measure_interleaved(steps, StopRule(warmup=0, min_runs=4, max_runs=1000, max_seconds=12), visit_runs=2,
-                             visit_warmup=0, clock=clock)
+    ms = measure_interleaved(
+        steps, StopRule(warmup=0, min_runs=4, max_runs=1000, max_seconds=12), visit_runs=2, visit_warmup=0, clock=clock
+    )
     # each stops after 4 visits (12 s of its own timed runs), although the shared clock ran ~40 s
     assert [m.summaries["total"].n_runs for m in ms] == [8, 8]
     assert [m.timed_s for m in ms] == [12.0, 12.0] and t[0] > 24
@@ -188,8 +195,9 @@ def test_a_follower_spans_the_group_at_one_run_per_visit():
     assert mr.summaries["total"].n_runs == 10 and log[:8] == ["r", "r", "a", "a", "r", "r", "a", "a"]
     assert log[8:11] == ["r", "a", "a"]
     log.clear()  # a quick group (precise as soon as its interval exists): the follower leaves with it
-    mr2, mq = measure_interleaved([tagged(log, "r", [0.010, 0.030]), tagged(log, "q", [0.010])], rule, visit_runs=1,
-                                  visit_warmup=0, follower=0)
+    mr2, mq = measure_interleaved(
+        [tagged(log, "r", [0.010, 0.030]), tagged(log, "q", [0.010])], rule, visit_runs=1, visit_warmup=0, follower=0
+    )
     assert mq.summaries["total"].precision_reached and mr2.summaries["total"].n_runs == mq.summaries["total"].n_runs
     assert log == ["r", "q"] * mq.summaries["total"].n_runs
     with pytest.raises(ValueError, match="follower"):

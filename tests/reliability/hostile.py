@@ -1,4 +1,5 @@
 """The two checks every hostile-input test makes: exit 2 with one line, and nothing on disk changed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +10,11 @@ from moenas.cli import main
 
 def hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (what "nothing changed" means in these tests)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def refused(argv: list, capsys, root: Path, needle: str = "") -> str:

@@ -4,20 +4,40 @@ Sidecars are named after their whole output (``X.parquet.json``), so ``--archs X
 X.parquet`` leaves the arch file alone; a file moenas did not write that sits where a sidecar,
 report, export or demo file goes is refused (exit 2, one line), with or without --overwrite,
 and nothing in the folder changes (checked by hash)."""
+
 import json
 import shutil
+
+from hostile import hashes, refused
 
 from moenas.arch import SearchSpace
 from moenas.cli import main
 from moenas.data.profiles import legacy_sidecar_path, read_profiles, shipped, sidecar_path, write_profiles
 
-from hostile import hashes, refused
-
 TINY = SearchSpace.load("tiny")
-FAST = ["--backend", "torch", "--src-len", "4", "--decoder-steps", "2", "--beam", "2", "--warmup", "1", "--min-runs", "6", "--max-runs", "8",
-        "--max-seconds", "0.5", "--drift-threshold", "100", "--ref-wait", "0", "--no-progress"]
-
-
+FAST = [
+    "--backend",
+    "torch",
+    "--src-len",
+    "4",
+    "--decoder-steps",
+    "2",
+    "--beam",
+    "2",
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.5",
+    "--drift-threshold",
+    "100",
+    "--ref-wait",
+    "0",
+    "--no-progress",
+]
 
 
 def test_archs_file_beside_the_output_is_not_replaced(tmp_path, capsys):
@@ -34,10 +54,19 @@ def test_archs_file_beside_the_output_is_not_replaced(tmp_path, capsys):
 
 def test_a_foreign_file_at_the_sidecar_name_is_refused(tmp_path, capsys):
     (tmp_path / "d.parquet.json").write_text("my own notes\n")
-    refused(["profile", "--space", "tiny", "--n", "1", "--out", str(tmp_path / "d.parquet"), *FAST], capsys, tmp_path,
-            "d.parquet.json: exists and is not a moenas profile sidecar")
+    refused(
+        ["profile", "--space", "tiny", "--n", "1", "--out", str(tmp_path / "d.parquet"), *FAST],
+        capsys,
+        tmp_path,
+        "d.parquet.json: exists and is not a moenas profile sidecar",
+    )
     src = shipped("tiny-cpu-ort")
-    refused(["profile", "merge", str(src), "--out", str(tmp_path / "d.parquet")], capsys, tmp_path, "not a moenas profile sidecar")
+    refused(
+        ["profile", "merge", str(src), "--out", str(tmp_path / "d.parquet")],
+        capsys,
+        tmp_path,
+        "not a moenas profile sidecar",
+    )
 
 
 def test_old_name_sidecar_is_read_and_refreshed_only_when_it_is_the_datasets(tmp_path):
@@ -76,19 +105,39 @@ def test_overwrite_replaces_only_moenas_outputs(tmp_path, capsys):
     data = str(shipped("tiny-cpu-ort"))
     for flags in ([], ["--overwrite"]):
         refused(["export", str(arch), "--out", str(mine), *flags], capsys, tmp_path, "not part of a moenas export")
-        refused(["search", "--supernet", str(arch), "--predictor", str(mine), "--out", str(mine), *flags], capsys, tmp_path,
-                "not a file of a moenas search")
-    refused(["fit", "--data", data, "--model", "flops-linear", "--out", str(mine), "--overwrite"], capsys, tmp_path,
-            "holds no moenas predictor")
+        refused(
+            ["search", "--supernet", str(arch), "--predictor", str(mine), "--out", str(mine), *flags],
+            capsys,
+            tmp_path,
+            "not a file of a moenas search",
+        )
+    refused(
+        ["fit", "--data", data, "--model", "flops-linear", "--out", str(mine), "--overwrite"],
+        capsys,
+        tmp_path,
+        "holds no moenas predictor",
+    )
     refused(["demo", "--out", str(mine)], capsys, tmp_path, "README.md: exists and is not a moenas demo report")
-    refused(["evaluate", "--predictor", str(mine), "--data", data, "--plots", str(mine)], capsys, tmp_path,
-            "learning_curve.png: exists and is not a plot moenas wrote")
+    refused(
+        ["evaluate", "--predictor", str(mine), "--data", data, "--plots", str(mine)],
+        capsys,
+        tmp_path,
+        "learning_curve.png: exists and is not a plot moenas wrote",
+    )
     (tmp_path / "ckpt.json").write_text('{"my": "settings"}\n')  # train --out ckpt writes ckpt.json beside it
-    refused(["train", "--steps", "1", "--out", str(tmp_path / "ckpt"), "--overwrite"], capsys, tmp_path,
-            "not a moenas checkpoint's metadata")
+    refused(
+        ["train", "--steps", "1", "--out", str(tmp_path / "ckpt"), "--overwrite"],
+        capsys,
+        tmp_path,
+        "not a moenas checkpoint's metadata",
+    )
 
 
 def test_a_foreign_file_at_the_lock_name_is_refused(tmp_path, capsys):
     (tmp_path / "d.parquet.lock").write_text("mine\n")
-    refused(["profile", "--space", "tiny", "--n", "1", "--out", str(tmp_path / "d.parquet"), *FAST], capsys, tmp_path,
-            "not a moenas lock file")
+    refused(
+        ["profile", "--space", "tiny", "--n", "1", "--out", str(tmp_path / "d.parquet"), *FAST],
+        capsys,
+        tmp_path,
+        "not a moenas lock file",
+    )

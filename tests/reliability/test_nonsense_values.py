@@ -6,6 +6,7 @@ folds than archs; an arch with unknown fields or impossible sizes, with or witho
 `--init-from` a supernet of another space; a `--resume` file whose arch_json column is garbage
 (refused, and the file is left exactly as it was). Each refusal is exit 2, exactly one stderr
 line starting `moenas `, no traceback, and no file changed."""
+
 import json
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from hostile import refused
 
 from moenas.arch import Arch, SearchSpace, UserError, shipped_spaces
 from moenas.data.profiles import SHIPPED_DIR, read_profiles, shipped, split_profiles
@@ -22,14 +24,29 @@ from moenas.search.supernet import space_to_dict
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import check_init_from
 
-from hostile import refused
-
 TINY = SearchSpace.load("tiny")
 SHIPPED = shipped("tiny-cpu-ort")
-FAST = ["--backend", "torch", "--src-len", "4", "--decoder-steps", "2", "--beam", "2", "--warmup", "1", "--min-runs", "6",
-        "--max-runs", "8", "--max-seconds", "0.5", "--ref-wait", "0", "--no-progress"]
-
-
+FAST = [
+    "--backend",
+    "torch",
+    "--src-len",
+    "4",
+    "--decoder-steps",
+    "2",
+    "--beam",
+    "2",
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.5",
+    "--ref-wait",
+    "0",
+    "--no-progress",
+]
 
 
 @pytest.fixture
@@ -51,6 +68,7 @@ def sixty(tmp_path_factory) -> Path:
 
 # ---- every numeric flag of every command -------------------------------------------------------
 
+
 def _flags() -> list[tuple[str, list[str], str]]:
     """(command, flags, what the one line says). {arch}, {dir}, {t} are filled in per test."""
     profile = ["profile", "--space", "tiny", "--n", "1", "--out", "{t}/d.parquet", *FAST]
@@ -58,59 +76,152 @@ def _flags() -> list[tuple[str, list[str], str]]:
     search = ["search", "--supernet", "{arch}", "--predictor", "{dir}", "--max-latency-ms", "5", "--out", "{t}/s"]
     demo = ["demo", "--out", "{t}/demo"]
     cases = [
-        *[(profile, [f, v], f"{f} must be {w}") for f, v, w in [
-            ("--n", "0", ">= 1"), ("--n", "-3", ">= 1"), ("--seed", "-1", ">= 0"), ("--threads", "0", ">= 1"),
-            ("--inter-threads", "0", ">= 1"), ("--repeat-check", "-1", ">= 0"), ("--model-seed", "-1", ">= 0"),
-            ("--min-runs", "0", ">= 1"), ("--max-runs", "5", ">= 6"), ("--max-seconds", "0", "> 0"),
-            ("--target", "0", "> 0"), ("--ref-every", "0", ">= 1"), ("--visit-runs", "-1", ">= 0"),
-            ("--visit-warmup", "-1", ">= 0"), ("--drift-threshold", "-1", "> 0"), ("--drift-threshold", "0", "> 0"),
-            ("--ref-wait", "-1", ">= 0"), ("--ref-retries", "-1", ">= 0"), ("--max-remeasure", "-1", ">= 0")]],
+        *[
+            (profile, [f, v], f"{f} must be {w}")
+            for f, v, w in [
+                ("--n", "0", ">= 1"),
+                ("--n", "-3", ">= 1"),
+                ("--seed", "-1", ">= 0"),
+                ("--threads", "0", ">= 1"),
+                ("--inter-threads", "0", ">= 1"),
+                ("--repeat-check", "-1", ">= 0"),
+                ("--model-seed", "-1", ">= 0"),
+                ("--min-runs", "0", ">= 1"),
+                ("--max-runs", "5", ">= 6"),
+                ("--max-seconds", "0", "> 0"),
+                ("--target", "0", "> 0"),
+                ("--ref-every", "0", ">= 1"),
+                ("--visit-runs", "-1", ">= 0"),
+                ("--visit-warmup", "-1", ">= 0"),
+                ("--drift-threshold", "-1", "> 0"),
+                ("--drift-threshold", "0", "> 0"),
+                ("--ref-wait", "-1", ">= 0"),
+                ("--ref-retries", "-1", ">= 0"),
+                ("--max-remeasure", "-1", ">= 0"),
+            ]
+        ],
         (profile, ["--drift-threshold", "nan"], "--drift-threshold must be a finite number"),
         (profile, ["--warmup", "-1"], "--warmup must be >= 0"),
-        *[(profile, [f, "0"], f"protocol {n} must be >= 1") for f, n in [
-            ("--batch", "batch"), ("--src-len", "src_len"), ("--decoder-steps", "decoder_steps"), ("--beam", "beam")]],
-        (["profile", "split", str(SHIPPED), "--train-out", "{t}/a.parquet", "--holdout-out", "{t}/b.parquet"], ["--holdout", "0"],
-         "--holdout must be in (0, 1)"),
-        (["profile", "split", str(SHIPPED), "--train-out", "{t}/a.parquet", "--holdout-out", "{t}/b.parquet"], ["--seed", "-1"],
-         "--seed must be >= 0"),
-        *[(["fit", "--data", str(SHIPPED), "--out", "{t}/p"], [f, v], w) for f, v, w in [
-            ("--folds", "1", "--folds must be >= 2"), ("--seed", "-1", "--seed must be >= 0"),
-            ("--confidence", "1", "--confidence must be in (0, 1)"), ("--transfer-n", "2", "--transfer-n must be >= 3")]],
+        *[
+            (profile, [f, "0"], f"protocol {n} must be >= 1")
+            for f, n in [
+                ("--batch", "batch"),
+                ("--src-len", "src_len"),
+                ("--decoder-steps", "decoder_steps"),
+                ("--beam", "beam"),
+            ]
+        ],
+        (
+            ["profile", "split", str(SHIPPED), "--train-out", "{t}/a.parquet", "--holdout-out", "{t}/b.parquet"],
+            ["--holdout", "0"],
+            "--holdout must be in (0, 1)",
+        ),
+        (
+            ["profile", "split", str(SHIPPED), "--train-out", "{t}/a.parquet", "--holdout-out", "{t}/b.parquet"],
+            ["--seed", "-1"],
+            "--seed must be >= 0",
+        ),
+        *[
+            (["fit", "--data", str(SHIPPED), "--out", "{t}/p"], [f, v], w)
+            for f, v, w in [
+                ("--folds", "1", "--folds must be >= 2"),
+                ("--seed", "-1", "--seed must be >= 0"),
+                ("--confidence", "1", "--confidence must be in (0, 1)"),
+                ("--transfer-n", "2", "--transfer-n must be >= 3"),
+            ]
+        ],
         (["predict", "--predictor", "{dir}", "{arch}"], ["--confidence", "0"], "--confidence must be in (0, 1)"),
-        (["evaluate", "--predictor", "{dir}", "--data", str(SHIPPED)], ["--confidence", "1.5"], "--confidence must be in (0, 1)"),
+        (
+            ["evaluate", "--predictor", "{dir}", "--data", str(SHIPPED)],
+            ["--confidence", "1.5"],
+            "--confidence must be in (0, 1)",
+        ),
         (["export", "{arch}", "--out", "{t}/e"], ["--opset", "13"], "--opset must be >= 14"),
         (["export", "{arch}", "--out", "{t}/e"], ["--seed", "-1"], "--seed must be >= 0"),
-        *[(["translate", "--model", "{dir}"], [f, v], f"{f} must be >= {w}") for f, v, w in [
-            ("--beam", "0", 1), ("--max-len", "1", 2), ("--threads", "-1", 0)]],
+        *[
+            (["translate", "--model", "{dir}"], [f, v], f"{f} must be >= {w}")
+            for f, v, w in [("--beam", "0", 1), ("--max-len", "1", 2), ("--threads", "-1", 0)]
+        ],
         (["space", "sample"], ["--n", "0"], "--n must be >= 1"),
         (["space", "sample"], ["--seed", "-1"], "--seed must be >= 0"),
         (["space", "stats", "{arch}"], ["--beam", "0"], "protocol beam must be >= 1"),
-        *[(train, [f, v], f"{f} must be {w}") for f, v, w in [
-            ("--steps", "-1", ">= 0"), ("--lr", "0", "> 0"), ("--lr", "-1", "> 0"), ("--warmup", "-1", ">= 0"),
-            ("--valid-sentences", "0", ">= 1"), ("--bleu-sentences", "-1", ">= 0"), ("--beam", "0", ">= 1"),
-            ("--dropout", "1", "< 1"), ("--dropout", "-0.1", ">= 0"), ("--label-smoothing", "1", "< 1"),
-            ("--clip-norm", "-1", ">= 0"), ("--aux-coef", "-1", ">= 0"), ("--weight-decay", "-1", ">= 0"),
-            ("--max-tokens", "4", ">= 8"), ("--max-len", "1", ">= 2"), ("--mos-experts", "0", ">= 1"),
-            ("--sandwich-random", "-1", ">= 0"), ("--eval-every", "-1", ">= 0"), ("--save-every", "-1", ">= 0"),
-            ("--seed", "-1", ">= 0")]],
-        *[(search, [f, v], w) for f, v, w in [
-            ("--valid-sentences", "-5", "--valid-sentences must be >= 1"), ("--valid-sentences", "0", "--valid-sentences must be >= 1"),
-            ("--bleu-sentences", "-1", "--bleu-sentences must be >= 0"), ("--population", "0", "--population must be >= 1"),
-            ("--parents", "0", "--parents must be in 1..population"), ("--parents", "999", "--parents must be in 1..population"),
-            ("--mutations", "-1", "must be >= 0"), ("--crossovers", "-1", "must be >= 0"), ("--iterations", "-1", "must be >= 0"),
-            ("--mutate-prob", "1.5", "--mutate-prob must be <= 1"), ("--workers", "0", "--workers must be >= 1"),
-            ("--final-k", "0", "--final-k must be >= 1"), ("--final-k", "-2", "--final-k must be >= 1"), ("--threads", "0", "--threads must be >= 1"),
-            ("--seed", "-1", "--seed must be >= 0"), ("--confidence", "1", "--confidence must be in [0, 1)"),
-            ("--max-latency-ms", "0", "--max-latency-ms must be > 0"), ("--max-latency-ms", "nan", "must be a finite number"),
-            ("--max-gflops", "-1", "--max-gflops must be > 0"), ("--max-params", "0", "--max-params must be > 0")]],
-        *[(demo, [f, v], f"{f} must be {w}") for f, v, w in [
-            ("--profile-n", "0", ">= 1"), ("--transfer-n", "2", ">= 3"), ("--transfer-holdout", "-1", ">= 0"),
-            ("--profile-seconds", "-1", ">= 0"), ("--drift-threshold", "-1", "> 0"), ("--train-steps", "-1", ">= 0"),
-            ("--train-max-tokens", "4", ">= 8"), ("--train-lr", "0", "> 0"), ("--train-warmup", "-1", ">= 0"),
-            ("--train-dropout", "1", "< 1"), ("--max-latency-ms", "-1", "> 0"), ("--population", "0", ">= 1"),
-            ("--parents", "0", ">= 1"), ("--mutations", "-1", ">= 0"), ("--crossovers", "-1", ">= 0"),
-            ("--iterations", "-1", ">= 0"), ("--valid-sentences", "0", ">= 1"), ("--bleu-sentences", "-1", ">= 0"),
-            ("--final-k", "0", ">= 1"), ("--dense-iterations", "-1", ">= 0"), ("--search-workers", "-1", ">= 0"), ("--seed", "-1", ">= 0")]],
+        *[
+            (train, [f, v], f"{f} must be {w}")
+            for f, v, w in [
+                ("--steps", "-1", ">= 0"),
+                ("--lr", "0", "> 0"),
+                ("--lr", "-1", "> 0"),
+                ("--warmup", "-1", ">= 0"),
+                ("--valid-sentences", "0", ">= 1"),
+                ("--bleu-sentences", "-1", ">= 0"),
+                ("--beam", "0", ">= 1"),
+                ("--dropout", "1", "< 1"),
+                ("--dropout", "-0.1", ">= 0"),
+                ("--label-smoothing", "1", "< 1"),
+                ("--clip-norm", "-1", ">= 0"),
+                ("--aux-coef", "-1", ">= 0"),
+                ("--weight-decay", "-1", ">= 0"),
+                ("--max-tokens", "4", ">= 8"),
+                ("--max-len", "1", ">= 2"),
+                ("--mos-experts", "0", ">= 1"),
+                ("--sandwich-random", "-1", ">= 0"),
+                ("--eval-every", "-1", ">= 0"),
+                ("--save-every", "-1", ">= 0"),
+                ("--seed", "-1", ">= 0"),
+            ]
+        ],
+        *[
+            (search, [f, v], w)
+            for f, v, w in [
+                ("--valid-sentences", "-5", "--valid-sentences must be >= 1"),
+                ("--valid-sentences", "0", "--valid-sentences must be >= 1"),
+                ("--bleu-sentences", "-1", "--bleu-sentences must be >= 0"),
+                ("--population", "0", "--population must be >= 1"),
+                ("--parents", "0", "--parents must be in 1..population"),
+                ("--parents", "999", "--parents must be in 1..population"),
+                ("--mutations", "-1", "must be >= 0"),
+                ("--crossovers", "-1", "must be >= 0"),
+                ("--iterations", "-1", "must be >= 0"),
+                ("--mutate-prob", "1.5", "--mutate-prob must be <= 1"),
+                ("--workers", "0", "--workers must be >= 1"),
+                ("--final-k", "0", "--final-k must be >= 1"),
+                ("--final-k", "-2", "--final-k must be >= 1"),
+                ("--threads", "0", "--threads must be >= 1"),
+                ("--seed", "-1", "--seed must be >= 0"),
+                ("--confidence", "1", "--confidence must be in [0, 1)"),
+                ("--max-latency-ms", "0", "--max-latency-ms must be > 0"),
+                ("--max-latency-ms", "nan", "must be a finite number"),
+                ("--max-gflops", "-1", "--max-gflops must be > 0"),
+                ("--max-params", "0", "--max-params must be > 0"),
+            ]
+        ],
+        *[
+            (demo, [f, v], f"{f} must be {w}")
+            for f, v, w in [
+                ("--profile-n", "0", ">= 1"),
+                ("--transfer-n", "2", ">= 3"),
+                ("--transfer-holdout", "-1", ">= 0"),
+                ("--profile-seconds", "-1", ">= 0"),
+                ("--drift-threshold", "-1", "> 0"),
+                ("--train-steps", "-1", ">= 0"),
+                ("--train-max-tokens", "4", ">= 8"),
+                ("--train-lr", "0", "> 0"),
+                ("--train-warmup", "-1", ">= 0"),
+                ("--train-dropout", "1", "< 1"),
+                ("--max-latency-ms", "-1", "> 0"),
+                ("--population", "0", ">= 1"),
+                ("--parents", "0", ">= 1"),
+                ("--mutations", "-1", ">= 0"),
+                ("--crossovers", "-1", ">= 0"),
+                ("--iterations", "-1", ">= 0"),
+                ("--valid-sentences", "0", ">= 1"),
+                ("--bleu-sentences", "-1", ">= 0"),
+                ("--final-k", "0", ">= 1"),
+                ("--dense-iterations", "-1", ">= 0"),
+                ("--search-workers", "-1", ">= 0"),
+                ("--seed", "-1", ">= 0"),
+            ]
+        ],
         (demo, ["--from-scratch", "--profile-n", "5"], "--profile-n must be >= 8"),
         (["calibrate", "--predictor", "{dir}", "--out", "{t}/c"], ["--threads", "0"], "--threads must be >= 1"),
         (["calibrate", "--predictor", "{dir}", "--out", "{t}/c"], ["--checks", "0"], "--checks must be >= 1"),
@@ -126,11 +237,16 @@ def test_every_numeric_flag_is_range_checked_before_work(files, capsys, name, ar
 
 
 def test_more_folds_than_archs_is_refused(sixty, tmp_path, capsys):
-    refused(["fit", "--data", sixty, "--folds", "1000", "--model", "flops-linear", "--out", tmp_path / "p"], capsys, tmp_path,
-            "more folds than the 60 valid archs")
+    refused(
+        ["fit", "--data", sixty, "--folds", "1000", "--model", "flops-linear", "--out", tmp_path / "p"],
+        capsys,
+        tmp_path,
+        "more folds than the 60 valid archs",
+    )
 
 
 # ---- archs ---------------------------------------------------------------------------------------
+
 
 def _mutated(path: str, value) -> dict:
     """The canonical dict of TINY.smallest() with one field (dotted path, list indices as ints) set."""
@@ -192,29 +308,66 @@ def test_every_shipped_arch_and_every_sample_still_loads():
 
 # ---- --init-from another space -----------------------------------------------------------------
 
-MICRO = {"name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],
-         "encoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "experts": [1, 2], "expert_sizes": [16, 32]},
-         "decoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "cross_heads": [2, 4], "cross_span": [1, 2],
-                     "experts": [1, 2], "expert_sizes": [16, 32]}}
+MICRO = {
+    "name": "micro",
+    "vocab_size": 97,
+    "qkv_dim": 16,
+    "top_k": [1, 2],
+    "encoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "experts": [1, 2], "expert_sizes": [16, 32]},
+    "decoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "cross_heads": [2, 4],
+        "cross_span": [1, 2],
+        "experts": [1, 2],
+        "expert_sizes": [16, 32],
+    },
+}
 
 
 def _supernet_of(space: dict) -> dict:
     """A checkpoint of the shape read_checkpoint accepts, for a supernet of ``space`` (no weights:
     the refusal comes before any are loaded)."""
-    return {"format": "moenas-checkpoint", "version": 1, "kind": "supernet", "model": {}, "step": 0, "train_config": {},
-            "meta": {"corpus_fingerprint": "f", "tokenizer": "t.json", "train_config": {}},
-            "supernet_config": {"space": space, "kind": "slice"}}
+    return {
+        "format": "moenas-checkpoint",
+        "version": 1,
+        "kind": "supernet",
+        "model": {},
+        "step": 0,
+        "train_config": {},
+        "meta": {"corpus_fingerprint": "f", "tokenizer": "t.json", "train_config": {}},
+        "supernet_config": {"space": space, "kind": "slice"},
+    }
 
 
-@pytest.mark.parametrize("space, needle", [
-    (dict(MICRO), "a supernet of space 'micro', not of --space 'tiny'"),
-    (dict(MICRO, name="tiny"), "(same name, other genes)"),
-])
+@pytest.mark.parametrize(
+    "space, needle",
+    [
+        (dict(MICRO), "a supernet of space 'micro', not of --space 'tiny'"),
+        (dict(MICRO, name="tiny"), "(same name, other genes)"),
+    ],
+)
 def test_init_from_a_supernet_of_another_space_is_refused(files, capsys, space, needle):
     ck = files["t"] / "other.pt"
     torch.save(_supernet_of(space), ck)
-    refused(["train", "--arch", files["arch"], "--init-from", ck, "--steps", "1", "--out", files["t"] / "s.pt", "--no-progress"],
-            capsys, files["t"], needle)
+    refused(
+        [
+            "train",
+            "--arch",
+            files["arch"],
+            "--init-from",
+            ck,
+            "--steps",
+            "1",
+            "--out",
+            files["t"] / "s.pt",
+            "--no-progress",
+        ],
+        capsys,
+        files["t"],
+        needle,
+    )
 
 
 def test_init_from_a_supernet_of_the_same_space_passes_the_check(tmp_path):
@@ -228,6 +381,7 @@ def test_init_from_a_supernet_of_the_same_space_passes_the_check(tmp_path):
 
 # ---- --resume of a dataset with a garbage arch column -----------------------------------------
 
+
 def _with_arch_column(src: Path, dst: Path, fn) -> Path:
     table = pq.read_table(src)
     df = table.to_pandas()
@@ -236,11 +390,17 @@ def _with_arch_column(src: Path, dst: Path, fn) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("spoil, needle", [
-    (lambda df: df["arch_json"].where(df.index >= 3, "garbage"), "is not an arch"),
-    (lambda df: df["arch_json"].where(df.index >= 3, '{"encoder": {}}'), "is not an arch"),
-    (lambda df: df["arch_json"].where(df["arch_id"] != df["arch_id"].iloc[0], TINY.largest().to_json()), "is not the id"),
-])
+@pytest.mark.parametrize(
+    "spoil, needle",
+    [
+        (lambda df: df["arch_json"].where(df.index >= 3, "garbage"), "is not an arch"),
+        (lambda df: df["arch_json"].where(df.index >= 3, '{"encoder": {}}'), "is not an arch"),
+        (
+            lambda df: df["arch_json"].where(df["arch_id"] != df["arch_id"].iloc[0], TINY.largest().to_json()),
+            "is not the id",
+        ),
+    ],
+)
 def test_resume_of_a_dataset_with_a_garbage_arch_column_is_refused_and_leaves_it(tmp_path, capsys, spoil, needle):
     data = _with_arch_column(SHIPPED, tmp_path / "d.parquet", spoil)
     refused(["profile", "--resume", "--space", "tiny", "--n", "2", "--out", data, *FAST], capsys, tmp_path, needle)

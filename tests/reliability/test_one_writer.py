@@ -4,6 +4,7 @@ Another process holds the locks of a dataset, a predictor folder, a checkpoint, 
 folder, an export folder and a demo folder; every command writing one of them is refused with
 one line naming the holder (exit 2) and nothing changes. The lock dies with its holder: a lock
 file left by a killed process blocks no one."""
+
 import json
 import os
 import shutil
@@ -13,16 +14,36 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hostile import hashes
 
 from moenas.arch import SearchSpace
 from moenas.arch.files import lock_path, output_lock
 from moenas.cli import main
 from moenas.data.profiles import read_profiles, shipped
 
-from hostile import hashes
-
-FAST = ["--backend", "torch", "--src-len", "4", "--decoder-steps", "2", "--beam", "2", "--warmup", "1", "--min-runs", "6",
-        "--max-runs", "8", "--max-seconds", "0.5", "--drift-threshold", "100", "--ref-wait", "0", "--no-progress"]
+FAST = [
+    "--backend",
+    "torch",
+    "--src-len",
+    "4",
+    "--decoder-steps",
+    "2",
+    "--beam",
+    "2",
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.5",
+    "--drift-threshold",
+    "100",
+    "--ref-wait",
+    "0",
+    "--no-progress",
+]
 
 HOLDER = textwrap.dedent("""
     import sys
@@ -36,15 +57,15 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-
 @pytest.fixture()
 def holder(tmp_path):
     """A process holding the locks of ``paths``; killed (SIGKILL) at the end, leaving its lock files."""
     procs = []
 
     def start(*paths: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLDER, *map(str, paths)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, *map(str, paths)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         procs.append(proc)
         assert proc.stdout.readline().strip() == "held"
         return proc
@@ -101,4 +122,3 @@ def test_lock_names_its_holder_and_is_reentrant(tmp_path):
             pass
         assert lock.exists()
     assert not lock.exists() and not (tmp_path / "sub").exists()  # nothing left behind, not even the folder
-

@@ -4,22 +4,20 @@ Every command that writes checks each output location first (``check_writable``)
 a regular file, or (as a non-root user) a read-only folder, gives ``moenas CMD: error: ...``
 and exit 2 before any input is measured, fitted or trained; an OSError that still escapes a
 command is printed by moenas/cli.py as ``PATH: reason``. Nothing in the folder changes."""
+
 import os
 from pathlib import Path
 
 import pytest
+from hostile import refused
 
 from moenas.arch import SearchSpace, UserError
 from moenas.commands._common import check_writable
 from moenas.data.profiles import shipped
 
-from hostile import refused
-
 TINY = SearchSpace.load("tiny")
 SHIPPED = str(shipped("tiny-cpu-ort"))
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
 
 
 @pytest.fixture
@@ -37,13 +35,39 @@ def _commands(arch: str, out: str) -> dict[str, list[str]]:
     return {
         "profile": ["profile", "--space", "tiny", "--n", "1", "--out", f"{out}/d.parquet", "--no-progress"],
         "profile merge": ["profile", "merge", SHIPPED, "--out", f"{out}/m.parquet"],
-        "profile split train": ["profile", "split", SHIPPED, "--train-out", f"{out}/t.parquet", "--holdout-out", "h.parquet"],
-        "profile split holdout": ["profile", "split", SHIPPED, "--train-out", "t.parquet", "--holdout-out", f"{out}/h.parquet"],
+        "profile split train": [
+            "profile",
+            "split",
+            SHIPPED,
+            "--train-out",
+            f"{out}/t.parquet",
+            "--holdout-out",
+            "h.parquet",
+        ],
+        "profile split holdout": [
+            "profile",
+            "split",
+            SHIPPED,
+            "--train-out",
+            "t.parquet",
+            "--holdout-out",
+            f"{out}/h.parquet",
+        ],
         "fit": ["fit", "--data", SHIPPED, "--model", "flops-linear", "--out", f"{out}/pred"],
         "export": ["export", arch, "--out", f"{out}/exp"],
         "train": ["train", "--steps", "1", "--out", f"{out}/s.pt", "--no-progress"],
         "train --cache": ["train", "--steps", "1", "--out", "s.pt", "--cache", f"{out}/cache", "--no-progress"],
-        "search": ["search", "--supernet", arch, "--predictor", arch, "--max-latency-ms", "5", "--out", f"{out}/search"],
+        "search": [
+            "search",
+            "--supernet",
+            arch,
+            "--predictor",
+            arch,
+            "--max-latency-ms",
+            "5",
+            "--out",
+            f"{out}/search",
+        ],
         "demo": ["demo", "--out", f"{out}/demo"],
         "evaluate --plots": ["evaluate", "--predictor", arch, "--data", SHIPPED, "--plots", f"{out}/plots"],
         "calibrate": ["calibrate", "--predictor", arch, "--out", f"{out}/cal"],
@@ -101,12 +125,18 @@ def test_unreadable_input_is_one_line(inputs, tmp_path, capsys):
         arch.chmod(0o644)
 
 
-@pytest.mark.parametrize("error, line", [
-    (PermissionError(13, "Permission denied", "/data/x.parquet"), "/data/x.parquet: Permission denied"),
-    (OSError(28, "No space left on device", "/data/x.parquet"), "/data/x.parquet: No space left on device"),
-    (OSError(18, "Invalid cross-device link", "/a/x.tmp", None, "/b/x"), "/a/x.tmp -> /b/x: Invalid cross-device link"),
-    (OSError("disk on fire"), "disk on fire"),
-])
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (PermissionError(13, "Permission denied", "/data/x.parquet"), "/data/x.parquet: Permission denied"),
+        (OSError(28, "No space left on device", "/data/x.parquet"), "/data/x.parquet: No space left on device"),
+        (
+            OSError(18, "Invalid cross-device link", "/a/x.tmp", None, "/b/x"),
+            "/a/x.tmp -> /b/x: Invalid cross-device link",
+        ),
+        (OSError("disk on fire"), "disk on fire"),
+    ],
+)
 def test_an_oserror_that_escapes_a_command_is_path_and_reason(tmp_path, capsys, monkeypatch, error, line):
     def boom(name):
         raise error

@@ -9,12 +9,14 @@
 
 The reference model's timings are scripted (``Profiler._reference_ms``), so the tests say what
 the machine "did" and take seconds."""
+
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hostile import hashes
 
 from moenas.arch import SearchSpace
 from moenas.cli import main
@@ -22,12 +24,22 @@ from moenas.data.profiles import latency_table, read_profiles, shipped, sidecar_
 from moenas.predictor.dataset import load_dataset
 from moenas.profiler.runner import Profiler
 
-from hostile import hashes
-
-RULE = ["--warmup", "1", "--min-runs", "6", "--max-runs", "8", "--max-seconds", "0.5", "--ref-retries", "0",
-        "--ref-wait", "0", "--no-progress"]
+RULE = [
+    "--warmup",
+    "1",
+    "--min-runs",
+    "6",
+    "--max-runs",
+    "8",
+    "--max-seconds",
+    "0.5",
+    "--ref-retries",
+    "0",
+    "--ref-wait",
+    "0",
+    "--no-progress",
+]
 FAST = ["--backend", "torch", "--src-len", "4", "--decoder-steps", "2", "--beam", "2", *RULE]
-
 
 
 def copy_shipped(name: str, tmp_path: Path) -> Path:
@@ -62,13 +74,30 @@ def test_resume_with_everything_measured_changes_nothing(tmp_path, capsys, monke
 def test_resume_that_measures_keeps_every_old_row(tmp_path, capsys, monkeypatch):
     out = copy_shipped("tiny-cpu-ort", tmp_path)
     df0, meta = read_profiles(out)
-    script_reference(monkeypatch, 1.07, meta["reference"]["baseline_ms"])  # the old run's 10% holds, the default 5% does not
+    script_reference(
+        monkeypatch, 1.07, meta["reference"]["baseline_ms"]
+    )  # the old run's 10% holds, the default 5% does not
     new = SearchSpace.load("tiny").smallest()
     assert new.arch_id not in set(df0["arch_id"])
     archs = tmp_path / "new.json"
     archs.write_text(new.to_json())
-    argv = ["profile", "--archs", str(archs), "--space", "tiny", "--backend", "torch", "--out", str(out), "--resume",
-            "--allow-mixed", "--drift-threshold", "0.10", *RULE, "--json"]
+    argv = [
+        "profile",
+        "--archs",
+        str(archs),
+        "--space",
+        "tiny",
+        "--backend",
+        "torch",
+        "--out",
+        str(out),
+        "--resume",
+        "--allow-mixed",
+        "--drift-threshold",
+        "0.10",
+        *RULE,
+        "--json",
+    ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["new_measurements"] == 1
     df1, meta1 = read_profiles(out)
@@ -119,8 +148,24 @@ def test_failed_search_overwrite_keeps_the_old_search(tmp_path, capsys, monkeypa
     (tmp_path / "pred").mkdir()
     monkeypatch.setattr("moenas.search.search_job.SupernetFitness", _StubFitness)
     before = hashes(tmp_path)
-    argv = ["search", "--supernet", str(tmp_path / "s.pt"), "--predictor", str(tmp_path / "pred"), "--max-params", "1",
-            "--population", "4", "--parents", "2", "--iterations", "1", "--out", str(out), "--overwrite"]
+    argv = [
+        "search",
+        "--supernet",
+        str(tmp_path / "s.pt"),
+        "--predictor",
+        str(tmp_path / "pred"),
+        "--max-params",
+        "1",
+        "--population",
+        "4",
+        "--parents",
+        "2",
+        "--iterations",
+        "1",
+        "--out",
+        str(out),
+        "--overwrite",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no feasible arch" in err
@@ -135,9 +180,19 @@ def test_failed_fit_and_train_overwrite_keep_the_old_output(tmp_path, capsys):
     (tmp_path / "s.pt").write_bytes(b"checkpoint")
     (tmp_path / "s.pt.json").write_text(json.dumps({"format": "moenas-checkpoint"}))
     before = hashes(tmp_path)
-    for argv in (["fit", "--data", str(tmp_path / "missing.parquet"), "--out", str(pred), "--overwrite"],
-                 ["train", "--steps", "1", "--corpus", str(tmp_path / "no-corpus"), "--out", str(tmp_path / "s.pt"),
-                  "--overwrite"]):
+    for argv in (
+        ["fit", "--data", str(tmp_path / "missing.parquet"), "--out", str(pred), "--overwrite"],
+        [
+            "train",
+            "--steps",
+            "1",
+            "--corpus",
+            str(tmp_path / "no-corpus"),
+            "--out",
+            str(tmp_path / "s.pt"),
+            "--overwrite",
+        ],
+    ):
         assert main(argv) == 2
         assert capsys.readouterr().err.count("\n") == 1
     assert hashes(tmp_path) == before
