@@ -136,7 +136,9 @@ class Workload(WorkloadBase):
         token counts ('encoder.i'/'decoder.i' -> list; decoder counts summed over all steps)."""
         beam = self.protocol.beam
         states, _ = m.encode(self.src)
-        counts = {k: list(v) for k, v in m.expert_counts().items()}
+        # the encoder's layers only: a decoder layer's reading may still be a timed step's (the torch
+        # backend times this very model), and the decoder steps below add up from zero
+        counts = {k: list(v) for k, v in m.expert_counts().items() if k.startswith("encoder.")}
         cross = m.cross_kv(states, None)
         flat = [x for k, v, _ in cross for x in (k, v)]
         cross_b = [(k.repeat_interleave(beam, 0), v.repeat_interleave(beam, 0), None) for k, v, _ in cross]

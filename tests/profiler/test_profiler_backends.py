@@ -59,3 +59,25 @@ def test_triton_backend_is_registered_and_refused_without_a_gpu():
         assert TritonBackend.available_devices() == ()
         with pytest.raises(UserError, match="cuda|device"):
             get_backend("triton", "cuda")
+
+
+def test_expert_counts_are_the_reference_runs_own_after_torch_timed_the_same_model():
+    """The torch backend times the workload's own model; the reference run read afterwards must
+    count its own tokens (every routed token once per top-k, per decoder layer and step), not
+    the last timed step's on top."""
+    from moenas.profiler.backends import get_backend
+    from moenas.profiler.testing import CONTRACT_PROTOCOL, contract_arch
+    from moenas.profiler.workload import make_workload
+
+    arch = contract_arch()
+    fresh = make_workload(arch, CONTRACT_PROTOCOL).reference()["expert_counts"]
+    w = make_workload(arch, CONTRACT_PROTOCOL)
+    prepared = get_backend("torch", "cpu").prepare(w)
+    prepared.step()
+    prepared.close()
+    counts = w.reference()["expert_counts"]
+    assert counts == fresh
+    p = CONTRACT_PROTOCOL
+    for key, per_expert in counts.items():
+        if key.startswith("decoder."):
+            assert sum(per_expert) == p.decoder_steps * p.decoder_batch * arch.top_k
