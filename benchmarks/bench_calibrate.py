@@ -13,6 +13,11 @@ calibration taken at the same moment would give). On B's valid archs (not drift-
 the per-row variant's sake, on all its archs including the drift-flagged ones (the flag means
 "the reference was slower then", which the per-row factor accounts for).
 
+``--components`` also asks where the one factor loses (``bench_calibrate_components.csv``): per
+component (total, encoder, decoder) a predictor fitted on A, B's measured / predicted ratios
+(median, 10th and 90th percentile), the MAPE of the reference factor against that of the best
+constant, and how the ratio moves with the arch's size (Spearman rho of ratio and prediction).
+
 Results: benchmarks/results/bench_calibrate.csv (both machines' fingerprints, this machine and
 the package versions in every row). If ``--other`` is absent the script says so and exits 2.
 """
@@ -111,6 +116,35 @@ def rows_for(model: str, ship: Dataset, other: Dataset, sets: dict, seed: int) -
     return out
 
 
+def component_rows(model: str, ship_path: Path, other_path: Path, factor: float, seed: int) -> list[dict]:
+    """Per component: how B's measured latencies relate to A's predictions (see the docstring)."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for target in load_dataset([ship_path]).protocol.family.targets:
+        a, b = load_dataset([ship_path], target), load_dataset([other_path], target)
+        pred, _ = fit_predictor(a, model, folds=5, seed=seed, with_learning_curve=False)
+        m = pred.predict(b.archs, CONFIDENCE).mean
+        ratio = b.y / m
+        out.append(
+            {
+                "model": model,
+                "component": target,
+                "n": len(ratio),
+                "ratio_median": float(np.median(ratio)),
+                "ratio_p10": float(np.percentile(ratio, 10)),
+                "ratio_p90": float(np.percentile(ratio, 90)),
+                "reference_factor": factor,
+                "mape_reference_factor": M.mape(b.y, m * factor),
+                "mape_best_constant": M.mape(b.y, m * float(np.median(ratio))),
+                "spearman_size_ratio": float(spearmanr(m, ratio).correlation),
+                "device_fit": device_label(a),
+                "device_eval": device_label(b),
+            }
+        )
+    return out
+
+
 def write_csv(path: Path, rows: list[dict], append: bool = False) -> None:
     """``rows`` with the machine and versions in every row; ``append``: after the rows already
     in ``path`` (the header only when the file is new or empty), for benchmarks that resume."""
@@ -151,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", default=["hybrid", "gbt"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(RESULTS / "bench_calibrate.csv"))
+    ap.add_argument("--components", action="store_true", help="also: where the one factor loses, per component")
     args = ap.parse_args(argv)
     if not Path(args.other).is_file():
         sys.stderr.write(
@@ -173,6 +208,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows)
     print(f"\nmachine: {cpu_model()}; results in {args.out}")
+    if args.components:
+        factor = other.reference["median_ms"] / ship.reference["median_ms"]
+        comp = [
+            r for m in args.models for r in component_rows(m, Path(args.shipped), Path(args.other), factor, args.seed)
+        ]
+        path = Path(args.out).with_name(Path(args.out).stem + "_components.csv")
+        write_csv(path, comp)
+        for r in comp:
+            print(
+                f"{r['model']:8s} {r['component']:8s} B/A {r['ratio_median']:.3f} ({r['ratio_p10']:.3f}-{r['ratio_p90']:.3f})  "
+                f"MAPE at the reference factor {r['mape_reference_factor']:5.2f}%, at the best constant "
+                f"{r['mape_best_constant']:5.2f}%, rho(size, ratio) {r['spearman_size_ratio']:+.2f}"
+            )
+        print(f"-> {path}")
     return 0
 
 

@@ -42,3 +42,15 @@ def test_rescaled_rows_remove_a_pure_scale(bench, tmp_path):
     assert by[("valid", "rescaled")]["mape"] < 10 and np.isfinite(by[("valid", "rescaled")]["kendall_tau"])
     bench.write_csv(tmp_path / "out.csv", rows)
     assert "versions" in (tmp_path / "out.csv").read_text().splitlines()[0]
+
+
+def test_component_rows_find_the_scale_of_each_component(bench, tmp_path):
+    """B is A's device twice as slow: every component's ratio is 2, the reference factor (2) is
+    the best constant, and each component is named once."""
+    a, b = _write(tmp_path / "a.parquet", 0, 8.0), _write(tmp_path / "b.parquet", 1, 16.0, k=2.0)
+    rows = bench.component_rows("flops-linear", a, b, 2.0, seed=0)
+    assert [r["component"] for r in rows] == ["total", "encoder", "decoder"]
+    for r in rows:
+        assert r["ratio_p10"] <= r["ratio_median"] <= r["ratio_p90"]
+        assert abs(r["ratio_median"] - 2.0) < 0.05  # the predictor's own error moves it a little
+        assert abs(r["mape_best_constant"] - r["mape_reference_factor"]) < 0.5
