@@ -1,4 +1,6 @@
-"""A joint source/target BPE tokenizer, trained locally and cached by corpus fingerprint.
+"""A joint source/target BPE tokenizer (or, for a language model, one over its text corpus),
+trained locally and cached by corpus fingerprint: :func:`get_tokenizer` takes any corpus with
+``texts()`` and a ``fingerprint``.
 
 HF ``tokenizers`` BPE (NFKC normalisation, SentencePiece-style Metaspace pre-tokenisation so
 that decoding restores the spaces) with the special tokens at the ids the model expects:
@@ -11,14 +13,15 @@ The trained tokenizer is a JSON file under the cache directory (``--cache``,
 the same corpus and vocabulary size never train twice, and a changed corpus never reuses a
 stale tokenizer.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from moenas.arch.files import atomic_write
 from moenas.arch.errors import UserError
+from moenas.arch.files import atomic_write
 from moenas.arch.model import BOS, EOS, PAD, UNK
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0, 1, 2, 3
@@ -66,7 +69,9 @@ class SubwordTokenizer:
         try:
             return cls(Tokenizer.from_file(str(p)), p)
         except Exception as e:  # tokenizers raises its own exception type for bad JSON
-            raise UserError(f"{p}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise UserError(
+                f"{p}: not a tokenizer file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
@@ -79,8 +84,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=SPECIAL_TOKENS, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
     tok.train_from_iterator(texts, trainer)
     return tok
 

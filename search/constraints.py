@@ -8,6 +8,7 @@ The latency constraint is a chance constraint: with ``confidence`` C it uses the
 upper bound at level C, so an arch that passes meets the budget on the device with
 probability about C (as far as the predictor's calibrated interval is right).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

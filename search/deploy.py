@@ -16,6 +16,7 @@ translator that runs them with onnxruntime.
 torch model uses, one sentence at a time (batch 1: the exported graphs carry no source padding
 mask, and batch 1 is the latency protocol's setting), so its output equals the torch model's.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,10 @@ import numpy as np
 import torch
 
 from moenas.arch import Arch, UserError
-from moenas.arch.protocol import LatencyProtocol
-from moenas.arch.model import BOS, EOS, MAX_LEN_A, MAX_LEN_B, MAX_LENGTH, PAD, UNK, beam_search, max_new_tokens
-from moenas.data.tokenizer import SubwordTokenizer
 from moenas.arch.files import output_lock
+from moenas.arch.model import BOS, EOS, MAX_LEN_A, MAX_LEN_B, MAX_LENGTH, PAD, UNK, beam_search, max_new_tokens
+from moenas.arch.protocol import LatencyProtocol
+from moenas.data.tokenizer import SubwordTokenizer
 from moenas.profiler.onnx_export import DEFAULT_OPSET, ExportedArch, check_export_dir, export_arch
 
 from .checkpoint import load_tokenizer, model_for_arch, read_checkpoint
@@ -39,8 +40,14 @@ from .evaluation import decode_sentences
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def export_trained(arch: Arch | None, ckpt: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
-                   overwrite: bool = False, protocol: LatencyProtocol | None = None) -> Path:
+def export_trained(
+    arch: Arch | None,
+    ckpt: str | Path,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    protocol: LatencyProtocol | None = None,
+) -> Path:
     """Export ``arch`` with the weights of checkpoint ``ckpt`` (inherited from a supernet, or
     the standalone model it holds; ``arch`` may be None for a standalone checkpoint).
     ``protocol``: the latency protocol the arch was timed under (recorded; default: the default one)."""
@@ -50,22 +57,29 @@ def export_trained(arch: Arch | None, ckpt: str | Path, out_dir: str | Path, ops
         return _export_trained(arch, ckpt, out, opset, overwrite, protocol or LatencyProtocol())
 
 
-def _export_trained(arch: Arch | None, ckpt: str | Path, out: Path, opset: int, overwrite: bool,
-                    protocol: LatencyProtocol) -> Path:
+def _export_trained(
+    arch: Arch | None, ckpt: str | Path, out: Path, opset: int, overwrite: bool, protocol: LatencyProtocol
+) -> Path:
     kind = read_checkpoint(ckpt)["kind"]
     model, meta = model_for_arch(ckpt, arch)
     tok = load_tokenizer(meta)
     ex = export_arch(model.arch, opset=opset, model=model)
-    ex.manifest["weights"] = {"source": "supernet (inherited)" if kind == "supernet" else "standalone checkpoint",
-                              "checkpoint": str(Path(ckpt).resolve()), "steps": meta.get("steps"),
-                              "corpus_fingerprint": meta.get("corpus_fingerprint")}
+    ex.manifest["weights"] = {
+        "source": "supernet (inherited)" if kind == "supernet" else "standalone checkpoint",
+        "checkpoint": str(Path(ckpt).resolve()),
+        "steps": meta.get("steps"),
+        "corpus_fingerprint": meta.get("corpus_fingerprint"),
+    }
     ex.manifest["seed"] = None  # the weights are trained, not drawn from a seed
     ex.manifest["tokenizer"] = TOKENIZER_FILE
     ex.manifest["protocol"] = protocol.to_dict()
     ex.manifest["generation"] = generation_conventions(ex.manifest)
     ex.save(out, overwrite=overwrite)
     shutil.copyfile(tok.path, out / TOKENIZER_FILE)
-    for name, content in (("generation_config.json", generation_config(ex.manifest)), ("genai_config.json", genai_config(ex.manifest))):
+    for name, content in (
+        ("generation_config.json", generation_config(ex.manifest)),
+        ("genai_config.json", genai_config(ex.manifest)),
+    ):
         (out / name).write_text(json.dumps(content, indent=2) + "\n")
     return out
 
@@ -76,16 +90,31 @@ def generation_conventions(manifest: dict[str, Any]) -> dict[str, Any]:
     decoder's start token and stop rule, the length rule, and the beam the latency was timed with."""
     protocol = manifest.get("protocol") or {}
     return {
-        "tokenizer_file": TOKENIZER_FILE, "pad_token_id": PAD, "bos_token_id": BOS, "eos_token_id": EOS, "unk_token_id": UNK,
-        "source": {"add_special_tokens": False, "max_subwords": MAX_LENGTH - 1, "append_eos": True,
-                   "note": "ids = tokenizer ids truncated to max_subwords, then eos_token_id appended; batch 1 (no padding mask)"},
+        "tokenizer_file": TOKENIZER_FILE,
+        "pad_token_id": PAD,
+        "bos_token_id": BOS,
+        "eos_token_id": EOS,
+        "unk_token_id": UNK,
+        "source": {
+            "add_special_tokens": False,
+            "max_subwords": MAX_LENGTH - 1,
+            "append_eos": True,
+            "note": "ids = tokenizer ids truncated to max_subwords, then eos_token_id appended; batch 1 (no padding mask)",
+        },
         "decoder_start_token_id": BOS,
         "stop": "at eos_token_id (not emitted) or after max_new_tokens steps",
-        "max_new_tokens": {"rule": "min(max_length, floor(max_len_a * S) + max_len_b), S = source ids with EOS",
-                           "max_length": MAX_LENGTH, "max_len_a": MAX_LEN_A, "max_len_b": MAX_LEN_B},
+        "max_new_tokens": {
+            "rule": "min(max_length, floor(max_len_a * S) + max_len_b), S = source ids with EOS",
+            "max_length": MAX_LENGTH,
+            "max_len_a": MAX_LEN_A,
+            "max_len_b": MAX_LEN_B,
+        },
         "decode": {"skip_special_tokens": True},
-        "kv_cache": {"past": "past_%d_k / past_%d_v, (batch, heads, past_len, head_dim), past_len 0 at the first step",
-                     "present": "present_%d_k / present_%d_v (past_len + 1)", "cross": "cross_%d_k / cross_%d_v from the encoder"},
+        "kv_cache": {
+            "past": "past_%d_k / past_%d_v, (batch, heads, past_len, head_dim), past_len 0 at the first step",
+            "present": "present_%d_k / present_%d_v (past_len + 1)",
+            "cross": "cross_%d_k / cross_%d_v from the encoder",
+        },
         "latency_beam": protocol.get("beam"),
     }
 
@@ -94,9 +123,16 @@ def generation_config(manifest: dict[str, Any]) -> dict[str, Any]:
     """Hugging Face's generation_config.json fields for the export (num_beams: the latency
     protocol's beam, the decoding that was timed; max_length: the cap of the length rule)."""
     g = manifest["generation"]
-    return {"bos_token_id": g["bos_token_id"], "eos_token_id": g["eos_token_id"], "pad_token_id": g["pad_token_id"],
-            "decoder_start_token_id": g["decoder_start_token_id"], "num_beams": g["latency_beam"] or 1,
-            "max_length": MAX_LENGTH, "early_stopping": True, "length_penalty": 1.0}
+    return {
+        "bos_token_id": g["bos_token_id"],
+        "eos_token_id": g["eos_token_id"],
+        "pad_token_id": g["pad_token_id"],
+        "decoder_start_token_id": g["decoder_start_token_id"],
+        "num_beams": g["latency_beam"] or 1,
+        "max_length": MAX_LENGTH,
+        "early_stopping": True,
+        "length_penalty": 1.0,
+    }
 
 
 def genai_config(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -104,17 +140,38 @@ def genai_config(manifest: dict[str, Any]) -> dict[str, Any]:
     and the past/present KV name patterns (the encoder-decoder graphs are not a genai model
     type; the file states the names in that tool's vocabulary)."""
     g = manifest["generation"]
-    return {"model": {"type": "moenas-encoder-decoder", "vocab_size": manifest["arch"]["vocab_size"],
-                      "bos_token_id": g["bos_token_id"], "eos_token_id": g["eos_token_id"], "pad_token_id": g["pad_token_id"],
-                      "decoder_start_token_id": g["decoder_start_token_id"], "context_length": MAX_LENGTH,
-                      "encoder": {"filename": manifest["encoder"]["file"], "inputs": {"input_ids": "src"},
-                                  "outputs": {"cross_present_key_names": "cross_%d_k", "cross_present_value_names": "cross_%d_v"}},
-                      "decoder": {"filename": manifest["decoder"]["file"],
-                                  "inputs": {"input_ids": "tokens", "past_key_names": "past_%d_k", "past_value_names": "past_%d_v",
-                                             "cross_past_key_names": "cross_%d_k", "cross_past_value_names": "cross_%d_v"},
-                                  "outputs": {"logits": "logits", "present_key_names": "present_%d_k",
-                                              "present_value_names": "present_%d_v"}}},
-            "search": {"num_beams": g["latency_beam"] or 1, "max_length": MAX_LENGTH, "do_sample": False}}
+    return {
+        "model": {
+            "type": "moenas-encoder-decoder",
+            "vocab_size": manifest["arch"]["vocab_size"],
+            "bos_token_id": g["bos_token_id"],
+            "eos_token_id": g["eos_token_id"],
+            "pad_token_id": g["pad_token_id"],
+            "decoder_start_token_id": g["decoder_start_token_id"],
+            "context_length": MAX_LENGTH,
+            "encoder": {
+                "filename": manifest["encoder"]["file"],
+                "inputs": {"input_ids": "src"},
+                "outputs": {"cross_present_key_names": "cross_%d_k", "cross_present_value_names": "cross_%d_v"},
+            },
+            "decoder": {
+                "filename": manifest["decoder"]["file"],
+                "inputs": {
+                    "input_ids": "tokens",
+                    "past_key_names": "past_%d_k",
+                    "past_value_names": "past_%d_v",
+                    "cross_past_key_names": "cross_%d_k",
+                    "cross_past_value_names": "cross_%d_v",
+                },
+                "outputs": {
+                    "logits": "logits",
+                    "present_key_names": "present_%d_k",
+                    "present_value_names": "present_%d_v",
+                },
+            },
+        },
+        "search": {"num_beams": g["latency_beam"] or 1, "max_length": MAX_LENGTH, "do_sample": False},
+    }
 
 
 class OnnxTranslator:
@@ -126,7 +183,9 @@ class OnnxTranslator:
         d = Path(model_dir)
         ex = ExportedArch.load(d)
         if not ex.manifest.get("tokenizer"):
-            raise UserError(f"{d}: an export without trained weights and tokenizer (export with --supernet or --checkpoint)")
+            raise UserError(
+                f"{d}: an export without trained weights and tokenizer (export with --supernet or --checkpoint)"
+            )
         self.arch, self.manifest = ex.arch, ex.manifest
         self.tokenizer = SubwordTokenizer.load(d / ex.manifest["tokenizer"])
         opts = ort.SessionOptions()
@@ -155,7 +214,9 @@ class OnnxTranslator:
             for i, (k, v) in enumerate(cache if cache is not None else empty):
                 feeds[f"past_{i}_k"], feeds[f"past_{i}_v"] = np.ascontiguousarray(k), np.ascontiguousarray(v)
             logits, *present = self.decoder.run(None, feeds)
-            new = [(torch.from_numpy(present[2 * i]), torch.from_numpy(present[2 * i + 1])) for i in range(self.n_layers)]
+            new = [
+                (torch.from_numpy(present[2 * i]), torch.from_numpy(present[2 * i + 1])) for i in range(self.n_layers)
+            ]
             return torch.from_numpy(logits), new
 
         return beam_search(step, 1, beam, max_len, self.arch.vocab_size)

@@ -2,10 +2,13 @@
 
 Every function takes a SuperNet (any arch of its space, inherited weights) or a
 SubTransformer (``arch`` = its own), runs in eval mode without gradients and restores the
-model's mode afterwards. Loss is token-level cross-entropy in nats without label smoothing;
+model's mode afterwards. Loss is token-level cross-entropy in nats without label smoothing
+(for a language model - an LMSuperNet or a CausalLM, on blocks of a token stream - the mean
+next-token NLL, whose exp is the perplexity: :func:`lm_validation`);
 BLEU is sacrebleu's corpus BLEU (13a tokenisation) of detokenised outputs against the raw
 references, chrF sacrebleu's character n-gram F-score; both name the decoding (beam) they scored.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from moenas.arch import Arch
+from moenas.arch import Arch, UserError
+from moenas.arch.arch import AnyArch
 from moenas.arch.model import MAX_LENGTH, PAD, SubTransformer, max_new_tokens
-from moenas.data.batching import Batch, encode_pairs
+from moenas.data.batching import Batch, LMBatch, encode_pairs, fixed_block_batches
 from moenas.data.tokenizer import SubwordTokenizer
 
 from .fitness_noise import SentenceStats, bleu_stats
-from .loss import run_model, token_nll
+from .loss import run_inputs, token_nll
 from .supernet import SuperNet, extract
 
 
@@ -30,15 +34,18 @@ def autocast(device: torch.device):
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[float]:
+def validation_loss(model: nn.Module, archs: Sequence[AnyArch], batches: Sequence[Batch | LMBatch]) -> list[float]:
     """Cross-entropy (nats/token) of each arch on ``batches``: a list, one value per arch."""
     return [value for value, _ in validation_scores(model, archs, batches)]
 
 
 @torch.no_grad()
-def validation_scores(model: nn.Module, archs: Sequence[Arch], batches: Sequence[Batch]) -> list[tuple[float, SentenceStats]]:
+def validation_scores(
+    model: nn.Module, archs: Sequence[AnyArch], batches: Sequence[Batch | LMBatch]
+) -> list[tuple[float, SentenceStats]]:
     """Per arch: (cross-entropy in nats/token on ``batches``, its per-sentence statistics in
-    batch order, from which :mod:`fitness_noise` bootstraps the value's error)."""
+    batch order, from which :mod:`fitness_noise` bootstraps the value's error). A language
+    model's batches hold blocks: its "sentences" are the blocks."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -51,15 +58,38 @@ def validation_scores(model: nn.Module, archs: Sequence[Arch], batches: Sequence
             for b in batches:
                 b = b.to(device)
                 with autocast(device):
-                    states, weight = run_model(model, b.src, b.tgt_in, arch, hidden=True)
-                nll, batch_sum = token_nll(states.float(), weight.float(), b.tgt_out)
+                    states, weight = run_inputs(model, b.inputs, arch, hidden=True)
+                nll, batch_sum = token_nll(states.float(), weight.float(), b.target)
                 total += float(batch_sum)
-                count += int(b.tgt_out.ne(PAD).sum())
-                stats.append(sentence_sums(nll, b.tgt_out))
-            out.append((total / max(count, 1), SentenceStats("loss", np.concatenate(stats) if stats else np.zeros((0, 2)))))
+                count += int(b.target.ne(PAD).sum())
+                stats.append(sentence_sums(nll, b.target))
+            out.append(
+                (total / max(count, 1), SentenceStats("loss", np.concatenate(stats) if stats else np.zeros((0, 2))))
+            )
     finally:
         model.train(was_training)
     return out
+
+
+# Blocks per validation batch of :func:`lm_validation`: 16 x 128 tokens, the training default.
+LM_EVAL_TOKENS = 2048
+
+
+@torch.no_grad()
+def lm_validation(
+    model: nn.Module, blocks: torch.Tensor, arch: AnyArch | None = None, max_tokens: int = LM_EVAL_TOKENS
+) -> tuple[float, int]:
+    """A language model's mean next-token NLL (nats/token) over ``blocks`` (n, L + 1) token ids
+    (each block's first L are inputs, its last L their targets: ``data.batching.cut_blocks``), and
+    the number of tokens it averages over. The model: a CausalLM, or an LMSuperNet with ``arch``
+    (default: the one :meth:`SuperNet.set_arch` set). Perplexity is ``exp`` of the mean."""
+    arch = arch if arch is not None else model.arch
+    if arch is None:
+        raise UserError("lm_validation of a supernet needs an arch (pass arch= or call set_arch)")
+    ((value, stats),) = validation_scores(
+        model, [arch], fixed_block_batches(blocks, max(max_tokens, blocks.shape[1] - 1))
+    )
+    return value, int(stats.stats[:, 1].sum())
 
 
 def sentence_sums(nll: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -78,8 +108,15 @@ def _standalone(model: nn.Module, arch: Arch | None) -> SubTransformer:
 
 
 @torch.no_grad()
-def translate(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, sources: Sequence[str],
-              beam: int = 1, max_len: int = 64, batch_size: int = 32) -> list[str]:
+def translate(
+    model: nn.Module,
+    arch: Arch | None,
+    tokenizer: SubwordTokenizer,
+    sources: Sequence[str],
+    beam: int = 1,
+    max_len: int = 64,
+    batch_size: int = 32,
+) -> list[str]:
     """Detokenised translations of ``sources`` (in order), greedy (beam 1) or beam search,
     with ``arch``'s weights (inherited from a SuperNet, or the SubTransformer's own)."""
     if not sources:
@@ -88,14 +125,22 @@ def translate(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, 
     was_training = sub.training
     sub.eval()
     try:
-        return decode_sentences(sub.generate, tokenizer, sources, beam, max_len, batch_size,
-                                next(sub.parameters()).device)
+        return decode_sentences(
+            sub.generate, tokenizer, sources, beam, max_len, batch_size, next(sub.parameters()).device
+        )
     finally:
         sub.train(was_training)
 
 
-def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[str], beam: int = 1, max_len: int = MAX_LENGTH,
-                     batch_size: int = 32, device: torch.device | str = "cpu") -> list[str]:
+def decode_sentences(
+    generate,
+    tokenizer: SubwordTokenizer,
+    sources: Sequence[str],
+    beam: int = 1,
+    max_len: int = MAX_LENGTH,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> list[str]:
     """Translate with any ``generate(src (B, S) ids, beam=, max_len=) -> B id lists`` (the torch
     model's, or the ONNX translator's): sentences are encoded (+ EOS, each truncated to
     ``max_len - 1`` subwords), batched by length, decoded and put back in input order. Outputs
@@ -105,7 +150,7 @@ def decode_sentences(generate, tokenizer: SubwordTokenizer, sources: Sequence[st
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     hyps: dict[int, str] = {}
     for k in range(0, len(order), batch_size):
-        idx = order[k: k + batch_size]
+        idx = order[k : k + batch_size]
         src = torch.full((len(idx), max(len(examples[i][0]) for i in idx) + 1), PAD, dtype=torch.long)
         for r, i in enumerate(idx):
             ids = examples[i][0] + [tokenizer.eos_id]
@@ -124,15 +169,28 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
 
 
-def bleu_score(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, pairs: Sequence[tuple[str, str]],
-               beam: int = 1, max_len: int = 64, batch_size: int = 32) -> float:
+def bleu_score(
+    model: nn.Module,
+    arch: Arch | None,
+    tokenizer: SubwordTokenizer,
+    pairs: Sequence[tuple[str, str]],
+    beam: int = 1,
+    max_len: int = 64,
+    batch_size: int = 32,
+) -> float:
     """Corpus BLEU of ``arch`` translating ``pairs`` (source, reference)."""
     hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len, batch_size)
     return corpus_bleu(hyps, [t for _, t in pairs])
 
 
-def bleu_with_stats(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer, pairs: Sequence[tuple[str, str]],
-                    beam: int = 1, max_len: int = MAX_LENGTH) -> tuple[float, SentenceStats]:
+def bleu_with_stats(
+    model: nn.Module,
+    arch: Arch | None,
+    tokenizer: SubwordTokenizer,
+    pairs: Sequence[tuple[str, str]],
+    beam: int = 1,
+    max_len: int = MAX_LENGTH,
+) -> tuple[float, SentenceStats]:
     """Corpus BLEU of ``arch`` on ``pairs`` and its per-sentence statistics (fitness "bleu":
     value -BLEU, so that its bootstrap error is BLEU's)."""
     hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len)
@@ -140,17 +198,28 @@ def bleu_with_stats(model: nn.Module, arch: Arch | None, tokenizer: SubwordToken
     return corpus_bleu(hyps, refs), SentenceStats("bleu", bleu_stats(hyps, refs))
 
 
-def translation_report(model: nn.Module, arch: Arch | None, tokenizer: SubwordTokenizer,
-                       pairs: Sequence[tuple[str, str]], n_samples: int = 3, beam: int = 1,
-                       max_len: int = MAX_LENGTH) -> dict:
+def translation_report(
+    model: nn.Module,
+    arch: Arch | None,
+    tokenizer: SubwordTokenizer,
+    pairs: Sequence[tuple[str, str]],
+    n_samples: int = 3,
+    beam: int = 1,
+    max_len: int = MAX_LENGTH,
+) -> dict:
     """{"bleu", "chrf", "beam", "sentences", "samples": [{"source", "reference", "output"}] x
     n_samples}: BLEU and chrF over ``pairs`` decoded with ``beam`` (1 = greedy), and the first
     ``n_samples`` of them as readable triples."""
     hyps = translate(model, arch, tokenizer, [s for s, _ in pairs], beam, max_len)
     refs = [t for _, t in pairs]
     samples = [{"source": s, "reference": t, "output": h} for (s, t), h in list(zip(pairs, hyps))[:n_samples]]
-    return {"bleu": corpus_bleu(hyps, refs), "chrf": corpus_chrf(hyps, refs), "beam": beam, "sentences": len(pairs),
-            "samples": samples}
+    return {
+        "bleu": corpus_bleu(hyps, refs),
+        "chrf": corpus_chrf(hyps, refs),
+        "beam": beam,
+        "sentences": len(pairs),
+        "samples": samples,
+    }
 
 
 def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:

@@ -12,6 +12,7 @@ fitness evaluations on feasible random samples, the baseline evolution must beat
 
 The state after every iteration is a JSON file, so an interrupted search resumes exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from moenas.arch.files import atomic_write_text
 from moenas.arch import Arch, SearchSpace, UserError
+from moenas.arch.files import atomic_write_text
 
 from .constraints import ConstraintSet
-from .pareto import pareto_mask, rank_and_crowding_order
 from .fitness_runners import CachedFitness
+from .pareto import pareto_mask, rank_and_crowding_order
 
 LatencyFn = Callable[[Sequence[Arch]], np.ndarray]
 
@@ -65,8 +66,14 @@ class Candidate:
     loss_se: float = float("nan")  # the loss's standard error over the evaluation sentences (nan: unknown)
 
     def row(self) -> dict:
-        return {"arch_id": self.arch.arch_id, "loss": self.loss, "loss_se": self.loss_se, "latency_ms": self.latency,
-                "arch": self.arch.to_json(), **{f"g{i}": v for i, v in enumerate(self.g)}}
+        return {
+            "arch_id": self.arch.arch_id,
+            "loss": self.loss,
+            "loss_se": self.loss_se,
+            "latency_ms": self.latency,
+            "arch": self.arch.to_json(),
+            **{f"g{i}": v for i, v in enumerate(self.g)},
+        }
 
 
 @dataclass
@@ -88,9 +95,16 @@ class SearchResult:
 class Evolution:
     """See the module docstring. ``state_path`` (optional) enables --resume."""
 
-    def __init__(self, space: SearchSpace, fitness: CachedFitness, constraints: ConstraintSet,
-                 config: EvolutionConfig = EvolutionConfig(), latency: LatencyFn | None = None,
-                 state_path: str | Path | None = None, progress: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        fitness: CachedFitness,
+        constraints: ConstraintSet,
+        config: EvolutionConfig = EvolutionConfig(),
+        latency: LatencyFn | None = None,
+        state_path: str | Path | None = None,
+        progress: Callable[[dict], None] | None = None,
+    ):
         if "latency" in config.objectives and latency is None:
             raise UserError("multi-objective search needs a latency predictor")
         self.space, self.fitness, self.constraints, self.config = space, fitness, constraints, config
@@ -129,8 +143,10 @@ class Evolution:
         G = self.constraints.G(archs)
         assert (G <= 0).all(), "an infeasible arch reached fitness evaluation"
         errors = self.fitness.errors
-        cands = [Candidate(a, float(l), float(t), [float(x) for x in g], float(errors.get(a.arch_id, float("nan"))))
-                 for a, l, t, g in zip(archs, losses, lat, G)]
+        cands = [
+            Candidate(a, float(loss), float(t), [float(x) for x in g], float(errors.get(a.arch_id, float("nan"))))
+            for a, loss, t, g in zip(archs, losses, lat, G)
+        ]
         for c in cands:
             self.evaluated.setdefault(c.arch.arch_id, c)
         return cands
@@ -144,8 +160,10 @@ class Evolution:
             if v <= 0:
                 continue
             parts.append(c.explain(small, float(v)))
-        return (f"no feasible arch in space {self.space.name!r}: even its smallest arch ({small.arch_id}) has "
-                + "; ".join(parts or ["no violation, yet no sampled arch was feasible"]))
+        return (
+            f"no feasible arch in space {self.space.name!r}: even its smallest arch ({small.arch_id}) has "
+            + "; ".join(parts or ["no violation, yet no sampled arch was feasible"])
+        )
 
     def initial_population(self) -> list[Candidate]:
         archs = self._feasible(lambda: self.space.sample(self.rng), self.config.population, set())
@@ -167,11 +185,15 @@ class Evolution:
         cfg = self.config
         parents = self.rank(pop)[: cfg.parents]
         taken = {c.arch.arch_id for c in parents}
-        mutants = self._feasible(lambda: self.space.mutate(self.rng.choice(parents).arch, self.rng, cfg.mutate_prob),
-                                 cfg.mutations, taken)
+        mutants = self._feasible(
+            lambda: self.space.mutate(self.rng.choice(parents).arch, self.rng, cfg.mutate_prob), cfg.mutations, taken
+        )
         taken |= {a.arch_id for a in mutants}
-        children = self._feasible(lambda: self.space.crossover(self.rng.choice(parents).arch, self.rng.choice(parents).arch, self.rng),
-                                  cfg.crossovers, taken)
+        children = self._feasible(
+            lambda: self.space.crossover(self.rng.choice(parents).arch, self.rng.choice(parents).arch, self.rng),
+            cfg.crossovers,
+            taken,
+        )
         return parents + self._candidates(mutants + children)
 
     # ---- driver ------------------------------------------------------------------------------
@@ -194,9 +216,15 @@ class Evolution:
 
     def _record(self, it: int, pop: list[Candidate], seconds: float) -> None:
         losses = np.array([c.loss for c in pop])
-        row = {"iteration": it, "best_loss": float(losses.min()), "mean_loss": float(losses.mean()),
-               "population": len(pop), "evaluations": self.fitness.evaluations, "cache_hits": self.fitness.hits,
-               "seconds": seconds}
+        row = {
+            "iteration": it,
+            "best_loss": float(losses.min()),
+            "mean_loss": float(losses.mean()),
+            "population": len(pop),
+            "evaluations": self.fitness.evaluations,
+            "cache_hits": self.fitness.hits,
+            "seconds": seconds,
+        }
         if self.latency is not None:
             lat = np.array([c.latency for c in pop])
             row.update(best_latency_ms=float(lat[losses.argmin()]), min_latency_ms=float(lat.min()))
@@ -208,10 +236,17 @@ class Evolution:
     def _save_state(self, pop: list[Candidate], it: int) -> None:
         if self.state_path is None:
             return
-        state = {"config": asdict(self.config), "iteration": it, "rng": _rng_to_json(self.rng.getstate()),
-                 "population": [c.arch.to_json() for c in pop], "cache": self.fitness.cache, "errors": self.fitness.errors,
-                 "evaluated": [c.row() for c in self.evaluated.values()], "history": self.history,
-                 "counters": [self.fitness.evaluations, self.fitness.hits]}
+        state = {
+            "config": asdict(self.config),
+            "iteration": it,
+            "rng": _rng_to_json(self.rng.getstate()),
+            "population": [c.arch.to_json() for c in pop],
+            "cache": self.fitness.cache,
+            "errors": self.fitness.errors,
+            "evaluated": [c.row() for c in self.evaluated.values()],
+            "history": self.history,
+            "counters": [self.fitness.evaluations, self.fitness.hits],
+        }
         atomic_write_text(self.state_path, json.dumps(state))
 
     def _load_state(self) -> tuple[list[Candidate] | None, int]:
@@ -220,22 +255,36 @@ class Evolution:
         try:
             state = json.loads(self.state_path.read_text())
             if state["config"] != json.loads(json.dumps(asdict(self.config))):
-                raise UserError(f"{self.state_path}: saved with other search settings; use the same flags or a new --out")
+                raise UserError(
+                    f"{self.state_path}: saved with other search settings; use the same flags or a new --out"
+                )
             self.rng.setstate(_rng_from_json(state["rng"]))
             self.fitness.cache.update(state["cache"])
             self.fitness.errors.update(state.get("errors", {}))  # states saved before errors existed have none
             self.fitness.evaluations, self.fitness.hits = state["counters"]
             self.history = state["history"]
             for r in state["evaluated"]:
-                g = [r[k] for k in sorted((k for k in r if k.startswith("g") and k[1:].isdigit()), key=lambda k: int(k[1:]))]
-                self.evaluated[r["arch_id"]] = Candidate(Arch.from_json(r["arch"]), r["loss"], r["latency_ms"], g,
-                                                         r.get("loss_se", float("nan")))
+                g = [
+                    r[k]
+                    for k in sorted((k for k in r if k.startswith("g") and k[1:].isdigit()), key=lambda k: int(k[1:]))
+                ]
+                self.evaluated[r["arch_id"]] = Candidate(
+                    Arch.from_json(r["arch"]), r["loss"], r["latency_ms"], g, r.get("loss_se", float("nan"))
+                )
             pop = [self.evaluated[Arch.from_json(s).arch_id] for s in state["population"]]
             return pop, int(state["iteration"])
-        except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        except (
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+        ) as e:  # UnicodeDecodeError is a ValueError
             if isinstance(e, UserError):
                 raise
-            raise UserError(f"{self.state_path}: not a readable search state ({type(e).__name__}); remove it or use a new --out") from None
+            raise UserError(
+                f"{self.state_path}: not a readable search state ({type(e).__name__}); remove it or use a new --out"
+            ) from None
 
 
 def _rng_to_json(state: tuple) -> list:
@@ -246,9 +295,20 @@ def _rng_from_json(state: list) -> tuple:
     return (state[0], tuple(state[1]), state[2])
 
 
-def random_search(space: SearchSpace, fitness: CachedFitness, constraints: ConstraintSet, n_evals: int,
-                  seed: int = 0, latency: LatencyFn | None = None) -> SearchResult:
+def random_search(
+    space: SearchSpace,
+    fitness: CachedFitness,
+    constraints: ConstraintSet,
+    n_evals: int,
+    seed: int = 0,
+    latency: LatencyFn | None = None,
+) -> SearchResult:
     """The baseline: ``n_evals`` feasible random archs, best by loss."""
-    evo = Evolution(space, fitness, constraints, EvolutionConfig(population=max(n_evals, 1), parents=1, iterations=0, seed=seed),
-                    latency=latency)
+    evo = Evolution(
+        space,
+        fitness,
+        constraints,
+        EvolutionConfig(population=max(n_evals, 1), parents=1, iterations=0, seed=seed),
+        latency=latency,
+    )
     return evo.run()

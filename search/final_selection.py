@@ -19,6 +19,7 @@ on a machine whose noise floor is 3% is a coin toss. So the answer is chosen aft
 A family's pool can only hold archs whose predicted bound met the budget, so when none of them
 meets it measured the predictor was wrong about all of them: the search says which came closest.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ FAMILIES = ("searched", "dense")
 class Finalist:
     """One pooled arch: where it came from, its fitness statistics, and (once measured) its row."""
 
-    role: str                          # "searched", "dense" or "largest-dense"
+    role: str  # "searched", "dense" or "largest-dense"
     candidate: Candidate
     stats: SentenceStats | None = None  # None: the fitness gave no per-sentence statistics
     row: Verification | None = None
@@ -56,8 +57,15 @@ class Finalist:
         return self.row.measured_ms if self.row.measured_ms is not None else self.row.predicted_ms
 
 
-def pool(evaluated: Sequence[Candidate], k: int, stats_of: StatsFn | None, role: str, scan: int = 60,
-         z: float = Z_TIE, max_ties: int | None = None) -> list[Finalist]:
+def pool(
+    evaluated: Sequence[Candidate],
+    k: int,
+    stats_of: StatsFn | None,
+    role: str,
+    scan: int = 60,
+    z: float = Z_TIE,
+    max_ties: int | None = None,
+) -> list[Finalist]:
     """The ``k`` best of ``evaluated`` by fitness plus the other archs that tie the best within noise.
 
     Ties are decided on the paired error, which needs per-sentence statistics (``stats_of``,
@@ -134,13 +142,14 @@ class Verdict:
     """Which of the two family winners to deploy, and why, in one sentence."""
 
     winner: Finalist
-    loss_diff: float | None      # searched - dense fitness (lower is better); None without a dense winner
-    loss_diff_se: float | None   # its paired standard error
+    loss_diff: float | None  # searched - dense fitness (lower is better); None without a dense winner
+    loss_diff_se: float | None  # its paired standard error
     sentence: str
 
 
-def verdict(searched: Finalist | None, dense: Finalist | None, budget_ms: float | None, metric: str = "loss",
-            z: float = Z_TIE) -> Verdict | None:
+def verdict(
+    searched: Finalist | None, dense: Finalist | None, budget_ms: float | None, metric: str = "loss", z: float = Z_TIE
+) -> Verdict | None:
     """The deployable answer between the two families' winners (either may be None)."""
     if searched is None and dense is None:
         return None
@@ -151,7 +160,11 @@ def verdict(searched: Finalist | None, dense: Finalist | None, budget_ms: float 
     if searched.arch_id == dense.arch_id:
         return Verdict(searched, 0.0, 0.0, f"Deploy {describe(searched)}: the search's answer is itself dense.")
     diff = searched.candidate.loss - dense.candidate.loss
-    se = paired_se(searched.stats, dense.stats) if searched.stats is not None and dense.stats is not None else float("nan")
+    se = (
+        paired_se(searched.stats, dense.stats)
+        if searched.stats is not None and dense.stats is not None
+        else float("nan")
+    )
     unit = "nats" if metric == "loss" else "BLEU"
     shown = diff if metric == "loss" else -diff
     gap = f"searched - dense fitness {shown:+.3f} ± {se:.3f} {unit}"
@@ -160,12 +173,22 @@ def verdict(searched: Finalist | None, dense: Finalist | None, budget_ms: float 
     if ties(diff, se, z):
         win = searched if searched.latency_ms <= dense.latency_ms else dense
         lose = dense if win is searched else searched
-        return Verdict(win, diff, se, f"Deploy {describe(win)}: it ties {describe(lose)} in quality{at} ({gap}, within "
-                                      f"noise) and is {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} ms).")
+        return Verdict(
+            win,
+            diff,
+            se,
+            f"Deploy {describe(win)}: it ties {describe(lose)} in quality{at} ({gap}, within "
+            f"noise) and is {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} ms).",
+        )
     win = searched if diff < 0 else dense
     lose = dense if win is searched else searched
-    return Verdict(win, diff, se, f"Deploy {describe(win)}: it is better than {describe(lose)}{at} ({gap}, beyond "
-                                  f"noise) and {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} ms).")
+    return Verdict(
+        win,
+        diff,
+        se,
+        f"Deploy {describe(win)}: it is better than {describe(lose)}{at} ({gap}, beyond "
+        f"noise) and {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} ms).",
+    )
 
 
 def _pace(win: Finalist, lose: Finalist) -> str:
@@ -201,7 +224,7 @@ class FinalSelection:
     largest_dense: Finalist | None = None
     random: Finalist | None = None
     verdict: Verdict | None = None
-    closest: Finalist | None = None    # when nothing met the budget: the nearest miss
+    closest: Finalist | None = None  # when nothing met the budget: the nearest miss
 
     @property
     def winner(self) -> Finalist | None:
@@ -216,26 +239,46 @@ class FinalSelection:
         if c is None or c.row is None:
             return "no candidate was measured"
         over = 100 * (c.row.measured_ms / c.row.budget_ms - 1)
-        return (f"no candidate meets the {c.row.budget_ms:.4g} ms budget when measured: the closest, {c.role} arch "
-                f"{c.arch_id}, measured {c.row.measured_ms:.4g} ms ({over:.1f}% over; predicted "
-                f"{c.row.predicted_ms:.3g} ms, upper bound {c.row.predicted_high_ms:.3g})")
+        return (
+            f"no candidate meets the {c.row.budget_ms:.4g} ms budget when measured: the closest, {c.role} arch "
+            f"{c.arch_id}, measured {c.row.measured_ms:.4g} ms ({over:.1f}% over; predicted "
+            f"{c.row.predicted_ms:.3g} ms, upper bound {c.row.predicted_high_ms:.3g})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        ids = {k: (getattr(self, k).arch_id if getattr(self, k) else None)
-               for k in ("searched", "dense", "largest_dense", "random")}
+        ids = {
+            k: (getattr(self, k).arch_id if getattr(self, k) else None)
+            for k in ("searched", "dense", "largest_dense", "random")
+        }
         v = self.verdict
-        return {"measured": self.measured, "budget_ms": self.budget_ms, "winner": self.winner.arch_id if self.winner else None,
-                "winner_role": self.winner.role if self.winner else None, **ids,
-                "verdict": v.sentence if v else self.none_meets_message(),
-                "loss_diff": v.loss_diff if v else None, "loss_diff_se": v.loss_diff_se if v else None,
-                "tie_z": Z_TIE, "pool": {r: sum(f.role == r for f in self.finalists) for r in dict.fromkeys(f.role for f in self.finalists)}}
+        return {
+            "measured": self.measured,
+            "budget_ms": self.budget_ms,
+            "winner": self.winner.arch_id if self.winner else None,
+            "winner_role": self.winner.role if self.winner else None,
+            **ids,
+            "verdict": v.sentence if v else self.none_meets_message(),
+            "loss_diff": v.loss_diff if v else None,
+            "loss_diff_se": v.loss_diff_se if v else None,
+            "tie_z": Z_TIE,
+            "pool": {
+                r: sum(f.role == r for f in self.finalists) for r in dict.fromkeys(f.role for f in self.finalists)
+            },
+        }
 
 
 def decide(finalists: list[Finalist], budget_ms: float | None, measured: bool, metric: str = "loss") -> FinalSelection:
     """Each family's pick, the largest dense arch that meets the budget, and the verdict."""
     by = {r: [f for f in finalists if f.role == r] for r in ("searched", "dense", "largest-dense", "random-search")}
-    sel = FinalSelection(finalists, budget_ms, measured, searched=pick(by["searched"]), dense=pick(by["dense"]),
-                         largest_dense=largest_meeting(by["largest-dense"]), random=next(iter(by["random-search"]), None))
+    sel = FinalSelection(
+        finalists,
+        budget_ms,
+        measured,
+        searched=pick(by["searched"]),
+        dense=pick(by["dense"]),
+        largest_dense=largest_meeting(by["largest-dense"]),
+        random=next(iter(by["random-search"]), None),
+    )
     sel.verdict = verdict(sel.searched, sel.dense, budget_ms, metric)
     if sel.verdict is None:
         sel.closest = closest_miss([f for f in finalists if f.role in FAMILIES])

@@ -7,6 +7,7 @@ standard error over the sentences (:mod:`fitness_noise`). Lower is better:
 ``metric="loss"`` returns nats/token (HAT and AutoMoE search on it); ``metric="bleu"`` returns
 -BLEU (greedy decoding of the validation subset, ~10x slower than the loss).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -42,8 +43,15 @@ class SupernetFitness:
             net, meta = load_supernet(self.ckpt, self.device)
             corpus = checkpoint_corpus(meta)  # read once: quality() takes its test pairs from it too
             batches, pairs = validation_data(meta, n_sentences=self.valid_sentences, corpus=corpus)
-            self._state.update(net=net, meta=meta, batches=batches, pairs=pairs, n_pairs=len(pairs),
-                               tok=load_tokenizer(meta), corpus=corpus)
+            self._state.update(
+                net=net,
+                meta=meta,
+                batches=batches,
+                pairs=pairs,
+                n_pairs=len(pairs),
+                tok=load_tokenizer(meta),
+                corpus=corpus,
+            )
         return self._state
 
     @property
@@ -68,7 +76,9 @@ class SupernetFitness:
             return [(-b, stats) for b, stats in (bleu_with_stats(st["net"], a, st["tok"], st["pairs"]) for a in archs)]
         return validation_scores(st["net"], list(archs), st["batches"])
 
-    def quality(self, arch: Arch, sentences: int = 200, samples: int = 3, split: str = "test", beam: int = 1) -> dict[str, Any]:
+    def quality(
+        self, arch: Arch, sentences: int = 200, samples: int = 3, split: str = "test", beam: int = 1
+    ) -> dict[str, Any]:
         """Validation loss, BLEU and chrF on the first ``sentences`` pairs of ``split`` decoded with
         ``beam`` (1 = greedy; reports beside a latency pass the beam that latency was timed with)
         and ``samples`` source / reference / output triples, all with inherited weights."""
@@ -77,9 +87,21 @@ class SupernetFitness:
         st = self._load()
         pairs = getattr(st["corpus"], split)[:sentences]
         rep = translation_report(st["net"], arch, st["tok"], pairs, n_samples=samples, beam=beam)
-        return {"val_loss": validation_loss(st["net"], [arch], st["batches"])[0], "bleu": rep["bleu"], "chrf": rep["chrf"],
-                "beam": beam, "bleu_split": split, "bleu_sentences": rep["sentences"], "samples": rep["samples"]}
+        return {
+            "val_loss": validation_loss(st["net"], [arch], st["batches"])[0],
+            "bleu": rep["bleu"],
+            "chrf": rep["chrf"],
+            "beam": beam,
+            "bleu_split": split,
+            "bleu_sentences": rep["sentences"],
+            "samples": rep["samples"],
+        }
 
     def __getstate__(self) -> dict[str, Any]:  # workers reload instead of pickling the model
-        return {"ckpt": self.ckpt, "valid_sentences": self.valid_sentences, "device": self.device, "metric": self.metric,
-                "_state": {}}
+        return {
+            "ckpt": self.ckpt,
+            "valid_sentences": self.valid_sentences,
+            "device": self.device,
+            "metric": self.metric,
+            "_state": {},
+        }

@@ -10,6 +10,7 @@ and not a formula: one method covers both metrics, and BLEU has no closed-form e
 The paired error is the one that decides "better": two archs that share supernet weights err
 on the same hard sentences, so their difference is far less noisy than either value alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-BOOTSTRAP = 1000   # resamples; the error's own relative error is ~1/sqrt(2 B) = 2%
-Z_TIE = 2.0        # |difference| <= Z_TIE x its paired standard error: a tie (about 95%)
+BOOTSTRAP = 1000  # resamples; the error's own relative error is ~1/sqrt(2 B) = 2%
+Z_TIE = 2.0  # |difference| <= Z_TIE x its paired standard error: a tie (about 95%)
 
 
 @dataclass(frozen=True)
@@ -96,4 +97,6 @@ def bleu_stats(hypotheses: list[str], references: list[str]) -> np.ndarray:
     (sacrebleu's own significance tests bootstrap the same statistics)."""
     from sacrebleu.metrics import BLEU
 
-    return np.asarray(BLEU()._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.int64).reshape(-1, 10)
+    return np.asarray(BLEU()._extract_corpus_statistics(list(hypotheses), [list(references)]), dtype=np.int64).reshape(
+        -1, 10
+    )

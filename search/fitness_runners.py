@@ -10,6 +10,7 @@ batches over worker processes and ``ray_runner.RayRunner`` over Ray actors on a 
 build the fitness once per worker from a picklable factory (so the supernet is loaded once per
 worker, not per batch) and send archs as canonical JSON; their results equal the in-process ones.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -33,7 +34,7 @@ class Runner(Protocol):
 
 
 def _batches(archs: Sequence[Arch], size: int) -> list[Sequence[Arch]]:
-    return [archs[i:i + size] for i in range(0, len(archs), size)]
+    return [archs[i : i + size] for i in range(0, len(archs), size)]
 
 
 def json_batches(archs: Sequence[Arch], size: int) -> list[list[str]]:

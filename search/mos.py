@@ -13,8 +13,9 @@ then sliced to the arch's sizes as in HAT/AutoMoE (slicing and mixing commute, s
 slices are mixed). Different architectures thus get different, learned weights while sharing
 the banks. Here the mixed weights are each MoE expert's fc1/fc2 (weights and biases) of every
 layer; all expert slots of a layer share the layer's mixing weights. Attention, embeddings,
-norms and the MoE router stay plainly shared. The result is an ordinary SubTransformer
-(extraction just evaluates the mixture), so export and latency timing are unchanged.
+norms and the MoE router stay plainly shared. The result is an ordinary SubTransformer (or,
+for a decoder-only supernet, CausalLM: the layers to mix come from ``supernet.ffn_stacks()``;
+extraction just evaluates the mixture), so export and latency timing are unchanged.
 
 By default (``mos_init="copy"``) the banks start as copies of one initialisation, so at step 0
 MoS equals the slice supernet; the copies drift apart because each receives its gradient scaled
@@ -22,6 +23,7 @@ by its arch-dependent mixing weight, and the router learns once they differ (slo
 hundred steps MoS still behaves like the slice supernet). ``mos_init="independent"`` draws
 every bank separately, so mixing matters from the first step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,14 +49,14 @@ class MoSWeights(nn.Module):
                 bank = p.detach().clone().unsqueeze(0).repeat(self.m, *[1] * p.dim())
                 if cfg.mos_init == "independent":  # banks 1.. drawn like nn.Linear's default init
                     fan_in = store.get_parameter(orig.replace(".bias", ".weight")).shape[1]
-                    bound = fan_in ** -0.5
+                    bound = fan_in**-0.5
                     bank[1:] = torch.empty_like(bank[1:]).uniform_(-bound, bound, generator=gen)
                 self.banks[name.replace(".", "/")] = nn.Parameter(bank)
-        # One segment of router outputs per layer (encoder layers, then decoder layers).
+        # One segment of router outputs per layer (encoder layers, then decoder layers; a
+        # decoder-only model's layers), as the supernet lists its stacks.
         self.layers: list[str] = []
         self.widths: list[tuple[int, int]] = []  # (H_max, D_max) per layer
-        for stack, st, arch_stack in (("enc_layers", sp.encoder, supernet.max_arch.encoder),
-                                      ("dec_layers", sp.decoder, supernet.max_arch.decoder)):
+        for stack, st, arch_stack in supernet.ffn_stacks():
             for i in range(max(st.layers)):
                 self.layers.append(f"{stack}.{i}.ffn")
                 self.widths.append((max(st.expert_sizes), arch_stack.embed_dim))
@@ -65,7 +67,9 @@ class MoSWeights(nn.Module):
         n_in = scale.numel()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
-            self.router = nn.Sequential(nn.Linear(n_in, cfg.mos_hidden), nn.ReLU(), nn.Linear(cfg.mos_hidden, self.offsets[-1]))
+            self.router = nn.Sequential(
+                nn.Linear(n_in, cfg.mos_hidden), nn.ReLU(), nn.Linear(cfg.mos_hidden, self.offsets[-1])
+            )
 
     def features(self, arch) -> torch.Tensor:
         x = torch.as_tensor(self.space.encode(arch), dtype=torch.float32, device=self.scale.device)
@@ -77,7 +81,7 @@ class MoSWeights(nn.Module):
         out = self.router(self.features(arch))
         mixed = {}
         for i, (name, (h, d)) in enumerate(zip(self.layers, self.widths)):
-            seg = out[self.offsets[i]: self.offsets[i + 1]]
+            seg = out[self.offsets[i] : self.offsets[i + 1]]
             if self.mode == "layer":
                 mixed[name] = (F.softmax(seg, dim=0),)
             else:

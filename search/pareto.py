@@ -1,6 +1,7 @@
 """Pareto utilities for minimisation: fronts, crowding, hypervolume (via pymoo, which is well
 tested for these; our genome is variable-length, so only its indicators are used, not its
 operators)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ def rank_and_crowding_order(F: np.ndarray) -> np.ndarray:
     """NSGA-II order: by front, then by crowding distance (larger first) inside a front."""
     order: list[int] = []
     for front in fronts(F):
-        cd = calc_crowding_distance(np.asarray(F, dtype=float)[front]) if len(front) > 2 else np.full(len(front), np.inf)
+        cd = (
+            calc_crowding_distance(np.asarray(F, dtype=float)[front]) if len(front) > 2 else np.full(len(front), np.inf)
+        )
         order.extend(front[np.argsort(-cd, kind="stable")].tolist())
     return np.asarray(order, dtype=int)
 

@@ -18,6 +18,7 @@ re-run continues where an interrupted one stopped; each is also a subcommand of 
 The verdict answers AutoMoE's question on this machine: at this budget, is the searched MoE arch
 better or faster than the best dense arch, beyond the noise of both measurements?
 """
+
 from __future__ import annotations
 
 import json
@@ -48,14 +49,48 @@ SCALES = {
     # and the default stop rule's 200 runs per arch (5 s) buy precision that the wander swamps.
     # largest arch every 8th step: at 1350 steps the largest arch's test BLEU 11.6 (uniform: 10.3)
     # and a loss spread of 0.63 nats (uniform: 0.49), for ~8% more training compute (docs/RESULTS.md).
-    "tiny": dict(space="tiny", corpus="default", profile_n=60, transfer_n=14, transfer_holdout=6, drift_threshold=0.10,
-                 profile_seconds=1.0, train_steps=1350, train_largest_every=8,
-                 train_max_tokens=2048, train_lr=3e-3, train_warmup=100, train_schedule="cosine", train_dropout=0.0,
-                 population=40, parents=10, mutations=15, crossovers=15, iterations=8, dense_iterations=4,
-                 valid_sentences=200),
-    "wmt": dict(space="automoe-wmt", corpus=None, profile_n=2000, transfer_n=40, transfer_holdout=20, train_steps=40000,
-                train_max_tokens=4096, train_lr=1e-3, train_warmup=4000, train_schedule="inverse_sqrt", train_dropout=0.1,
-                population=125, parents=25, mutations=50, crossovers=50, iterations=30, valid_sentences=1000),
+    "tiny": dict(
+        space="tiny",
+        corpus="default",
+        profile_n=60,
+        transfer_n=14,
+        transfer_holdout=6,
+        drift_threshold=0.10,
+        profile_seconds=1.0,
+        train_steps=1350,
+        train_largest_every=8,
+        train_max_tokens=2048,
+        train_lr=3e-3,
+        train_warmup=100,
+        train_schedule="cosine",
+        train_dropout=0.0,
+        population=40,
+        parents=10,
+        mutations=15,
+        crossovers=15,
+        iterations=8,
+        dense_iterations=4,
+        valid_sentences=200,
+    ),
+    "wmt": dict(
+        space="automoe-wmt",
+        corpus=None,
+        profile_n=2000,
+        transfer_n=40,
+        transfer_holdout=20,
+        train_steps=40000,
+        train_max_tokens=4096,
+        train_lr=1e-3,
+        train_warmup=4000,
+        train_schedule="inverse_sqrt",
+        train_dropout=0.1,
+        population=125,
+        parents=25,
+        mutations=50,
+        crossovers=50,
+        iterations=30,
+        valid_sentences=1000,
+    ),
 }
 
 
@@ -67,20 +102,20 @@ class DemoConfig:
     scale: str = "tiny"
     space: str = "tiny"
     corpus: str | None = "default"
-    from_scratch: bool = False        # profile profile_n archs and fit on them instead of transferring
+    from_scratch: bool = False  # profile profile_n archs and fit on them instead of transferring
     profile_n: int = 60
-    transfer_n: int = 14              # archs measured here to adapt the shipped predictor
-    transfer_holdout: int = 6         # more archs measured here to check it
+    transfer_n: int = 14  # archs measured here to adapt the shipped predictor
+    transfer_holdout: int = 6  # more archs measured here to check it
     profile_seconds: float | None = None  # cap on timed seconds per arch (None or 0: the profiler's rule)
-    drift_threshold: float = 0.05     # reference-check deviation that flags and re-measures rows
-    reuse_profiles: bool = False      # fit on the shipped dataset as is (no measurement on this machine)
+    drift_threshold: float = 0.05  # reference-check deviation that flags and re-measures rows
+    reuse_profiles: bool = False  # fit on the shipped dataset as is (no measurement on this machine)
     train_steps: int = 1350
     train_max_tokens: int = 2048
     train_lr: float = 3e-3
     train_warmup: int = 100
     train_schedule: str = "cosine"
-    train_dropout: float = 0.0        # the measured recipe's (benchmarks/bench_demo_training.py); ~6 epochs: underfit
-    train_largest_every: int = 0      # uniform: every N-th step trains the largest arch (0: never)
+    train_dropout: float = 0.0  # the measured recipe's (benchmarks/bench_demo_training.py); ~6 epochs: underfit
+    train_largest_every: int = 0  # uniform: every N-th step trains the largest arch (0: never)
     supernet: str = "slice"
     sampling: str = "uniform"
     max_latency_ms: float | None = None  # None: the median measured latency of the profiled archs
@@ -91,11 +126,11 @@ class DemoConfig:
     crossovers: int = 15
     iterations: int = 8
     dense_iterations: int | None = None  # the dense baseline's search (None: as many as the search's)
-    final_k: int = 4                  # finalists per family measured (plus those tied within noise): see SearchJob
-    dense_baseline: bool = True       # also search the dense variant of the space and compare
+    final_k: int = 4  # finalists per family measured (plus those tied within noise): see SearchJob
+    dense_baseline: bool = True  # also search the dense variant of the space and compare
     valid_sentences: int = 200
     bleu_sentences: int = 200
-    search_workers: int = 0           # fitness processes; 0 = one per core (the search is not timed)
+    search_workers: int = 0  # fitness processes; 0 = one per core (the search is not timed)
     predictor_model: str = "auto"
     seed: int = 0
     threads: int = 1
@@ -112,11 +147,15 @@ class DemoConfig:
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
         if cfg.sampling != "uniform" and cfg.train_largest_every:
             if overrides.get("train_largest_every"):
-                raise UserError(f"--train-largest-every applies to uniform sampling only ({cfg.sampling} "
-                                "sampling trains the largest arch every step)")
+                raise UserError(
+                    f"--train-largest-every applies to uniform sampling only ({cfg.sampling} "
+                    "sampling trains the largest arch every step)"
+                )
             cfg = replace(cfg, train_largest_every=0)  # the scale's preset is a uniform-sampling rule
         if cfg.corpus is None:
-            raise UserError("--scale wmt needs --corpus DIR (train/valid/test .en/.de files): the embedded corpus is tiny-scale only")
+            raise UserError(
+                "--scale wmt needs --corpus DIR (train/valid/test .en/.de files): the embedded corpus is tiny-scale only"
+            )
         cfg.check()
         return cfg
 
@@ -137,10 +176,26 @@ class DemoConfig:
         """Every count, size and threshold in range before any work starts (one line for the first
         violation). The predictor's inputs then need a few archs more: transferring needs 3, fitting
         from scratch 8 (to fit and hold out)."""
-        lows = {"profile_n": 1, "transfer_n": 1, "train_max_tokens": 8, "population": 1, "parents": 1,
-                "valid_sentences": 1, "final_k": 1, "threads": 1, "search_workers": 0, "train_steps": 0, "iterations": 0,
-                "train_largest_every": 0,
-                "mutations": 0, "crossovers": 0, "bleu_sentences": 0, "transfer_holdout": 0, "train_warmup": 0, "seed": 0}
+        lows = {
+            "profile_n": 1,
+            "transfer_n": 1,
+            "train_max_tokens": 8,
+            "population": 1,
+            "parents": 1,
+            "valid_sentences": 1,
+            "final_k": 1,
+            "threads": 1,
+            "search_workers": 0,
+            "train_steps": 0,
+            "iterations": 0,
+            "train_largest_every": 0,
+            "mutations": 0,
+            "crossovers": 0,
+            "bleu_sentences": 0,
+            "transfer_holdout": 0,
+            "train_warmup": 0,
+            "seed": 0,
+        }
         for name, low in lows.items():
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), low, integer=True)
         name, low = ("profile_n", 8) if self.from_scratch else ("transfer_n", 3)
@@ -192,18 +247,32 @@ class Demo:
         from .train_config import TrainConfig
 
         c = self.cfg
-        return TrainConfig(space=c.space, corpus=c.corpus, steps=c.train_steps, supernet=c.supernet, sampling=c.sampling,
-                           seed=c.seed, valid_sentences=c.valid_sentences, max_tokens=c.train_max_tokens, lr=c.train_lr,
-                           warmup=c.train_warmup, schedule=c.train_schedule, dropout=c.train_dropout, bleu_sentences=0,
-                           largest_every=c.train_largest_every)
+        return TrainConfig(
+            space=c.space,
+            corpus=c.corpus,
+            steps=c.train_steps,
+            supernet=c.supernet,
+            sampling=c.sampling,
+            seed=c.seed,
+            valid_sentences=c.valid_sentences,
+            max_tokens=c.train_max_tokens,
+            lr=c.train_lr,
+            warmup=c.train_warmup,
+            schedule=c.train_schedule,
+            dropout=c.train_dropout,
+            bleu_sentences=0,
+            largest_every=c.train_largest_every,
+        )
 
     def train_command(self) -> str:
         """The `moenas train` command that trains exactly :meth:`train_config` (tested)."""
         t = self.train_config()
-        return (f"moenas train --space {t.space} --corpus {t.corpus} --steps {t.steps} --supernet {t.supernet} "
-                f"--sampling {t.sampling} --largest-every {t.largest_every} --max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
-                f"--dropout {t.dropout} --seed {t.seed} --valid-sentences {t.valid_sentences} --bleu-sentences {t.bleu_sentences} "
-                f"--out {self.path('supernet.pt')}")
+        return (
+            f"moenas train --space {t.space} --corpus {t.corpus} --steps {t.steps} --supernet {t.supernet} "
+            f"--sampling {t.sampling} --largest-every {t.largest_every} --max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
+            f"--dropout {t.dropout} --seed {t.seed} --valid-sentences {t.valid_sentences} --bleu-sentences {t.bleu_sentences} "
+            f"--out {self.path('supernet.pt')}"
+        )
 
     def train(self) -> Path:
         import torch
@@ -237,7 +306,9 @@ class Demo:
         for name, arch in (("largest", sp.largest()), ("smallest", sp.smallest())):
             q = fit.quality(arch, self.cfg.bleu_sentences, samples=0)
             rows[name] = {"arch_id": arch.arch_id, "val_loss": q["val_loss"], "bleu": q["bleu"]}
-            self.log(f"supernet {name} arch {arch.arch_id}: validation loss {q['val_loss']:.3f}, test BLEU {q['bleu']:.1f}")
+            self.log(
+                f"supernet {name} arch {arch.arch_id}: validation loss {q['val_loss']:.3f}, test BLEU {q['bleu']:.1f}"
+            )
         self.facts["supernet"] = rows
 
     # ---- 3. search + re-measure ------------------------------------------------------------------
@@ -245,21 +316,43 @@ class Demo:
         from .search_job import SearchJob
 
         cfg = self.cfg
-        econf = EvolutionConfig(population=cfg.population, parents=cfg.parents, mutations=cfg.mutations,
-                                crossovers=cfg.crossovers, iterations=cfg.iterations, seed=cfg.seed)
+        econf = EvolutionConfig(
+            population=cfg.population,
+            parents=cfg.parents,
+            mutations=cfg.mutations,
+            crossovers=cfg.crossovers,
+            iterations=cfg.iterations,
+            seed=cfg.seed,
+        )
         out = self.path("search")
-        job = SearchJob(space=self.space, supernet=str(ckpt), predictor_path=str(self.path("predictor")), out=out,
-                        config=econf, max_latency_ms=budget_ms, confidence=cfg.confidence,
-                        valid_sentences=cfg.valid_sentences, bleu_sentences=cfg.bleu_sentences, final_k=cfg.final_k,
-                        dense_baseline=cfg.dense_baseline, dense_iterations=cfg.dense_iterations, rule=cfg.quick_rule(),
-                        threads=cfg.threads, resume=(out / "search_state.json").exists(), overwrite=True, random_baseline=True,
-                        workers=cfg.search_workers or os.cpu_count() or 1)
+        job = SearchJob(
+            space=self.space,
+            supernet=str(ckpt),
+            predictor_path=str(self.path("predictor")),
+            out=out,
+            config=econf,
+            max_latency_ms=budget_ms,
+            confidence=cfg.confidence,
+            valid_sentences=cfg.valid_sentences,
+            bleu_sentences=cfg.bleu_sentences,
+            final_k=cfg.final_k,
+            dense_baseline=cfg.dense_baseline,
+            dense_iterations=cfg.dense_iterations,
+            rule=cfg.quick_rule(),
+            threads=cfg.threads,
+            resume=(out / "search_state.json").exists(),
+            overwrite=True,
+            random_baseline=True,
+            workers=cfg.search_workers or os.cpu_count() or 1,
+        )
         dense = f"--dense-iterations {job.dense_iterations_run}" if job.runs_dense else "--no-dense"
-        self.facts["search_command"] = (f"moenas search --space {cfg.space} --supernet {ckpt} --predictor {self.path('predictor')} "
-                                        f"--max-latency-ms {budget_ms:.4g} --confidence {cfg.confidence} --population {cfg.population} "
-                                        f"--parents {cfg.parents} --mutations {cfg.mutations} --crossovers {cfg.crossovers} "
-                                        f"--iterations {cfg.iterations} --final-k {cfg.final_k} {dense} --seed {cfg.seed} "
-                                        f"--workers {job.workers} --random-baseline --out {out}")
+        self.facts["search_command"] = (
+            f"moenas search --space {cfg.space} --supernet {ckpt} --predictor {self.path('predictor')} "
+            f"--max-latency-ms {budget_ms:.4g} --confidence {cfg.confidence} --population {cfg.population} "
+            f"--parents {cfg.parents} --mutations {cfg.mutations} --crossovers {cfg.crossovers} "
+            f"--iterations {cfg.iterations} --final-k {cfg.final_k} {dense} --seed {cfg.seed} "
+            f"--workers {job.workers} --random-baseline --out {out}"
+        )
         report, paths = job.run()
         return job, report, paths
 
@@ -269,8 +362,10 @@ class Demo:
         floor = float(pred.predict([self.space.smallest()], confidence=self.cfg.confidence).upper[0])
         budget = round(max(median_ms, 1.1 * floor), 2)
         if 1.1 * floor > median_ms:
-            self.log(f"budget raised from the median measured latency {median_ms:.3g} ms to {budget:.3g} ms: "
-                     f"the smallest arch's {self.cfg.confidence:.0%} upper bound is {floor:.3g} ms")
+            self.log(
+                f"budget raised from the median measured latency {median_ms:.3g} ms to {budget:.3g} ms: "
+                f"the smallest arch's {self.cfg.confidence:.0%} upper bound is {floor:.3g} ms"
+            )
         return budget
 
     # ---- 4. the deployable model --------------------------------------------------------------------
@@ -285,8 +380,13 @@ class Demo:
         src, ref = checkpoint_corpus(read_checkpoint(ckpt)["meta"]).test[0]
         out = OnnxTranslator(model_dir, threads=self.cfg.threads).translate([src])[0]
         self.log(f"onnxruntime, {model_dir}: {src!r} -> {out!r} (reference {ref!r})")
-        return {"model_dir": str(model_dir), "source": src, "reference": ref, "output": out,
-                "command": f"echo {json.dumps(src)} | moenas translate --model {model_dir}"}
+        return {
+            "model_dir": str(model_dir),
+            "source": src,
+            "reference": ref,
+            "output": out,
+            "command": f"echo {json.dumps(src)} | moenas translate --model {model_dir}",
+        }
 
     # ---- driver ---------------------------------------------------------------------------------
     def check_out(self) -> None:
@@ -306,9 +406,12 @@ class Demo:
             except (OSError, UnicodeDecodeError):
                 return ""
 
-        check_replaceable(self.path("README.md"), lambda p: first_line(p) == "# moenas demo report", "a moenas demo report")
-        check_replaceable(self.path("demo.json"), lambda p: {"config", "facts"} <= set(json_dict(p) or {}),
-                          "a moenas demo summary")
+        check_replaceable(
+            self.path("README.md"), lambda p: first_line(p) == "# moenas demo report", "a moenas demo report"
+        )
+        check_replaceable(
+            self.path("demo.json"), lambda p: {"config", "facts"} <= set(json_dict(p) or {}), "a moenas demo summary"
+        )
         for name in ("predictor", "base_predictor"):
             check_predictor_dir(self.path(name), overwrite=True)
         check_export_dir(self.path("model"), overwrite=True)
@@ -336,14 +439,17 @@ class Demo:
         self._stage("3/5 supernet quality (largest and smallest arch)", lambda: self.supernet_quality(ckpt))
         budget = cfg.max_latency_ms or self.default_budget(pred, median_ms)
         self.facts["budget_ms"] = budget
-        job, report, paths = self._stage(f"4/5 search under {budget:.3g} ms (and its dense variant); finalists measured",
-                                         lambda: self.search(ckpt, budget))
+        job, report, paths = self._stage(
+            f"4/5 search under {budget:.3g} ms (and its dense variant); finalists measured",
+            lambda: self.search(ckpt, budget),
+        )
         if report.answer is not None:
-            self.facts["deploy"] = self._stage("5/5 export the chosen arch with its weights; translate with onnxruntime",
-                                               lambda: self.deploy(ckpt, report.answer, protocol_of(job.predictor)))
+            self.facts["deploy"] = self._stage(
+                "5/5 export the chosen arch with its weights; translate with onnxruntime",
+                lambda: self.deploy(ckpt, report.answer, protocol_of(job.predictor)),
+            )
         self.timings["total"] = round(time.perf_counter() - t0, 1)
         s = summary(self, report)
         self.path("demo.json").write_text(json.dumps(s, indent=2, default=str) + "\n")
         self.path("README.md").write_text(markdown(self, s))
         return s
-

@@ -18,6 +18,7 @@ Ray is imported only when a RayRunner starts, so moenas works without it; withou
 and shuts down only a Ray moenas started: a local cluster (``num_cpus = workers``) or the driver
 connection to ``address``; a cluster this process had already joined is left as it was.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,6 +29,7 @@ from moenas.arch import Arch, UserError
 from moenas.arch.ray_cluster import check_reachable, import_ray
 
 from .fitness_runners import FitnessFn, Scored, evaluate_json, json_batches
+
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
@@ -69,8 +71,10 @@ class RayRunner:
             parts = list(pool.map(lambda actor, job: actor.evaluate.remote(job), json_batches(archs, self.batch_size)))
         except ray.exceptions.RayActorError as e:
             self._kill_actors(ray)  # their queue went with them; a later evaluate starts afresh
-            raise UserError(f"a Ray fitness worker died {self.retries + 1} times on one batch of archs, giving up "
-                            f"(see the Ray logs of its node): {_first_line(e)}") from None
+            raise UserError(
+                f"a Ray fitness worker died {self.retries + 1} times on one batch of archs, giving up "
+                f"(see the Ray logs of its node): {_first_line(e)}"
+            ) from None
         return [v for part in parts for v in part]
 
     def close(self) -> None:

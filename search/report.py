@@ -4,6 +4,7 @@ Everything a reader needs to trust a result sits in one folder: what was asked (
 confidence, settings), what came back (best arch, front), and what the device said when the
 chosen archs were re-measured (predicted interval against measured latency, budget held or not).
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,27 +22,27 @@ class Verification:
     """One chosen arch re-measured on the device."""
 
     arch_id: str
-    role: str                  # "best", "pareto", "dense-baseline", ...
+    role: str  # "best", "pareto", "dense-baseline", ...
     loss: float
     predicted_ms: float
     predicted_low_ms: float
     predicted_high_ms: float
-    measured_ms: float | None   # None when re-measurement was skipped
+    measured_ms: float | None  # None when re-measurement was skipped
     budget_ms: float | None
     gflops: float
     params_m: float
-    bleu: float | None = None          # inherited-weight BLEU on the test split, decoded with ``beam``
-    chrf: float | None = None          # chrF of the same translations
-    beam: int | None = None            # the decoding BLEU and chrF scored: the latency protocol's beam
-    val_loss: float | None = None      # validation loss (= loss unless the search's fitness was BLEU)
+    bleu: float | None = None  # inherited-weight BLEU on the test split, decoded with ``beam``
+    chrf: float | None = None  # chrF of the same translations
+    beam: int | None = None  # the decoding BLEU and chrF scored: the latency protocol's beam
+    val_loss: float | None = None  # validation loss (= loss unless the search's fitness was BLEU)
     samples: list[dict[str, str]] = field(default_factory=list)  # source / reference / output triples
     # the reference model timed beside it / its latency in the predictor's data (> 1: the machine
     # runs slower now than when the data was measured); None when not judged
     reference_factor: float | None = None
-    reference_noise_rel: float | None = None   # the reference's spread in that data (a fraction)
-    loss_se: float | None = None       # the fitness's standard error over the evaluation sentences
-    params_active_m: float | None = None   # parameters one token passes through (top-k experts), millions
-    ffn_share: float | None = None     # FFN share of the protocol's FLOPs: Amdahl's bound on what experts save
+    reference_noise_rel: float | None = None  # the reference's spread in that data (a fraction)
+    loss_se: float | None = None  # the fitness's standard error over the evaluation sentences
+    params_active_m: float | None = None  # parameters one token passes through (top-k experts), millions
+    ffn_share: float | None = None  # FFN share of the protocol's FLOPs: Amdahl's bound on what experts save
 
     def add_quality(self, q: dict[str, Any]) -> None:
         """Attach :meth:`SupernetFitness.quality`'s result."""
@@ -69,10 +70,12 @@ class Verification:
         if not self.machine_drifted:
             return ""
         f = self.reference_factor
-        return (f"the reference model ran {f:.2f}x {'slower' if f > 1 else 'faster'} during this re-measurement than in the "
-                f"predictor's data: the machine {'slowed' if f > 1 else 'sped up'} (a shared or throttled host), so the "
-                f"measured {self.measured_ms:.3g} ms is {self.measured_ms / f:.3g} ms at the speed the predictor was fitted "
-                "for; re-measure on a quiet machine before trusting the verdict")
+        return (
+            f"the reference model ran {f:.2f}x {'slower' if f > 1 else 'faster'} during this re-measurement than in the "
+            f"predictor's data: the machine {'slowed' if f > 1 else 'sped up'} (a shared or throttled host), so the "
+            f"measured {self.measured_ms:.3g} ms is {self.measured_ms / f:.3g} ms at the speed the predictor was fitted "
+            "for; re-measure on a quiet machine before trusting the verdict"
+        )
 
     @property
     def error_pct(self) -> float | None:
@@ -86,8 +89,12 @@ class Verification:
         return cls(**{k: v for k, v in d.items() if k not in DERIVED})
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "meets_budget": self.meets_budget, "error_pct": self.error_pct,
-                "machine_drifted": self.machine_drifted}
+        return {
+            **asdict(self),
+            "meets_budget": self.meets_budget,
+            "error_pct": self.error_pct,
+            "machine_drifted": self.machine_drifted,
+        }
 
 
 DERIVED = ("meets_budget", "error_pct", "machine_drifted")  # Verification.to_dict's computed keys
@@ -99,8 +106,8 @@ class SearchReport:
     result: SearchResult
     verifications: list[Verification] = field(default_factory=list)
     baseline: dict[str, Any] | None = None  # e.g. random search at the same evaluation budget
-    final: Any = None                       # final_selection.FinalSelection (None: no final selection ran)
-    dense: SearchResult | None = None       # the dense baseline's evolution
+    final: Any = None  # final_selection.FinalSelection (None: no final selection ran)
+    dense: SearchResult | None = None  # the dense baseline's evolution
 
     @property
     def answer(self) -> Candidate | None:
@@ -113,9 +120,17 @@ class SearchReport:
     def write(self, out: str | Path) -> dict[str, Path]:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        names = {"best": "best_arch.json", "pareto": "pareto.csv", "history": "history.csv", "evaluated": "evaluated.csv",
-                 "dense_evaluated": "dense_evaluated.csv", "finalists": "finalists.csv", "report_md": "report.md",
-                 "report_json": "report.json", "plot": "pareto.png"}
+        names = {
+            "best": "best_arch.json",
+            "pareto": "pareto.csv",
+            "history": "history.csv",
+            "evaluated": "evaluated.csv",
+            "dense_evaluated": "dense_evaluated.csv",
+            "finalists": "finalists.csv",
+            "report_md": "report.md",
+            "report_json": "report.json",
+            "plot": "pareto.png",
+        }
         paths = {k: out / v for k, v in names.items()}
         if self.answer is not None:
             paths["best"].write_text(self.answer.arch.to_json(indent=2) + "\n")
@@ -124,8 +139,10 @@ class SearchReport:
         _write_csv(paths["pareto"], [c.row() for c in self.result.pareto()])
         _write_csv(paths["evaluated"], [c.row() for c in self.result.evaluated])
         _write_csv(paths["history"], self.result.history)
-        for key, rows in (("dense_evaluated", [c.row() for c in self.dense.evaluated] if self.dense else None),
-                          ("finalists", [v.to_dict() | {"samples": len(v.samples)} for v in self.verifications] or None)):
+        for key, rows in (
+            ("dense_evaluated", [c.row() for c in self.dense.evaluated] if self.dense else None),
+            ("finalists", [v.to_dict() | {"samples": len(v.samples)} for v in self.verifications] or None),
+        ):
             if rows:
                 _write_csv(paths[key], rows)
             else:
@@ -139,13 +156,26 @@ class SearchReport:
         best, ans = self.result.best, self.answer
         return {
             "settings": self.settings,
-            "best": None if ans is None else {"arch_id": ans.arch.arch_id, "loss": ans.loss, "loss_se": ans.loss_se,
-                                              "predicted_latency_ms": ans.latency, "arch": json.loads(ans.arch.to_json())},
-            "evolution_best": {"arch_id": best.arch.arch_id, "loss": best.loss, "loss_se": best.loss_se,
-                               "predicted_latency_ms": best.latency},
+            "best": None
+            if ans is None
+            else {
+                "arch_id": ans.arch.arch_id,
+                "loss": ans.loss,
+                "loss_se": ans.loss_se,
+                "predicted_latency_ms": ans.latency,
+                "arch": json.loads(ans.arch.to_json()),
+            },
+            "evolution_best": {
+                "arch_id": best.arch.arch_id,
+                "loss": best.loss,
+                "loss_se": best.loss_se,
+                "predicted_latency_ms": best.latency,
+            },
             "final": self.final.to_dict() if self.final is not None else None,
-            "pareto": [{"arch_id": c.arch.arch_id, "loss": c.loss, "loss_se": c.loss_se, "predicted_latency_ms": c.latency}
-                       for c in self.result.pareto()],
+            "pareto": [
+                {"arch_id": c.arch.arch_id, "loss": c.loss, "loss_se": c.loss_se, "predicted_latency_ms": c.latency}
+                for c in self.result.pareto()
+            ],
             "verification": [v.to_dict() for v in self.verifications],
             "dense_evaluations": len(self.dense.evaluated) if self.dense else None,
             "history": self.result.history,
@@ -157,7 +187,10 @@ class SearchReport:
         lines = ["# moenas search report", ""]
         if self.final is not None:
             v = self.final.verdict
-            lines += [f"**Answer.** {v.sentence}" if v else f"**Nothing to deploy:** {self.final.none_meets_message()}.", ""]
+            lines += [
+                f"**Answer.** {v.sentence}" if v else f"**Nothing to deploy:** {self.final.none_meets_message()}.",
+                "",
+            ]
         lines += [
             f"Space `{s.get('space')}`; latency budget {s.get('max_latency_ms')} ms at confidence {s.get('confidence')} "
             f"(the predictor's upper bound must meet it for an arch to be evaluated); FLOPs budget {s.get('max_gflops')} G; "
@@ -165,42 +198,73 @@ class SearchReport:
             "± its bootstrap standard error over the validation sentences. BLEU / chrF: the test split decoded with "
             f"beam {s.get('quality_beam')}, the beam the latency protocol times.",
             f"Objectives: {s.get('objectives')}; {len(self.result.history) - 1} iterations, "
-            f"{len(self.result.evaluated)} archs evaluated" + (f"; the dense baseline's search evaluated {len(self.dense.evaluated)}"
-                                                                if self.dense else "") + ".",
+            f"{len(self.result.evaluated)} archs evaluated"
+            + (f"; the dense baseline's search evaluated {len(self.dense.evaluated)}" if self.dense else "")
+            + ".",
             "",
         ]
         if self.final is not None:
             lines += self._final_lines()
         else:
-            lines += ["## Best arch", "", f"`{best.arch.arch_id}`: validation loss {best.loss:.4f}, predicted latency "
-                      f"{best.latency:.3g} ms. Saved as `best_arch.json`.", ""]
+            lines += [
+                "## Best arch",
+                "",
+                f"`{best.arch.arch_id}`: validation loss {best.loss:.4f}, predicted latency "
+                f"{best.latency:.3g} ms. Saved as `best_arch.json`.",
+                "",
+            ]
         lines += translation_lines(self.verifications)
-        lines += ["## Files", "", "`best_arch.json` (the arch to deploy), `finalists.csv` (every measured finalist), "
-                  "`pareto.csv` (non-dominated archs: loss vs predicted latency), `evaluated.csv` / `dense_evaluated.csv` "
-                  "(every evaluated arch), `history.csv` (per iteration), `pareto.png`, `report.json`.", ""]
+        lines += [
+            "## Files",
+            "",
+            "`best_arch.json` (the arch to deploy), `finalists.csv` (every measured finalist), "
+            "`pareto.csv` (non-dominated archs: loss vs predicted latency), `evaluated.csv` / `dense_evaluated.csv` "
+            "(every evaluated arch), `history.csv` (per iteration), `pareto.png`, `report.json`.",
+            "",
+        ]
         return "\n".join(lines)
 
     def _final_lines(self) -> list[str]:
         """The chosen archs side by side, then every finalist, then how they were chosen."""
         f = self.final
-        how = ("measured side by side in one round-robin with the reference model" if f.measured
-               else "**not measured** (predicted latency only: unverified)")
+        how = (
+            "measured side by side in one round-robin with the reference model"
+            if f.measured
+            else "**not measured** (predicted latency only: unverified)"
+        )
         lines = [f"## What to deploy: the picks, {how}", ""]
         lines += pick_lines([(getattr(f, key).row, label) for key, label in PICKS if getattr(f, key) is not None])
-        lines += ["", f"Chosen among {len(f.finalists)} finalists: per family, the {self.settings.get('final_k')} best by fitness "
-                  f"plus every arch whose fitness ties the best within {Z_TIE:g} paired standard errors; among "
-                  "those meeting the budget when measured, the best fitness, and the fastest of the archs tied with it. "
-                  "FFN share: the share of the protocol's FLOPs that experts act on; an MoE arch can be at most "
-                  "1 / (1 - share) times faster than a dense arch with the same attention and embeddings (Amdahl).", ""]
-        note = f.winner.row.drift_note() if f.winner else next((v.drift_note() for v in self.verifications if v.machine_drifted), "")
+        lines += [
+            "",
+            f"Chosen among {len(f.finalists)} finalists: per family, the {self.settings.get('final_k')} best by fitness "
+            f"plus every arch whose fitness ties the best within {Z_TIE:g} paired standard errors; among "
+            "those meeting the budget when measured, the best fitness, and the fastest of the archs tied with it. "
+            "FFN share: the share of the protocol's FLOPs that experts act on; an MoE arch can be at most "
+            "1 / (1 - share) times faster than a dense arch with the same attention and embeddings (Amdahl).",
+            "",
+        ]
+        note = (
+            f.winner.row.drift_note()
+            if f.winner
+            else next((v.drift_note() for v in self.verifications if v.machine_drifted), "")
+        )
         lines += [f"**Machine drift:** {note}.", ""] if note else []
-        lines += ["### Every finalist", "", FINAL_HEADER, FINAL_RULE] + [final_row(v, v.role) for v in self.verifications] + [""]
+        lines += (
+            ["### Every finalist", "", FINAL_HEADER, FINAL_RULE]
+            + [final_row(v, v.role) for v in self.verifications]
+            + [""]
+        )
         return lines
 
 
 # the picks a final selection names: (FinalSelection attribute = demo.json "picks" key, label)
-PICKS = (("winner", "**deploy**"), ("searched", "searched winner"), ("dense", "dense winner"),
-         ("largest_dense", "largest dense in budget"), ("random", "random search, same evaluations"))
+PICKS = (
+    ("winner", "**deploy**"),
+    ("searched", "searched winner"),
+    ("dense", "dense winner"),
+    ("largest_dense", "largest dense in budget"),
+    ("random", "random search, same evaluations"),
+)
 
 
 def pick_lines(picks: Sequence[tuple[Verification, str]]) -> list[str]:
@@ -213,8 +277,10 @@ def pick_lines(picks: Sequence[tuple[Verification, str]]) -> list[str]:
     return [FINAL_HEADER, FINAL_RULE] + [final_row(v, labels[i]) for i, v in rows.items()]
 
 
-FINAL_HEADER = ("| arch | role | fitness ± SE | BLEU / chrF | measured ms | predicted ms (interval) | GFLOPs | params active / total (M) "
-                "| FFN share (Amdahl max) | budget |")
+FINAL_HEADER = (
+    "| arch | role | fitness ± SE | BLEU / chrF | measured ms | predicted ms (interval) | GFLOPs | params active / total (M) "
+    "| FFN share (Amdahl max) | budget |"
+)
 FINAL_RULE = "|---|---|---|---|---|---|---|---|---|---|"
 
 
@@ -226,8 +292,10 @@ def final_row(v: Verification, label: str) -> str:
     share = "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({1 / (1 - v.ffn_share):.2f}x)"
     act = "-" if v.params_active_m is None else f"{v.params_active_m:.2f}"
     verdict = {True: "meets", False: "**misses**", None: "unverified"}[v.meets_budget]
-    return (f"| `{v.arch_id}` | {label} | {v.loss:.4f}{se} | {bleu} | {meas} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-"
-            f"{v.predicted_high_ms:.3g}) | {v.gflops:.3g} | {act} / {v.params_m:.2f} | {share} | {verdict} |")
+    return (
+        f"| `{v.arch_id}` | {label} | {v.loss:.4f}{se} | {bleu} | {meas} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-"
+        f"{v.predicted_high_ms:.3g}) | {v.gflops:.3g} | {act} / {v.params_m:.2f} | {share} | {verdict} |"
+    )
 
 
 def translation_lines(verifications: Sequence[Verification]) -> list[str]:
@@ -255,10 +323,17 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         w.writerows(rows)
 
 
-ROLE_COLORS = {"searched": "tab:green", "dense": "tab:purple", "largest-dense": "tab:brown", "random-search": "tab:orange"}
+ROLE_COLORS = {
+    "searched": "tab:green",
+    "dense": "tab:purple",
+    "largest-dense": "tab:brown",
+    "random-search": "tab:orange",
+}
 
 
-def plot_front(result: SearchResult, verifications: Sequence[Verification], budget_ms: float | None, path: Path) -> None:
+def plot_front(
+    result: SearchResult, verifications: Sequence[Verification], budget_ms: float | None, path: Path
+) -> None:
     """Evaluated archs, the front, the budget line and the re-measured points."""
     import matplotlib
 
@@ -270,15 +345,36 @@ def plot_front(result: SearchResult, verifications: Sequence[Verification], budg
     ax.scatter([c.latency for c in ev], [c.loss for c in ev], s=8, c="0.7", label="evaluated (predicted latency)")
     front = result.pareto()
     se = [c.loss_se if c.loss_se == c.loss_se else 0.0 for c in front]  # nan (no error known): no bar
-    ax.errorbar([c.latency for c in front], [c.loss for c in front], yerr=se, fmt="o-", c="tab:blue", ms=4, capsize=2,
-                label="Pareto front (± 1 SE)")
+    ax.errorbar(
+        [c.latency for c in front],
+        [c.loss for c in front],
+        yerr=se,
+        fmt="o-",
+        c="tab:blue",
+        ms=4,
+        capsize=2,
+        label="Pareto front (± 1 SE)",
+    )
     for v in verifications:
         if v.measured_ms is not None:
             color = ROLE_COLORS.get(v.role, "tab:gray") if v.meets_budget is not False else "tab:red"
-            ax.scatter([v.measured_ms], [v.loss], marker="*", s=120, zorder=5, c=color,
-                       label=f"{v.role} measured" + ("" if v.meets_budget is not False else " (misses)"))
-            ax.errorbar([v.predicted_ms], [v.loss], xerr=[[v.predicted_ms - v.predicted_low_ms], [v.predicted_high_ms - v.predicted_ms]],
-                        fmt="x", c="k", capsize=3)
+            ax.scatter(
+                [v.measured_ms],
+                [v.loss],
+                marker="*",
+                s=120,
+                zorder=5,
+                c=color,
+                label=f"{v.role} measured" + ("" if v.meets_budget is not False else " (misses)"),
+            )
+            ax.errorbar(
+                [v.predicted_ms],
+                [v.loss],
+                xerr=[[v.predicted_ms - v.predicted_low_ms], [v.predicted_high_ms - v.predicted_ms]],
+                fmt="x",
+                c="k",
+                capsize=3,
+            )
     if budget_ms:
         ax.axvline(budget_ms, ls="--", c="tab:red", label=f"budget {budget_ms:g} ms")
     ax.set_xlabel("latency (ms)")

@@ -3,6 +3,7 @@ finalists measured and the deployable arch chosen, report written.
 
 Shared by `moenas search` and the demo pipeline, so both do exactly the same thing.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,28 @@ from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, Para
 from .evolution import Candidate, Evolution, EvolutionConfig, SearchResult, random_search
 from .final_selection import Finalist, FinalSelection, decide, largest, pool
 from .fitness import SupernetFitness
-from .report import SearchReport, Verification
 from .fitness_runners import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
+from .report import SearchReport, Verification
 from .verify import protocol_of, verify
 
 STATE_FILE = "search_state.json"
-DENSE_STATE_FILE = "dense_state.json"    # the dense baseline's evolution (resumable like the search's)
-FINAL_STATE_FILE = "final_state.json"    # the finalists' measurements (a resume does not time them again)
+DENSE_STATE_FILE = "dense_state.json"  # the dense baseline's evolution (resumable like the search's)
+FINAL_STATE_FILE = "final_state.json"  # the finalists' measurements (a resume does not time them again)
 # every file a search writes into --out; none is replaced unless the folder is a search's
-OUTPUT_FILES = (STATE_FILE, DENSE_STATE_FILE, FINAL_STATE_FILE, "best_arch.json", "pareto.csv", "history.csv",
-                "evaluated.csv", "dense_evaluated.csv", "finalists.csv", "report.md", "report.json", "pareto.png")
+OUTPUT_FILES = (
+    STATE_FILE,
+    DENSE_STATE_FILE,
+    FINAL_STATE_FILE,
+    "best_arch.json",
+    "pareto.csv",
+    "history.csv",
+    "evaluated.csv",
+    "dense_evaluated.csv",
+    "finalists.csv",
+    "report.md",
+    "report.json",
+    "pareto.png",
+)
 
 
 @dataclass
@@ -45,21 +58,21 @@ class SearchJob:
     max_params: float | None = None
     confidence: float = 0.9
     valid_sentences: int | None = None
-    fitness: str = "loss"             # or "bleu" (the candidates' loss column then holds -BLEU)
-    bleu_sentences: int = 200         # test-split sentences for the winners' BLEU; 0 = none
+    fitness: str = "loss"  # or "bleu" (the candidates' loss column then holds -BLEU)
+    bleu_sentences: int = 200  # test-split sentences for the winners' BLEU; 0 = none
     workers: int = 1
-    runner: str = "auto"              # RUNNERS: auto (in-process for 1 worker, else processes), process, ray
-    ray_address: str | None = None    # --runner ray: a running cluster (None: a local one of `workers` CPUs)
+    runner: str = "auto"  # RUNNERS: auto (in-process for 1 worker, else processes), process, ray
+    ray_address: str | None = None  # --runner ray: a running cluster (None: a local one of `workers` CPUs)
     random_baseline: bool = False
-    measure: bool = True              # time the finalists on this device (False: choose by prediction, unverified)
+    measure: bool = True  # time the finalists on this device (False: choose by prediction, unverified)
     # per family, the k best by fitness are measured (plus up to 2k ties within noise); with 4 the
     # demo's search stage took 118-146 s, against 89 s for the search alone on another host
     # (benchmarks/bench_demo.py times it)
     final_k: int = 4
-    dense_baseline: bool = True       # also search the dense variant of the space under the same budget
+    dense_baseline: bool = True  # also search the dense variant of the space under the same budget
     dense_iterations: int | None = None  # the dense search's iterations (None: the same as the search's)
-    largest_k: int = 2                # the dense archs of most FLOPs measured for "the largest dense that fits"
-    rule: Any = None                  # the profiler's StopRule for the final measurement (None: its default)
+    largest_k: int = 2  # the dense archs of most FLOPs measured for "the largest dense that fits"
+    rule: Any = None  # the profiler's StopRule for the final measurement (None: its default)
     backend: str = "onnxruntime"
     device: str = "cpu"
     threads: int = 1
@@ -76,7 +89,11 @@ class SearchJob:
             raise UserError(f"{self.supernet}: no such supernet checkpoint")
         if not Path(self.predictor_path).exists():
             raise UserError(f"{self.predictor_path}: no such predictor")
-        for name, v in (("--max-latency-ms", self.max_latency_ms), ("--max-gflops", self.max_gflops), ("--max-params", self.max_params)):
+        for name, v in (
+            ("--max-latency-ms", self.max_latency_ms),
+            ("--max-gflops", self.max_gflops),
+            ("--max-params", self.max_params),
+        ):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be > 0, got {v}")
         if self.bleu_sentences < 0:
@@ -90,7 +107,9 @@ class SearchJob:
         self.check_runner()
         done = self.out / "report.json"
         if done.exists() and not (self.resume or self.overwrite):
-            raise UserError(f"{self.out} already holds a search report; pass --resume or --overwrite, or choose a new --out")
+            raise UserError(
+                f"{self.out} already holds a search report; pass --resume or --overwrite, or choose a new --out"
+            )
         if (self.out / STATE_FILE).exists() and not (self.resume or self.overwrite):
             raise UserError(f"{self.out} holds an unfinished search; pass --resume to continue it or --overwrite")
         check_search_files(self.out)
@@ -114,13 +133,27 @@ class SearchJob:
         return ConstraintSet(cons)
 
     def settings(self) -> dict[str, Any]:
-        return {"space": self.space.name, "supernet": str(self.supernet), "predictor": str(self.predictor_path),
-                "max_latency_ms": self.max_latency_ms, "max_gflops": self.max_gflops, "max_params": self.max_params,
-                "confidence": self.confidence, "fitness": "validation loss" if self.fitness == "loss" else "-BLEU (validation)",
-                **asdict(self.config), "objectives": ",".join(self.config.objectives),
-                "predictor_device": self.predictor.metadata.get("device"), "remeasure_backend": self.backend,
-                "remeasure_device": self.device, "threads": self.threads, "quality_beam": self.quality_beam, "measure": self.measure, "final_k": self.final_k,
-                "dense_baseline": self.runs_dense, "dense_iterations": self.dense_iterations_run}
+        return {
+            "space": self.space.name,
+            "supernet": str(self.supernet),
+            "predictor": str(self.predictor_path),
+            "max_latency_ms": self.max_latency_ms,
+            "max_gflops": self.max_gflops,
+            "max_params": self.max_params,
+            "confidence": self.confidence,
+            "fitness": "validation loss" if self.fitness == "loss" else "-BLEU (validation)",
+            **asdict(self.config),
+            "objectives": ",".join(self.config.objectives),
+            "predictor_device": self.predictor.metadata.get("device"),
+            "remeasure_backend": self.backend,
+            "remeasure_device": self.device,
+            "threads": self.threads,
+            "quality_beam": self.quality_beam,
+            "measure": self.measure,
+            "final_k": self.final_k,
+            "dense_baseline": self.runs_dense,
+            "dense_iterations": self.dense_iterations_run,
+        }
 
     @property
     def runs_dense(self) -> bool:
@@ -153,13 +186,22 @@ class SearchJob:
         constraints = self.constraints()
         bars: list[tqdm] = []  # opened at the first finished iteration, so an early error prints alone
         state = self.out / STATE_FILE  # --overwrite: replaced (atomically) by the new search's first save
-        evo = Evolution(self.space, cached, constraints, self.config, latency=self._latency, state_path=state,
-                        progress=self._progress(bars, "search", self.config.iterations))
+        evo = Evolution(
+            self.space,
+            cached,
+            constraints,
+            self.config,
+            latency=self._latency,
+            state_path=state,
+            progress=self._progress(bars, "search", self.config.iterations),
+        )
         baseline = random_best = dense = None
         try:
             result = evo.run(resume=self.resume)
             if self.random_baseline:
-                baseline, random_best = self._random_baseline(CachedFitness(fitness, runner), constraints, cached.evaluations)
+                baseline, random_best = self._random_baseline(
+                    CachedFitness(fitness, runner), constraints, cached.evaluations
+                )
             if self.runs_dense:
                 dense = self._dense_search(cached, runner, constraints, bars)
         finally:
@@ -173,6 +215,7 @@ class SearchJob:
     def _progress(self, bars: list[tqdm], desc: str, iterations: int):
         """A progress callback that opens its bar at the first finished iteration (the notices,
         shown once, go first)."""
+
         def progress(row: dict) -> None:
             if not bars:
                 for line in self.notices:
@@ -180,10 +223,13 @@ class SearchJob:
             if not bars or bars[-1].desc != desc:
                 if bars:
                     bars[-1].close()
-                bars.append(tqdm(total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress))
+                bars.append(
+                    tqdm(total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress)
+                )
             bar = bars[-1]
             bar.update(1)
             bar.set_postfix(best=f"{row['best_loss']:.3f}", evals=row["evaluations"])
+
         return progress
 
     def _dense_search(self, cached: CachedFitness, runner: Runner, constraints, bars: list[tqdm]) -> SearchResult:
@@ -193,8 +239,15 @@ class SearchJob:
         cfg = replace(self.config, iterations=iters, seed=self.config.seed + 2)
         fit = CachedFitness(cached.fitness, runner, cache=cached.cache)
         fit.errors.update(cached.errors)
-        evo = Evolution(self.space.dense(), fit, constraints, cfg, latency=self._latency, state_path=self.out / DENSE_STATE_FILE,
-                        progress=self._progress(bars, "dense search", iters))
+        evo = Evolution(
+            self.space.dense(),
+            fit,
+            constraints,
+            cfg,
+            latency=self._latency,
+            state_path=self.out / DENSE_STATE_FILE,
+            progress=self._progress(bars, "dense search", iters),
+        )
         return evo.run(resume=self.resume)
 
     def check_runner(self) -> None:
@@ -223,15 +276,24 @@ class SearchJob:
     def _random_baseline(self, fitness: CachedFitness, constraints, n_evals: int) -> tuple[dict[str, Any], Candidate]:
         """As many random feasible archs as the evolution evaluated, on the evolution's runner
         (its workers) with a cache of their own, so that the count is the same and fair."""
-        res = random_search(self.space, fitness, constraints, n_evals, seed=self.config.seed + 1,
-                            latency=self._latency)
-        return ({"method": "random search", "evaluations": n_evals, "best_loss": res.best.loss, "best_loss_se": res.best.loss_se,
-                 "best_arch_id": res.best.arch.arch_id, "best_predicted_latency_ms": res.best.latency}, res.best)
+        res = random_search(self.space, fitness, constraints, n_evals, seed=self.config.seed + 1, latency=self._latency)
+        return (
+            {
+                "method": "random search",
+                "evaluations": n_evals,
+                "best_loss": res.best.loss,
+                "best_loss_se": res.best.loss_se,
+                "best_arch_id": res.best.arch.arch_id,
+                "best_predicted_latency_ms": res.best.latency,
+            },
+            res.best,
+        )
 
     # ---- final selection by measurement ------------------------------------------------------------
     def _final(self, result: SearchResult, dense: SearchResult | None, random_best: Candidate | None) -> FinalSelection:
         """Pools of both families (and the random baseline's best), measured side by side, then
         the picks and the verdict (final_selection.py has the rules)."""
+
         def stats_of(archs):
             return [st for _, st in self.evaluator.scores(archs)]
 
@@ -247,7 +309,9 @@ class SearchJob:
         if self.bleu_sentences > 0:  # each picked arch decoded once, also when it is two picks
             picks = [x for x in (sel.searched, sel.dense, sel.largest_dense, sel.random) if x]
             archs = {f.arch_id: f.candidate.arch for f in picks}
-            quality = {i: self.evaluator.quality(a, self.bleu_sentences, beam=self.quality_beam) for i, a in archs.items()}
+            quality = {
+                i: self.evaluator.quality(a, self.bleu_sentences, beam=self.quality_beam) for i, a in archs.items()
+            }
             for f in picks:
                 f.row.add_quality(quality[f.arch_id])
         return sel
@@ -256,15 +320,30 @@ class SearchJob:
         """One Verification per distinct finalist arch, all timed in one round-robin with the
         reference. Saved to FINAL_STATE_FILE, which a --resume of the same pool reuses."""
         chosen = list({f.arch_id: (f.role, f.candidate) for f in fins}.values())
-        key = {"arch_ids": [c.arch.arch_id for _, c in chosen], "budget_ms": self.max_latency_ms, "measure": self.measure,
-               "backend": self.backend, "device": self.device, "threads": self.threads}
+        key = {
+            "arch_ids": [c.arch.arch_id for _, c in chosen],
+            "budget_ms": self.max_latency_ms,
+            "measure": self.measure,
+            "backend": self.backend,
+            "device": self.device,
+            "threads": self.threads,
+        }
         path = self.out / FINAL_STATE_FILE
         saved = json_dict(path) if self.resume else None
         if saved and saved.get("key") == key:
             rows = [Verification.from_dict(d) for d in saved["rows"]]
         else:
-            rows = verify(chosen, self.predictor, self.confidence or 0.5, self.max_latency_ms, measure=self.measure,
-                          backend=self.backend, device=self.device, threads=self.threads, rule=self.rule)
+            rows = verify(
+                chosen,
+                self.predictor,
+                self.confidence or 0.5,
+                self.max_latency_ms,
+                measure=self.measure,
+                backend=self.backend,
+                device=self.device,
+                threads=self.threads,
+                rule=self.rule,
+            )
             atomic_write_text(path, json.dumps({"key": key, "rows": [r.to_dict() for r in rows]}, default=str))
         return {r.arch_id: r for r in rows}
 
@@ -287,7 +366,9 @@ def check_search_files(out: Path) -> None:
 def is_search_dir(out: Path) -> bool:
     """Whether ``out`` holds a search of moenas (its report or its evolution state)."""
     report, state = json_dict(out / "report.json"), json_dict(out / STATE_FILE)
-    return bool(report and {"settings", "best"} <= set(report)) or bool(state and {"config", "population"} <= set(state))
+    return bool(report and {"settings", "best"} <= set(report)) or bool(
+        state and {"config", "population"} <= set(state)
+    )
 
 
 def fitness_factory(ckpt: str, valid_sentences: int | None, metric: str = "loss"):

@@ -23,25 +23,36 @@ parameters. The supernet therefore computes *the same code* as the extracted mod
 
 Mixture-of-Supernets (``kind="mos"``, :mod:`moenas.search.mos`) replaces the FFN expert
 weights by an architecture-routed mixture of m weight banks; everything else is the same.
+
+Both model families: :class:`SuperNet` over a :class:`SearchSpace` runs SubTransformers;
+:class:`LMSuperNet` over an :class:`LMSearchSpace` runs the decoder-only
+:class:`moenas.arch.lm_model.CausalLM` (``forward(ids, arch)``), whose layers are the encoder's
+blocks and so are sliced by the same code (embedding ``embed``, final ``norm``, ``layers.i``).
+:func:`supernet_from_config` (and :func:`build_supernet`) picks the class the space's family names.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from moenas.arch import Arch, LayerArch, SearchSpace, UserError
+from moenas.arch import Arch, LayerArch, LMArch, StackArch, StackSpace, UserError
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_named
+from moenas.arch.lm_model import CausalLM
 from moenas.arch.model import SubTransformer
+from moenas.arch.space import AnySpace, space_from_dict
 
 from .names import KINDS, MOS_INITS, MOS_MODES
 
 
-def space_to_dict(space: SearchSpace) -> dict[str, Any]:
-    """A SearchSpace as the plain dict :meth:`SearchSpace.from_dict` reads back."""
+def space_to_dict(space: AnySpace) -> dict[str, Any]:
+    """A space as the plain dict :func:`space_from_dict` reads back (with ``family`` unless
+    encoder-decoder, whose dict is what it always was)."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, (tuple, list)):
@@ -50,7 +61,8 @@ def space_to_dict(space: SearchSpace) -> dict[str, Any]:
             return {k: plain(x) for k, x in v.items() if x is not None}
         return v
 
-    return plain(asdict(space))
+    d = plain(asdict(space))
+    return d if space.family is ENCODER_DECODER else {"family": space.family.name, **d}
 
 
 @dataclass(frozen=True)
@@ -88,12 +100,24 @@ class SupernetConfig:
         return cls(**d)
 
     @classmethod
-    def for_space(cls, space: SearchSpace, **kw: Any) -> "SupernetConfig":
+    def for_space(cls, space: AnySpace, **kw: Any) -> "SupernetConfig":
         return cls(space=space_to_dict(space), **kw)
+
+    @property
+    def family(self) -> ModelFamily:
+        """The model family of the space's archs."""
+        return family_named(self.space, "supernet space")
 
 
 def _key(name: str) -> str:  # parameter names may not contain "."
     return name.replace(".", "/")
+
+
+def _store_stack(st: StackArch, sp: StackSpace) -> StackArch:
+    """The largest arch's stack with every layer at the space's most experts, each at the
+    largest expert size: the shapes the supernet stores."""
+    experts = (max(sp.expert_sizes),) * max(sp.experts)
+    return StackArch(st.embed_dim, tuple(replace(lay, experts=experts) for lay in st.layers))
 
 
 class SuperNet(nn.Module):
@@ -102,28 +126,26 @@ class SuperNet(nn.Module):
     ``forward(src, tgt_in, arch=None, hidden=False)`` -> logits (B, T, V) of ``arch`` (or of
     the arch set by :meth:`set_arch`), or with ``hidden`` (states, output weight) as
     :meth:`SubTransformer.forward`; afterwards :attr:`aux_loss` holds that arch's load-balancing loss and
-    :meth:`expert_counts` its routing counts."""
+    :meth:`expert_counts` its routing counts.
+
+    A subclass for another family sets :attr:`family` and :attr:`model_cls` and says what the
+    storage arch is (:meth:`_store_arch`), which stacks hold FFNs (:meth:`ffn_stacks`) and how
+    an arch's parameters are sliced (:meth:`params_for`)."""
+
+    family: ClassVar[ModelFamily] = ENCODER_DECODER
+    model_cls: ClassVar[type[nn.Module]] = SubTransformer
 
     def __init__(self, config: SupernetConfig):
         super().__init__()
         self.config = config
-        self.space = SearchSpace.from_dict(config.space, source="supernet space")
-        sp = self.space
-        self.max_experts = max(max(sp.encoder.experts), max(sp.decoder.experts))
-        largest = sp.largest()
-        self.max_arch = largest
-        # The storage model: the largest arch, every layer at max experts x max expert size.
-        store_arch = Arch(
-            encoder=type(largest.encoder)(largest.encoder.embed_dim, tuple(
-                LayerArch(lay.heads, (max(sp.encoder.expert_sizes),) * max(sp.encoder.experts))
-                for lay in largest.encoder.layers)),
-            decoder=type(largest.decoder)(largest.decoder.embed_dim, tuple(
-                LayerArch(lay.heads, (max(sp.decoder.expert_sizes),) * max(sp.decoder.experts), lay.cross_heads, lay.cross_span)
-                for lay in largest.decoder.layers)),
-            top_k=largest.top_k, qkv_dim=largest.qkv_dim, vocab_size=largest.vocab_size)
+        self.space = space_from_dict(config.space, source="supernet space")
+        if self.space.family is not self.family:
+            raise UserError(f"a {self.space.family.name} space needs supernet_from_config, not {type(self).__name__}")
+        self.max_arch = self.space.largest()
+        self.max_experts = max(max(st.experts) for _, st, _ in self.ffn_stacks())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            store = SubTransformer(store_arch)
+            store = self.model_cls(self._store_arch())
         self.weights = nn.ParameterDict()
         for name, p in store.named_parameters():
             name = self._canonical(name)
@@ -139,6 +161,22 @@ class SuperNet(nn.Module):
         self.arch: Arch | None = None
         self.aux_loss: torch.Tensor | None = None
         self._last: list[SubTransformer] = []  # a list, so the template is not registered as a submodule
+
+    # ---- what the family decides -------------------------------------------------------------
+    def _store_arch(self) -> Arch:
+        """The storage model: the largest arch, every layer at max experts x max expert size."""
+        sp, largest = self.space, self.max_arch
+        return replace(
+            largest,
+            encoder=_store_stack(largest.encoder, sp.encoder),
+            decoder=_store_stack(largest.decoder, sp.decoder),
+        )
+
+    def ffn_stacks(self) -> list[tuple[str, StackSpace, StackArch]]:
+        """(parameter prefix of the stack's layers, its genes, its largest stack) per stack, in
+        the order MoS lays out its router's outputs."""
+        sp, big = self.space, self.max_arch
+        return [("enc_layers", sp.encoder, big.encoder), ("dec_layers", sp.decoder, big.decoder)]
 
     # ---- names ------------------------------------------------------------------------------
     @staticmethod
@@ -156,15 +194,15 @@ class SuperNet(nn.Module):
         return self.weights[_key(name)]
 
     # ---- the arch -----------------------------------------------------------------------------
-    def set_arch(self, arch: Arch) -> "SuperNet":
+    def set_arch(self, arch: Arch | LMArch) -> "SuperNet":
         self.arch = self.space.validate(arch)
         return self
 
-    def _template(self, arch: Arch) -> SubTransformer:
+    def _template(self, arch: Arch | LMArch) -> nn.Module:
         t = self._templates.get(arch.arch_id)
         if t is None:
             with torch.device("meta"):
-                t = SubTransformer(arch, dropout=self.config.dropout)
+                t = self.model_cls(arch, dropout=self.config.dropout)
             self._templates[arch.arch_id] = t
             while len(self._templates) > 64:
                 self._templates.popitem(last=False)
@@ -183,19 +221,24 @@ class SuperNet(nn.Module):
         self._norm(out, "enc_norm", de)
         self._norm(out, "dec_norm", dd)
         mixed = self.mos.mix(arch) if self.mos is not None else None
-        for stack, layers, dim in (("enc_layers", arch.encoder.layers, de), ("dec_layers", arch.decoder.layers, dd)):
-            for i, layer in enumerate(layers):
-                p = f"{stack}.{i}."
-                norms = ("norm1", "norm2") if stack == "enc_layers" else ("norm1", "norm2", "norm3")
-                for n in norms:
-                    self._norm(out, p + n, dim)
-                if stack == "enc_layers":
-                    self._attn(out, p + "attn", dim, dim)
-                else:
-                    self._attn(out, p + "self_attn", dim, dim)
-                    self._attn(out, p + "cross_attn", dim, de)
-                self._ffn(out, p + "ffn", layer, dim, mixed)
+        for i, layer in enumerate(arch.encoder.layers):
+            self._self_attn_block(out, f"enc_layers.{i}.", layer, de, mixed)
+        for i, layer in enumerate(arch.decoder.layers):
+            p = f"dec_layers.{i}."
+            for n in ("norm1", "norm2", "norm3"):
+                self._norm(out, p + n, dd)
+            self._attn(out, p + "self_attn", dd, dd)
+            self._attn(out, p + "cross_attn", dd, de)
+            self._ffn(out, p + "ffn", layer, dd, mixed)
         return out
+
+    def _self_attn_block(self, out: dict, p: str, layer: LayerArch, d: int, mixed) -> None:
+        """One ``EncoderLayer`` (norm1, attn, norm2, ffn) at prefix ``p`` and width ``d``: an
+        encoder layer, and a decoder-only language model's layer."""
+        for n in ("norm1", "norm2"):
+            self._norm(out, p + n, d)
+        self._attn(out, p + "attn", d, d)
+        self._ffn(out, p + "ffn", layer, d, mixed)
 
     def _norm(self, out: dict, name: str, d: int) -> None:
         out[f"{name}.weight"] = self.w(f"{name}.weight")[:d]
@@ -227,13 +270,18 @@ class SuperNet(nn.Module):
 
     # ---- running ------------------------------------------------------------------------------
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, arch: Arch | None = None, hidden: bool = False):
+        return self._run((src, tgt_in), arch, hidden)
+
+    def _run(self, inputs: tuple[torch.Tensor, ...], arch: Arch | LMArch | None, hidden: bool):
+        """The standalone model of ``arch`` (default: the set arch) on ``inputs`` with the sliced
+        (or mixed) weights; records its aux loss and routing counts."""
         arch = arch or self.arch
         if arch is None:
-            raise UserError("no arch: call set_arch(arch) or pass forward(src, tgt_in, arch)")
+            raise UserError("no arch: call set_arch(arch) or pass it to forward after the inputs")
         model = self._template(arch)
         model.train(self.training)
-        out = functional_call(model, self.params_for(arch), (src, tgt_in), {"hidden": hidden}, strict=True)
-        self.aux_loss = model.aux_loss().to(src.device)
+        out = functional_call(model, self.params_for(arch), inputs, {"hidden": hidden}, strict=True)
+        self.aux_loss = model.aux_loss().to(inputs[0].device)
         self._last[:] = [model]
         return out
 
@@ -246,27 +294,73 @@ class SuperNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build_supernet(space: SearchSpace, kind: str = "slice", **kw: Any) -> SuperNet:
-    return SuperNet(SupernetConfig.for_space(space, kind=kind, **kw))
+class LMSuperNet(SuperNet):
+    """Weight-sharing supernet over an :class:`LMSearchSpace`: ``forward(ids, arch=None,
+    hidden=False)`` -> logits (B, L, V) of ``arch`` as :meth:`CausalLM.forward` (with ``hidden``:
+    final states (B, L, D) and the output weight (V, D)). Slices as :class:`SuperNet`'s encoder:
+    ``embed.weight[:, :D]``, ``norm[:D]``, layer i's ``layers.i.{norm1, attn, norm2, ffn}``."""
+
+    family: ClassVar[ModelFamily] = DECODER_ONLY
+    model_cls: ClassVar[type[nn.Module]] = CausalLM
+
+    def _store_arch(self) -> LMArch:
+        return replace(self.max_arch, decoder=_store_stack(self.max_arch.decoder, self.space.decoder))
+
+    def ffn_stacks(self) -> list[tuple[str, StackSpace, StackArch]]:
+        return [("layers", self.space.decoder, self.max_arch.decoder)]
+
+    def params_for(self, arch: LMArch) -> dict[str, torch.Tensor]:
+        """The CausalLM's parameters (CausalLM names) as slices of the supernet's."""
+        d = arch.decoder.embed_dim
+        out = {"embed.weight": self.w("embed.weight")[:, :d]}
+        self._norm(out, "norm", d)
+        mixed = self.mos.mix(arch) if self.mos is not None else None
+        for i, layer in enumerate(arch.decoder.layers):
+            self._self_attn_block(out, f"layers.{i}.", layer, d, mixed)
+        return out
+
+    def forward(self, ids: torch.Tensor, arch: LMArch | None = None, hidden: bool = False):
+        return self._run((ids,), arch, hidden)
+
+
+def supernet_from_config(config: SupernetConfig) -> SuperNet:
+    """The supernet of ``config``: an :class:`LMSuperNet` for a decoder-only space, else a
+    :class:`SuperNet`."""
+    return (LMSuperNet if config.family is DECODER_ONLY else SuperNet)(config)
+
+
+def build_supernet(space: AnySpace, kind: str = "slice", **kw: Any) -> SuperNet:
+    return supernet_from_config(SupernetConfig.for_space(space, kind=kind, **kw))
 
 
 @torch.no_grad()
-def extract(supernet: SuperNet, arch: Arch, dropout: float = 0.0) -> SubTransformer:
-    """A standalone SubTransformer holding ``arch``'s inherited weights (eval mode, on the
-    supernet's device). Its outputs equal ``supernet(src, tgt_in, arch)`` in eval mode."""
+def extract(supernet: SuperNet, arch: Arch | LMArch, dropout: float = 0.0) -> nn.Module:
+    """A standalone model (a SubTransformer, or a CausalLM for an LMSuperNet) holding ``arch``'s
+    inherited weights (eval mode, on the supernet's device). Its outputs equal the supernet's
+    for ``arch`` in eval mode."""
     supernet.space.validate(arch)
     params = supernet.params_for(arch)
     device = next(supernet.parameters()).device
     with torch.device("meta"):
-        model = SubTransformer(arch, dropout=dropout)
+        model = supernet.model_cls(arch, dropout=dropout)
     model = model.to_empty(device=device)
     model.load_state_dict({k: v.detach().clone().contiguous() for k, v in params.items()}, strict=True)
     return model.eval()
 
 
-def inherited_state_dict(supernet: SuperNet, arch: Arch) -> dict[str, torch.Tensor]:
-    """``arch``'s inherited weights as a SubTransformer state_dict (detached copies)."""
+def inherited_state_dict(supernet: SuperNet, arch: Arch | LMArch) -> dict[str, torch.Tensor]:
+    """``arch``'s inherited weights as the standalone model's state_dict (detached copies)."""
     return extract(supernet, arch).state_dict()
 
 
-__all__ = ["KINDS", "SupernetConfig", "SuperNet", "build_supernet", "extract", "inherited_state_dict", "space_to_dict"]
+__all__ = [
+    "KINDS",
+    "SupernetConfig",
+    "SuperNet",
+    "LMSuperNet",
+    "build_supernet",
+    "supernet_from_config",
+    "extract",
+    "inherited_state_dict",
+    "space_to_dict",
+]

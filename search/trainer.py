@@ -14,14 +14,24 @@ they run the same archs each step on different batches; the sandwich archs run i
 DDP forward (their losses summed), so DDP all-reduces once per step. Parameters an arch does
 not touch (deeper layers, extra experts) get no gradient; ``find_unused_parameters=True``
 handles them, and sliced parameters count as used (their gradient is zero outside the slice).
+
+Both model families train here (the space's family decides, :mod:`.train_data`): a translation
+supernet on batches of sentence pairs, and a decoder-only language-model supernet
+(:class:`LMSuperNet`) on batches of blocks of a text corpus's token stream, with the same
+sampling, loss (next-token cross-entropy, label smoothing off for a language model unless set),
+optimizer, schedule, checkpoints and DDP. A language model's evaluations report validation loss
+and perplexity (exp of the mean token NLL) instead of BLEU.
 """
+
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,20 +39,33 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from moenas.arch import Arch, SearchSpace, UserError
+from moenas.arch import Arch, LMArch, SearchSpace, UserError
+from moenas.arch.arch import AnyArch
+from moenas.arch.family import DECODER_ONLY
 from moenas.arch.files import output_lock
-from moenas.arch.model import SubTransformer, build_model
+from moenas.arch.lm_model import build_lm_model
+from moenas.arch.model import build_model
 from moenas.arch.provenance import now_iso
-from moenas.data.batching import BatchStream, encode_pairs, fixed_batches
-from moenas.data.corpus import load_corpus
-from moenas.data.tokenizer import get_tokenizer
+from moenas.arch.space import AnySpace
 
-from .checkpoint import (CKPT_FORMAT, CKPT_VERSION, check_meta_replaceable, load_model, load_state, load_supernet, meta_path,
-                         read_checkpoint, versions, write_checkpoint, write_meta)
+from .checkpoint import (
+    CKPT_FORMAT,
+    CKPT_VERSION,
+    check_meta_replaceable,
+    load_model,
+    load_state,
+    load_supernet,
+    meta_path,
+    read_checkpoint,
+    versions,
+    write_checkpoint,
+    write_meta,
+)
 from .evaluation import autocast, bleu_score, validation_loss
 from .loss import LossModule
-from .supernet import SuperNet, SupernetConfig, extract, space_to_dict
+from .supernet import SupernetConfig, extract, space_to_dict, supernet_from_config
 from .train_config import SAMPLING, TrainConfig, lr_at  # noqa: F401  (TrainConfig: train()'s argument)
+from .train_data import batches_for, corpus_and_tokenizer
 
 __all__ = ["ArchSampler", "Trainer", "train"]
 
@@ -50,8 +73,15 @@ __all__ = ["ArchSampler", "Trainer", "train"]
 class ArchSampler:
     """The archs of each step. Seeded identically on every rank, so all ranks agree."""
 
-    def __init__(self, space: SearchSpace, rule: str = "uniform", n_random: int = 2, seed: int = 0,
-                 fixed: Arch | None = None, largest_every: int = 0):
+    def __init__(
+        self,
+        space: AnySpace,
+        rule: str = "uniform",
+        n_random: int = 2,
+        seed: int = 0,
+        fixed: AnyArch | None = None,
+        largest_every: int = 0,
+    ):
         if rule not in SAMPLING:
             raise UserError(f"unknown sampling rule {rule!r} (choose from {', '.join(SAMPLING)})")
         self.space, self.rule, self.n_random, self.fixed = space, rule, n_random, fixed
@@ -59,7 +89,7 @@ class ArchSampler:
         self.rng = random.Random(seed)
         self._largest, self._smallest = space.largest(), space.smallest()
 
-    def next(self, step: int) -> list[Arch]:
+    def next(self, step: int) -> list[AnyArch]:
         """The archs of optimizer step ``step`` (0-based). With ``largest_every`` N, uniform
         steps N-1, 2N-1, ... train the largest arch and draw nothing, so the other steps see
         the same sequence of random archs as without it, and a resumed run stays exact."""
@@ -111,7 +141,7 @@ def _params_digest(model: nn.Module) -> float:
         return float(sum((p.double() * (i + 1)).sum() for i, p in enumerate(model.parameters())))
 
 
-def _resolve_archs(names: Sequence[str], space: SearchSpace, fixed: Arch | None) -> list[tuple[str, Arch]]:
+def _resolve_archs(names: Sequence[str], space: AnySpace, fixed: AnyArch | None) -> list[tuple[str, AnyArch]]:
     if fixed is not None:
         return [("arch", fixed)]
     named = {"largest": space.largest, "smallest": space.smallest}
@@ -135,16 +165,27 @@ def check_init_from(cfg: TrainConfig) -> None:
     fixed = Arch.from_json(cfg.arch)
     if ck["kind"] == "standalone":
         if Arch.from_json(ck["arch"]) != fixed:
-            raise UserError(f"--init-from {cfg.init_from}: holds arch {Arch.from_json(ck['arch']).arch_id}, not {fixed.arch_id}")
+            raise UserError(
+                f"--init-from {cfg.init_from}: holds arch {Arch.from_json(ck['arch']).arch_id}, not {fixed.arch_id}"
+            )
         return
     theirs = SearchSpace.from_dict(ck["supernet_config"]["space"], source=str(cfg.init_from))
     ours = SearchSpace.load(cfg.space)
     if space_to_dict(theirs) != space_to_dict(ours):
         same_name = " (same name, other genes)" if theirs.name == ours.name else ""
-        raise UserError(f"--init-from {cfg.init_from}: a supernet of space {theirs.name!r}, not of --space {cfg.space!r}{same_name}")
+        raise UserError(
+            f"--init-from {cfg.init_from}: a supernet of space {theirs.name!r}, not of --space {cfg.space!r}{same_name}"
+        )
 
 
-def _with_dropout(model: SubTransformer, p: float) -> SubTransformer:
+def build_standalone(arch: AnyArch, seed: int, dropout: float) -> nn.Module:
+    """A freshly initialised standalone model of ``arch``: a SubTransformer or a CausalLM."""
+    if isinstance(arch, LMArch):
+        return build_lm_model(arch, seed=seed, dropout=dropout)
+    return build_model(arch, seed=seed, dropout=dropout)
+
+
+def _with_dropout(model: nn.Module, p: float) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = p
@@ -157,21 +198,37 @@ class Trainer:
     puts a checkpoint back, ``step()`` makes one optimizer step, ``evaluate()`` and ``save()``
     write history and checkpoints, ``run()`` loops to ``cfg.steps``."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, ck: dict | None, rank: int, world: int, device: torch.device,
-                 log: Callable[[str], None]):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: Path,
+        ck: dict | None,
+        rank: int,
+        world: int,
+        device: torch.device,
+        log: Callable[[str], None],
+    ):
         self.cfg, self.out, self.rank, self.world, self.device, self.log = cfg, out, rank, world, device, log
         self.step_no, self.history, self.saves = 0, [], 0
         self.stats: dict[str, Any] = {"train_loss": None, "tokens_per_s": None}
         self.meta: dict[str, Any] = {}
         check_init_from(cfg)
         self._setup_data(ck)
+        cfg = self.cfg  # with the family's label smoothing
         self._setup_model()
         # fused: one kernel over all parameters; on the 2-core CPU 3x faster than foreach (measured),
         # which matters because every step updates the whole supernet.
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2),
-                                     weight_decay=cfg.weight_decay, fused=True)
-        self.sampler = ArchSampler(self.space, cfg.sampling, cfg.sandwich_random, seed=cfg.seed, fixed=self.fixed,
-                                   largest_every=cfg.largest_every)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay, fused=True
+        )
+        self.sampler = ArchSampler(
+            self.space,
+            cfg.sampling,
+            cfg.sandwich_random,
+            seed=cfg.seed,
+            fixed=self.fixed,
+            largest_every=cfg.largest_every,
+        )
         torch.manual_seed(cfg.seed * 1009 + 17 + rank)  # dropout stream, one per rank
         if ck is not None:
             self.restore(ck)
@@ -187,37 +244,41 @@ class Trainer:
             self.space = SearchSpace.from_dict(ck["supernet_config"]["space"], source=str(self.out))
         else:
             self.space = SearchSpace.load(cfg.space)
+        self.family = self.space.family
+        self.cfg = cfg = replace(cfg, label_smoothing=cfg.smoothing_for(self.family))  # what the checkpoint records
         self.fixed = self.space.validate(Arch.from_json(cfg.arch)) if cfg.standalone else None
-        for r in (0, 1):  # rank 0 first: it trains and caches the tokenizer, the others read it
-            if (self.rank == 0) == (r == 0):
-                self.corpus = load_corpus(cfg.corpus)
-                self.tok = get_tokenizer(self.corpus, self.space.vocab_size, cfg.cache_dir)
-            if self.world > 1:
-                dist.barrier()
+        self.corpus, self.tok = corpus_and_tokenizer(cfg, self.space, self.rank, self.world)
         if ck is not None and ck["meta"]["corpus_fingerprint"] != self.corpus.fingerprint:
-            raise UserError(f"{self.out}: trained on corpus {ck['meta']['corpus_fingerprint']}, but {cfg.corpus!r} "
-                            f"now has fingerprint {self.corpus.fingerprint}; resume with the same corpus")
-        train_ex = encode_pairs(self.tok, self.corpus.train, cfg.max_len)
-        self.valid_batches = fixed_batches(encode_pairs(self.tok, self.corpus.valid[: cfg.valid_sentences], cfg.max_len),
-                                           cfg.max_tokens)
-        self.stream = BatchStream(train_ex, cfg.max_tokens, seed=cfg.seed, rank=self.rank, world=self.world)
+            raise UserError(
+                f"{self.out}: trained on corpus {ck['meta']['corpus_fingerprint']}, but {cfg.corpus!r} "
+                f"now has fingerprint {self.corpus.fingerprint}; resume with the same corpus"
+            )
+        self.data = batches_for(cfg, self.space, self.corpus, self.tok, self.rank, self.world)
+        self.valid_batches, self.stream = self.data.valid_batches, self.data.stream
 
     def _setup_model(self) -> None:
         cfg, fixed = self.cfg, self.fixed
         self.snet_cfg = None
         if fixed is None:
-            self.snet_cfg = SupernetConfig(space=space_to_dict(self.space), kind=cfg.supernet, dropout=cfg.dropout,
-                                           seed=cfg.seed, mos_experts=cfg.mos_experts, mos_mode=cfg.mos_mode,
-                                           mos_hidden=cfg.mos_hidden, mos_init=cfg.mos_init)
-            model: nn.Module = SuperNet(self.snet_cfg)
+            self.snet_cfg = SupernetConfig(
+                space=space_to_dict(self.space),
+                kind=cfg.supernet,
+                dropout=cfg.dropout,
+                seed=cfg.seed,
+                mos_experts=cfg.mos_experts,
+                mos_mode=cfg.mos_mode,
+                mos_hidden=cfg.mos_hidden,
+                mos_init=cfg.mos_init,
+            )
+            model: nn.Module = supernet_from_config(self.snet_cfg)
         elif cfg.init_from and read_checkpoint(cfg.init_from)["kind"] == "standalone":
-            model, _ = load_model(cfg.init_from)  # fine-tune a standalone model further (check_init_from: same arch)
+            model, _ = load_model(cfg.init_from, family=None)  # fine-tune further (check_init_from: same arch)
             model = _with_dropout(model, cfg.dropout)
         elif cfg.init_from:
-            net, _ = load_supernet(cfg.init_from)  # of this very space (check_init_from)
+            net, _ = load_supernet(cfg.init_from, family=None)  # of this very space (check_init_from)
             model = extract(net, fixed, dropout=cfg.dropout)
         else:
-            model = build_model(fixed, seed=cfg.seed, dropout=cfg.dropout)
+            model = build_standalone(fixed, seed=cfg.seed, dropout=cfg.dropout)
         self.kind = "standalone" if fixed is not None else "supernet"
         self.model = model.to(self.device).train()
 
@@ -237,8 +298,10 @@ class Trainer:
         self.stream.load_state_dict(ck["data"])
         rng = ck["rng"]
         if len(rng["torch"]) != self.world:
-            self.log(f"note: checkpoint saved by {len(rng['torch'])} process(es), resuming with {self.world}; "
-                     "the run continues but not bit-exactly")
+            self.log(
+                f"note: checkpoint saved by {len(rng['torch'])} process(es), resuming with {self.world}; "
+                "the run continues but not bit-exactly"
+            )
         torch.set_rng_state(rng["torch"][self.rank % len(rng["torch"])])
         if self.device.type == "cuda" and rng.get("cuda"):
             torch.cuda.set_rng_state(rng["cuda"][self.rank % len(rng["cuda"])])
@@ -254,7 +317,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.cfg, self.step_no)
         with autocast(self.device):
-            loss, parts = self.runner(batch.src, batch.tgt_in, batch.tgt_out, archs)
+            loss, parts = self.runner(*batch.inputs, batch.target, archs)
         loss.backward()
         if self.cfg.clip_norm > 0:
             nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.grad is not None], self.cfg.clip_norm)
@@ -264,45 +327,86 @@ class Trainer:
         return float(parts.mean()), batch.n_tokens
 
     def evaluate(self, with_bleu: bool = True) -> list[dict[str, Any]]:
-        """Validation loss of every evaluation arch (and BLEU on rank 0); appended to history."""
-        cfg = self.cfg
+        """Validation loss of every evaluation arch, and BLEU on rank 0 (translation) or
+        perplexity (language model: exp of the mean token NLL); appended to history."""
         losses = validation_loss(self.model, [a for _, a in self.eval_archs], self.valid_batches)
         rows = []
         for (name, arch), loss in zip(self.eval_archs, losses):
-            row = {"step": self.step_no, "arch": name, "arch_id": arch.arch_id, "val_loss": round(loss, 5)}
-            if with_bleu and cfg.bleu_sentences > 0 and self.rank == 0:
-                pairs = self.corpus.valid[: cfg.bleu_sentences]
-                row["bleu"] = round(bleu_score(self.model, arch, self.tok, pairs, cfg.beam, cfg.max_len), 3)
+            row = {
+                "step": self.step_no,
+                "arch": name,
+                "arch_id": arch.arch_id,
+                "val_loss": round(loss, 5),
+                **self._scores(arch, loss, with_bleu),
+            }
             rows.append(row)
             if self.rank == 0:
-                self.log(f"step {self.step_no}: {name} ({arch.arch_id}) val_loss {loss:.4f}"
-                         + (f" BLEU {row['bleu']:.2f}" if "bleu" in row else ""))
+                self.log(
+                    f"step {self.step_no}: {name} ({arch.arch_id}) val_loss {loss:.4f}"
+                    + (f" BLEU {row['bleu']:.2f}" if "bleu" in row else "")
+                    + (f" perplexity {row['val_ppl']:.2f}" if "val_ppl" in row else "")
+                )
         self.history += rows
         return rows
+
+    def _scores(self, arch: AnyArch, loss: float, with_bleu: bool) -> dict[str, float]:
+        """What an evaluation reports besides the loss: a language model's perplexity, a
+        translation model's BLEU (rank 0, when asked)."""
+        cfg = self.cfg
+        if self.family is DECODER_ONLY:
+            return {"val_ppl": round(math.exp(loss), 4)}
+        if with_bleu and cfg.bleu_sentences > 0 and self.rank == 0:
+            pairs = self.corpus.valid[: cfg.bleu_sentences]
+            return {"bleu": round(bleu_score(self.model, arch, self.tok, pairs, cfg.beam, cfg.max_len), 3)}
+        return {}
 
     def state(self, torch_states: list, cuda_states: list) -> dict[str, Any]:
         cfg = self.cfg
         return {
-            "format": CKPT_FORMAT, "version": CKPT_VERSION, "kind": self.kind, "train_config": cfg.to_dict(),
-            "supernet_config": self.snet_cfg.to_dict() if self.snet_cfg else None, "arch": cfg.arch,
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step_no,
-            "sampler": self.sampler.state_dict(), "data": self.stream.state_dict(),
+            "format": CKPT_FORMAT,
+            "version": CKPT_VERSION,
+            "kind": self.kind,
+            "family": self.family.name,
+            "train_config": cfg.to_dict(),
+            "supernet_config": self.snet_cfg.to_dict() if self.snet_cfg else None,
+            "arch": cfg.arch,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": self.step_no,
+            "sampler": self.sampler.state_dict(),
+            "data": self.stream.state_dict(),
             "rng": {"torch": torch_states, "cuda": cuda_states},
             "meta": json.loads(json.dumps(self._meta())),  # plain containers: weights_only loading
         }
 
     def _meta(self) -> dict[str, Any]:
         cfg, sup = self.cfg, self.kind == "supernet"
-        self.meta.update({
-            "format": CKPT_FORMAT, "kind": self.kind, "space": self.space.name, "supernet": cfg.supernet if sup else None,
-            "sampling": cfg.sampling if sup else None, "arch": cfg.arch, "steps": self.step_no,
-            "target_steps": cfg.steps, "corpus": self.corpus.summary(), "corpus_info": self.corpus.info,
-            "corpus_fingerprint": self.corpus.fingerprint, "tokenizer": str(self.tok.path),
-            "tokenizer_vocab": self.tok.vocab_size, "world_size": self.world, "device": str(self.device),
-            "params": sum(p.numel() for p in self.model.parameters()), "history": self.history,
-            "versions": versions(), "train_config": cfg.to_dict(),
-            "saved_at": now_iso(), **self.stats,
-        })
+        self.meta.update(
+            {
+                "format": CKPT_FORMAT,
+                "kind": self.kind,
+                "family": self.family.name,
+                "space": self.space.name,
+                "supernet": cfg.supernet if sup else None,
+                "sampling": cfg.sampling if sup else None,
+                "arch": cfg.arch,
+                "steps": self.step_no,
+                "target_steps": cfg.steps,
+                "corpus": self.corpus.summary(),
+                "corpus_info": self.corpus.info,
+                "corpus_fingerprint": self.corpus.fingerprint,
+                "tokenizer": str(self.tok.path),
+                "tokenizer_vocab": self.tok.vocab_size,
+                "world_size": self.world,
+                "device": str(self.device),
+                "params": sum(p.numel() for p in self.model.parameters()),
+                "history": self.history,
+                "versions": versions(),
+                "train_config": cfg.to_dict(),
+                "saved_at": now_iso(),
+                **self.stats,
+            }
+        )
         return self.meta
 
     def save(self) -> None:
@@ -322,16 +426,20 @@ class Trainer:
         if self.rank == 0:
             n_par = sum(p.numel() for p in self.model.parameters())
             what = cfg.supernet if self.kind == "supernet" else self.fixed.arch_id
-            self.log(f"training {self.kind} ({what}, {n_par / 1e6:.2f}M params) on {self.corpus.source} "
-                     f"[{self.corpus.fingerprint}]: {len(self.corpus.train)} train pairs, vocab {self.tok.vocab_size}, "
-                     f"{self.world} process(es) on {self.device}")
+            self.log(
+                f"training {self.kind} ({what}, {n_par / 1e6:.2f}M params) on {self.corpus.source} "
+                f"[{self.corpus.fingerprint}]: {self.data.describe}, vocab {self.tok.vocab_size}, "
+                f"{self.world} process(es) on {self.device}"
+            )
         if self.step_no == 0 and not self.history:
             self.evaluate(with_bleu=False)
         bar = None
         if cfg.progress and self.rank == 0 and self.step_no < cfg.steps:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step_no, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(
+                total=cfg.steps, initial=self.step_no, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
+            )
         ema, tok_count, t0 = None, 0, time.time()
         while self.step_no < cfg.steps:
             value, n_tok = self.step()
@@ -369,8 +477,13 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out} is a directory; --out names a checkpoint file")
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Train (or resume) and write the checkpoint ``out`` plus ``<out>.json``; returns the
     metadata. See the module docstring. Rank 0 (the one writer) holds the checkpoint's lock
     for the whole run, so a second training into the same --out is refused, not interleaved."""
@@ -381,8 +494,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite: bo
         return _train(cfg, Path(out), resume, overwrite, log)
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, overwrite: bool,
-           log: Callable[[str], None] | None) -> dict[str, Any]:
+def _train(
+    cfg: TrainConfig, out: Path, resume: bool, overwrite: bool, log: Callable[[str], None] | None
+) -> dict[str, Any]:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     _check_out(out, resume, overwrite)
     ck = None

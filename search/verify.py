@@ -7,6 +7,7 @@ with the predictor's data: a machine that runs slower now than when that data wa
 noisy shared host) shows as a factor beyond the reference's noise, so a miss is attributed to the
 machine's drift rather than to the predictor.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,18 @@ def protocol_of(predictor: Any) -> LatencyProtocol:
     return LatencyProtocol.from_dict(meta.get("protocol") or {})
 
 
-def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, confidence: float,
-           budget_ms: float | None, measure: bool = True, backend: str = "onnxruntime", device: str = "cpu",
-           threads: int = 1, component: str = TOTAL, rule=None) -> list[Verification]:
+def verify(
+    chosen: Sequence[tuple[str, Candidate]],
+    predictor: PredictsLatency,
+    confidence: float,
+    budget_ms: float | None,
+    measure: bool = True,
+    backend: str = "onnxruntime",
+    device: str = "cpu",
+    threads: int = 1,
+    component: str = TOTAL,
+    rule=None,
+) -> list[Verification]:
     """(role, candidate) pairs -> Verification rows, timing the archs under the predictor's
     protocol with the profiler, round-robin in one run, when ``measure``."""
     protocol = protocol_of(predictor)
@@ -42,20 +52,39 @@ def verify(chosen: Sequence[tuple[str, Candidate]], predictor: PredictsLatency, 
 
         ref = comparable_reference(predictor, backend, device, threads)
         kw = {"rule": rule} if rule is not None else {}  # None: the profiler's default stop rule
-        ms = measure_archs(archs + ([ref["arch"]] if ref else []), backend=backend, device=device,
-                           threads_intra=threads, protocol=protocol, **kw)
-        measured = [float(m[component]["median_ms"]) for m in ms[:len(archs)]]
+        ms = measure_archs(
+            archs + ([ref["arch"]] if ref else []),
+            backend=backend,
+            device=device,
+            threads_intra=threads,
+            protocol=protocol,
+            **kw,
+        )
+        measured = [float(m[component]["median_ms"]) for m in ms[: len(archs)]]
         if ref:
             factor = float(ms[-1][TOTAL]["median_ms"]) / ref["median_ms"]
     rows = []
     for (role, c), mean, lo, hi, meas in zip(chosen, pred.mean, pred.lower, pred.upper, measured):
         cost = protocol_cost(c.arch, protocol)
-        rows.append(Verification(
-            arch_id=c.arch.arch_id, role=role, loss=c.loss, predicted_ms=float(mean), predicted_low_ms=float(lo),
-            predicted_high_ms=float(hi), measured_ms=meas, budget_ms=budget_ms,
-            gflops=cost.total_flops / 1e9, params_m=cost.params.total / 1e6, params_active_m=cost.params.active / 1e6,
-            ffn_share=cost.ffn_share, loss_se=None if math.isnan(c.loss_se) else c.loss_se,
-            reference_factor=factor, reference_noise_rel=(ref or {}).get("noise_rel") if factor else None))
+        rows.append(
+            Verification(
+                arch_id=c.arch.arch_id,
+                role=role,
+                loss=c.loss,
+                predicted_ms=float(mean),
+                predicted_low_ms=float(lo),
+                predicted_high_ms=float(hi),
+                measured_ms=meas,
+                budget_ms=budget_ms,
+                gflops=cost.total_flops / 1e9,
+                params_m=cost.params.total / 1e6,
+                params_active_m=cost.params.active / 1e6,
+                ffn_share=cost.ffn_share,
+                loss_se=None if math.isnan(c.loss_se) else c.loss_se,
+                reference_factor=factor,
+                reference_noise_rel=(ref or {}).get("noise_rel") if factor else None,
+            )
+        )
     return rows
 
 
@@ -69,7 +98,11 @@ def comparable_reference(predictor: Any, backend: str, device: str, threads: int
 
     meta = getattr(predictor, "metadata", None) or {}
     stored = stored_reference(meta)
-    if not stored or (stored.get("backend"), stored.get("device"), stored.get("threads_intra")) != (backend, device, threads):
+    if not stored or (stored.get("backend"), stored.get("device"), stored.get("threads_intra")) != (
+        backend,
+        device,
+        threads,
+    ):
         return None
     try:
         arch = reference_arch(SearchSpace.load(meta["space"]) if meta.get("space") else None)

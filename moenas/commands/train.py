@@ -1,6 +1,7 @@
 """`moenas train`: train a weight-sharing supernet (slice or MoS), or one sub-Transformer.
 
   moenas train --space tiny --corpus default --steps 2000 --out runs/supernet.pt
+  moenas train --space lm-tiny --corpus default --steps 2000 --out runs/lm.pt   # a language-model supernet
   moenas train --space tiny --supernet mos --sampling sandwich --steps 2000 --out runs/mos.pt
   moenas train --space tiny --steps 4000 --out runs/supernet.pt --resume     # continue to 4000
   moenas train --space tiny --arch best.json --init-from runs/supernet.pt --steps 1000 --out runs/best.pt
@@ -8,18 +9,20 @@
 
 The default corpus is a small English->German demo corpus built from this machine's gettext
 catalogs; pass --corpus DIR (train.en/train.de, optional valid.*/test.*) for a real one.
+A decoder-only space (lm-tiny, lm-small) trains a causal language model on the shipped English
+text corpus (or --corpus DIR of *.txt files) cut into --block-len token blocks, and reports
+validation loss and perplexity.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from typing import Any
 
-from moenas.arch import UserError, load_arch
-from moenas.data.corpus import check_corpus_spec
+from moenas.arch import UserError, load_arch, load_space
 
 from ._common import check_writable, print_json
-
 
 # Settings whose flag is not simply --NAME VALUE: its flag name, or how the CLI reads it.
 _FLAGS = {"cache_dir": "--cache", "eval_archs": "--eval-arch"}
@@ -41,17 +44,24 @@ def _add_setting(group: argparse._ActionsContainer, f: dataclasses.Field) -> Non
         group.add_argument(flag, type=int, required=True, help=meta["help"])
         return
     shown = "" if f.default is None else f" (default: {f.default})"
-    kind = {"int": int, "float": float}.get(f.type, str)
+    kind = {"int": int, "float": float}.get(f.type.removesuffix(" | None"), str)
     group.add_argument(flag, dest=f.name, type=kind, default=f.default, help=meta["help"] + shown, **meta["cli"])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from moenas.search.train_config import TrainConfig
 
-    p = sub.add_parser("train", help="train a supernet (slice/MoS) or one sub-Transformer",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    groups = {None: p, "optimisation": p.add_argument_group("optimisation"),
-              "evaluation": p.add_argument_group("evaluation")}
+    p = sub.add_parser(
+        "train",
+        help="train a supernet (slice/MoS) or one sub-Transformer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    groups = {
+        None: p,
+        "optimisation": p.add_argument_group("optimisation"),
+        "evaluation": p.add_argument_group("evaluation"),
+    }
     p.add_argument("--out", required=True, help="checkpoint file to write (metadata goes to OUT.json)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint at --out (exactly)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -72,12 +82,15 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if values["eval_archs"] is None:
         del values["eval_archs"]
     else:
-        values["eval_archs"] = [a if a in ("largest", "smallest") else load_arch(a).to_json() for a in values["eval_archs"]]
+        values["eval_archs"] = [
+            a if a in ("largest", "smallest") else load_arch(a).to_json() for a in values["eval_archs"]
+        ]
     return values
 
 
 def run(args: argparse.Namespace) -> int:
     from moenas.search.train_config import TrainConfig
+    from moenas.search.train_data import check_corpus_for
     from moenas.search.trainer import train
 
     if args.init_from and not args.arch:
@@ -88,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir:
         check_writable(args.cache_dir, "--cache", kind="dir")
     settings = settings_from_args(args)
-    check_corpus_spec(args.corpus)
+    check_corpus_for(load_space(args.space).family, args.corpus)
     cfg = TrainConfig(**settings)  # range-checks every number, before any data is read
     meta = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     if args.json and meta:

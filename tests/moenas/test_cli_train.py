@@ -1,5 +1,6 @@
 """`moenas train`'s flags come from TrainConfig's fields: every field has its flag and default in
 --help, and the flags map back onto the same config (no training here)."""
+
 import dataclasses
 
 import pytest
@@ -44,8 +45,40 @@ def test_default_flags_give_the_default_config():
 
 
 def test_each_flag_sets_its_field():
-    args = _parse("--steps", "3", "--lr", "0.5", "--cache", "tok", "--no-progress", "--supernet", "mos",
-                  "--eval-arch", "smallest", "--mos-hidden", "8", "--beta2", "0.9", "--sandwich-random", "4")
+    args = _parse(
+        "--steps",
+        "3",
+        "--lr",
+        "0.5",
+        "--cache",
+        "tok",
+        "--no-progress",
+        "--supernet",
+        "mos",
+        "--eval-arch",
+        "smallest",
+        "--mos-hidden",
+        "8",
+        "--beta2",
+        "0.9",
+        "--sandwich-random",
+        "4",
+        "--label-smoothing",
+        "0.2",
+        "--block-len",
+        "64",
+    )
     got = TrainConfig(**settings_from_args(args))
-    assert got == TrainConfig(steps=3, lr=0.5, cache_dir="tok", progress=False, supernet="mos",
-                              eval_archs=["smallest"], mos_hidden=8, beta2=0.9, sandwich_random=4)
+    assert got == TrainConfig(
+        steps=3,
+        lr=0.5,
+        cache_dir="tok",
+        progress=False,
+        supernet="mos",
+        eval_archs=["smallest"],
+        mos_hidden=8,
+        beta2=0.9,
+        sandwich_random=4,
+        label_smoothing=0.2,
+        block_len=64,
+    )

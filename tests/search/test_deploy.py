@@ -1,6 +1,7 @@
 """The deployable result: export with trained weights (ONNX output = torch output), the
 onnxruntime translator (= the torch model's greedy and beam output), `moenas translate`, and
 bad input (an arch outside the checkpoint's space, a standalone checkpoint of another arch)."""
+
 import hashlib
 import json
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 from moenas.arch import Arch, SearchSpace
 from moenas.cli import main
@@ -18,13 +20,27 @@ from moenas.search.evaluation import translate
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
 
-from toy_corpus import synthetic_pairs, write_parallel_dir
-
 MICRO = {
-    "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],
-    "encoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "experts": [1, 2, 3], "expert_sizes": [16, 32]},
-    "decoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "cross_heads": [2, 4], "cross_span": [1, 2],
-                "experts": [1, 2], "expert_sizes": [16, 32]},
+    "name": "micro",
+    "vocab_size": 97,
+    "qkv_dim": 16,
+    "top_k": [1, 2],
+    "encoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "experts": [1, 2, 3],
+        "expert_sizes": [16, 32],
+    },
+    "decoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "cross_heads": [2, 4],
+        "cross_span": [1, 2],
+        "experts": [1, 2],
+        "expert_sizes": [16, 32],
+    },
 }
 
 
@@ -33,8 +49,20 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     (root / "micro.yaml").write_text(yaml.safe_dump(MICRO))
     corpus = write_parallel_dir(root / "corpus", synthetic_pairs(700, seed=1))
-    base = dict(space=str(root / "micro.yaml"), corpus=str(corpus), cache_dir=str(root / "cache"), max_tokens=256, max_len=24,
-                warmup=5, lr=3e-3, valid_sentences=30, bleu_sentences=0, progress=False, device="cpu", dropout=0.0)
+    base = dict(
+        space=str(root / "micro.yaml"),
+        corpus=str(corpus),
+        cache_dir=str(root / "cache"),
+        max_tokens=256,
+        max_len=24,
+        warmup=5,
+        lr=3e-3,
+        valid_sentences=30,
+        bleu_sentences=0,
+        progress=False,
+        device="cpu",
+        dropout=0.0,
+    )
     sup = root / "sup.pt"
     meta = train(TrainConfig(steps=40, **base), sup, log=lambda m: None)
     arch = SearchSpace.from_dict(MICRO).sample_n(4, seed=3)[-1]
@@ -95,7 +123,10 @@ def test_bad_input_is_one_line(trained, tmp_path, capsys):
         (["export", str(tiny_arch), "--supernet", trained["sup"], "--out", str(tmp_path / "a")], "outside the space"),
         (["export", str(tiny_arch), "--checkpoint", trained["alone"], "--out", str(tmp_path / "b")], "holds arch"),
         (["export", "--supernet", trained["sup"], "--out", str(tmp_path / "c")], "an ARCH file is needed"),
-        (["export", str(tiny_arch), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "d")], "no such checkpoint"),
+        (
+            ["export", str(tiny_arch), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "d")],
+            "no such checkpoint",
+        ),
         (["export", str(tiny_arch), "--out", str(tmp_path / "e"), "--opset", "3"], "--opset must be >= 14"),
         (["translate", "--model", str(tmp_path / "nope")], "no such directory"),
         (["translate", "--model", str(tmp_path), "--beam", "0"], "--beam must be >= 1"),
@@ -111,7 +142,9 @@ def test_bad_input_is_one_line(trained, tmp_path, capsys):
     before = _sha(rand / "manifest.json")
     assert main(["translate", "--model", str(rand), "--input", str(tiny_arch)]) == 2
     assert "without trained weights" in capsys.readouterr().err
-    assert main(["export", str(tiny_arch), "--supernet", trained["sup"], "--out", str(rand)]) == 2  # exists, no --overwrite
+    assert (
+        main(["export", str(tiny_arch), "--supernet", trained["sup"], "--out", str(rand)]) == 2
+    )  # exists, no --overwrite
     assert _sha(rand / "manifest.json") == before
     assert Arch.from_json(tiny_arch.read_text())  # the input is untouched
     assert torch.load(trained["sup"], weights_only=True)["kind"] == "supernet"
@@ -158,7 +191,12 @@ def test_an_independent_client_reproduces_moenas_translate_from_the_manifest(tra
     ours = capsys.readouterr().out.splitlines()
     assert independent_client(out, trained["sources"]) == ours and any(ours)
     gen = json.loads((out / "generation_config.json").read_text())
-    assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"], gen["decoder_start_token_id"]) == (1, 2, 0, 1)
+    assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"], gen["decoder_start_token_id"]) == (
+        1,
+        2,
+        0,
+        1,
+    )
     assert gen["num_beams"] == 5 and gen["max_length"] == 64  # the beam the latency protocol times
     genai = json.loads((out / "genai_config.json").read_text())
     assert genai["model"]["decoder"]["inputs"]["past_key_names"] == "past_%d_k"

@@ -1,5 +1,6 @@
 """Final selection by measurement: pools, picks, ties within noise, the verdict between MoE and
 dense, the none-meets line; and the fitness's error bar it rests on."""
+
 import numpy as np
 import pytest
 import torch
@@ -24,8 +25,9 @@ def stats(per_sentence, counts=None) -> SentenceStats:
 
 def finalist(role, arch, loss, measured, budget=10.0, st=None, se=0.05) -> Finalist:
     c = Candidate(arch, loss, measured, [0.0], se)
-    row = Verification(arch.arch_id, role, loss, measured, measured * 0.9, measured * 1.1, measured, budget, 1.0, 1.0,
-                       loss_se=se)
+    row = Verification(
+        arch.arch_id, role, loss, measured, measured * 0.9, measured * 1.1, measured, budget, 1.0, 1.0, loss_se=se
+    )
     return Finalist(role, c, st, row)
 
 
@@ -91,7 +93,9 @@ def test_pool_takes_the_k_best_and_every_arch_tied_with_the_best():
         calls.append(len(archs))
         return [shifted(deltas[a.arch_id], noise=0.1, seed=ids.index(a.arch_id)) for a in archs]
 
-    got = [f.arch_id for f in pool(cands, 1, stats_of, "searched")]  # one top arch: no paired error yet, the unpaired screen
+    got = [
+        f.arch_id for f in pool(cands, 1, stats_of, "searched")
+    ]  # one top arch: no paired error yet, the unpaired screen
     assert got[0] == ARCHS[0].arch_id  # the best by fitness first
     assert ARCHS[3].arch_id in got and ARCHS[1].arch_id in got  # 0.005 and 0.01 nats: within the paired noise
     assert ARCHS[4].arch_id not in got and ARCHS[2].arch_id not in got  # 0.1 and 0.2 nats: beyond it
@@ -133,7 +137,10 @@ def test_ties_within_noise_go_to_the_faster_and_a_clear_winner_keeps_its_place()
 
 
 def test_no_finalist_meets_the_budget_names_the_closest_and_by_how_much():
-    fins = [finalist("searched", ARCHS[0], 3.7, 11.77, budget=11.7), finalist("dense", DENSE[0], 3.7, 12.5, budget=11.7)]
+    fins = [
+        finalist("searched", ARCHS[0], 3.7, 11.77, budget=11.7),
+        finalist("dense", DENSE[0], 3.7, 12.5, budget=11.7),
+    ]
     sel = decide(fins, 11.7, measured=True)
     assert sel.winner is None and sel.verdict is None
     msg = sel.none_meets_message()
@@ -146,7 +153,9 @@ def test_the_verdict_never_calls_the_moe_arch_better_when_the_dense_one_is():
     m = finalist("searched", moe, 3.80, 8.0, st=shifted(0.10, seed=1))
     d = finalist("dense", DENSE[0], 3.70, 9.0, st=shifted(0.0, seed=2))
     v = verdict(m, d, 10.0)
-    assert v.winner is d and "beyond noise" in v.sentence and v.sentence.startswith(f"Deploy the dense arch `{d.arch_id}`")
+    assert (
+        v.winner is d and "beyond noise" in v.sentence and v.sentence.startswith(f"Deploy the dense arch `{d.arch_id}`")
+    )
     assert v.loss_diff == pytest.approx(0.10) and 0 < v.loss_diff_se < 0.01
     assert "1.12x slower" in v.sentence  # the better arch is slower here, and the sentence says so
     tie = verdict(finalist("searched", moe, 3.7001, 8.0, st=shifted(0.0001, seed=1)), d, 10.0)
@@ -154,8 +163,10 @@ def test_the_verdict_never_calls_the_moe_arch_better_when_the_dense_one_is():
 
 
 def test_decide_picks_per_family_and_the_largest_dense_that_fits():
-    fins = [finalist("searched", ARCHS[0], 3.7, 9.0, st=shifted(0.0, seed=1)),
-            finalist("dense", DENSE[0], 3.9, 8.0, st=shifted(0.2, seed=2))]
+    fins = [
+        finalist("searched", ARCHS[0], 3.7, 9.0, st=shifted(0.0, seed=1)),
+        finalist("dense", DENSE[0], 3.9, 8.0, st=shifted(0.2, seed=2)),
+    ]
     big = [finalist("largest-dense", a, 3.8, ms) for a, ms in zip(DENSE[1:3], (10.5, 9.9))]
     for f, g in zip(big, (2.0, 1.5)):
         f.row.gflops = g

@@ -1,5 +1,6 @@
 """The fused projection + cross-entropy equals F.cross_entropy on the full logits: loss and both
 gradients, with and without label smoothing, PAD targets ignored, chunks that split rows."""
+
 import pytest
 import torch
 

@@ -2,16 +2,17 @@
 the in-process runner on a tiny supernet, an actor killed mid-batch retried, a worker that keeps
 dying stopped with one line, `moenas search --runner ray` end to end, and, without Ray, the
 one-line error naming the extra (that test runs whether Ray is installed or not)."""
+
 import functools
 import os
 import sys
 
 import numpy as np
 import pytest
+from toy_corpus import synthetic_pairs, write_parallel_dir  # tests/helpers
 
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
-from toy_corpus import synthetic_pairs, write_parallel_dir  # tests/helpers
 from moenas.data.profiles import shipped
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import load_dataset
@@ -30,8 +31,23 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("rayrunner")
     corpus = write_parallel_dir(root / "corpus", synthetic_pairs(300, seed=2))
     ckpt = root / "supernet.pt"
-    train(TrainConfig(space="tiny", corpus=str(corpus), cache_dir=str(root / "cache"), steps=2, max_tokens=256, max_len=24,
-                      warmup=1, valid_sentences=VALID, bleu_sentences=0, progress=False, device="cpu"), ckpt, log=lambda m: None)
+    train(
+        TrainConfig(
+            space="tiny",
+            corpus=str(corpus),
+            cache_dir=str(root / "cache"),
+            steps=2,
+            max_tokens=256,
+            max_len=24,
+            warmup=1,
+            valid_sentences=VALID,
+            bleu_sentences=0,
+            progress=False,
+            device="cpu",
+        ),
+        ckpt,
+        log=lambda m: None,
+    )
     ds = load_dataset([shipped("tiny-cpu-ort")], "total")
     pred, _ = fit_predictor(ds, "flops-linear", folds=3, with_learning_curve=False)
     pred.save(root / "predictor")
@@ -91,8 +107,9 @@ def test_ray_runner_equals_in_process_and_leaves_the_cluster_it_joined(ray, env)
 def test_an_actor_killed_mid_batch_is_retried_and_the_values_are_the_same(ray, env, tmp_path):
     marker = tmp_path / "died"
     archs = TINY.sample_n(6, seed=4)
-    runner = ray_runner(functools.partial(DiesOnce, str(marker), fitness_factory(env["ckpt"], VALID)), workers=2,
-                        batch_size=3)
+    runner = ray_runner(
+        functools.partial(DiesOnce, str(marker), fitness_factory(env["ckpt"], VALID)), workers=2, batch_size=3
+    )
     try:
         values = runner.evaluate(None, archs)
     finally:
@@ -112,9 +129,35 @@ def test_a_worker_that_keeps_dying_stops_the_search_with_one_line(ray):
 
 
 def search_args(env, out, *extra):
-    return ["search", "--space", "tiny", "--supernet", env["ckpt"], "--predictor", env["pred"], "--max-latency-ms",
-            str(env["median"]), "--population", "8", "--parents", "3", "--mutations", "3", "--crossovers", "2",
-            "--iterations", "1", "--seed", "1", "--no-measure", "--bleu-sentences", "0", "--out", str(out), *extra]
+    return [
+        "search",
+        "--space",
+        "tiny",
+        "--supernet",
+        env["ckpt"],
+        "--predictor",
+        env["pred"],
+        "--max-latency-ms",
+        str(env["median"]),
+        "--population",
+        "8",
+        "--parents",
+        "3",
+        "--mutations",
+        "3",
+        "--crossovers",
+        "2",
+        "--iterations",
+        "1",
+        "--seed",
+        "1",
+        "--no-measure",
+        "--bleu-sentences",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_search_with_ray_runner_equals_in_process_and_resumes(ray, env, tmp_path, capsys):
@@ -127,10 +170,13 @@ def test_search_with_ray_runner_equals_in_process_and_resumes(ray, env, tmp_path
     assert ray.is_initialized()
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (("--runner", "ray"), "pip install 'moenas[ray]'"),
-    (("--ray-address", "127.0.0.1:6379"), "--ray-address needs --runner ray"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (("--runner", "ray"), "pip install 'moenas[ray]'"),
+        (("--ray-address", "127.0.0.1:6379"), "--ray-address needs --runner ray"),
+    ],
+)
 def test_ray_flags_without_ray_are_one_line_and_exit_2(env, tmp_path, capsys, monkeypatch, flags, needle):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as on a machine without it
     out = tmp_path / "s"

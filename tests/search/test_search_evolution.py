@@ -1,4 +1,5 @@
 """Evolution with synthetic fitness and a synthetic predictor: constraints, seeds, resume, modes."""
+
 import math
 from dataclasses import dataclass
 
@@ -9,8 +10,8 @@ from moenas.arch import SearchSpace, UserError
 from moenas.arch.cost import param_count, protocol_cost
 from moenas.search.constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
 from moenas.search.evolution import Evolution, EvolutionConfig, random_search
-from moenas.search.pareto import fronts, hypervolume, pareto_mask, rank_and_crowding_order
 from moenas.search.fitness_runners import CachedFitness, InProcessRunner
+from moenas.search.pareto import fronts, hypervolume, pareto_mask, rank_and_crowding_order
 
 TINY = SearchSpace.load("tiny")
 
@@ -139,13 +140,17 @@ def test_chance_constraint_uses_the_upper_bound():
 
 def test_impossible_budget_names_the_smallest_feasible_latency():
     evo, _, pred = make(budget_ms=0.01)
-    with pytest.raises(UserError, match=r"smallest arch.*predicted latency bound [0-9.]+ ms over the budget of 0.01 ms"):
+    with pytest.raises(
+        UserError, match=r"smallest arch.*predicted latency bound [0-9.]+ ms over the budget of 0.01 ms"
+    ):
         evo.run()
 
 
 def test_an_impossible_flops_or_params_budget_is_said_in_its_own_units():
-    for cons, pattern in ((FlopsConstraint(max_gflops=1e-6), r"smallest arch.*[0-9.]+ GFLOPs over the budget of 1e-06"),
-                          (ParamsConstraint(max_params=10), r"smallest arch.*[0-9.e+]+ parameters over the budget of 10")):
+    for cons, pattern in (
+        (FlopsConstraint(max_gflops=1e-6), r"smallest arch.*[0-9.]+ GFLOPs over the budget of 1e-06"),
+        (ParamsConstraint(max_params=10), r"smallest arch.*[0-9.e+]+ parameters over the budget of 10"),
+    ):
         with pytest.raises(UserError, match=pattern):
             Evolution(TINY, CachedFitness(synthetic_loss), ConstraintSet([cons]), EvolutionConfig(**SMALL)).run()
 
@@ -183,7 +188,9 @@ def test_bad_config_is_a_user_error():
     with pytest.raises(UserError):
         EvolutionConfig(parents=0)
     with pytest.raises(UserError, match="latency predictor"):
-        Evolution(TINY, CachedFitness(synthetic_loss), ConstraintSet([]), EvolutionConfig(objectives=("loss", "latency")))
+        Evolution(
+            TINY, CachedFitness(synthetic_loss), ConstraintSet([]), EvolutionConfig(objectives=("loss", "latency"))
+        )
 
 
 # ---- Pareto utilities on known points -----------------------------------------------------------

@@ -1,9 +1,11 @@
 """`moenas search` end to end: the shipped tiny CPU profiles drive the predictor, a few-step
 tiny supernet gives the fitness, the winner is re-measured with onnxruntime."""
+
 import json
 
 import numpy as np
 import pytest
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 from moenas.arch import Arch, SearchSpace
 from moenas.cli import main
@@ -14,8 +16,6 @@ from moenas.predictor.dataset import load_dataset
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
 
-from toy_corpus import synthetic_pairs, write_parallel_dir
-
 TINY = SearchSpace.load("tiny")
 
 
@@ -24,19 +24,63 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("searchjob")
     corpus = write_parallel_dir(root / "corpus", synthetic_pairs(400, seed=2))
     ckpt = root / "supernet.pt"
-    train(TrainConfig(space="tiny", corpus=str(corpus), cache_dir=str(root / "cache"), steps=3, max_tokens=256, max_len=24,
-                      warmup=2, valid_sentences=16, bleu_sentences=0, progress=False, device="cpu"), ckpt, log=lambda m: None)
+    train(
+        TrainConfig(
+            space="tiny",
+            corpus=str(corpus),
+            cache_dir=str(root / "cache"),
+            steps=3,
+            max_tokens=256,
+            max_len=24,
+            warmup=2,
+            valid_sentences=16,
+            bleu_sentences=0,
+            progress=False,
+            device="cpu",
+        ),
+        ckpt,
+        log=lambda m: None,
+    )
     ds = load_dataset([shipped("tiny-cpu-ort")], "total")
     pred, _ = fit_predictor(ds, "flops-linear", folds=3, with_learning_curve=False)
     pdir = root / "predictor"
     pred.save(pdir)
-    return {"root": root, "ckpt": str(ckpt), "pred": str(pdir), "median": float(np.median(ds.y)), "min": float(ds.y.min())}
+    return {
+        "root": root,
+        "ckpt": str(ckpt),
+        "pred": str(pdir),
+        "median": float(np.median(ds.y)),
+        "min": float(ds.y.min()),
+    }
 
 
 def search_args(env, out, budget, *extra):
-    return ["search", "--space", "tiny", "--supernet", env["ckpt"], "--predictor", env["pred"], "--max-latency-ms", str(budget),
-            "--population", "12", "--parents", "4", "--mutations", "4", "--crossovers", "4", "--iterations", "2",
-            "--seed", "1", "--out", str(out), *extra]
+    return [
+        "search",
+        "--space",
+        "tiny",
+        "--supernet",
+        env["ckpt"],
+        "--predictor",
+        env["pred"],
+        "--max-latency-ms",
+        str(budget),
+        "--population",
+        "12",
+        "--parents",
+        "4",
+        "--mutations",
+        "4",
+        "--crossovers",
+        "4",
+        "--iterations",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_search_end_to_end_respects_the_budget_and_remeasures(env, tmp_path, capsys):
@@ -52,6 +96,7 @@ def test_search_end_to_end_respects_the_budget_and_remeasures(env, tmp_path, cap
         assert TINY.contains(best)
         assert pred.predict([best], confidence=0.9).upper[0] <= budget
     import csv
+
     with open(out / "evaluated.csv") as f:
         rows = list(csv.DictReader(f))
     archs = [Arch.from_json(r["arch"]) for r in rows]
@@ -97,11 +142,14 @@ def test_impossible_budget_says_the_smallest_latency(env, tmp_path, capsys):
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("change, needle", [
-    (("--predictor", "/no/such/predictor"), "no such predictor"),
-    (("--supernet", "/no/such.pt"), "no such supernet"),
-    (("--space", "automoe-wmt"), "space"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (("--predictor", "/no/such/predictor"), "no such predictor"),
+        (("--supernet", "/no/such.pt"), "no such supernet"),
+        (("--space", "automoe-wmt"), "space"),
+    ],
+)
 def test_bad_input_is_one_line(env, tmp_path, capsys, change, needle):
     args = search_args(env, tmp_path / "y", env["median"], "--no-measure")
     i = args.index(change[0])
@@ -118,17 +166,28 @@ def test_random_baseline_runs_on_the_workers_and_matches_one_process(env, tmp_pa
 
     on_pool = []
     pool_evaluate = ProcessPoolRunner.evaluate
-    monkeypatch.setattr(ProcessPoolRunner, "evaluate",
-                        lambda self, fitness, archs: on_pool.append(len(archs)) or pool_evaluate(self, fitness, archs))
+    monkeypatch.setattr(
+        ProcessPoolRunner,
+        "evaluate",
+        lambda self, fitness, archs: on_pool.append(len(archs)) or pool_evaluate(self, fitness, archs),
+    )
     reps = []
     for workers in ("1", "2"):
         out = tmp_path / f"w{workers}"
-        assert main(search_args(env, out, env["median"], "--no-measure", "--no-dense", "--random-baseline",
-                                "--workers", workers)) == 0
+        assert (
+            main(
+                search_args(
+                    env, out, env["median"], "--no-measure", "--no-dense", "--random-baseline", "--workers", workers
+                )
+            )
+            == 0
+        )
         reps.append(json.loads((out / "report.json").read_text()))
     one, two = (r["baseline"] for r in reps)
     assert one["evaluations"] == two["evaluations"] > 0
-    assert sum(on_pool) == reps[1]["history"][-1]["evaluations"] + two["evaluations"]  # the baseline ran on the pool too
+    assert (
+        sum(on_pool) == reps[1]["history"][-1]["evaluations"] + two["evaluations"]
+    )  # the baseline ran on the pool too
     assert one["best_arch_id"] == two["best_arch_id"]
     assert one["best_loss"] == pytest.approx(two["best_loss"], abs=1e-6)
 
@@ -146,8 +205,10 @@ class FakeDevice:
         if self.fail:
             raise KeyboardInterrupt
         ms = self.pred.predict(list(archs)).mean * self.factor
-        return [{"arch_id": a.arch_id, **{c: {"median_ms": float(m)} for c in ("encoder", "decoder", "total")}}
-                for a, m in zip(archs, ms)]
+        return [
+            {"arch_id": a.arch_id, **{c: {"median_ms": float(m)} for c in ("encoder", "decoder", "total")}}
+            for a, m in zip(archs, ms)
+        ]
 
 
 def _final(out):
@@ -162,7 +223,9 @@ def test_none_meets_the_budget_when_measured_is_one_line_and_exit_1(env, tmp_pat
     monkeypatch.setattr(runner, "measure_archs", device)
     out = tmp_path / "slow"
     assert main(search_args(env, out, env["median"], "--final-k", "2", "--bleu-sentences", "0")) == 1
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("moenas search:") and "meets" in line]
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("moenas search:") and "meets" in line
+    ]
     assert len(err) == 1 and "no candidate meets" in err[0] and "% over" in err[0]
     final, rows = _final(out)
     assert final["winner"] is None and device.calls == 1  # every finalist in one round-robin
@@ -229,4 +292,7 @@ def test_a_remeasurement_at_another_thread_count_is_named(env):
     args = argparse.Namespace(predictor=env["pred"], backend="onnxruntime", threads=2, no_measure=False)
     (line,) = _mismatch_notice(args)
     assert line.startswith("moenas search: warning:") and "threads_intra 1 (predictor) vs 2" in line
-    assert _mismatch_notice(argparse.Namespace(predictor=env["pred"], backend="onnxruntime", threads=1, no_measure=False)) == []
+    assert (
+        _mismatch_notice(argparse.Namespace(predictor=env["pred"], backend="onnxruntime", threads=1, no_measure=False))
+        == []
+    )

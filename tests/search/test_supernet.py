@@ -1,7 +1,9 @@
 """Weight-sharing supernet: extracted sub-Transformers compute exactly what the supernet
 computes (slice and MoS), gradients reach only the slices an arch uses, MoS mixes per arch."""
+
 import pytest
 import torch
+from supernets import perturbed as perturbed_supernet
 
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.model import PAD, build_model
@@ -10,14 +12,35 @@ from moenas.search.supernet import SuperNet, SupernetConfig, build_supernet, ext
 # A space small enough for CPU tests that still has every gene: 2 embed widths, 1-2 layers,
 # 1-3 experts of 2 sizes, top-1 and top-2, cross spans 1-2.
 MICRO = {
-    "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],
-    "encoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "experts": [1, 2, 3], "expert_sizes": [16, 32]},
-    "decoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "cross_heads": [2, 4], "cross_span": [1, 2],
-                "experts": [1, 2], "expert_sizes": [16, 32]},
+    "name": "micro",
+    "vocab_size": 97,
+    "qkv_dim": 16,
+    "top_k": [1, 2],
+    "encoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "experts": [1, 2, 3],
+        "expert_sizes": [16, 32],
+    },
+    "decoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "cross_heads": [2, 4],
+        "cross_span": [1, 2],
+        "experts": [1, 2],
+        "expert_sizes": [16, 32],
+    },
 }
 SPACE = SearchSpace.from_dict(MICRO)
 ARCHS = [SPACE.largest(), SPACE.smallest()] + SPACE.sample_n(10, seed=7)
-KINDS = [("slice", "layer", "copy"), ("mos", "layer", "copy"), ("mos", "neuron", "copy"), ("mos", "layer", "independent")]
+KINDS = [
+    ("slice", "layer", "copy"),
+    ("mos", "layer", "copy"),
+    ("mos", "neuron", "copy"),
+    ("mos", "layer", "independent"),
+]
 
 
 def batch(seed=0):
@@ -29,11 +52,7 @@ def batch(seed=0):
 
 
 def perturbed(kind, mode, init="copy"):
-    net = build_supernet(SPACE, kind, mos_mode=mode, mos_experts=3, dropout=0.1, mos_init=init)
-    with torch.no_grad():  # break the identical initial MoS banks / symmetric init
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
+    return perturbed_supernet(SPACE, kind, mode, init)
 
 
 @pytest.mark.parametrize("kind,mode,init", KINDS)

@@ -1,11 +1,13 @@
 """Supernet training: loss goes down, resume is exact, checkpoints are safe to load, the
 Python API (load_supernet, validation_loss), standalone training, and bad input -> one line."""
+
 import hashlib
 import json
 
 import pytest
 import torch
 import yaml
+from toy_corpus import synthetic_pairs, write_parallel_dir
 
 from moenas.arch import SearchSpace, UserError
 from moenas.cli import main
@@ -14,13 +16,27 @@ from moenas.search.evaluation import validation_loss
 from moenas.search.train_config import TrainConfig, lr_at
 from moenas.search.trainer import ArchSampler, train
 
-from toy_corpus import synthetic_pairs, write_parallel_dir
-
 MICRO = {
-    "name": "micro", "vocab_size": 97, "qkv_dim": 16, "top_k": [1, 2],
-    "encoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "experts": [1, 2, 3], "expert_sizes": [16, 32]},
-    "decoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "cross_heads": [2, 4], "cross_span": [1, 2],
-                "experts": [1, 2], "expert_sizes": [16, 32]},
+    "name": "micro",
+    "vocab_size": 97,
+    "qkv_dim": 16,
+    "top_k": [1, 2],
+    "encoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "experts": [1, 2, 3],
+        "expert_sizes": [16, 32],
+    },
+    "decoder": {
+        "embed_dim": [16, 24],
+        "layers": [1, 2],
+        "heads": [2, 4],
+        "cross_heads": [2, 4],
+        "cross_span": [1, 2],
+        "experts": [1, 2],
+        "expert_sizes": [16, 32],
+    },
 }
 
 
@@ -34,8 +50,20 @@ def env(tmp_path_factory):
 
 
 def cfg(env, **kw):
-    base = dict(space=env["space"], corpus=env["corpus"], cache_dir=env["cache"], steps=6, max_tokens=256, max_len=24,
-                warmup=5, lr=3e-3, valid_sentences=30, bleu_sentences=0, progress=False, device="cpu")
+    base = dict(
+        space=env["space"],
+        corpus=env["corpus"],
+        cache_dir=env["cache"],
+        steps=6,
+        max_tokens=256,
+        max_len=24,
+        warmup=5,
+        lr=3e-3,
+        valid_sentences=30,
+        bleu_sentences=0,
+        progress=False,
+        device="cpu",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -61,7 +89,11 @@ def test_short_training_lowers_validation_loss(env, tmp_path):
     ck = torch.load(out, weights_only=True)
     assert ck["step"] == 40 and ck["kind"] == "supernet"
     side = json.loads(meta_path(out).read_text())
-    assert side["supernet"] == "slice" and side["space"] == "micro" and side["corpus_fingerprint"] == meta["corpus_fingerprint"]
+    assert (
+        side["supernet"] == "slice"
+        and side["space"] == "micro"
+        and side["corpus_fingerprint"] == meta["corpus_fingerprint"]
+    )
     assert side["tokenizer"].endswith(f"-{MICRO['vocab_size']}.json")
     # the Python API the search uses: inherited-weight validation loss of any archs
     net, m = load_supernet(out)
@@ -74,7 +106,9 @@ def test_short_training_lowers_validation_loss(env, tmp_path):
     assert again == validation_loss(net, archs, batches) and all(0 < x < 10 for x in again)
 
 
-@pytest.mark.parametrize("kind,sampling,every", [("mos", "sandwich", 0), ("slice", "uniform", 0), ("slice", "uniform", 2)])
+@pytest.mark.parametrize(
+    "kind,sampling,every", [("mos", "sandwich", 0), ("slice", "uniform", 0), ("slice", "uniform", 2)]
+)
 def test_resume_is_exact(env, tmp_path, kind, sampling, every):
     kw = dict(supernet=kind, sampling=sampling, dropout=0.1, eval_every=3, mos_mode="neuron", largest_every=every)
     straight = tmp_path / "straight.pt"
@@ -112,8 +146,22 @@ def test_nothing_is_overwritten(env, tmp_path, capsys):
     before = sha(out), sha(meta_path(out))
     with pytest.raises(UserError, match="exists; pass --resume .* or --overwrite"):
         train(cfg(env, steps=2), out, log=quiet)
-    rc = main(["train", "--space", env["space"], "--corpus", env["corpus"], "--steps", "2", "--out", str(out),
-               "--cache", env["cache"], "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--space",
+            env["space"],
+            "--corpus",
+            env["corpus"],
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--cache",
+            env["cache"],
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "exists" in err
     assert (sha(out), sha(meta_path(out))) == before
@@ -121,16 +169,24 @@ def test_nothing_is_overwritten(env, tmp_path, capsys):
     assert sha(out) != before[0]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--space", "nope"], "unknown space 'nope'"),
-    (["--corpus", "/nonexistent/dir"], "not 'default', 'gettext[:DIR]' or a directory"),
-    (["--resume"], "no such checkpoint"),
-    (["--init-from", "x.pt"], "--init-from needs --arch"),
-    (["--supernet", "mos", "--mos-experts", "0"], "--mos-experts must be >= 1"),  # TrainConfig, before any data
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--space", "nope"], "unknown space 'nope'"),
+        (["--corpus", "/nonexistent/dir"], "not 'default', 'gettext[:DIR]' or a directory"),
+        (["--resume"], "no such checkpoint"),
+        (["--init-from", "x.pt"], "--init-from needs --arch"),
+        (["--supernet", "mos", "--mos-experts", "0"], "--mos-experts must be >= 1"),  # TrainConfig, before any data
+    ],
+)
 def test_bad_input_is_one_line(env, tmp_path, capsys, args, message):
-    base = {"--space": env["space"], "--corpus": env["corpus"], "--steps": "2", "--out": str(tmp_path / "x.pt"),
-            "--cache": env["cache"]}
+    base = {
+        "--space": env["space"],
+        "--corpus": env["corpus"],
+        "--steps": "2",
+        "--out": str(tmp_path / "x.pt"),
+        "--cache": env["cache"],
+    }
     for k in list(base):
         if k in args:
             base.pop(k)
@@ -143,8 +199,22 @@ def test_bad_input_is_one_line(env, tmp_path, capsys, args, message):
 def test_bad_corpus_files_are_one_line(env, tmp_path, capsys):
     bad = write_parallel_dir(tmp_path / "bad", synthetic_pairs(40))
     (bad / "train.de").write_text("eins\nzwei\n")
-    rc = main(["train", "--space", env["space"], "--corpus", str(bad), "--steps", "2", "--out", str(tmp_path / "y.pt"),
-               "--cache", env["cache"], "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--space",
+            env["space"],
+            "--corpus",
+            str(bad),
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "y.pt"),
+            "--cache",
+            env["cache"],
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "has 40 lines but" in err
     assert not (tmp_path / "y.pt").exists()
@@ -157,8 +227,23 @@ def test_corrupt_checkpoint_is_a_user_error(env, tmp_path, capsys):
     out.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="not a readable moenas checkpoint"):
         load_supernet(out)
-    rc = main(["train", "--space", env["space"], "--corpus", env["corpus"], "--steps", "3", "--out", str(out),
-               "--cache", env["cache"], "--resume", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--space",
+            env["space"],
+            "--corpus",
+            env["corpus"],
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+            "--cache",
+            env["cache"],
+            "--resume",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "not a readable moenas checkpoint" in err
     torch.save({"hello": 1}, tmp_path / "other.pt")

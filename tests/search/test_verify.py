@@ -1,4 +1,5 @@
 """Re-measurement beside the prediction: the reference model judges the machine's drift."""
+
 from __future__ import annotations
 
 import random
@@ -19,9 +20,19 @@ class FakePredictor:
 
     def __init__(self, ref_ms: float = 8.0, **ref):
         arch = prof_runner.reference_arch(SearchSpace.load("tiny"))
-        self.metadata = {"space": "tiny", "protocol": {},
-                         "reference": {"arch_id": arch.arch_id, "median_ms": ref_ms, "noise_rel": 0.01,
-                                       "backend": "onnxruntime", "device": "cpu", "threads_intra": 1, **ref}}
+        self.metadata = {
+            "space": "tiny",
+            "protocol": {},
+            "reference": {
+                "arch_id": arch.arch_id,
+                "median_ms": ref_ms,
+                "noise_rel": 0.01,
+                "backend": "onnxruntime",
+                "device": "cpu",
+                "threads_intra": 1,
+                **ref,
+            },
+        }
 
     def predict(self, archs, confidence=0.9):
         n = len(archs)
@@ -36,8 +47,13 @@ def fake_timing(monkeypatch):
 
     def measure_archs(archs, **kw):
         state["calls"].append([a.arch_id for a in archs])
-        return [{c: {"median_ms": state["speed"] * (8.0 if a.arch_id == ref_id else 10.0)}
-                 for c in ("encoder", "decoder", "total")} for a in archs]
+        return [
+            {
+                c: {"median_ms": state["speed"] * (8.0 if a.arch_id == ref_id else 10.0)}
+                for c in ("encoder", "decoder", "total")
+            }
+            for a in archs
+        ]
 
     monkeypatch.setattr(prof_runner, "measure_archs", measure_archs)
     return state
