@@ -79,11 +79,11 @@ AUTOMOE = BenchConfig(
 
 # a smoke run: micro sizes, and no drift verdicts (its speeds mean nothing on a busy test machine)
 QUICK = BenchConfig(
-    n_archs=3,
+    n_archs=2,
     ref_every=2,
     repeat_check=1,
     protocol=LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2),
-    rule=StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5),
+    rule=StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.2),
     ref_wait_s=0.0,
     drift_threshold=100.0,
 )

@@ -15,7 +15,7 @@ def test_quick_runs_and_summary(tmp_path):
     assert [r["ref_timing"] for r in rows[:4]] == ["alone", "group", "group", "alone"]
     assert [r["run"] for r in rows[4:]] == ["mean alone", "mean group", "bias"]
     for r in rows[:4]:
-        assert int(r["measurements"]) >= 3 + 1 and int(r["reference_checks"]) >= 2 and r["device"]
+        assert int(r["measurements"]) >= 2 + 1 and int(r["reference_checks"]) >= 2 and r["device"]
     bias = rows[-1]
     assert 0.5 < float(bias["latency_ratio_median"]) < 2.0 and int(bias["archs_valid"]) >= 1
 

@@ -1,4 +1,5 @@
 """Test-only supernet helpers, importable as ``supernets``."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """Test-only text corpora for language models: toy English paragraphs (the source side of
 ``toy_corpus.synthetic_pairs``, a few sentences each) written as a folder of *.txt files, the
 format ``moenas.data.text_corpus.load_text_dir`` reads. Importable as ``toy_text``."""
+
 from __future__ import annotations
 
 import random
@@ -16,7 +17,7 @@ def toy_paragraphs(n: int, seed: int = 0) -> list[str]:
     out, i = [], 0
     while len(out) < n:
         k = r.randint(2, 4)
-        out.append(". ".join(sentences[i: i + k]) + ".")
+        out.append(". ".join(sentences[i : i + k]) + ".")
         i += k
     return out
 

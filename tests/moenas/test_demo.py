@@ -124,7 +124,7 @@ def test_paper_scale_path_runs_end_to_end(tmp_path, capsys, monkeypatch):
         "--transfer-n",
         "3",
         "--transfer-holdout",
-        "1",
+        "0",
         "--search-workers",
         "1",
         "--json",

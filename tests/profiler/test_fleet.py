@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fast_profile import ENC_DEC_SHAPES, NO_DRIFT, fast_rule
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -32,22 +33,9 @@ FLAGS = [
     "0",
     "--backend",
     "torch",
-    "--src-len",
-    "4",
-    "--decoder-steps",
-    "2",
-    "--beam",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.3",
-    "--drift-threshold",
-    "100",
+    *ENC_DEC_SHAPES,
+    *fast_rule("0.3"),
+    *NO_DRIFT,
     "--ref-wait",
     "0",
     "--ref-retries",

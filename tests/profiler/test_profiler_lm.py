@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from fast_profile import NO_DRIFT, QUIET, fast_rule
 
 from moenas.arch import LayerArch, SearchSpace, StackArch, UserError
 from moenas.arch.arch import LMArch
@@ -28,25 +29,7 @@ from moenas.profiler.workload import LMWorkload, Workload, make_workload
 
 ATOL = 1e-4
 SPACE = SearchSpace.load("lm-tiny")
-LM_FLAGS = [
-    "--prompt-len",
-    "6",
-    "--decode-steps",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--drift-threshold",
-    "100",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+LM_FLAGS = ["--prompt-len", "6", "--decode-steps", "2", *fast_rule(), *NO_DRIFT, *QUIET]
 
 
 def _session(graph, profile_prefix=None):

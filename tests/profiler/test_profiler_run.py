@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fast_profile import ENC_DEC_SHAPES, NO_DRIFT, QUIET, fast_rule
 
 from moenas.arch import SearchSpace, UserError
 from moenas.arch.protocol import LatencyProtocol
@@ -20,27 +21,7 @@ from moenas.profiler.stats import StopRule
 
 FAST_PROTOCOL = LatencyProtocol(batch=1, src_len=4, decoder_steps=2, beam=2)
 FAST_RULE = StopRule(warmup=1, min_runs=6, max_runs=8, max_seconds=0.5)
-FAST_FLAGS = [
-    "--src-len",
-    "4",
-    "--decoder-steps",
-    "2",
-    "--beam",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--drift-threshold",
-    "100",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+FAST_FLAGS = ENC_DEC_SHAPES + fast_rule() + NO_DRIFT + QUIET
 SPACE = SearchSpace.load("tiny")
 
 

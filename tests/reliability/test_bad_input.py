@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from fast_profile import ENC_DEC_SHAPES, QUIET, fast_rule
 from hostile import refused
 
 from moenas.arch import SearchSpace
@@ -33,27 +34,7 @@ DEEP_CLOSED = "[" * 50_000 + "]" * 50_000
 NOT_UTF8 = b'\xff\xfe{"a": 1}'
 LATIN1 = '{"comment": "caf\xe9"}'.encode("latin-1")
 HUGE_INT = '{"top_k": ' + "9" * 5000 + "}"  # ValueError in int(), past JSONDecodeError
-FAST = [
-    "--backend",
-    "torch",
-    "--src-len",
-    "4",
-    "--decoder-steps",
-    "2",
-    "--beam",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+FAST = ["--backend", "torch", *ENC_DEC_SHAPES, *fast_rule(), *QUIET]
 
 
 def write(path: Path, content: str | bytes) -> Path:

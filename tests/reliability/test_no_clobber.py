@@ -8,6 +8,7 @@ and nothing in the folder changes (checked by hash)."""
 import json
 import shutil
 
+from fast_profile import ENC_DEC_SHAPES, NO_DRIFT, QUIET, fast_rule
 from hostile import hashes, refused
 
 from moenas.arch import SearchSpace
@@ -15,29 +16,7 @@ from moenas.cli import main
 from moenas.data.profiles import legacy_sidecar_path, read_profiles, shipped, sidecar_path, write_profiles
 
 TINY = SearchSpace.load("tiny")
-FAST = [
-    "--backend",
-    "torch",
-    "--src-len",
-    "4",
-    "--decoder-steps",
-    "2",
-    "--beam",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--drift-threshold",
-    "100",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+FAST = ["--backend", "torch", *ENC_DEC_SHAPES, *fast_rule(), *NO_DRIFT, *QUIET]
 
 
 def test_archs_file_beside_the_output_is_not_replaced(tmp_path, capsys):

@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from fast_profile import ENC_DEC_SHAPES, QUIET, fast_rule
 from hostile import refused
+from micro_spaces import micro
 
 from moenas.arch import Arch, SearchSpace, UserError, shipped_spaces
 from moenas.data.profiles import SHIPPED_DIR, read_profiles, shipped, split_profiles
@@ -26,27 +28,7 @@ from moenas.search.trainer import check_init_from
 
 TINY = SearchSpace.load("tiny")
 SHIPPED = shipped("tiny-cpu-ort")
-FAST = [
-    "--backend",
-    "torch",
-    "--src-len",
-    "4",
-    "--decoder-steps",
-    "2",
-    "--beam",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+FAST = ["--backend", "torch", *ENC_DEC_SHAPES, *fast_rule(), *QUIET]
 
 
 @pytest.fixture
@@ -308,22 +290,8 @@ def test_every_shipped_arch_and_every_sample_still_loads():
 
 # ---- --init-from another space -----------------------------------------------------------------
 
-MICRO = {
-    "name": "micro",
-    "vocab_size": 97,
-    "qkv_dim": 16,
-    "top_k": [1, 2],
-    "encoder": {"embed_dim": [16, 24], "layers": [1, 2], "heads": [2, 4], "experts": [1, 2], "expert_sizes": [16, 32]},
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "cross_heads": [2, 4],
-        "cross_span": [1, 2],
-        "experts": [1, 2],
-        "expert_sizes": [16, 32],
-    },
-}
+MICRO = micro()
+MICRO["encoder"]["experts"] = [1, 2]
 
 
 def _supernet_of(space: dict) -> dict:

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fast_profile import ENC_DEC_SHAPES, NO_DRIFT, QUIET, fast_rule
 from hostile import hashes
 
 from moenas.arch import SearchSpace
@@ -21,29 +22,7 @@ from moenas.arch.files import lock_path, output_lock
 from moenas.cli import main
 from moenas.data.profiles import read_profiles, shipped
 
-FAST = [
-    "--backend",
-    "torch",
-    "--src-len",
-    "4",
-    "--decoder-steps",
-    "2",
-    "--beam",
-    "2",
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--drift-threshold",
-    "100",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+FAST = ["--backend", "torch", *ENC_DEC_SHAPES, *fast_rule(), *NO_DRIFT, *QUIET]
 
 HOLDER = textwrap.dedent("""
     import sys

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fast_profile import QUIET, fast_rule
 from hostile import hashes
 
 from moenas.arch import SearchSpace
@@ -24,21 +25,7 @@ from moenas.data.profiles import latency_table, read_profiles, shipped, sidecar_
 from moenas.predictor.dataset import load_dataset
 from moenas.profiler.runner import Profiler
 
-RULE = [
-    "--warmup",
-    "1",
-    "--min-runs",
-    "6",
-    "--max-runs",
-    "8",
-    "--max-seconds",
-    "0.5",
-    "--ref-retries",
-    "0",
-    "--ref-wait",
-    "0",
-    "--no-progress",
-]
+RULE = [*fast_rule(), "--ref-retries", "0", *QUIET]
 FAST = ["--backend", "torch", "--src-len", "4", "--decoder-steps", "2", "--beam", "2", *RULE]
 
 

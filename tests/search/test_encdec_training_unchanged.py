@@ -20,6 +20,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "helpers"))
+from micro_spaces import micro
 from toy_corpus import synthetic_pairs, write_parallel_dir  # noqa: E402
 
 from moenas.search.checkpoint import read_checkpoint  # noqa: E402
@@ -27,28 +28,7 @@ from moenas.search.train_config import TrainConfig  # noqa: E402
 from moenas.search.trainer import Trainer, train  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "encdec_training.json"
-MICRO = {
-    "name": "micro",
-    "vocab_size": 97,
-    "qkv_dim": 16,
-    "top_k": [1, 2],
-    "encoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "experts": [1, 2, 3],
-        "expert_sizes": [16, 32],
-    },
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "cross_heads": [2, 4],
-        "cross_span": [1, 2],
-        "experts": [1, 2],
-        "expert_sizes": [16, 32],
-    },
-}
+MICRO = micro()
 RUNS = {
     "slice-uniform": dict(steps=6, eval_every=3, bleu_sentences=4),
     "mos-sandwich": dict(steps=4, supernet="mos", sampling="sandwich", mos_mode="neuron", eval_every=2),

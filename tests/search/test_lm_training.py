@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from micro_spaces import micro_lm
 from supernets import perturbed
 from toy_corpus import synthetic_pairs, write_parallel_dir
 from toy_text import toy_paragraphs, write_text_dir
@@ -34,20 +35,7 @@ from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
 
 # Every gene of an LM space at micro size: 2 widths, 1-2 layers, 1-3 experts of 2 sizes, top-1/2.
-MICRO_LM = {
-    "name": "lm-micro",
-    "family": "decoder-only",
-    "vocab_size": 128,
-    "qkv_dim": 16,
-    "top_k": [1, 2],
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "experts": [1, 2, 3],
-        "expert_sizes": [16, 32],
-    },
-}
+MICRO_LM = micro_lm()
 SPACE = LMSearchSpace.from_dict(MICRO_LM)
 ARCHS = [SPACE.largest(), SPACE.smallest()] + SPACE.sample_n(8, seed=7)
 KINDS = [

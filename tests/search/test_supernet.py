@@ -3,6 +3,7 @@ computes (slice and MoS), gradients reach only the slices an arch uses, MoS mixe
 
 import pytest
 import torch
+from micro_spaces import micro
 from supernets import perturbed as perturbed_supernet
 
 from moenas.arch import Arch, SearchSpace, UserError
@@ -11,28 +12,7 @@ from moenas.search.supernet import SuperNet, SupernetConfig, build_supernet, ext
 
 # A space small enough for CPU tests that still has every gene: 2 embed widths, 1-2 layers,
 # 1-3 experts of 2 sizes, top-1 and top-2, cross spans 1-2.
-MICRO = {
-    "name": "micro",
-    "vocab_size": 97,
-    "qkv_dim": 16,
-    "top_k": [1, 2],
-    "encoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "experts": [1, 2, 3],
-        "expert_sizes": [16, 32],
-    },
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "cross_heads": [2, 4],
-        "cross_span": [1, 2],
-        "experts": [1, 2],
-        "expert_sizes": [16, 32],
-    },
-}
+MICRO = micro()
 SPACE = SearchSpace.from_dict(MICRO)
 ARCHS = [SPACE.largest(), SPACE.smallest()] + SPACE.sample_n(10, seed=7)
 KINDS = [

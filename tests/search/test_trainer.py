@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import yaml
+from micro_spaces import micro
 from toy_corpus import synthetic_pairs, write_parallel_dir
 
 from moenas.arch import SearchSpace, UserError
@@ -16,28 +17,7 @@ from moenas.search.evaluation import validation_loss
 from moenas.search.train_config import TrainConfig, lr_at
 from moenas.search.trainer import ArchSampler, train
 
-MICRO = {
-    "name": "micro",
-    "vocab_size": 97,
-    "qkv_dim": 16,
-    "top_k": [1, 2],
-    "encoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "experts": [1, 2, 3],
-        "expert_sizes": [16, 32],
-    },
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "cross_heads": [2, 4],
-        "cross_span": [1, 2],
-        "experts": [1, 2],
-        "expert_sizes": [16, 32],
-    },
-}
+MICRO = micro()
 
 
 @pytest.fixture(scope="module")

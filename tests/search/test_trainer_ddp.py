@@ -13,45 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from micro_spaces import micro, micro_lm
 from toy_corpus import synthetic_pairs, write_parallel_dir
 from toy_text import toy_paragraphs, write_text_dir
 
-MICRO = {
-    "name": "micro",
-    "vocab_size": 97,
-    "qkv_dim": 16,
-    "top_k": [1],
-    "encoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "experts": [1, 2, 3],
-        "expert_sizes": [16, 32],
-    },
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "cross_heads": [2, 4],
-        "cross_span": [1, 2],
-        "experts": [1, 2],
-        "expert_sizes": [16, 32],
-    },
-}
-MICRO_LM = {
-    "name": "lm-micro",
-    "family": "decoder-only",
-    "vocab_size": 128,
-    "qkv_dim": 16,
-    "top_k": [1],
-    "decoder": {
-        "embed_dim": [16, 24],
-        "layers": [1, 2],
-        "heads": [2, 4],
-        "experts": [1, 2, 3],
-        "expert_sizes": [16, 32],
-    },
-}
+MICRO = micro(top_k=[1])
+MICRO_LM = micro_lm(top_k=[1])
 # Per family: its space, how its corpus is written, its data flags, what its evaluations report.
 FAMILIES = {
     "encoder-decoder": (
