@@ -14,10 +14,8 @@ def test_rows_resume_and_summary(tmp_path, capsys):
     bench = load_bench("bench_auto_choice")
     out = tmp_path / "a.csv"
     args = [
-        "--data",
-        str(
-            shipped("tiny-cpu-torch")
-        ),  # 140 archs: the same code paths as the 420 of tiny-cpu-ort, a third of the time
+        "--data",  # 140 archs: the same code paths as the 420 of tiny-cpu-ort, a third of the time
+        str(shipped("tiny-cpu-torch")),
         "--splits",
         "1",
         "--models",
