@@ -117,7 +117,7 @@ def test_paper_scale_path_runs_end_to_end(tmp_path, capsys, monkeypatch):
         str(out),
         *SMALL,
         "--train-steps",
-        "2",
+        "1",
         "--train-max-tokens",
         "256",
         "--no-dense",
