@@ -34,6 +34,9 @@ from .errors import UserError
 from .family import DECODER_ONLY, ENCODER_DECODER, ModelFamily
 
 ROUTINGS = ("seeded-random",)
+# The longest context (prompt + decode steps, tokens) a decoder-only protocol times: the prefill's
+# attention scores alone take batch x heads x 4 bytes x context^2 (16 heads at 8192: 4 GiB).
+MAX_CONTEXT = 8192
 # What the cost model and the shape of every timed tensor depend on: a predictor is refused for
 # a protocol that differs in one of these (routing and seeds only change which tokens go where).
 SHAPE_FIELDS = ("batch", "src_len", "decoder_steps", "beam")
@@ -131,6 +134,12 @@ class LMProtocol(ProtocolBase):
 
     def __post_init__(self) -> None:
         self._check()
+        if self.prompt_len + self.decode_steps > MAX_CONTEXT:
+            raise UserError(
+                f"protocol prompt_len + decode_steps = {self.prompt_len + self.decode_steps} tokens: at most "
+                f"{MAX_CONTEXT} (the context a small model on one machine is timed at; the attention of a longer "
+                "prompt would not fit in memory)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Every field and the family (a reader of metadata tells the protocols apart by it)."""

@@ -320,3 +320,11 @@ def test_lm_tiny_header_states_its_ffn_share_and_stays_cpu_small():
     assert 0.45 < got[0] < 0.75  # experts are a real share of the work, as in open MoE LMs
     assert param_count(space.largest()).total <= 10_000_000
     assert space.vocab_size == 4096
+
+
+def test_a_context_longer_than_a_machine_can_time_is_one_line():
+    from moenas.arch.protocol import MAX_CONTEXT, LMProtocol
+
+    assert LMProtocol(prompt_len=MAX_CONTEXT - 32, decode_steps=32).prompt_len == MAX_CONTEXT - 32
+    with pytest.raises(UserError, match=f"at most {MAX_CONTEXT}"):
+        LMProtocol(prompt_len=100_000_000)
