@@ -315,9 +315,9 @@ def space_from_dict(d: Any, source: str = "space") -> "AnySpace":
 
 
 def _plain(x: Any) -> Any:
-    """Tuples as lists, recursively (what YAML and JSON hold)."""
+    """Tuples as lists, recursively, and no None (an absent gene): what YAML and JSON hold."""
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: _plain(v) for k, v in x.items() if v is not None}
     return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else x
 
 

@@ -50,21 +50,6 @@ from moenas.arch.space import AnySpace, space_from_dict
 from .names import KINDS, MOS_INITS, MOS_MODES
 
 
-def space_to_dict(space: AnySpace) -> dict[str, Any]:
-    """A space as the plain dict :func:`space_from_dict` reads back (with ``family`` unless
-    encoder-decoder, whose dict is what it always was)."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items() if x is not None}
-        return v
-
-    d = plain(asdict(space))
-    return d if space.family is ENCODER_DECODER else {"family": space.family.name, **d}
-
-
 @dataclass(frozen=True)
 class SupernetConfig:
     """Everything needed to rebuild a supernet (primitives only: it goes into checkpoints).
@@ -101,7 +86,7 @@ class SupernetConfig:
 
     @classmethod
     def for_space(cls, space: AnySpace, **kw: Any) -> "SupernetConfig":
-        return cls(space=space_to_dict(space), **kw)
+        return cls(space=space.to_dict(), **kw)
 
     @property
     def family(self) -> ModelFamily:
@@ -362,5 +347,4 @@ __all__ = [
     "supernet_from_config",
     "extract",
     "inherited_state_dict",
-    "space_to_dict",
 ]

@@ -63,7 +63,7 @@ from .checkpoint import (
 )
 from .evaluation import autocast, bleu_score, validation_loss
 from .loss import LossModule
-from .supernet import SupernetConfig, extract, space_to_dict, supernet_from_config
+from .supernet import SupernetConfig, extract, supernet_from_config
 from .train_config import SAMPLING, TrainConfig, lr_at  # noqa: F401  (TrainConfig: train()'s argument)
 from .train_data import batches_for, corpus_and_tokenizer
 
@@ -171,7 +171,7 @@ def check_init_from(cfg: TrainConfig) -> None:
         return
     theirs = SearchSpace.from_dict(ck["supernet_config"]["space"], source=str(cfg.init_from))
     ours = SearchSpace.load(cfg.space)
-    if space_to_dict(theirs) != space_to_dict(ours):
+    if theirs.to_dict() != ours.to_dict():
         same_name = " (same name, other genes)" if theirs.name == ours.name else ""
         raise UserError(
             f"--init-from {cfg.init_from}: a supernet of space {theirs.name!r}, not of --space {cfg.space!r}{same_name}"
@@ -261,7 +261,7 @@ class Trainer:
         self.snet_cfg = None
         if fixed is None:
             self.snet_cfg = SupernetConfig(
-                space=space_to_dict(self.space),
+                space=self.space.to_dict(),
                 kind=cfg.supernet,
                 dropout=cfg.dropout,
                 seed=cfg.seed,

@@ -25,7 +25,6 @@ from moenas.cli import main
 from moenas.data.profiles import META_KEY, shipped
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.dataset import load_dataset
-from moenas.search.supernet import space_to_dict
 
 TINY = SearchSpace.load("tiny")
 SHIPPED = shipped("tiny-cpu-ort")
@@ -86,7 +85,7 @@ def good_checkpoint() -> dict:
         "step": 0,
         "train_config": {},
         "meta": {"corpus_fingerprint": "f", "tokenizer": "t.json", "train_config": {}},
-        "supernet_config": {"space": space_to_dict(TINY), "kind": "slice"},
+        "supernet_config": {"space": TINY.to_dict(), "kind": "slice"},
     }
 
 

@@ -22,7 +22,6 @@ from micro_spaces import micro
 
 from moenas.arch import Arch, SearchSpace, UserError, shipped_spaces
 from moenas.data.profiles import SHIPPED_DIR, read_profiles, shipped, split_profiles
-from moenas.search.supernet import space_to_dict
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import check_init_from
 
@@ -340,9 +339,9 @@ def test_init_from_a_supernet_of_another_space_is_refused(files, capsys, space, 
 
 def test_init_from_a_supernet_of_the_same_space_passes_the_check(tmp_path):
     ck = tmp_path / "same.pt"
-    torch.save(_supernet_of(space_to_dict(TINY)), ck)
+    torch.save(_supernet_of(TINY.to_dict()), ck)
     yaml_copy = tmp_path / "tiny-copy.yaml"  # the same genes under a file name: the same space
-    yaml_copy.write_text(yaml.safe_dump(space_to_dict(TINY)))
+    yaml_copy.write_text(yaml.safe_dump(TINY.to_dict()))
     for space in ("tiny", str(yaml_copy)):
         check_init_from(TrainConfig(space=space, arch=TINY.smallest().to_json(), init_from=str(ck)))
 
