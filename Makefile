@@ -16,13 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## the whole test suite (CI runs this)
+## the whole test suite (CI runs this), one worker process per core (pytest-xdist; each test runs 1 torch thread)
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 ## everything but the tests marked slow
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 ## ruff: lint and formatting (CI runs this before the tests; `ruff format .` fixes the formatting)
 lint: install

@@ -59,7 +59,8 @@ def test_demo_transfer_path_end_to_end(tmp_path, capsys, monkeypatch):
     assert f["profile"]["archs_valid"] == 6
     assert f["predictor"]["path"].startswith("transfer from tiny-cpu-ort") and f["predictor"]["n_holdout"] == 2
     assert set(f["supernet"]) == {"largest", "smallest"}
-    for role in ("searched", "dense", "random"):
+    # a family whose every finalist missed the budget when measured (a busy machine) has no pick
+    for role in [r for r in ("searched", "dense", "random") if fin[r]]:
         assert 0 <= picks[role]["bleu"] <= 100 and len(picks[role]["samples"]) == 3 and picks[role]["measured_ms"] > 0
     readme = (out / "README.md").read_text()
     assert readme.splitlines()[2].startswith("**Answer.**" if fin["winner"] else "**Nothing to deploy:**")
