@@ -13,17 +13,33 @@ Entry points, as the latency protocol (``LMProtocol``) times them:
   * ``forward(ids)`` -> logits at every position (training, scoring);
   * ``prefill(ids)`` -> the last position's logits and the KV cache of the prompt;
   * ``step(tokens, cache)`` -> one decode step on the cache, and the cache grown by one.
+
+:func:`greedy_stream` is the one greedy decoding loop with its stop rules (EOS, a token budget,
+the context length), over any prefill/step pair: the torch model's (:func:`greedy_generate`)
+and the exported ONNX graphs' (``moenas.search.lm_deploy.OnnxGenerator``), so the two agree by
+construction up to the logits.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .arch import LMArch
-from .model import KV, PAD, EncoderLayer, MoEStats, causal_bias, check_fits_memory, embed_tokens, seeded, tied_logits
+from .model import (
+    EOS,
+    KV,
+    PAD,
+    EncoderLayer,
+    MoEStats,
+    causal_bias,
+    check_fits_memory,
+    embed_tokens,
+    seeded,
+    tied_logits,
+)
 
 
 class CausalLM(MoEStats, nn.Module):
@@ -100,3 +116,55 @@ def build_lm_model(arch: LMArch, seed: int | None = 0, dropout: float = 0.0, moe
     whose fp32 weights exceed this machine's memory is one UserError line."""
     check_fits_memory(arch)
     return seeded(seed, lambda: CausalLM(arch, dropout=dropout, moe_backend=moe_backend))
+
+
+# prefill(prompt ids) -> (logits (1, V), cache); step(token, cache) -> (logits (1, V), cache). The
+# logits are a torch tensor or a numpy array, the cache whatever the pair passes between calls.
+Prefill = Callable[[Sequence[int]], tuple[Any, Any]]
+Step = Callable[[int, Any], tuple[Any, Any]]
+
+
+def greedy_stream(
+    prefill: Prefill, step: Step, prompt: Sequence[int], max_new_tokens: int, context_length: int, eos: int = EOS
+) -> Iterator[int]:
+    """Greedy continuation of one prompt (batch 1), yielded token by token as it is chosen.
+
+    Stops at ``eos`` (not yielded), after ``max_new_tokens`` tokens, or when prompt +
+    continuation reach ``context_length`` tokens (positions beyond it were never trained). The
+    prefill runs once on the whole prompt; each later token costs one ``step`` on the cache,
+    and the last token chosen is never fed back (its step would compute logits nobody reads)."""
+    budget = min(max_new_tokens, context_length - len(prompt))
+    if budget <= 0:
+        return
+    logits, cache = prefill(prompt)
+    for i in range(budget):
+        token = int(logits.argmax())  # (1, V): the flat argmax is the row's; first maximum on ties
+        if token == eos:
+            return
+        yield token
+        if i + 1 < budget:
+            logits, cache = step(token, cache)
+
+
+def stop_reason(n_prompt: int, n_new: int, max_new_tokens: int, context_length: int) -> str:
+    """Why :func:`greedy_stream` stopped after ``n_new`` tokens: ``eos``, ``max_new_tokens``
+    or ``context_length`` (the smaller budget, when both were reached)."""
+    if n_new < min(max_new_tokens, context_length - n_prompt):
+        return "eos"
+    return "max_new_tokens" if max_new_tokens <= context_length - n_prompt else "context_length"
+
+
+@torch.no_grad()
+def greedy_generate(model: CausalLM, prompt: Sequence[int], max_new_tokens: int, context_length: int) -> list[int]:
+    """The torch model's greedy continuation of ``prompt`` (ids, batch 1) under
+    :func:`greedy_stream`'s stop rules: the reference an exported model must reproduce, and a
+    sample continuation for reports."""
+    device = model.embed.weight.device
+
+    def prefill(ids: Sequence[int]) -> tuple[torch.Tensor, list[KV]]:
+        return model.prefill(torch.tensor([list(ids)], dtype=torch.long, device=device))
+
+    def step(token: int, cache: list[KV]) -> tuple[torch.Tensor, list[KV]]:
+        return model.step(torch.tensor([[token]], dtype=torch.long, device=device), cache)
+
+    return list(greedy_stream(prefill, step, prompt, max_new_tokens, context_length))

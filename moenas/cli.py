@@ -21,6 +21,7 @@ COMMANDS = [
     "space",
     "export",
     "translate",
+    "generate",
     "profile",
     "fit",
     "calibrate",

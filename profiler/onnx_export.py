@@ -55,8 +55,17 @@ MANIFEST = "manifest.json"
 FORMAT = "moenas-onnx-export"
 FORMAT_VERSION = 1
 DEFAULT_OPSET = 17
-# all an export of any family may write
-EXPORT_FILES = ("encoder.onnx", "decoder.onnx", "prefill.onnx", "decode.onnx", MANIFEST, "tokenizer.json")
+# all an export of any family may write (the last three: with trained weights, moenas.search.trained_export)
+EXPORT_FILES = (
+    "encoder.onnx",
+    "decoder.onnx",
+    "prefill.onnx",
+    "decode.onnx",
+    MANIFEST,
+    "tokenizer.json",
+    "generation_config.json",
+    "genai_config.json",
+)
 
 
 def check_export_dir(out: str | Path, overwrite: bool = False) -> None:

@@ -1,7 +1,8 @@
 """The deployable result: a trained arch as ONNX graphs with its weights and tokenizer, and a
 translator that runs them with onnxruntime.
 
-``export_trained(arch, ckpt, out_dir)`` writes into ``out_dir``:
+``export_trained(arch, ckpt, out_dir)`` exports an arch of either family through the shared
+path of :mod:`moenas.search.trained_export`. A translation model's folder holds:
   encoder.onnx, decoder.onnx   the profiler's two graphs (encoder + cross K/V, one incremental
                                decoder step with KV cache), weights inline;
   tokenizer.json               the checkpoint's subword tokenizer;
@@ -11,6 +12,8 @@ translator that runs them with onnxruntime.
                                source's EOS, start token, stop and length rules, the timed beam);
   generation_config.json       the same in Hugging Face's generation-config fields;
   genai_config.json            the graphs' tensor names in onnxruntime-genai's layout.
+A language model's holds prefill.onnx and decode.onnx instead, with its own conventions
+(:mod:`moenas.search.lm_deploy`, whose ``OnnxGenerator`` runs it).
 
 :class:`OnnxTranslator` decodes with :func:`moenas.arch.model.beam_search`, the same search the
 torch model uses, one sentence at a time (batch 1: the exported graphs carry no source padding
@@ -19,69 +22,43 @@ mask, and batch 1 is the latency protocol's setting), so its output equals the t
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from moenas.arch import Arch, UserError
-from moenas.arch.files import output_lock
+from moenas.arch.arch import AnyArch
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER
 from moenas.arch.model import BOS, EOS, MAX_LEN_A, MAX_LEN_B, MAX_LENGTH, PAD, UNK, beam_search, max_new_tokens
-from moenas.arch.protocol import LatencyProtocol
-from moenas.data.tokenizer import SubwordTokenizer
-from moenas.profiler.onnx_export import DEFAULT_OPSET, ExportedArch, check_export_dir, export_arch
+from moenas.arch.protocol import Protocol
+from moenas.profiler.onnx_export import DEFAULT_OPSET, export_arch
 
-from .checkpoint import load_tokenizer, model_for_arch, read_checkpoint
+from .checkpoint import content_family, read_checkpoint
 from .evaluation import decode_sentences
-
-TOKENIZER_FILE = "tokenizer.json"
+from .lm_deploy import LM_DEPLOYMENT
+from .trained_export import TOKENIZER_FILE, Deployment, export_with_weights, open_export
 
 
 def export_trained(
-    arch: Arch | None,
+    arch: AnyArch | None,
     ckpt: str | Path,
     out_dir: str | Path,
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
-    protocol: LatencyProtocol | None = None,
+    protocol: Protocol | None = None,
 ) -> Path:
     """Export ``arch`` with the weights of checkpoint ``ckpt`` (inherited from a supernet, or
-    the standalone model it holds; ``arch`` may be None for a standalone checkpoint).
-    ``protocol``: the latency protocol the arch was timed under (recorded; default: the default one)."""
-    out = Path(out_dir)
-    with output_lock(out, "export folder"):
-        check_export_dir(out, overwrite)  # refuse before spending time on the export
-        return _export_trained(arch, ckpt, out, opset, overwrite, protocol or LatencyProtocol())
-
-
-def _export_trained(
-    arch: Arch | None, ckpt: str | Path, out: Path, opset: int, overwrite: bool, protocol: LatencyProtocol
-) -> Path:
-    kind = read_checkpoint(ckpt)["kind"]
-    model, meta = model_for_arch(ckpt, arch)
-    tok = load_tokenizer(meta)
-    ex = export_arch(model.arch, opset=opset, model=model)
-    ex.manifest["weights"] = {
-        "source": "supernet (inherited)" if kind == "supernet" else "standalone checkpoint",
-        "checkpoint": str(Path(ckpt).resolve()),
-        "steps": meta.get("steps"),
-        "corpus_fingerprint": meta.get("corpus_fingerprint"),
-    }
-    ex.manifest["seed"] = None  # the weights are trained, not drawn from a seed
-    ex.manifest["tokenizer"] = TOKENIZER_FILE
-    ex.manifest["protocol"] = protocol.to_dict()
-    ex.manifest["generation"] = generation_conventions(ex.manifest)
-    ex.save(out, overwrite=overwrite)
-    shutil.copyfile(tok.path, out / TOKENIZER_FILE)
-    for name, content in (
-        ("generation_config.json", generation_config(ex.manifest)),
-        ("genai_config.json", genai_config(ex.manifest)),
-    ):
-        (out / name).write_text(json.dumps(content, indent=2) + "\n")
-    return out
+    the standalone model it holds; ``arch`` may be None for a standalone checkpoint), as its
+    family deploys: the arch's family, or without an arch, the checkpoint's. A checkpoint of
+    the other family is one UserError line. ``protocol``: the latency protocol the arch was
+    timed under (recorded; default: the family's default one)."""
+    if arch is None:
+        family = content_family(read_checkpoint(ckpt), ckpt)
+    else:
+        family = arch.family
+    deployment = LM_DEPLOYMENT if family is DECODER_ONLY else TRANSLATION
+    return export_with_weights(deployment, arch, ckpt, out_dir, opset, overwrite, protocol)
 
 
 def generation_conventions(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -174,23 +151,22 @@ def genai_config(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+TRANSLATION = Deployment(
+    ENCODER_DECODER,
+    export=lambda model, opset: export_arch(model.arch, opset=opset, model=model),
+    conventions=lambda ex, meta: generation_conventions(ex.manifest),
+    generation_config=generation_config,
+    genai_config=genai_config,
+)
+
+
 class OnnxTranslator:
     """Translate with an export directory written by :func:`export_trained` (onnxruntime, CPU)."""
 
     def __init__(self, model_dir: str | Path, threads: int = 0):
-        import onnxruntime as ort
-
-        d = Path(model_dir)
-        ex = ExportedArch.load(d)
-        if not ex.manifest.get("tokenizer"):
-            raise UserError(
-                f"{d}: an export without trained weights and tokenizer (export with --supernet or --checkpoint)"
-            )
-        self.arch, self.manifest = ex.arch, ex.manifest
-        self.tokenizer = SubwordTokenizer.load(d / ex.manifest["tokenizer"])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.encoder, self.decoder = ex.session("encoder", opts), ex.session("decoder", opts)
+        t = open_export(model_dir, ENCODER_DECODER, threads)
+        self.arch, self.manifest, self.tokenizer = t.arch, t.manifest, t.tokenizer
+        self.encoder, self.decoder = t.sessions["encoder"], t.sessions["decoder"]
         self.n_layers = len(self.arch.decoder.layers)
 
     def _cross(self, src: torch.Tensor) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError, load_archs
-from moenas.arch.checks import check_range
+from moenas.arch.checks import check_range, read_text
 from moenas.arch.files import atomic_write_text
 
 
@@ -73,6 +73,19 @@ def check_writable(path: str | Path, flag: str = "--out", kind: str = "file") ->
     if not os.access(anc, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: cannot be written, {anc} is not writable (permission denied)")
     return Path(path)
+
+
+def read_lines(path: str | None) -> list[str]:
+    """The lines of ``path`` (or standard input), UTF-8, one sentence or prompt per line."""
+    if path is not None:
+        return read_text(path).splitlines()
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream put in place of stdin (tests, embedding)
+        return sys.stdin.read().splitlines()
+    try:
+        return raw.read().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"standard input: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def check_confidence(value: float, flag: str = "--confidence") -> None:

@@ -1,12 +1,16 @@
 """`moenas export [ARCH.json] --out DIR`: an arch's encoder and decoder step as ONNX graphs
-(a decoder-only language model's: its prefill and decode step, with random weights).
+(a decoder-only language model's: its prefill and decode step).
 
   moenas export arch.json --out exp/                                  # seeded random weights (profiling)
   moenas export best_arch.json --supernet runs/demo/supernet.pt --out model/   # inherited weights
   moenas export --checkpoint runs/best.pt --out model/                 # a standalone trained model
+  moenas export lm_arch.json --supernet runs/lm.pt --out lm/          # a language model's
 
-With --supernet or --checkpoint the directory also holds the tokenizer, and
-`moenas translate --model DIR` translates with it.
+With --supernet or --checkpoint the directory also holds the trained weights (inline in the
+graphs), the tokenizer and every convention a client needs (manifest.json,
+generation_config.json, genai_config.json); the checkpoint must be of the arch's family
+(translation or language model). `moenas translate --model DIR` translates with a translation
+model's, `moenas generate --model DIR` continues prompts with a language model's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="export an arch to ONNX (encoder + incremental decoder step, or prefill + decode step), "
-        "optionally with trained weights",
+        "optionally with trained weights and tokenizer",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,10 +36,14 @@ def register(subparsers) -> None:
     p.add_argument("--space", help="validate the arch against this space first")
     w = p.add_mutually_exclusive_group()
     w.add_argument(
-        "--supernet", metavar="CKPT", help="export the arch with weights inherited from this supernet checkpoint"
+        "--supernet",
+        metavar="CKPT",
+        help="export the arch with weights inherited from this supernet checkpoint (of the arch's family)",
     )
     w.add_argument(
-        "--checkpoint", metavar="CKPT", help="export the standalone model of this checkpoint (moenas train --arch)"
+        "--checkpoint",
+        metavar="CKPT",
+        help="export the standalone model of this checkpoint (moenas train --arch; either family)",
     )
     p.add_argument("--seed", type=int, default=0, help="weight seed without a checkpoint (build_model; default: 0)")
     p.add_argument(
@@ -48,7 +56,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from moenas.arch.family import DECODER_ONLY
     from moenas.profiler.onnx_export import MANIFEST, export_to_dir, manifest_parts
     from moenas.profiler.onnx_export_lm import exporter_for
 
@@ -64,18 +71,17 @@ def run(args) -> int:
         arch = archs[0]
     elif not args.checkpoint:
         raise UserError("an ARCH file is needed (only --checkpoint, whose model holds its arch, goes without one)")
-    if arch is not None and arch.family is DECODER_ONLY and (args.supernet or args.checkpoint):
-        raise UserError(
-            "--supernet/--checkpoint export encoder-decoder models only; a decoder-only arch exports with random weights"
-        )
+    extra: list[str] = []
     if args.supernet or args.checkpoint:
         if args.method != "torchscript":
             raise UserError("--method dynamo exports random weights only; trained weights use torchscript")
         from moenas.search.deploy import export_trained
+        from moenas.search.trained_export import CONFIG_FILES, TOKENIZER_FILE
 
         out = export_trained(
             arch, args.supernet or args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite
         )
+        extra = [TOKENIZER_FILE, *CONFIG_FILES]
     else:
         out = export_to_dir(
             arch,
@@ -92,7 +98,7 @@ def run(args) -> int:
     else:
         weights = manifest.get("weights", {}).get("source", f"random, seed {manifest['seed']}")
         graphs = [manifest[part]["file"] for part in manifest_parts(manifest, str(out / MANIFEST))]
-        files = ", ".join([*graphs, MANIFEST] + (["tokenizer.json"] if manifest.get("tokenizer") else []))
+        files = ", ".join([*graphs, MANIFEST, *extra])
         print(
             f"exported {manifest['arch_id']} to {out}/ ({files}; weights: {weights}; "
             f"{manifest['method']}, opset {manifest['opset']})"

@@ -13,12 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from moenas.arch import UserError
-from moenas.arch.checks import read_text
-
-from ._common import check_at_least, print_json
+from ._common import check_at_least, print_json, read_lines
 
 
 def register(subparsers) -> None:
@@ -39,29 +35,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _read_lines(path: str | None) -> list[str]:
-    """The sentences of ``path`` (or standard input), UTF-8, one per line."""
-    if path is not None:
-        return read_text(path).splitlines()
-    raw = getattr(sys.stdin, "buffer", None)
-    if raw is None:  # a text stream put in place of stdin (tests, embedding)
-        return sys.stdin.read().splitlines()
-    try:
-        return raw.read().decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"standard input: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
 def run(args) -> int:
     from moenas.search.deploy import OnnxTranslator
 
     check_at_least("--beam", args.beam, 1)
     check_at_least("--max-len", args.max_len, 2)
     check_at_least("--threads", args.threads, 0)
-    if not Path(args.model).is_dir():
-        raise UserError(f"--model {args.model}: no such directory")
     translator = OnnxTranslator(args.model, threads=args.threads)
-    lines = _read_lines(args.input)
+    lines = read_lines(args.input)
     todo = [i for i, s in enumerate(lines) if s.strip()]
     t0 = time.perf_counter()
     outs = translator.translate([lines[i] for i in todo], beam=args.beam, max_len=args.max_len)
