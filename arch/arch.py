@@ -12,8 +12,8 @@ Two model families (``arch/family.py``) share these pieces: :class:`Arch`, an en
 translation model (its JSON has no ``family`` field, as before families existed), and
 :class:`LMArch`, a decoder-only causal language model (its JSON says ``"family":
 "decoder-only"``). Both live here because they share the layer, stack and parsing helpers and
-because :meth:`Arch.from_dict`, what every reader of arch JSON calls, hands a decoder-only arch
-to :meth:`LMArch.from_dict`.
+because :meth:`Arch.from_dict`, what every reader of arch JSON calls, hands an arch of another
+family to its class's ``from_dict`` (:data:`ARCH_CLASSES`, where each arch class registers).
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from typing import Any, ClassVar, Iterable
 
 from .checks import parse_json, read_text
 from .errors import UserError
-from .family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_named
+from .family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry, ModelFamily, family_named
 
 SCHEMA_VERSION = 1
+# family name -> its arch class (each registers below): what a dict naming that family parses as
+ARCH_CLASSES: FamilyRegistry[type["ArchBase"]] = FamilyRegistry("arch class")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class ArchBase:
         return not any(layer.is_moe for _, _, layer in self.layers)
 
 
+@ARCH_CLASSES.register
 @dataclass(frozen=True)
 class Arch(ArchBase):
     """A whole encoder-decoder sub-Transformer; see the module docstring."""
@@ -137,10 +140,12 @@ class Arch(ArchBase):
         would silently drop): unknown fields, wrong types, sizes <= 0, ``qkv_dim`` not
         divisible by a head count, a cross span deeper than the encoder.
 
-        Any family's arch: a dict with ``"family": "decoder-only"`` is an :class:`LMArch`
-        (``"encoder-decoder"``, or no family, is this class)."""
-        if family_named(d, "arch") is DECODER_ONLY:
-            return LMArch.from_dict(d)
+        Any family's arch: a dict naming another family is parsed by that family's class of
+        :data:`ARCH_CLASSES` (``"decoder-only"``: an :class:`LMArch`); ``"encoder-decoder"``, or
+        no family, is this class."""
+        family = family_named(d, "arch")
+        if family is not cls.family:
+            return ARCH_CLASSES.for_family(family).from_dict(d)
         d = {k: v for k, v in d.items() if k != "family"}
         _known(d, _ARCH_FIELDS, "arch")
         _check_version(d)
@@ -168,6 +173,7 @@ class Arch(ArchBase):
         return max(layer.cross_span or 1 for layer in self.decoder.layers)
 
 
+@ARCH_CLASSES.register
 @dataclass(frozen=True)
 class LMArch(ArchBase):
     """A decoder-only causal language model: token embedding (tied to the output projection),
@@ -198,8 +204,8 @@ class LMArch(ArchBase):
     def from_dict(cls, d: dict[str, Any]) -> "LMArch":
         """Parse a dict (``family`` must be ``decoder-only`` or absent); the same checks and
         field-path messages as :meth:`Arch.from_dict`. A layer takes only heads and experts."""
-        if family_named(d, "arch", DECODER_ONLY) is not DECODER_ONLY:
-            raise UserError(f"arch: family {d['family']!r} is not {DECODER_ONLY.name!r}")
+        if family_named(d, "arch", cls.family) is not cls.family:
+            raise UserError(f"arch: family {d['family']!r} is not {cls.family.name!r}")
         _known(d, _LM_FIELDS, "arch")
         _check_version(d)
         try:

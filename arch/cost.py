@@ -34,13 +34,13 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .arch import Arch, LayerArch, LMArch
 from .errors import UserError
-from .family import DECODER_ONLY
+from .family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
 from .protocol import LatencyProtocol, LMProtocol, Protocol, default_protocol
 
 FP32 = 4
@@ -326,9 +326,14 @@ class ParamCount:
 
 
 def param_count(arch: Arch | LMArch) -> ParamCount:
-    """Parameters of the model built from ``arch`` (output projection tied)."""
-    if arch.family is DECODER_ONLY:
-        return lm_param_count(arch)
+    """Parameters of the model built from ``arch`` (output projection tied), by the formula
+    :data:`PARAM_COUNTS` registers for its family."""
+    return PARAM_COUNTS.for_family(arch.family)(arch)
+
+
+def encoder_decoder_param_count(arch: Arch) -> ParamCount:
+    """Parameters of the SubTransformer built from ``arch``: embeddings (output projection
+    tied), both stacks' layers, both final norms."""
     enc_dim, dec_dim, qkv = arch.encoder.embed_dim, arch.decoder.embed_dim, arch.qkv_dim
     emb = embedding_params(arch.vocab_size, enc_dim, dec_dim)
     total = active = emb + final_norm_params(enc_dim) + final_norm_params(dec_dim)
@@ -352,6 +357,12 @@ def lm_param_count(arch: LMArch) -> ParamCount:
         fixed = encoder_layer_params(dim, qkv)
         total, active = total + fixed + ffn_total, active + fixed + ffn_active
     return ParamCount(total=int(total), active=float(active), embedding=int(emb))
+
+
+# family name -> arch -> the parameters of the model built from it
+PARAM_COUNTS: FamilyRegistry[Callable[[Any], ParamCount]] = FamilyRegistry(
+    "parameter count", {ENCODER_DECODER: encoder_decoder_param_count, DECODER_ONLY: lm_param_count}
+)
 
 
 @dataclass(frozen=True)
@@ -408,7 +419,9 @@ def _decoder_only_components(arch: LMArch, protocol: LMProtocol) -> dict[str, Co
 
 
 # family name -> (arch, protocol) -> the cost of each of the family's components, in its order
-COMPONENT_COSTS = {"encoder-decoder": _encoder_decoder_components, "decoder-only": _decoder_only_components}
+COMPONENT_COSTS: FamilyRegistry[Callable[[Any, Any], dict[str, ComponentCost]]] = FamilyRegistry(
+    "component cost model", {ENCODER_DECODER: _encoder_decoder_components, DECODER_ONLY: _decoder_only_components}
+)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -420,5 +433,5 @@ def protocol_cost(arch: Arch | LMArch, protocol: Protocol | None = None) -> Prot
     protocol = default_protocol(arch) if protocol is None else protocol
     if protocol.family is not arch.family:
         raise UserError(f"arch {arch.arch_id} is {arch.family.name}; a {protocol.family.name} protocol cannot time it")
-    components = COMPONENT_COSTS[arch.family.name](arch, protocol)
+    components = COMPONENT_COSTS.for_family(arch.family)(arch, protocol)
     return ProtocolCost(params=param_count(arch), components=components)

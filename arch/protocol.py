@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from .checks import check_range
 from .errors import UserError
-from .family import DECODER_ONLY, ENCODER_DECODER, ModelFamily
+from .family import DECODER_ONLY, DEFAULT_FAMILY, ENCODER_DECODER, FamilyRegistry, ModelFamily
 
 ROUTINGS = ("seeded-random",)
 # The longest context (prompt + decode steps, tokens) a decoder-only protocol times: the prefill's
@@ -78,11 +78,15 @@ class ProtocolBase:
         """The protocol a ``to_dict`` wrote (missing fields: defaults; unknown keys: ignored).
         A dict naming another family (no ``family`` key: encoder-decoder) is refused: its fields
         would otherwise be dropped and this family's defaults used without a word."""
-        family = d.get("family", ENCODER_DECODER.name)
+        family = d.get("family", DEFAULT_FAMILY.name)
         if family != cls.family.name:
             raise UserError(f"protocol of family {family!r}, expected one of family {cls.family.name!r}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def describe(self) -> str:
+        """One phrase of what one measurement times under this protocol (``space stats``)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ class LatencyProtocol(ProtocolBase):
     def decoder_batch(self) -> int:
         """Rows the decoder runs on per step: every beam of every sentence."""
         return self.batch * self.beam
+
+    def describe(self) -> str:
+        return f"batch {self.batch}, source {self.src_len} tokens, {self.decoder_steps} decoder steps, beam {self.beam}"
 
 
 @dataclass(frozen=True)
@@ -145,17 +152,21 @@ class LMProtocol(ProtocolBase):
         """Every field and the family (a reader of metadata tells the protocols apart by it)."""
         return {"family": self.family.name, **asdict(self)}
 
+    def describe(self) -> str:
+        return (
+            f"batch {self.batch}, prompt {self.prompt_len} tokens, {self.decode_steps} greedy decode steps "
+            "with a KV cache"
+        )
+
 
 Protocol = LatencyProtocol | LMProtocol
-PROTOCOLS: dict[str, type] = {p.family.name: p for p in (LatencyProtocol, LMProtocol)}
+# family name -> its protocol class
+PROTOCOLS: FamilyRegistry[type[Protocol]] = FamilyRegistry("latency protocol", (LatencyProtocol, LMProtocol))
 
 
 def protocol_for(family: ModelFamily | str) -> Protocol:
     """The default protocol of ``family`` (a ModelFamily or its name)."""
-    name = family if isinstance(family, str) else family.name
-    if name not in PROTOCOLS:
-        raise UserError(f"no latency protocol for model family {name!r} (known: {', '.join(PROTOCOLS)})")
-    return PROTOCOLS[name]()
+    return PROTOCOLS.for_family(family)()
 
 
 def default_protocol(arch: Any) -> Protocol:
@@ -165,7 +176,7 @@ def default_protocol(arch: Any) -> Protocol:
 
 def protocol_from_dict(d: dict[str, Any]) -> Protocol:
     """Any family's protocol from its ``to_dict`` (no ``family`` key: encoder-decoder)."""
-    name = d.get("family", ENCODER_DECODER.name)
+    name = d.get("family", DEFAULT_FAMILY.name)
     if not isinstance(name, str) or name not in PROTOCOLS:
         raise UserError(f"protocol family {name!r} is unknown (choose from {', '.join(PROTOCOLS)})")
     return PROTOCOLS[name].from_dict(d)

@@ -11,7 +11,8 @@ without cross attention; its archs are :class:`~moenas.arch.arch.LMArch`); one w
 family, or ``family: encoder-decoder``, a :class:`SearchSpace`. Both do to each stack what the
 per-stack functions below do (sampling, extremes, validation, mutation, crossover, encoding),
 and share the family-independent rest through :class:`SpaceBase`. :func:`load_space` (and
-``SearchSpace.load``) returns the class the YAML's family names.
+``SearchSpace.load``) returns the class the YAML's family names (:data:`SPACE_CLASSES`, where
+each space class registers).
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ import yaml
 from .arch import Arch, ArchBase, LayerArch, LMArch, StackArch
 from .checks import read_text
 from .errors import UserError
-from .family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_named
+from .family import DECODER_ONLY, DEFAULT_FAMILY, ENCODER_DECODER, FamilyRegistry, ModelFamily, family_named
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 MAX_SAMPLE = 1_000_000  # archs per sampling call: ~2 minutes at ~125 us each (tiny space, one core)
 Rng = random.Random
+# family name -> its space class (each registers below): what a YAML naming that family loads as
+SPACE_CLASSES: FamilyRegistry[type["SpaceBase"]] = FamilyRegistry("search space class")
 
 
 def _rng(seed_or_rng: int | Rng | None) -> Rng:
@@ -309,9 +312,9 @@ def load_space(name_or_path: str | Path) -> "AnySpace":
 
 
 def space_from_dict(d: Any, source: str = "space") -> "AnySpace":
-    """A space of either family from its mapping (what the YAML holds, or ``to_dict``)."""
-    cls = LMSearchSpace if family_named(d, source) is DECODER_ONLY else SearchSpace
-    return cls.from_dict(d, source)
+    """A space of any family from its mapping (what the YAML holds, or ``to_dict``): the class
+    :data:`SPACE_CLASSES` registers for the family it names (none: encoder-decoder)."""
+    return SPACE_CLASSES.for_family(family_named(d, source)).from_dict(d, source)
 
 
 def _plain(x: Any) -> Any:
@@ -336,9 +339,9 @@ class SpaceBase:
 
     def to_dict(self) -> dict[str, Any]:
         """The plain mapping (lists, as in the YAML) ``from_dict`` reads back, with ``family``
-        unless encoder-decoder."""
+        unless it is the default family (encoder-decoder, whose YAML names none)."""
         d = _plain(asdict(self))
-        return d if self.family is ENCODER_DECODER else {"family": self.family.name, **d}
+        return d if self.family is DEFAULT_FAMILY else {"family": self.family.name, **d}
 
     # ---- abstract --------------------------------------------------------------------------
     def sample(self, rng: int | Rng | None = None) -> Any:
@@ -412,6 +415,7 @@ class SpaceBase:
         return out[0] if one else out
 
 
+@SPACE_CLASSES.register
 @dataclass(frozen=True)
 class SearchSpace(SpaceBase):
     family: ClassVar[ModelFamily] = ENCODER_DECODER  # not a field: asdict(space) is what it was
@@ -425,9 +429,10 @@ class SearchSpace(SpaceBase):
     # ---- loading --------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: Any, source: str = "space") -> "AnySpace":
-        """A space from its mapping; one whose ``family`` is decoder-only is an LMSearchSpace."""
-        if family_named(d, source) is DECODER_ONLY:
-            return LMSearchSpace.from_dict(d, source)
+        """A space from its mapping; one naming another ``family`` is that family's class
+        (:func:`space_from_dict`: decoder-only is an LMSearchSpace)."""
+        if family_named(d, source) is not cls.family:
+            return space_from_dict(d, source)
         try:
             space = cls(
                 **_model_genes(d, source),
@@ -478,7 +483,7 @@ class SearchSpace(SpaceBase):
     # ---- validation -----------------------------------------------------------------------
     def violations(self, arch: ArchBase) -> list[str]:
         """Every way ``arch`` leaves this space, each naming the field path and allowed values."""
-        if not isinstance(arch, Arch):
+        if arch.family is not self.family:
             return self._family_violations(arch)
         out = not_allowed("vocab_size", arch.vocab_size, (self.vocab_size,))
         out += not_allowed("qkv_dim", arch.qkv_dim, (self.qkv_dim,))
@@ -520,6 +525,7 @@ class SearchSpace(SpaceBase):
         return [arch.top_k] + encode_stack(arch.encoder, self.encoder) + encode_stack(arch.decoder, self.decoder)
 
 
+@SPACE_CLASSES.register
 @dataclass(frozen=True)
 class LMSearchSpace(SpaceBase):
     """A decoder-only language model's genes: top-k; the stack's width and depth; per layer the
@@ -536,8 +542,8 @@ class LMSearchSpace(SpaceBase):
     @classmethod
     def from_dict(cls, d: Any, source: str = "space") -> "LMSearchSpace":
         """A space from its mapping (``family: decoder-only`` and a ``decoder`` stack)."""
-        if family_named(d, source) is not DECODER_ONLY:
-            raise UserError(f"{source}: a decoder-only space must say family: {DECODER_ONLY.name}")
+        if family_named(d, source) is not cls.family:
+            raise UserError(f"{source}: a {cls.family.name} space must say family: {cls.family.name}")
         sd = d.get("decoder")
         if isinstance(sd, dict) and (sd.get("cross_heads") is not None or sd.get("cross_span") is not None):
             raise UserError(f"{source}: a decoder-only space has no cross attention (cross_heads/cross_span)")
@@ -572,7 +578,7 @@ class LMSearchSpace(SpaceBase):
 
     def violations(self, arch: ArchBase) -> list[str]:
         """Every way ``arch`` leaves this space, each naming the field path and allowed values."""
-        if not isinstance(arch, LMArch):
+        if arch.family is not self.family:
             return self._family_violations(arch)
         out = not_allowed("vocab_size", arch.vocab_size, (self.vocab_size,))
         out += not_allowed("qkv_dim", arch.qkv_dim, (self.qkv_dim,))

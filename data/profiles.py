@@ -35,7 +35,7 @@ import pandas as pd
 from moenas.arch import Arch
 from moenas.arch.checks import check_fields, parse_json, read_json
 from moenas.arch.errors import UserError
-from moenas.arch.family import ENCODER_DECODER, FAMILIES, TOTAL, all_row_components
+from moenas.arch.family import DEFAULT_FAMILY, FAMILIES, TOTAL, all_row_components
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 from moenas.arch.protocol import PROTOCOLS, Protocol, protocol_from_dict
 from moenas.arch.provenance import now_iso  # noqa: F401  (re-exported: the profiler stamps rows with it)
@@ -283,9 +283,7 @@ def check_values(p: Path, df: pd.DataFrame) -> None:
 def check_families(p: Path, df: pd.DataFrame) -> None:
     """UserError when a row names no model family moenas knows, or a component its family
     (``family``; NA: encoder-decoder) does not time (a prefill row of a translation model)."""
-    fam = (
-        df["family"].fillna(ENCODER_DECODER.name) if "family" in df else pd.Series(ENCODER_DECODER.name, index=df.index)
-    )
+    fam = df["family"].fillna(DEFAULT_FAMILY.name) if "family" in df else pd.Series(DEFAULT_FAMILY.name, index=df.index)
     for name in fam.unique():
         if name not in FAMILIES:
             raise UserError(f"{p}: family {name!r} is not a model family (known: {', '.join(FAMILIES)})")

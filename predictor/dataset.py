@@ -22,7 +22,7 @@ import pandas as pd
 
 from moenas.arch import Arch, UserError
 from moenas.arch.arch import AnyArch
-from moenas.arch.family import ENCODER_DECODER, FAMILIES, ModelFamily
+from moenas.arch.family import DEFAULT_FAMILY, FAMILIES, ModelFamily
 from moenas.arch.protocol import PROTOCOLS, Protocol
 from moenas.data.reference import reference_stats
 
@@ -118,8 +118,8 @@ def _family(df: pd.DataFrame, path: str) -> ModelFamily:
     """The model family of a file's rows (:data:`FAMILY_COLUMN`; empty: encoder-decoder; the
     reader has checked each is known); UserError when the rows name two families."""
     if FAMILY_COLUMN not in df.columns:
-        return ENCODER_DECODER
-    names = sorted(set(df[FAMILY_COLUMN].astype("string").fillna(ENCODER_DECODER.name)))
+        return DEFAULT_FAMILY
+    names = sorted(set(df[FAMILY_COLUMN].astype("string").fillna(DEFAULT_FAMILY.name)))
     if len(names) > 1:
         raise UserError(
             f"{path}: rows of {len(names)} model families ({', '.join(names)}); "
@@ -167,7 +167,7 @@ def load_dataset(paths: Sequence[str | Path], target: str = "total") -> Dataset:
             raise UserError(
                 f"{p}: target {target!r} is not one of the {family.name} family's ({', '.join(family.targets)})"
             )
-        shape = PROTOCOLS[family.name].shape_fields
+        shape = PROTOCOLS.for_family(family).shape_fields
         missing = [c for c in shape if c not in df.columns or df[c].isna().all()]
         if missing:
             raise UserError(f"{p}: missing protocol columns {', '.join(missing)}")

@@ -48,8 +48,16 @@ from moenas.arch import Arch, LMArch, SearchSpace, UserError
 from moenas.arch import cost as cost_model
 from moenas.arch.arch import AnyArch, ArchBase
 from moenas.arch.cost import PARTS
-from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FAMILIES, ModelFamily
-from moenas.arch.protocol import LatencyProtocol, LMProtocol, Protocol, protocol_for, protocol_from_dict
+from moenas.arch.family import DECODER_ONLY, DEFAULT_FAMILY, ENCODER_DECODER, FAMILIES, FamilyRegistry, ModelFamily
+from moenas.arch.protocol import (
+    PROTOCOLS,
+    LatencyProtocol,
+    LMProtocol,
+    Protocol,
+    ProtocolBase,
+    protocol_for,
+    protocol_from_dict,
+)
 
 GROUPS = ("hat", "moe", "cost", "encoding")
 
@@ -72,28 +80,31 @@ class StackLayout:
 
 
 # family name -> its archs' stacks, in the order of the arch's JSON and of SearchSpace.encode
-STACKS: dict[str, tuple[StackLayout, ...]] = {
-    ENCODER_DECODER.name: (StackLayout("enc", "encoder"), StackLayout("dec", "decoder", cross=True)),
-    DECODER_ONLY.name: (StackLayout("dec", "decoder"),),
-}
+STACKS: FamilyRegistry[tuple[StackLayout, ...]] = FamilyRegistry(
+    "feature stack layout",
+    {
+        ENCODER_DECODER: (StackLayout("enc", "encoder"), StackLayout("dec", "decoder", cross=True)),
+        DECODER_ONLY: (StackLayout("dec", "decoder"),),
+    },
+)
 
 
 @lru_cache(maxsize=None)
-def hat_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+def hat_names(family: ModelFamily = DEFAULT_FAMILY) -> tuple[str, ...]:
     """The ``hat`` group's names: per stack embed dim, layers, mean FFN size, mean heads (and
     mean cross heads and cross span); HAT's 10 for encoder-decoder."""
     names: list[str] = []
-    for s in STACKS[family.name]:
+    for s in STACKS.for_family(family):
         names += [f"hat.{s.prefix}_{k}" for k in ("embed_dim", "layers", "ffn_mean", "heads_mean")]
         names += [f"hat.{s.prefix}_{k}" for k in ("cross_heads_mean", "cross_span_mean") if s.cross]
     return tuple(names)
 
 
 @lru_cache(maxsize=None)
-def moe_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+def moe_names(family: ModelFamily = DEFAULT_FAMILY) -> tuple[str, ...]:
     """The ``moe`` group's names: per stack mean experts per layer and mean expert size, then
     per stack MoE layers, then per stack experts in all, then top-k."""
-    stacks = [s.prefix for s in STACKS[family.name]]
+    stacks = [s.prefix for s in STACKS.for_family(family)]
     return tuple(
         [f"moe.{p}_{k}" for p in stacks for k in ("experts_mean", "expert_size_mean")]
         + [f"moe.{p}_moe_layers" for p in stacks]
@@ -103,7 +114,7 @@ def moe_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def cost_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+def cost_names(family: ModelFamily = DEFAULT_FAMILY) -> tuple[str, ...]:
     """The ``cost`` group's names, those of ``ProtocolCost.summary()`` for the family's
     components: params, totals, then per component its FLOPs and bytes and per part."""
     return ("params_total", "params_active", "params_embedding", "flops_total", "bytes_total") + tuple(
@@ -113,17 +124,17 @@ def cost_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
     )
 
 
-def roofline_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+def roofline_names(family: ModelFamily = DEFAULT_FAMILY) -> tuple[str, ...]:
     """The roofline baseline's columns: FLOPs and bytes of each timed component, in run order."""
     return tuple(f"{kind}_{comp}" for comp in family.components for kind in ("flops", "bytes"))
 
 
-def automoe_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+def automoe_names(family: ModelFamily = DEFAULT_FAMILY) -> tuple[str, ...]:
     """AutoMoE's predictor's inputs: HAT's features, then each stack's mean experts per layer."""
     return hat_names(family) + tuple(n for n in moe_names(family) if n.endswith("_experts_mean"))
 
 
-def transfer_names(family: ModelFamily = ENCODER_DECODER) -> tuple[str, ...]:
+def transfer_names(family: ModelFamily = DEFAULT_FAMILY) -> tuple[str, ...]:
     """A transfer's full correction's columns (``predictor.transfer``): the FLOPs of each timed
     component, then their bytes, then each stack's layer count, then each stack's experts in
     all (what a device may weigh differently from the base's)."""
@@ -159,7 +170,7 @@ def family_columns(wanted: Sequence[str], names: Sequence[str]) -> list[str]:
     if set(wanted) <= have:
         return wanted
     for make in FAMILY_LISTS:
-        if wanted == list(make(ENCODER_DECODER)):
+        if wanted == list(make(DEFAULT_FAMILY)):
             for family in FAMILIES.values():
                 if set(make(family)) <= have:
                     return list(make(family))
@@ -172,7 +183,7 @@ def as_archs(archs: AnyArch | str | Iterable[AnyArch | str]) -> list[AnyArch]:
         archs = [archs]
     archs = list(archs)
     kind = type(archs[0]) if archs else Arch
-    if kind in (Arch, LMArch) and all(type(a) is kind for a in archs):
+    if issubclass(kind, ArchBase) and all(type(a) is kind for a in archs):
         return archs
     out = []
     for a in archs:
@@ -213,13 +224,14 @@ def check_family(archs: Sequence[AnyArch], family: ModelFamily) -> None:
         )
 
 
-def as_protocol(protocol: Protocol | None, family: ModelFamily = ENCODER_DECODER) -> Protocol:
+def as_protocol(protocol: Protocol | None, family: ModelFamily = DEFAULT_FAMILY) -> Protocol:
     """``protocol`` itself, which must time ``family``; None: the family's default (HAT's for
     encoder-decoder)."""
     if protocol is None:
         return protocol_for(family)
-    if not isinstance(protocol, (LatencyProtocol, LMProtocol)):
-        raise UserError(f"expected a LatencyProtocol or an LMProtocol, got {type(protocol).__name__}")
+    if not isinstance(protocol, ProtocolBase):
+        kinds = " or ".join(cls.__name__ for cls in PROTOCOLS.values())
+        raise UserError(f"expected a {kinds}, got {type(protocol).__name__}")
     if protocol.family is not family:
         raise UserError(f"a {protocol.family.name} protocol cannot time {family.name} archs")
     return protocol
@@ -289,7 +301,7 @@ AnyArrays = ArchArrays | LMArrays
 def stack_maxima(archs: Sequence[AnyArch], family: ModelFamily) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(layers, experts per layer) at most, per stack of the family, over ``archs``: the
     layout of their arrays when no space fixes it."""
-    stacks = [[getattr(a, s.attr).layers for a in archs] for s in STACKS[family.name]]
+    stacks = [[getattr(a, s.attr).layers for a in archs] for s in STACKS.for_family(family)]
     return (
         tuple(max(len(ls) for ls in st) for st in stacks),
         tuple(max(len(la.experts) for ls in st for la in ls) for st in stacks),
@@ -398,14 +410,16 @@ def lm_arch_arrays(
 
 
 # family name -> (archs, max layers, max experts per stack) -> their arrays
-ARRAYS: dict[str, Callable[..., AnyArrays]] = {ENCODER_DECODER.name: arch_arrays, DECODER_ONLY.name: lm_arch_arrays}
+ARRAYS: FamilyRegistry[Callable[..., AnyArrays]] = FamilyRegistry(
+    "gene arrays", {ENCODER_DECODER: arch_arrays, DECODER_ONLY: lm_arch_arrays}
+)
 
 
 def _check_layout(
     archs: Sequence[AnyArch], family: ModelFamily, max_layers: tuple[int, ...], max_experts: tuple[int, ...]
 ) -> None:
     """UserError naming the first arch with more layers or experts than the layout holds."""
-    layout = list(zip(STACKS[family.name], max_layers, max_experts))
+    layout = list(zip(STACKS.for_family(family), max_layers, max_experts))
     for a in archs:
         for s, most_layers, most_experts in layout:
             layers = getattr(a, s.attr).layers
@@ -460,7 +474,7 @@ def vector_cost(arr: AnyArrays, protocol: Protocol | None = None) -> dict[str, n
     The formulas are ``moenas.arch.cost``'s, called on (n, layers) arrays; a component of
     incremental steps is its steps x one step at the mean cache length, as in ``arch.cost``.
     ``protocol`` must be of the arrays' family (None: the family's default)."""
-    return VECTOR_COSTS[arr.family.name](arr, as_protocol(protocol, arr.family))
+    return VECTOR_COSTS.for_family(arr.family)(arr, as_protocol(protocol, arr.family))
 
 
 def _encoder_decoder_cost(arr: ArchArrays, p: LatencyProtocol) -> dict[str, np.ndarray]:
@@ -557,10 +571,9 @@ def _decoder_only_cost(arr: LMArrays, p: LMProtocol) -> dict[str, np.ndarray]:
 
 
 # family name -> (arrays, protocol) -> the summary of every arch
-VECTOR_COSTS: dict[str, Callable[..., dict[str, np.ndarray]]] = {
-    ENCODER_DECODER.name: _encoder_decoder_cost,
-    DECODER_ONLY.name: _decoder_only_cost,
-}
+VECTOR_COSTS: FamilyRegistry[Callable[..., dict[str, np.ndarray]]] = FamilyRegistry(
+    "vectorised cost model", {ENCODER_DECODER: _encoder_decoder_cost, DECODER_ONLY: _decoder_only_cost}
+)
 
 
 def _summary(
@@ -586,7 +599,7 @@ def _summary(
 
 def _stacks(arr: AnyArrays) -> list[tuple[StackLayout, np.ndarray, np.ndarray]]:
     """(layout, genes (n, L, genes + X), embed dim (n,)) of each stack of the arrays' family."""
-    return [(s, st, arr.glob[:, 3 + i]) for i, (s, st) in enumerate(zip(STACKS[arr.family.name], arr.stacks))]
+    return [(s, st, arr.glob[:, 3 + i]) for i, (s, st) in enumerate(zip(STACKS.for_family(arr.family), arr.stacks))]
 
 
 def hat_features(arr: AnyArrays) -> np.ndarray:
@@ -630,11 +643,11 @@ def encoding_features(arr: AnyArrays, max_layers: tuple[int, ...], max_experts: 
 
 
 def encoding_names(
-    max_layers: tuple[int, ...], max_experts: tuple[int, ...], family: ModelFamily = ENCODER_DECODER
+    max_layers: tuple[int, ...], max_experts: tuple[int, ...], family: ModelFamily = DEFAULT_FAMILY
 ) -> list[str]:
     """Names of :func:`encoding_features`' columns (those of the family's space's ``feature_names``)."""
     names = ["top_k"]
-    for s, L, X in zip(STACKS[family.name], max_layers, max_experts):
+    for s, L, X in zip(STACKS.for_family(family), max_layers, max_experts):
         p = s.prefix
         names += [f"{p}.embed_dim", f"{p}.layers"]
         for i in range(L):
@@ -678,7 +691,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
         self.protocol_ = as_protocol(self.protocol, self._family(archs, space))
         family = self.family_
         if space is not None:
-            stacks = [getattr(space, s.attr) for s in STACKS[family.name]]
+            stacks = [getattr(space, s.attr) for s in STACKS.for_family(family)]
             self.max_layers_ = [max(st.layers) for st in stacks]
             self.max_experts_ = [max(st.experts) for st in stacks]
         else:
@@ -712,7 +725,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
         """The one family the protocol, the space and the archs name (encoder-decoder when
         none does); UserError naming two that differ."""
         named = [(f"space {space.name}", space.family)] if space is not None else []
-        if isinstance(self.protocol, (LatencyProtocol, LMProtocol)):
+        if isinstance(self.protocol, ProtocolBase):
             named.append(("protocol", self.protocol.family))
         if archs:
             named.append(("archs", archs_family(archs)))
@@ -721,7 +734,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
                 raise UserError(
                     f"features of one model family: the {named[0][0]} is {named[0][1].name}, the {what} {fam.name}"
                 )
-        return named[0][1] if named else ENCODER_DECODER
+        return named[0][1] if named else DEFAULT_FAMILY
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray(self.feature_names_, dtype=object)
@@ -730,7 +743,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
         """The padded gene arrays of ``archs`` in this fit's layout (archs of its family only)."""
         archs = as_archs(archs)
         check_family(archs, self.family_)
-        return ARRAYS[self.family_.name](archs, tuple(self.max_layers_), tuple(self.max_experts_))
+        return ARRAYS.for_family(self.family_)(archs, tuple(self.max_layers_), tuple(self.max_experts_))
 
     def transform(self, archs, chunk: int = 8192) -> np.ndarray:
         """Feature matrix (n, n_features); computed in chunks so temporaries stay in cache.
@@ -739,7 +752,7 @@ class ArchFeatures(TransformerMixin, BaseEstimator):
         if not archs:
             raise UserError("no archs given")
         check_family(archs, self.family_)
-        to_arrays = ARRAYS[self.family_.name]
+        to_arrays = ARRAYS.for_family(self.family_)
         layout = tuple(self.max_layers_), tuple(self.max_experts_)
         if len(archs) <= chunk:
             return self.transform_arrays(to_arrays(archs, *layout))

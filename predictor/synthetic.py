@@ -67,12 +67,12 @@ def true_latency(
     and in total (``protocol`` None: the family's default)."""
     family = archs_family(archs)
     protocol = as_protocol(protocol, family)
-    arr = ARRAYS[family.name](archs)
+    arr = ARRAYS.for_family(family)(archs)
     c = vector_cost(arr, protocol)
     out = {}
     for comp in family.components:
         stack, layer_ops, runs = COMPONENT_RUNS[comp]
-        st, d, genes = arr.stacks[stack], arr.glob[:, 3 + stack], STACKS[family.name][stack].genes
+        st, d, genes = arr.stacks[stack], arr.glob[:, 3 + stack], STACKS.for_family(family)[stack].genes
         mask = st[:, :, 0] > 0
         E = (st[:, :, genes:] > 0).sum(-1)
         ops = np.where(mask, layer_ops + np.where(E > 1, 3 * E + 2, 2), 0).sum(1)

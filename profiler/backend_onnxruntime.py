@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import onnxruntime as ort
 
-from moenas.arch.family import ModelFamily
+from moenas.arch.family import FamilyRegistry, ModelFamily
 
 from .backend_base import Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload, register_backend
 from .onnx_export import ExportedArch
@@ -69,7 +69,7 @@ class OnnxRuntimeBackend(Backend):
 
     def _prepared(self, workload: WorkloadBase, sessions: list[ort.InferenceSession]) -> PreparedWorkload:
         """The prepared workload of ``workload``'s family on ``sessions`` (one per component)."""
-        return PREPARED[workload.family.name](self, workload, *sessions)
+        return PREPARED.for_family(workload.family)(self, workload, *sessions)
 
     def prepare(self, workload: WorkloadBase) -> PreparedWorkload:
         exp = workload.onnx()
@@ -221,4 +221,7 @@ class OrtLMPreparedWorkload(_OrtPrepared, DecoderOnlyPrepared):
         self.prompt_feeds, self.tokens, self.cache, self._last = [], [], [], None
 
 
-PREPARED: dict[str, type[PreparedWorkload]] = {c.family.name: c for c in (OrtPreparedWorkload, OrtLMPreparedWorkload)}
+# family name -> the onnxruntime prepared workload of that family (on one session per component)
+PREPARED: FamilyRegistry[type[PreparedWorkload]] = FamilyRegistry(
+    "onnxruntime prepared workload", (OrtPreparedWorkload, OrtLMPreparedWorkload)
+)

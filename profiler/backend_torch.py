@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from moenas.arch.family import DECODER_ONLY, ModelFamily
+from moenas.arch.family import FamilyRegistry, ModelFamily
 from moenas.moe_kernels import triton_available
 
 from .backend_base import Backend, DecoderOnlyPrepared, EncoderDecoderPrepared, PreparedWorkload, register_backend
@@ -47,9 +47,7 @@ class TorchBackend(Backend):
 
     def prepare(self, workload: WorkloadBase) -> PreparedWorkload:
         self._set_threads()
-        if workload.family is DECODER_ONLY:
-            return TorchLMPreparedWorkload(self, workload)
-        return TorchPreparedWorkload(self, workload)
+        return PREPARED.for_family(workload.family)(self, workload)
 
 
 class _TorchPrepared:
@@ -146,6 +144,12 @@ class TorchLMPreparedWorkload(_TorchPrepared, DecoderOnlyPrepared):
     def close(self) -> None:
         self.cache = None
         super().close()
+
+
+# family name -> the torch prepared workload of that family (what ``prepare`` builds)
+PREPARED: FamilyRegistry[type[PreparedWorkload]] = FamilyRegistry(
+    "torch prepared workload", (TorchPreparedWorkload, TorchLMPreparedWorkload)
+)
 
 
 @register_backend

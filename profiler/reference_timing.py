@@ -26,7 +26,7 @@ from moenas.arch.protocol import protocol_from_dict
 from moenas.data.reference import beyond_noise, calibration_factor, stored_reference, tolerance
 
 from .backends import get_backend
-from .runner import REFERENCE_RULE, REFERENCE_SPACES, reference_arch
+from .runner import REFERENCE_RULE, REFERENCE_SPACES, check_families, reference_arch
 from .stats import StopRule, measure
 from .workload import make_workload
 
@@ -50,7 +50,8 @@ def timing_plan(
     backend, device = ref.get("backend") or meta.get("backend"), ref.get("device") or meta.get("device") or "cpu"
     if backend in (None, "synthetic") or (meta.get("dataset") or {}).get("synthetic"):
         raise UserError(f"{where} was fitted on synthetic latencies (backend {backend!r}): nothing to time here")
-    sp = SearchSpace.load(space or meta.get("space") or REFERENCE_SPACES[protocol.family.name])
+    sp = SearchSpace.load(space or meta.get("space") or REFERENCE_SPACES.for_family(protocol.family))
+    check_families([], protocol, sp)  # a --space of another family: no reference model of the predictor's
     arch = reference_arch(sp, protocol.family)
     if ref.get("arch_id") and ref["arch_id"] != arch.arch_id:
         raise UserError(

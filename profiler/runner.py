@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.arch import AnyArch
-from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, TOTAL, ModelFamily
+from moenas.arch.family import DECODER_ONLY, DEFAULT_FAMILY, ENCODER_DECODER, TOTAL, FamilyRegistry, ModelFamily
 from moenas.arch.files import output_lock
 from moenas.arch.protocol import LatencyProtocol, Protocol
 from moenas.data.profiles import check_sidecar, now_iso, read_profiles, to_frame, write_profiles
@@ -49,13 +49,15 @@ from .workload import WorkloadBase, make_workload
 
 REFERENCE_SEED = "moenas-reference"
 # the space a family's reference model is drawn from when the run names none
-REFERENCE_SPACES = {ENCODER_DECODER.name: "tiny", DECODER_ONLY.name: "lm-tiny"}
+REFERENCE_SPACES: FamilyRegistry[str] = FamilyRegistry(
+    "reference space", {ENCODER_DECODER: "tiny", DECODER_ONLY: "lm-tiny"}
+)
 
 
-def reference_arch(space: SearchSpace | None, family: ModelFamily = ENCODER_DECODER) -> AnyArch:
+def reference_arch(space: SearchSpace | None, family: ModelFamily = DEFAULT_FAMILY) -> AnyArch:
     """The fixed reference model: a deterministic sample of the profiled space (with none, of
     ``family``'s small space: tiny, or lm-tiny for decoder-only)."""
-    sp = space or SearchSpace.load(REFERENCE_SPACES[family.name])
+    sp = space or SearchSpace.load(REFERENCE_SPACES.for_family(family))
     return sp.sample(random.Random(REFERENCE_SEED))
 
 

@@ -2,19 +2,21 @@
 
 A new backend gets tested by registering it: ``tests/profiler/test_profiler_backends.py``
 parametrizes :func:`backend_cases` over every registered backend and every device it reports
-as available, and runs :func:`check_backend_contract` on each. Third-party code can call the
-same function on its own class.
+as available, and runs :func:`check_backend_contract` on each, for every model family (its
+:data:`CONTRACT_ARCHS` arch under its :data:`CONTRACT_PROTOCOLS` protocol: a new family is
+covered once it registers both). Third-party code can call the same function on its own class.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
 from moenas.arch import Arch, LayerArch, StackArch, UserError
 from moenas.arch.arch import AnyArch, LMArch
-from moenas.arch.family import DECODER_ONLY, TOTAL
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, TOTAL, FamilyRegistry, ModelFamily
 from moenas.arch.protocol import LatencyProtocol, LMProtocol, Protocol
 
 from .backends import BACKENDS, Backend, PreparedWorkload, get_backend
@@ -26,6 +28,10 @@ CONTRACT_PROTOCOL = LatencyProtocol(batch=2, src_len=5, decoder_steps=3, beam=2)
 # The decoder-only family's: batch > 1, a prompt of several tokens, several decode steps
 # (cache length 5, 6, 7).
 CONTRACT_LM_PROTOCOL = LMProtocol(batch=2, prompt_len=5, decode_steps=3)
+# family name -> the contract's protocol of that family
+CONTRACT_PROTOCOLS: FamilyRegistry[Protocol] = FamilyRegistry(
+    "backend contract protocol", (CONTRACT_PROTOCOL, CONTRACT_LM_PROTOCOL)
+)
 
 
 def contract_arch() -> Arch:
@@ -49,9 +55,20 @@ def contract_lm_arch() -> LMArch:
     )
 
 
+# family name -> the contract's arch of that family
+CONTRACT_ARCHS: FamilyRegistry[Callable[[], AnyArch]] = FamilyRegistry(
+    "backend contract arch", {ENCODER_DECODER: contract_arch, DECODER_ONLY: contract_lm_arch}
+)
+
+
+def family_contract_arch(family: ModelFamily | str) -> AnyArch:
+    """The contract's arch of ``family`` (a ModelFamily or its name)."""
+    return CONTRACT_ARCHS.for_family(family)()
+
+
 def contract_protocol(arch: AnyArch) -> Protocol:
     """The contract's protocol for ``arch``'s family."""
-    return CONTRACT_LM_PROTOCOL if arch.family is DECODER_ONLY else CONTRACT_PROTOCOL
+    return CONTRACT_PROTOCOLS.for_family(arch.family)
 
 
 def backend_cases() -> list[tuple[str, str]]:
@@ -61,8 +78,8 @@ def backend_cases() -> list[tuple[str, str]]:
 
 def check_backend_contract(name: str, device: str, arch: AnyArch | None = None, atol: float = 1e-4) -> None:
     """AssertionError naming the first promise backend ``name`` on ``device`` breaks, for
-    ``arch``'s model family (default: :func:`contract_arch`, encoder-decoder; pass
-    :func:`contract_lm_arch` for decoder-only) under its :func:`contract_protocol`."""
+    ``arch``'s model family (default: :func:`contract_arch`, encoder-decoder; another family's:
+    :func:`family_contract_arch`) under its :func:`contract_protocol`."""
     arch = arch or contract_arch()
     be = get_backend(name, device, 1, 1)
     assert isinstance(be, Backend)

@@ -22,7 +22,7 @@ from torch import nn
 
 from moenas.arch import Arch, UserError
 from moenas.arch.arch import AnyArch, LMArch
-from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, ModelFamily
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry, ModelFamily
 from moenas.arch.lm_model import build_lm_model
 from moenas.arch.model import SubTransformer, build_model
 from moenas.arch.protocol import LatencyProtocol, LMProtocol, Protocol, default_protocol
@@ -184,7 +184,8 @@ class LMWorkload(WorkloadBase):
         return {"logits": logits.numpy(), "expert_counts": counts}
 
 
-WORKLOADS: dict[str, type[WorkloadBase]] = {w.family.name: w for w in (Workload, LMWorkload)}
+# family name -> its workload class
+WORKLOADS: FamilyRegistry[type[WorkloadBase]] = FamilyRegistry("workload", (Workload, LMWorkload))
 
 
 def make_workload(arch: AnyArch, protocol: Protocol | None = None, export_method: str = "torchscript") -> WorkloadBase:
@@ -195,7 +196,7 @@ def make_workload(arch: AnyArch, protocol: Protocol | None = None, export_method
         raise UserError(
             f"arch {arch.arch_id} is {arch.family.name} but the protocol times {protocol.family.name} models"
         )
-    return WORKLOADS[arch.family.name](arch, protocol, export_method)
+    return WORKLOADS.for_family(arch.family)(arch, protocol, export_method)
 
 
 def add_counts(total: Counts, new: dict[str, list[int]]) -> None:

@@ -229,7 +229,7 @@ def protocol_from_flags(args, family):
     family's protocol is given (it would be silently ignored)."""
     from moenas.arch.protocol import PROTOCOLS
 
-    cls = PROTOCOLS[family.name]
+    cls = PROTOCOLS.for_family(family)
     dest = {flag: flag[2:].replace("-", "_") for flag, _, _ in FAMILY_FLAGS_HELP}
     foreign = [flag for flag, d in dest.items() if hasattr(args, d) and d not in cls.shape_fields]
     if foreign:
@@ -244,7 +244,7 @@ def protocol_from_flags(args, family):
 
 def archs_family(space, archs: list, where: str | None):
     """The model family a run times: the space's, else the one family of ``archs``."""
-    from moenas.arch.family import ENCODER_DECODER
+    from moenas.arch.family import DEFAULT_FAMILY
 
     if space is not None:
         return space.family
@@ -253,7 +253,7 @@ def archs_family(space, archs: list, where: str | None):
         raise UserError(
             f"{where}: archs of several model families ({', '.join(families)}); profile one family per dataset"
         )
-    return next(iter(families.values()), ENCODER_DECODER)
+    return next(iter(families.values()), DEFAULT_FAMILY)
 
 
 def check_profile_flags(args) -> None:

@@ -10,8 +10,8 @@ from dataclasses import fields
 from moenas.arch import SearchSpace, load_arch, load_archs, shipped_spaces
 from moenas.arch.cost import protocol_cost
 from moenas.arch.errors import UserError
-from moenas.arch.family import ENCODER_DECODER, TOTAL
-from moenas.arch.protocol import PROTOCOLS, LatencyProtocol, LMProtocol, Protocol
+from moenas.arch.family import DEFAULT_FAMILY, TOTAL
+from moenas.arch.protocol import PROTOCOLS, LMProtocol, Protocol
 
 from ._common import check_at_least, print_json, table
 
@@ -111,7 +111,7 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     n_moe = sum(layer.is_moe for _, _, layer in arch.layers)
     stacks = [f"{name} {len(st.layers)} x {st.embed_dim}" for name, st in _stacks(arch)]
-    family = "" if arch.family is ENCODER_DECODER else f"{arch.family.name}, "
+    family = "" if arch.family is DEFAULT_FAMILY else f"{arch.family.name}, "
     print(f"arch {arch.arch_id}: {family}{', '.join(stacks)}, {n_moe} MoE layer(s), top-{arch.top_k}")
     print(
         f"params: {s['params_total'] / 1e6:.2f} M total, {s['params_active'] / 1e6:.2f} M active per token "
@@ -129,7 +129,7 @@ def _stats(args: argparse.Namespace) -> int:
             ]
         )
     rows.append([TOTAL, s["flops_total"] / 1e9, s["bytes_total"] / 1e6, "", ""])
-    print(f"protocol: {_describe(protocol)}, uniform routing")
+    print(f"protocol: {protocol.describe()}, uniform routing")
     print(table(rows, ["component", "GFLOPs", "MB moved", "FFN GFLOPs", "attn GFLOPs"]))
     return 0
 
@@ -142,19 +142,13 @@ _PROTOCOL_FLAGS = ("batch", "src_len", "decoder_steps", "beam", "prompt_len", "d
 def _protocol(args: argparse.Namespace, family: str) -> Protocol:
     """The protocol of the arch's family from the flags given (the rest: its defaults); a flag
     of another family's protocol is refused rather than ignored."""
-    cls = PROTOCOLS[family]
+    cls = PROTOCOLS.for_family(family)
     given = {f: getattr(args, f) for f in _PROTOCOL_FLAGS if getattr(args, f) is not None}
     foreign = [f for f in given if f not in {x.name for x in fields(cls)}]
     if foreign:
         flags = ", ".join(f"--{f.replace('_', '-')}" for f in foreign)
         raise UserError(f"{flags}: not a setting of the {family} latency protocol (this arch is {family})")
     return cls(**given)
-
-
-def _describe(protocol: Protocol) -> str:
-    if isinstance(protocol, LatencyProtocol):
-        return f"batch {protocol.batch}, source {protocol.src_len} tokens, {protocol.decoder_steps} decoder steps, beam {protocol.beam}"
-    return f"batch {protocol.batch}, prompt {protocol.prompt_len} tokens, {protocol.decode_steps} greedy decode steps with a KV cache"
 
 
 def _stacks(x) -> list[tuple[str, object]]:
@@ -174,12 +168,12 @@ def _info(args: argparse.Namespace) -> int:
         "log10_size": space.log10_size(),
         "encoding_length": len(space.feature_names()),
     }
-    if space.family is not ENCODER_DECODER:
+    if space.family is not DEFAULT_FAMILY:
         d = {"name": space.name, "family": space.family.name, **d}
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    family = "" if space.family is ENCODER_DECODER else f" ({space.family.name})"
+    family = "" if space.family is DEFAULT_FAMILY else f" ({space.family.name})"
     print(
         f"space {space.name}{family}: {space.size():.3e} archs, vocabulary {space.vocab_size}, qkv {space.qkv_dim}, top-k {list(space.top_k)}"
     )

@@ -14,6 +14,7 @@ from moenas.arch.family import (
     ENCODER_DECODER,
     FAMILIES,
     TOTAL,
+    FamilyRegistry,
     ModelFamily,
     all_row_components,
     all_targets,
@@ -137,3 +138,50 @@ def test_step_times_each_component_in_order_and_their_sum():
 def test_op_tables_of_any_number_of_components_sum_per_op():
     assert sum_ops({"MatMul": 1.0}, {"MatMul": 2.0, "Add": 0.5}, {"Add": 0.25}) == {"MatMul": 3.0, "Add": 0.75}
     assert sum_ops({"MatMul": 1.0}) == {"MatMul": 1.0}
+
+
+# ---- FamilyRegistry: what differs between families is looked up, not branched on ------------------
+
+
+def family_registries() -> dict[str, FamilyRegistry]:
+    """Every FamilyRegistry a module of the floors that dispatch on families (arch, data, profiler,
+    predictor) holds, by ``module.NAME`` where first found (each once)."""
+    import importlib
+    import pkgutil
+
+    found: dict[int, tuple[str, FamilyRegistry]] = {}
+    for package in ("moenas.arch", "moenas.data", "moenas.profiler", "moenas.predictor"):
+        for info in pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}."):
+            for name, value in vars(importlib.import_module(info.name)).items():
+                if isinstance(value, FamilyRegistry):
+                    found.setdefault(id(value), (f"{info.name}.{name}", value))
+    return dict(found.values())
+
+
+def test_every_family_registry_knows_every_family():
+    """Adding a family = registering it in each of these; this names the registries that lack it."""
+    registries = family_registries()
+    short = {name.rsplit(".", 1)[1] for name in registries}
+    assert {"ARCH_CLASSES", "SPACE_CLASSES", "PROTOCOLS", "WORKLOADS", "PREPARED", "STACKS", "ARRAYS"} <= short
+    assert {name: r.missing() for name, r in registries.items() if r.missing()} == {}
+
+
+def test_a_registry_is_filled_by_declared_families_and_its_miss_names_the_known_ones():
+    reg = FamilyRegistry("widget", {ENCODER_DECODER: "w"})
+    assert reg.for_family(ENCODER_DECODER) == reg.for_family("encoder-decoder") == reg["encoder-decoder"] == "w"
+    assert list(reg) == ["encoder-decoder"] and reg.missing() == ["decoder-only"]
+    with pytest.raises(UserError, match=r"^no widget for model family 'decoder-only' \(known: encoder-decoder\)$"):
+        reg.for_family(DECODER_ONLY)
+    with pytest.raises(UserError, match="no widget for model family 'nope'"):
+        reg.for_family("nope")
+
+    @reg.register
+    class LMWidget:
+        family = DECODER_ONLY
+
+    assert reg.for_family(DECODER_ONLY) is LMWidget and not reg.missing()
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("again", ENCODER_DECODER)
+    with pytest.raises(TypeError, match="declares no model family"):
+        FamilyRegistry("gadget", ["no family here"])
+    assert list(FamilyRegistry("protocol", [LMProtocol, LatencyProtocol])) == ["decoder-only", "encoder-decoder"]

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import yaml
+
 from moenas.arch import Arch, SearchSpace
 from moenas.arch.arch import LMArch
 from moenas.arch.protocol import LMProtocol
@@ -64,3 +67,36 @@ def test_validate_names_the_spaces_of_the_archs_own_family(tmp_path, capsys):
     )
     code, _, err = run(capsys, "space", "validate", f, "--space", "tiny")
     assert code == 2 and "family: 'decoder-only' is not allowed" in err
+
+
+def _files(tmp_path):
+    """An arch of each family, an arch and a space YAML naming a family moenas does not know, and
+    an output path."""
+    lm, ed = SearchSpace.load("lm-tiny").sample(0), SearchSpace.load("tiny").sample(0)
+    files = {"lm": tmp_path / "lm.json", "ed": tmp_path / "ed.json"}
+    files["lm"].write_text(lm.to_json())
+    files["ed"].write_text(ed.to_json())
+    files["odd_arch"] = tmp_path / "odd.json"
+    files["odd_arch"].write_text(json.dumps({**ed.to_dict(), "family": "encoder-only"}))
+    files["odd_space"] = tmp_path / "odd.yaml"
+    files["odd_space"].write_text(yaml.safe_dump({**SearchSpace.load("tiny").to_dict(), "family": "encoder-only"}))
+    files["out"] = tmp_path / "x.parquet"
+    return files
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["space", "stats", "--space", "tiny", "lm"], "outside space 'tiny': family: 'decoder-only' is not allowed"),
+        (["space", "stats", "--space", "lm-tiny", "ed"], "family: 'encoder-decoder' is not allowed"),
+        (["profile", "--space", "tiny", "--archs", "lm", "--out", "out"], "family: 'decoder-only'"),
+        (["space", "stats", "odd_arch"], "family 'encoder-only' is not a model family (known: encoder-decoder, "),
+        (["space", "info", "--space", "odd_space"], "family 'encoder-only' is not a model family"),
+        (["space", "validate", "--space", "odd_space", "ed"], "family 'encoder-only' is not a model family"),
+    ],
+)
+def test_an_arch_or_space_of_another_or_an_unknown_family_is_one_line_exit_2(tmp_path, capsys, argv, needle):
+    files = _files(tmp_path)
+    code, out, err = run(capsys, *(files.get(a, a) for a in argv))
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not files["out"].exists()

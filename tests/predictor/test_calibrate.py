@@ -3,8 +3,8 @@
 The datasets are synthetic (moenas.predictor.synthetic) with reference timings added: machine
 "b" measures the same archs as machine "a" with its own noise, every latency and the reference
 model k times slower, so the rescaled predictor of "a" must predict what a predictor fitted on
-"b" predicts. The CLI test times the tiny space's reference model for real, under a small stop
-rule; nothing asserts a speed."""
+"b" predicts. The CLI test times the reference model of each family's space (tiny, lm-tiny) for
+real, under a small stop rule; nothing asserts a speed."""
 
 import json
 
@@ -143,25 +143,26 @@ def test_old_predictor_without_reference_is_refused(fitted, tmp_path, capsys):
     assert reference_stats(plain[plain["component"] == "total"]) is None
 
 
-@pytest.fixture(scope="module")
-def here_predictor(machines):
-    """A predictor of data labelled as measured on this very machine (latencies synthetic)."""
+@pytest.fixture(scope="module", params=["tiny"])
+def here_predictor(machines, request):
+    """A predictor of data labelled as measured on this very machine (latencies synthetic), of
+    the space ``request.param`` (tiny unless a test asks for another family's, lm-tiny)."""
     from moenas.profiler.fingerprint import fingerprint
 
-    d = machines["dir"]
+    d, space = machines["dir"], request.param
     fid = fingerprint("cpu")["fingerprint_id"]
-    df, meta = _with_reference(*make_profiles("tiny", 60, "a", seed=4), REF_MS, 5, fid, measured=True)
+    df, meta = _with_reference(*make_profiles(space, 60, "a", seed=4), REF_MS, 5, fid, measured=True)
     meta["fingerprint"] = fingerprint("cpu")
-    write_profiles(d / "here.parquet", df, meta)
-    out = d / "p_here"
+    write_profiles(d / f"here-{space}.parquet", df, meta)
+    out = d / f"p_here-{space}"
     assert (
         main(
             [
                 "fit",
                 "--data",
-                str(d / "here.parquet"),
+                str(d / f"here-{space}.parquet"),
                 "--model",
-                "gbt",
+                "flops-linear",  # a rescale is a rescale of any model; gbt's fit and save took seconds
                 "--folds",
                 "3",
                 "--no-learning-curve",
@@ -174,6 +175,7 @@ def here_predictor(machines):
     return out
 
 
+@pytest.mark.parametrize("here_predictor", ["tiny", "lm-tiny"], indirect=True)  # a space of each model family
 def test_calibrate_cli_times_the_reference(here_predictor, tmp_path, capsys):
     capsys.readouterr()
     out = tmp_path / "p2"
@@ -185,11 +187,23 @@ def test_calibrate_cli_times_the_reference(here_predictor, tmp_path, capsys):
     assert rep["reference_ms_source"] == pytest.approx(REF_MS, rel=0.01) and rep["timing"]["n_runs"] >= 3
     p, p2 = Predictor.load(here_predictor), Predictor.load(out)
     assert p2.metadata["calibration"]["factor"] == rep["factor"] and p2.metadata["chosen"].startswith("calibrated(")
-    archs = SearchSpace.load("tiny").sample_n(5, seed=1)
+    archs = SearchSpace.load(p.metadata["space"]).sample_n(5, seed=1)
     np.testing.assert_allclose(p2.predict(archs).lower, p.predict(archs).lower * rep["factor"], rtol=1e-12)
     assert main(["calibrate", "--predictor", str(here_predictor), "--out", str(out)]) == 2  # exists
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--overwrite" in err
+
+
+def test_calibrate_refuses_a_space_of_another_family(here_predictor, tmp_path, capsys):
+    """The reference model of an encoder-decoder predictor's data is no language model's."""
+    capsys.readouterr()
+    argv = ["calibrate", "--predictor", str(here_predictor), "--out", str(tmp_path / "x"), "--space", "lm-tiny"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "space 'lm-tiny' is decoder-only but the protocol times encoder-decoder" in err
+    )
+    assert not (tmp_path / "x").exists()
 
 
 def test_calibrate_refuses_what_cannot_be_timed(fitted, tmp_path, capsys):

@@ -43,11 +43,13 @@ def test_an_unknown_model_is_one_user_error_naming_the_choices():
         make_core("nope")
 
 
+@pytest.mark.parametrize("space", ["tiny", "lm-tiny"])  # a space of each model family
 @pytest.mark.parametrize("name", list(MODEL_REGISTRY))
-def test_a_fitted_core_holds_only_trusted_types(name):
-    """Each registration names the types its fitted core holds: a predictor file of it saves and loads."""
-    archs = SearchSpace.load("tiny").sample_n(30, seed=0)
-    feats = ArchFeatures(space="tiny", groups=GROUPS).fit(archs)
+def test_a_fitted_core_holds_only_trusted_types(name, space):
+    """Each registration names the types its fitted core holds: a predictor file of it saves and
+    loads, whichever family's features it was fitted on."""
+    archs = SearchSpace.load(space).sample_n(30, seed=0)
+    feats = ArchFeatures(space=space, groups=GROUPS).fit(archs)
     y = true_latency(archs, DEVICES["a"])["total"]
     core = make_core(name, 0, feats.feature_names_, **SMALL.get(name, {})).fit(feats.transform(archs), y)
     assert set(sio.get_untrusted_types(data=sio.dumps(core))) <= set(persist.trusted_types())

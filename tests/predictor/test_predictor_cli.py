@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 
+from moenas.arch import SearchSpace
 from moenas.cli import main
 from moenas.data.profiles import read_profiles, write_profiles
 from moenas.predictor.synthetic import PROTOCOL, make_profiles, write_synthetic
@@ -102,6 +103,51 @@ def test_transfer_cli(predictor, data, capsys):
     assert abs(sum(b["weight"] for b in rep["blend"]) - 1) < 1e-3
     assert main(["fit", "--base", str(predictor), "--data", str(data["new"]), "--out", str(out), "--overwrite"]) == 0
     assert "corrections blended: scale " in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    """The decoder-only family's: synthetic lm-tiny data of device "a" and of device "c", and a
+    predictor fitted on "a" through the CLI (flops-linear: the family's paths in a fraction of
+    gbt's time, whose fitting, transfer and saving cost seconds)."""
+    d = tmp_path_factory.mktemp("lm-profiles")
+    out = {
+        "train": write_synthetic(d / "lm_a.parquet", "lm-tiny", 60, "a", seed=0),
+        "new": write_synthetic(d / "lm_c.parquet", "lm-tiny", 30, "c", seed=7),
+        "pred": d / "pred",
+        "dir": d,
+    }
+    fast = ["--model", "flops-linear", "--folds", "3", "--no-learning-curve"]
+    assert main(["fit", "--data", str(out["train"]), *fast, "--out", str(out["pred"])]) == 0
+    return out
+
+
+def test_transfer_cli_adapts_a_decoder_only_predictor(lm, capsys, tmp_path):
+    out = lm["dir"] / "pred_c"
+    argv = ["fit", "--base", str(lm["pred"]), "--data", str(lm["new"]), "--transfer-n", "10", "--out", str(out)]
+    assert main([*argv, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)["report"]
+    rows = rep["holdout"]["rows"]
+    assert rep["n_samples"] == 10 and rows["transfer"]["mape"] < rows["base_uncorrected"]["mape"]
+    assert [b["features"][0] for b in rep["blend"]] == ["scale", "flops_prefill"]
+    archs = tmp_path / "a.jsonl"
+    archs.write_text("".join(a.to_json() + "\n" for a in SearchSpace.load("lm-tiny").sample_n(3, seed=2)))
+    assert main(["predict", "--predictor", str(out), str(archs), "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(preds) == 3 and all(p["lower_ms"] <= p["mean_ms"] <= p["upper_ms"] for p in preds)
+
+
+def test_an_arch_or_data_of_the_other_family_is_one_line_exit_2(predictor, lm, capsys, tmp_path):
+    """A translation predictor given an LM arch, the reverse, and LM data adapted to translation data."""
+    capsys.readouterr()
+    for pred, other in ((predictor, "lm-tiny"), (lm["pred"], "tiny")):
+        space = SearchSpace.load(other)
+        (tmp_path / "a.json").write_text(space.sample(0).to_json())
+        assert main(["predict", "--predictor", str(pred), str(tmp_path / "a.json")]) == 2
+        assert f"family: '{space.family.name}' is not allowed" in _err(capsys)
+    ed_data = write_synthetic(tmp_path / "ed.parquet", "tiny", 12, "c")
+    assert main(["fit", "--base", str(lm["pred"]), "--data", str(ed_data), "--out", str(tmp_path / "x")]) == 2
+    assert "protocol family decoder-only vs encoder-decoder" in _err(capsys) and not (tmp_path / "x").exists()
 
 
 def _rewrite(src, dst, fn_df=lambda d: d, fn_meta=lambda m: m):

@@ -5,6 +5,7 @@ import pytest
 from sklearn.base import clone
 
 from moenas.arch import SearchSpace, UserError
+from moenas.arch.family import FAMILIES
 from moenas.predictor import metrics as M
 from moenas.predictor.models import MODELS, LatencyModel, make_model
 from moenas.predictor.synthetic import DEVICES, true_latency
@@ -33,7 +34,15 @@ def _model(name, space, seed=0):
     return est
 
 
-@pytest.mark.parametrize("space", ["tiny", "automoe-wmt"])
+# the contract's spaces: two of the encoder-decoder family, one of the decoder-only family
+CONTRACT_SPACES = ["tiny", "automoe-wmt", "lm-tiny"]
+
+
+def test_the_contract_covers_every_model_family():
+    assert {SearchSpace.load(s).family.name for s in CONTRACT_SPACES} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("space", CONTRACT_SPACES)
 @pytest.mark.parametrize("name", MODELS)
 def test_model_contract(name, space):
     archs, y = _data(space, 60)

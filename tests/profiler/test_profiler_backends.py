@@ -3,19 +3,17 @@
 import pytest
 
 from moenas.arch import UserError
+from moenas.arch.family import FAMILIES
 from moenas.profiler.backends import BACKENDS, Backend, available, get_backend, register_backend
-from moenas.profiler.testing import backend_cases, check_backend_contract, contract_lm_arch
+from moenas.profiler.testing import backend_cases, check_backend_contract, family_contract_arch
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("name, device", backend_cases())
-def test_backend_contract(name, device):
-    check_backend_contract(name, device)
-
-
-@pytest.mark.parametrize("name, device", backend_cases())
-def test_backend_contract_decoder_only(name, device):
-    """The decoder-only family: prefill and decode steps, logits of the last step."""
-    check_backend_contract(name, device, contract_lm_arch())
+def test_backend_contract(name, device, family):
+    """Every backend on every model family: encoder-decoder (encoder, decoder steps) and
+    decoder-only (prefill, decode steps), the logits of the last step."""
+    check_backend_contract(name, device, family_contract_arch(family))
 
 
 def test_shipped_backends_are_registered_with_cpu():
@@ -44,8 +42,8 @@ def test_a_new_backend_is_an_addition(monkeypatch):
         name = "torch-copy"
 
     assert isinstance(get_backend("torch-copy", "cpu"), Backend)
-    check_backend_contract("torch-copy", "cpu")
-    check_backend_contract("torch-copy", "cpu", contract_lm_arch())
+    for family in FAMILIES:
+        check_backend_contract("torch-copy", "cpu", family_contract_arch(family))
     BACKENDS.pop("torch-copy")
 
 
