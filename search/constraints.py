@@ -6,7 +6,10 @@ comparable and a violation reads as "x% over budget".
 
 The latency constraint is a chance constraint: with ``confidence`` C it uses the predictor's
 upper bound at level C, so an arch that passes meets the budget on the device with
-probability about C (as far as the predictor's calibrated interval is right).
+probability about C (as far as the predictor's calibrated interval is right). One class serves
+every timed component: it names the component its predictor predicts (the whole inference, a
+language model's prefill or its decode steps) and how many steps that component's time is
+spread over (a per-token decode budget divides the decode time by the protocol's steps).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 
 from moenas.arch import Arch
 from moenas.arch.cost import param_count, protocol_cost
+from moenas.arch.family import TOTAL
 from moenas.arch.protocol import LatencyProtocol
+from moenas.arch.protocol import Protocol as AnyProtocol  # either family's (typing.Protocol is taken)
 
 
 class PredictsLatency(Protocol):
@@ -39,23 +44,44 @@ class Constraint(Protocol):
 
 @dataclass
 class LatencyConstraint:
-    """Predicted latency (upper bound at ``confidence``; the mean when confidence is None) <= max_ms."""
+    """Predicted latency (upper bound at ``confidence``; the mean when confidence is None) <= max_ms.
+
+    ``component``: what ``predictor`` predicts and the final measurement checks (a family's
+    component, or the total); ``steps``: the number of steps that time is spread over, the
+    budget being per step (a language model's decode time over its ``decode_steps``: ms per
+    token); ``unit`` names the budget's unit in messages. ``max_ms`` None: a latency to report
+    beside the budgets, with no budget of its own (never in a :class:`ConstraintSet`)."""
 
     predictor: PredictsLatency
-    max_ms: float
+    max_ms: float | None
     confidence: float | None = 0.9
     name: str = "latency"
+    component: str = TOTAL
+    steps: int = 1
+    unit: str = "ms"
+
+    def per_step(self, ms: np.ndarray | float) -> np.ndarray:
+        """Milliseconds of the whole component -> the budget's unit (ms per step)."""
+        return np.asarray(ms, dtype=float) / self.steps
 
     def bound(self, archs: Sequence[Arch]) -> np.ndarray:
         pred = self.predictor.predict(list(archs), confidence=self.confidence or 0.5)
-        return np.asarray(pred.mean if self.confidence is None else pred.upper, dtype=float)
+        return self.per_step(pred.mean if self.confidence is None else pred.upper)
+
+    def mean(self, archs: Sequence[Arch]) -> np.ndarray:
+        """The predicted mean, in the budget's unit (what candidates carry as their latency)."""
+        return self.per_step(self.predictor.predict(list(archs), confidence=self.confidence or 0.5).mean)
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
+        assert self.max_ms is not None, "a latency with no budget is no constraint"
         return self.bound(archs) / self.max_ms - 1.0
 
     def explain(self, arch: Arch, g: float) -> str:
         what = "mean" if self.confidence is None else "bound"
-        return f"predicted latency {what} {float(self.bound([arch])[0]):.3g} ms over the budget of {self.max_ms:g} ms"
+        return (
+            f"predicted {self.name.replace('_', ' ')} {what} {float(self.bound([arch])[0]):.3g} {self.unit} over the budget of "
+            f"{self.max_ms:g} {self.unit}"
+        )
 
 
 @dataclass
@@ -63,7 +89,7 @@ class FlopsConstraint:
     """Total FLOPs under the latency protocol (cost model, uniform routing) <= max_gflops."""
 
     max_gflops: float
-    protocol: LatencyProtocol = LatencyProtocol()
+    protocol: AnyProtocol = LatencyProtocol()
     name: str = "gflops"
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
@@ -75,16 +101,27 @@ class FlopsConstraint:
 
 @dataclass
 class ParamsConstraint:
-    """Total parameters (all experts) <= max_params."""
+    """Parameters <= max_params: every weight (all experts), or with ``active`` the weights one
+    token passes through (router and its top-k experts, :func:`moenas.arch.cost.param_count`)."""
 
     max_params: float
+    active: bool = False
     name: str = "params"
 
+    def __post_init__(self) -> None:
+        if self.active and self.name == "params":
+            self.name = "active_params"
+
+    def count(self, arch: Arch) -> float:
+        p = param_count(arch)
+        return float(p.active if self.active else p.total)
+
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
-        return np.array([param_count(a).total for a in archs], dtype=float) / self.max_params - 1.0
+        return np.array([self.count(a) for a in archs], dtype=float) / self.max_params - 1.0
 
     def explain(self, arch: Arch, g: float) -> str:
-        return f"{(g + 1) * self.max_params:.4g} parameters over the budget of {self.max_params:.4g}"
+        what = "active parameters" if self.active else "parameters"
+        return f"{(g + 1) * self.max_params:.4g} {what} over the budget of {self.max_params:.4g}"
 
 
 @dataclass

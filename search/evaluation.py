@@ -7,10 +7,13 @@ model's mode afterwards. Loss is token-level cross-entropy in nats without label
 next-token NLL, whose exp is the perplexity: :func:`lm_validation`);
 BLEU is sacrebleu's corpus BLEU (13a tokenisation) of detokenised outputs against the raw
 references, chrF sacrebleu's character n-gram F-score; both name the decoding (beam) they scored.
+A language model's readable sample is a greedy continuation of the start of a held-out document
+(:func:`continuation_samples`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -19,7 +22,8 @@ from torch import nn
 
 from moenas.arch import Arch, UserError
 from moenas.arch.arch import AnyArch
-from moenas.arch.model import MAX_LENGTH, PAD, SubTransformer, max_new_tokens
+from moenas.arch.lm_model import greedy_generate
+from moenas.arch.model import EOS, MAX_LENGTH, PAD, SubTransformer, max_new_tokens
 from moenas.data.batching import Batch, LMBatch, encode_pairs, fixed_block_batches
 from moenas.data.tokenizer import SubwordTokenizer
 
@@ -90,6 +94,11 @@ def lm_validation(
         model, [arch], fixed_block_batches(blocks, max(max_tokens, blocks.shape[1] - 1))
     )
     return value, int(stats.stats[:, 1].sum())
+
+
+def perplexity(loss: float) -> float:
+    """A language model's perplexity from its mean next-token NLL (nats/token)."""
+    return math.exp(loss)
 
 
 def sentence_sums(nll: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -230,3 +239,44 @@ def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     if not hypotheses:
         return float("nan")
     return float(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score)
+
+
+# A sample continuation: the first SAMPLE_PROMPT_TOKENS subwords of a document, then
+# SAMPLE_NEW_TOKENS chosen greedily (each at most half the context).
+SAMPLE_PROMPT_TOKENS, SAMPLE_NEW_TOKENS = 12, 16
+
+
+@torch.no_grad()
+def continuation_samples(
+    model: nn.Module, arch: AnyArch | None, tokenizer: SubwordTokenizer, documents: Sequence[str], n: int, context: int
+) -> list[dict[str, str]]:
+    """[{"prompt", "reference", "output"}] for the first ``n`` ``documents`` long enough to hold
+    a prompt and its reference: the prompt is the document's first subwords (after EOS, the
+    separator every training document follows), the reference what the document says next and
+    the output ``arch``'s greedy continuation (:func:`moenas.arch.lm_model.greedy_generate`,
+    stopping at EOS) with weights inherited from an LMSuperNet, or a CausalLM's own.
+    ``context``: the length the model was trained on (its block length, in tokens)."""
+    prompt_len, new = min(SAMPLE_PROMPT_TOKENS, context // 2), min(SAMPLE_NEW_TOKENS, context // 2 - 1)
+    if n <= 0 or new <= 0:
+        return []
+    sub = _standalone(model, arch)
+    was_training = sub.training
+    sub.eval()
+    out: list[dict[str, str]] = []
+    try:
+        for doc in documents:
+            if len(out) == n:
+                break
+            ids = tokenizer.encode(doc)
+            if len(ids) >= prompt_len + new:
+                output = greedy_generate(sub, [EOS, *ids[:prompt_len]], new, context)
+                out.append(
+                    {
+                        "prompt": tokenizer.decode(ids[:prompt_len]),
+                        "reference": tokenizer.decode(ids[prompt_len : prompt_len + new]),
+                        "output": tokenizer.decode(output),
+                    }
+                )
+    finally:
+        sub.train(was_training)
+    return out

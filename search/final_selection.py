@@ -132,9 +132,10 @@ def largest_meeting(finalists: Sequence[Finalist]) -> Finalist | None:
 
 
 def closest_miss(finalists: Sequence[Finalist]) -> Finalist | None:
-    """The measured finalist nearest the budget from above (for the one-line 'none meets it')."""
+    """The measured finalist nearest the budget from above (for the one-line 'none meets it'):
+    with several budgets, the one whose worst overrun is smallest."""
     missed = [f for f in finalists if f.row is not None and f.row.meets_budget is False]
-    return min(missed, key=lambda f: (f.row.measured_ms / f.row.budget_ms, f.arch_id)) if missed else None
+    return min(missed, key=lambda f: (f.row.worst_check().ratio, f.arch_id)) if missed else None
 
 
 @dataclass
@@ -148,9 +149,15 @@ class Verdict:
 
 
 def verdict(
-    searched: Finalist | None, dense: Finalist | None, budget_ms: float | None, metric: str = "loss", z: float = Z_TIE
+    searched: Finalist | None,
+    dense: Finalist | None,
+    budget_ms: float | None,
+    metric: str = "loss",
+    z: float = Z_TIE,
+    unit: str = "ms",
 ) -> Verdict | None:
-    """The deployable answer between the two families' winners (either may be None)."""
+    """The deployable answer between the two families' winners (either may be None); latencies
+    are the primary budget's, in its ``unit``."""
     if searched is None and dense is None:
         return None
     if searched is None or dense is None:
@@ -165,10 +172,10 @@ def verdict(
         if searched.stats is not None and dense.stats is not None
         else float("nan")
     )
-    unit = "nats" if metric == "loss" else "BLEU"
+    fit_unit = "nats" if metric == "loss" else "BLEU"
     shown = diff if metric == "loss" else -diff
-    gap = f"searched - dense fitness {shown:+.3f} ± {se:.3f} {unit}"
-    at = f" at {budget_ms:.4g} ms" if budget_ms else ""
+    gap = f"searched - dense fitness {shown:+.3f} ± {se:.3f} {fit_unit}"
+    at = f" at {budget_ms:.4g} {unit}" if budget_ms else ""
     how = "when measured" if searched.row and searched.row.measured_ms is not None else "as predicted (not measured)"
     if ties(diff, se, z):
         win = searched if searched.latency_ms <= dense.latency_ms else dense
@@ -178,7 +185,7 @@ def verdict(
             diff,
             se,
             f"Deploy {describe(win)}: it ties {describe(lose)} in quality{at} ({gap}, within "
-            f"noise) and is {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} ms).",
+            f"noise) and is {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} {unit}).",
         )
     win = searched if diff < 0 else dense
     lose = dense if win is searched else searched
@@ -187,7 +194,7 @@ def verdict(
         diff,
         se,
         f"Deploy {describe(win)}: it is better than {describe(lose)}{at} ({gap}, beyond "
-        f"noise) and {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} ms).",
+        f"noise) and {_pace(win, lose)} {how} ({win.latency_ms:.3g} vs {lose.latency_ms:.3g} {unit}).",
     )
 
 
@@ -225,6 +232,7 @@ class FinalSelection:
     random: Finalist | None = None
     verdict: Verdict | None = None
     closest: Finalist | None = None  # when nothing met the budget: the nearest miss
+    unit: str = "ms"  # the primary budget's unit (budget_ms, the finalists' latency_ms)
 
     @property
     def winner(self) -> Finalist | None:
@@ -238,11 +246,11 @@ class FinalSelection:
         c = self.closest
         if c is None or c.row is None:
             return "no candidate was measured"
-        over = 100 * (c.row.measured_ms / c.row.budget_ms - 1)
+        w = c.row.worst_check()  # with several budgets: the one it misses most
         return (
-            f"no candidate meets the {c.row.budget_ms:.4g} ms budget when measured: the closest, {c.role} arch "
-            f"{c.arch_id}, measured {c.row.measured_ms:.4g} ms ({over:.1f}% over; predicted "
-            f"{c.row.predicted_ms:.3g} ms, upper bound {c.row.predicted_high_ms:.3g})"
+            f"no candidate meets {w.phrase()} when measured: the closest, {c.role} arch "
+            f"{c.arch_id}, measured {w.measured_ms:.4g} {w.unit} ({100 * (w.ratio - 1):.1f}% over; predicted "
+            f"{w.predicted_ms:.3g} {w.unit}, upper bound {w.predicted_high_ms:.3g})"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,6 +262,7 @@ class FinalSelection:
         return {
             "measured": self.measured,
             "budget_ms": self.budget_ms,
+            "budget_unit": self.unit,
             "winner": self.winner.arch_id if self.winner else None,
             "winner_role": self.winner.role if self.winner else None,
             **ids,
@@ -267,8 +276,12 @@ class FinalSelection:
         }
 
 
-def decide(finalists: list[Finalist], budget_ms: float | None, measured: bool, metric: str = "loss") -> FinalSelection:
-    """Each family's pick, the largest dense arch that meets the budget, and the verdict."""
+def decide(
+    finalists: list[Finalist], budget_ms: float | None, measured: bool, metric: str = "loss", unit: str = "ms"
+) -> FinalSelection:
+    """Each family's pick, the largest dense arch that meets the budget (every budget, each
+    against its own measured component: ``Verification.meets_budget``), and the verdict;
+    ``budget_ms`` and ``unit``: the primary budget's."""
     by = {r: [f for f in finalists if f.role == r] for r in ("searched", "dense", "largest-dense", "random-search")}
     sel = FinalSelection(
         finalists,
@@ -278,8 +291,9 @@ def decide(finalists: list[Finalist], budget_ms: float | None, measured: bool, m
         dense=pick(by["dense"]),
         largest_dense=largest_meeting(by["largest-dense"]),
         random=next(iter(by["random-search"]), None),
+        unit=unit,
     )
-    sel.verdict = verdict(sel.searched, sel.dense, budget_ms, metric)
+    sel.verdict = verdict(sel.searched, sel.dense, budget_ms, metric, unit=unit)
     if sel.verdict is None:
         sel.closest = closest_miss([f for f in finalists if f.role in FAMILIES])
     return sel

@@ -11,15 +11,63 @@ import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
+
+from .budgets import ALL_QUANTITIES, DECODE_PER_TOKEN, LATENCY, PREFILL, tokens_per_s
 from .evolution import Candidate, SearchResult
 from .fitness_noise import Z_TIE
 
 
 @dataclass
+class BudgetCheck:
+    """One latency budget held against one arch: predicted (mean and interval) and measured, in
+    the budget's ``unit`` (ms, or ms per token); ``budget_ms`` None: no budget, nothing to meet."""
+
+    name: str  # the latency quantity (budgets.LatencyQuantity.name): "latency", "prefill", ...
+    unit: str
+    predicted_ms: float
+    predicted_low_ms: float
+    predicted_high_ms: float
+    measured_ms: float | None  # None when re-measurement was skipped
+    budget_ms: float | None
+
+    @property
+    def meets(self) -> bool | None:
+        """Whether the measurement meets the budget (True without a budget, None unmeasured)."""
+        if self.budget_ms is None:
+            return True
+        if self.measured_ms is None:
+            return None
+        return self.measured_ms <= self.budget_ms
+
+    @property
+    def ratio(self) -> float | None:
+        """measured / budget (> 1: over it); None without both."""
+        return None if self.budget_ms is None or self.measured_ms is None else self.measured_ms / self.budget_ms
+
+    @property
+    def label(self) -> str:
+        """'latency', 'prefill', 'decode per token'."""
+        return self.name.replace("_", " ")
+
+    def phrase(self) -> str:
+        """'the 9 ms budget' / 'the 2 ms/token decode per token budget'."""
+        what = "" if self.name == LATENCY.name else f" {self.label}"
+        return f"the {self.budget_ms:.4g} {self.unit}{what} budget"
+
+
+@dataclass
 class Verification:
-    """One chosen arch re-measured on the device."""
+    """One chosen arch re-measured on the device.
+
+    The ``*_ms`` fields hold the search's primary latency budget (the first one given; the
+    total latency when none is), in its ``unit``; every further budget (a language model's
+    prefill, its decode ms per token) is a :class:`BudgetCheck` in ``budgets``, and the arch meets
+    the budget only when it meets all of them. ``timings``: every latency figure of the family
+    measured in the same round-robin (budgets.QUANTITIES: total ms, prefill ms, decode ms per
+    token), whether budgeted or not."""
 
     arch_id: str
     role: str  # "best", "pareto", "dense-baseline", ...
@@ -43,19 +91,42 @@ class Verification:
     loss_se: float | None = None  # the fitness's standard error over the evaluation sentences
     params_active_m: float | None = None  # parameters one token passes through (top-k experts), millions
     ffn_share: float | None = None  # FFN share of the protocol's FLOPs: Amdahl's bound on what experts save
+    perplexity: float | None = None  # a language model's exp(validation loss), inherited weights
+    budget_name: str = "latency"  # which latency quantity the *_ms fields are (budgets.LatencyQuantity.name)
+    unit: str = "ms"  # their unit ("ms/token" for a per-token budget)
+    budgets: dict[str, BudgetCheck] = field(default_factory=dict)  # the further latency budgets, by name
+    timings: dict[str, float] = field(default_factory=dict)  # measured latency figures by name (empty: unmeasured)
 
     def add_quality(self, q: dict[str, Any]) -> None:
-        """Attach :meth:`SupernetFitness.quality`'s result."""
-        self.bleu, self.val_loss, self.samples = q["bleu"], q["val_loss"], q["samples"]
-        self.chrf, self.beam = q.get("chrf"), q.get("beam")
+        """Attach :meth:`SupernetFitness.quality`'s result (BLEU and chrF, or a perplexity)."""
+        self.val_loss, self.samples, self.beam = q["val_loss"], q["samples"], q.get("beam")
+        self.bleu, self.chrf = q.get("bleu"), q.get("chrf")  # translation
+        self.perplexity = q.get("perplexity")  # a language model
+
+    def checks(self) -> list[BudgetCheck]:
+        """Every latency budget held against this arch, the primary first."""
+        primary = BudgetCheck(
+            self.budget_name,
+            self.unit,
+            self.predicted_ms,
+            self.predicted_low_ms,
+            self.predicted_high_ms,
+            self.measured_ms,
+            self.budget_ms,
+        )
+        return [primary, *self.budgets.values()]
 
     @property
     def meets_budget(self) -> bool | None:
-        if self.budget_ms is None:
-            return True
-        if self.measured_ms is None:
-            return None
-        return self.measured_ms <= self.budget_ms
+        """False when any budget is missed when measured, None when one is unmeasured, else True."""
+        verdicts = [c.meets for c in self.checks()]
+        return False if False in verdicts else None if None in verdicts else True
+
+    def worst_check(self) -> BudgetCheck:
+        """The budget this arch is furthest over (or nearest under) when measured; the primary
+        when none was measured against a budget."""
+        measured = [c for c in self.checks() if c.ratio is not None]
+        return max(measured, key=lambda c: c.ratio) if measured else self.checks()[0]
 
     @property
     def machine_drifted(self) -> bool:
@@ -86,7 +157,14 @@ class Verification:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Verification":
         """The row a :meth:`to_dict` wrote (its derived keys dropped)."""
-        return cls(**{k: v for k, v in d.items() if k not in DERIVED})
+        row = cls(**{k: v for k, v in d.items() if k not in DERIVED})
+        row.budgets = {k: BudgetCheck(**v) for k, v in (d.get("budgets") or {}).items()}
+        return row
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Measured decode throughput of a language model (None: no per-token decode timing)."""
+        return tokens_per_s(self.timings.get(DECODE_PER_TOKEN.name))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,10 +172,19 @@ class Verification:
             "meets_budget": self.meets_budget,
             "error_pct": self.error_pct,
             "machine_drifted": self.machine_drifted,
+            "tokens_per_s": self.tokens_per_s,
         }
 
+    def flat(self) -> dict[str, Any]:
+        """:meth:`to_dict` with one column per timing and per further budget's field (for CSV)."""
+        d = self.to_dict() | {"samples": len(self.samples)}
+        timings, budgets = d.pop("timings"), d.pop("budgets")
+        d |= {f"{k}_measured": v for k, v in timings.items()}
+        return d | {f"{name}_{k}": v for name, b in budgets.items() for k, v in b.items() if k != "name"}
 
-DERIVED = ("meets_budget", "error_pct", "machine_drifted")  # Verification.to_dict's computed keys
+
+# Verification.to_dict's computed keys
+DERIVED = ("meets_budget", "error_pct", "machine_drifted", "tokens_per_s")
 
 
 @dataclass
@@ -141,7 +228,7 @@ class SearchReport:
         _write_csv(paths["history"], self.result.history)
         for key, rows in (
             ("dense_evaluated", [c.row() for c in self.dense.evaluated] if self.dense else None),
-            ("finalists", [v.to_dict() | {"samples": len(v.samples)} for v in self.verifications] or None),
+            ("finalists", [v.flat() for v in self.verifications] or None),
         ):
             if rows:
                 _write_csv(paths[key], rows)
@@ -149,7 +236,8 @@ class SearchReport:
                 paths[key].unlink(missing_ok=True)
         paths["report_json"].write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
         paths["report_md"].write_text(self.markdown())
-        plot_front(self.result, self.verifications, self.settings.get("max_latency_ms"), paths["plot"])
+        primary = self.settings.get("primary_budget") or {"budget": self.settings.get("max_latency_ms")}
+        plot_front(self.result, self.verifications, primary.get("budget"), paths["plot"], primary.get("unit", "ms"))
         return paths
 
     def to_json(self) -> dict[str, Any]:
@@ -194,9 +282,9 @@ class SearchReport:
         lines += [
             f"Space `{s.get('space')}`; latency budget {s.get('max_latency_ms')} ms at confidence {s.get('confidence')} "
             f"(the predictor's upper bound must meet it for an arch to be evaluated); FLOPs budget {s.get('max_gflops')} G; "
-            f"params budget {s.get('max_params')}. Fitness: {s.get('fitness', 'loss')} with inherited supernet weights, "
-            "± its bootstrap standard error over the validation sentences. BLEU / chrF: the test split decoded with "
-            f"beam {s.get('quality_beam')}, the beam the latency protocol times.",
+            f"params budget {s.get('max_params')}{more_budgets(s)}. Fitness: {s.get('fitness', 'loss')} with "
+            "inherited supernet weights, ± its bootstrap standard error over the validation sentences. "
+            + self.layout.quality_note(s),
             f"Objectives: {s.get('objectives')}; {len(self.result.history) - 1} iterations, "
             f"{len(self.result.evaluated)} archs evaluated"
             + (f"; the dense baseline's search evaluated {len(self.dense.evaluated)}" if self.dense else "")
@@ -210,10 +298,10 @@ class SearchReport:
                 "## Best arch",
                 "",
                 f"`{best.arch.arch_id}`: validation loss {best.loss:.4f}, predicted latency "
-                f"{best.latency:.3g} ms. Saved as `best_arch.json`.",
+                f"{best.latency:.3g} {(s.get('primary_budget') or {}).get('unit', 'ms')}. Saved as `best_arch.json`.",
                 "",
             ]
-        lines += translation_lines(self.verifications)
+        lines += self.layout.samples(self.verifications)
         lines += [
             "## Files",
             "",
@@ -233,7 +321,8 @@ class SearchReport:
             else "**not measured** (predicted latency only: unverified)"
         )
         lines = [f"## What to deploy: the picks, {how}", ""]
-        lines += pick_lines([(getattr(f, key).row, label) for key, label in PICKS if getattr(f, key) is not None])
+        picks = [(getattr(f, key).row, label) for key, label in PICKS if getattr(f, key) is not None]
+        lines += pick_lines(picks, self.layout)
         lines += [
             "",
             f"Chosen among {len(f.finalists)} finalists: per family, the {self.settings.get('final_k')} best by fitness "
@@ -249,12 +338,16 @@ class SearchReport:
             else next((v.drift_note() for v in self.verifications if v.machine_drifted), "")
         )
         lines += [f"**Machine drift:** {note}.", ""] if note else []
+        lay = self.layout
         lines += (
-            ["### Every finalist", "", FINAL_HEADER, FINAL_RULE]
-            + [final_row(v, v.role) for v in self.verifications]
-            + [""]
+            ["### Every finalist", "", lay.header, lay.rule] + [lay.row(v, v.role) for v in self.verifications] + [""]
         )
         return lines
+
+    @property
+    def layout(self) -> "ReportLayout":
+        """How this search's family reports its finalists (settings without a family: translation)."""
+        return REPORT_LAYOUTS.for_family(self.settings.get("family", ENCODER_DECODER.name))
 
 
 # the picks a final selection names: (FinalSelection attribute = demo.json "picks" key, label)
@@ -267,14 +360,16 @@ PICKS = (
 )
 
 
-def pick_lines(picks: Sequence[tuple[Verification, str]]) -> list[str]:
-    """The picks as a Markdown table; an arch that is several picks is one row naming them all."""
+def pick_lines(picks: Sequence[tuple[Verification, str]], layout: "ReportLayout | None" = None) -> list[str]:
+    """The picks as a Markdown table (``layout``: the family's; default translation's); an arch
+    that is several picks is one row naming them all."""
+    lay = layout or REPORT_LAYOUTS.for_family(ENCODER_DECODER)
     labels: dict[str, str] = {}
     rows: dict[str, Verification] = {}
     for v, label in picks:
         labels[v.arch_id] = f"{labels[v.arch_id]}, {label}" if v.arch_id in labels else label
         rows.setdefault(v.arch_id, v)
-    return [FINAL_HEADER, FINAL_RULE] + [final_row(v, labels[i]) for i, v in rows.items()]
+    return [lay.header, lay.rule] + [lay.row(v, labels[i]) for i, v in rows.items()]
 
 
 FINAL_HEADER = (
@@ -286,31 +381,127 @@ FINAL_RULE = "|---|---|---|---|---|---|---|---|---|---|"
 
 def final_row(v: Verification, label: str) -> str:
     """One Markdown row of a measured finalist."""
-    se = f" ± {v.loss_se:.4f}" if v.loss_se is not None else ""
-    meas = "not measured" if v.measured_ms is None else f"{v.measured_ms:.3g}"
+    meas = _ms(v.measured_ms)
     bleu = "-" if v.bleu is None else f"{v.bleu:.1f} / {v.chrf:.1f}" if v.chrf is not None else f"{v.bleu:.1f}"
-    share = "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({1 / (1 - v.ffn_share):.2f}x)"
     act = "-" if v.params_active_m is None else f"{v.params_active_m:.2f}"
     verdict = {True: "meets", False: "**misses**", None: "unverified"}[v.meets_budget]
     return (
-        f"| `{v.arch_id}` | {label} | {v.loss:.4f}{se} | {bleu} | {meas} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-"
-        f"{v.predicted_high_ms:.3g}) | {v.gflops:.3g} | {act} / {v.params_m:.2f} | {share} | {verdict} |"
+        f"| `{v.arch_id}` | {label} | {_fitness_cell(v)} | {bleu} | {meas} | {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-"
+        f"{v.predicted_high_ms:.3g}) | {v.gflops:.3g} | {act} / {v.params_m:.2f} | {_share_cell(v)} | {verdict} |"
     )
+
+
+def _fitness_cell(v: Verification) -> str:
+    return f"{v.loss:.4f}" + (f" ± {v.loss_se:.4f}" if v.loss_se is not None else "")
+
+
+def _share_cell(v: Verification) -> str:
+    return "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({1 / (1 - v.ffn_share):.2f}x)"
+
+
+def sample_tables(verifications: Sequence[Verification], what: str, keys: Sequence[str]) -> list[str]:
+    """One Markdown table per arch with samples: ``### {what} by `id` (role)``, a column per key."""
+    cell = lambda t: t.replace("|", "\\|").replace("\n", " ") or "(empty)"  # noqa: E731
+    out = []
+    for v in verifications:
+        if v.samples:
+            out += [f"### {what} by `{v.arch_id}` ({v.role})", "", f"| {' | '.join(keys)} |", "|---" * len(keys) + "|"]
+            out += ["| " + " | ".join(cell(x[k]) for k in keys) + " |" for x in v.samples]
+            out.append("")
+    return out
 
 
 def translation_lines(verifications: Sequence[Verification]) -> list[str]:
     """A Markdown section with each arch's source / reference / output triples."""
-    out = []
-    for v in verifications:
-        if not v.samples:
-            continue
-        out += [f"### Translations by `{v.arch_id}` ({v.role})", "", "| source | reference | output |", "|---|---|---|"]
-        cell = lambda t: t.replace("|", "\\|") or "(empty)"  # noqa: E731
-        out += [f"| {cell(x['source'])} | {cell(x['reference'])} | {cell(x['output'])} |" for x in v.samples]
-        out.append("")
+    out = sample_tables(verifications, "Translations", ("source", "reference", "output"))
     beams = {v.beam for v in verifications if v.samples}
     how = "greedy" if beams <= {1, None} else ", ".join(f"beam {b}" for b in sorted(b for b in beams if b))
     return ([f"## Translations (test split, {how}, inherited weights)", ""] + out) if out else []
+
+
+def more_budgets(settings: dict[str, Any]) -> str:
+    """'; prefill budget 40 ms; decode per token budget 3 ms/token; active params budget 2e+06':
+    the budgets beyond the latency, FLOPs and params ones, those given only."""
+    parts = [
+        f"; {q.label} budget {settings[q.option]:g} {q.unit}" for q in ALL_QUANTITIES[1:] if settings.get(q.option)
+    ]
+    if settings.get("max_active_params"):
+        parts.append(f"; active params budget {settings['max_active_params']:.4g}")
+    return "".join(parts)
+
+
+def _ms(x: float | None) -> str:
+    return "not measured" if x is None else f"{x:.3g}"
+
+
+def lm_row(v: Verification, label: str) -> str:
+    """One Markdown row of a language model's finalist: perplexity, the measured prefill ms,
+    decode ms per token and tokens/s, the primary budget measured against its prediction."""
+    ppl = "-" if v.perplexity is None else f"{v.perplexity:.2f}"
+    tps = "-" if v.tokens_per_s is None else f"{v.tokens_per_s:.0f}"
+    primary = (
+        f"{_ms(v.measured_ms)} / {v.predicted_ms:.3g} ({v.predicted_low_ms:.3g}-{v.predicted_high_ms:.3g}) {v.unit}"
+    )
+    act = "-" if v.params_active_m is None else f"{v.params_active_m:.3g}"
+    checks = v.checks()
+    missed = [c.label for c in checks if c.meets is False]
+    verdict = {True: "meets", False: f"**misses** ({', '.join(missed)})", None: "unverified"}[v.meets_budget]
+    return (
+        f"| `{v.arch_id}` | {label} | {_fitness_cell(v)} | {ppl} | {_ms(v.timings.get(PREFILL.name))} | "
+        f"{_ms(v.timings.get(DECODE_PER_TOKEN.name))} | {tps} | {checks[0].label}: {primary} | "
+        f"{act} / {v.params_m:.3g} | {v.gflops:.3g} | {_share_cell(v)} | {verdict} |"
+    )
+
+
+LM_HEADER = (
+    "| arch | role | fitness ± SE | perplexity | prefill ms | decode ms/token | tokens/s "
+    "| primary budget: measured / predicted (interval) | params active / total (M) | GFLOPs "
+    "| FFN share (Amdahl max) | budget |"
+)
+LM_RULE = "|---" * 12 + "|"
+
+
+def continuation_lines(verifications: Sequence[Verification]) -> list[str]:
+    """A Markdown section with each arch's prompt / reference / output continuations."""
+    out = sample_tables(verifications, "Continuations", ("prompt", "reference", "output"))
+    return (["## Continuations (test split, greedy, inherited weights)", ""] + out) if out else []
+
+
+@dataclass(frozen=True)
+class ReportLayout:
+    """How a model family's finalists read in report.md: their table (``header``, ``rule``,
+    ``row(verification, label)``), the sentence on how quality was judged, the samples section."""
+
+    header: str
+    rule: str
+    row: Callable[[Verification, str], str]
+    quality_note: Callable[[dict[str, Any]], str]
+    samples: Callable[[Sequence[Verification]], list[str]]
+
+
+def _translation_note(s: dict[str, Any]) -> str:
+    return (
+        f"BLEU / chrF: the test split decoded with beam {s.get('quality_beam')}, the beam the latency protocol times."
+    )
+
+
+def _lm_note(s: dict[str, Any]) -> str:
+    p = s.get("protocol") or {}
+    return (
+        "Each validation block of the token stream counts as one sentence of the error bar. "
+        "Perplexity: exp of the validation loss (nats/token). Latency under the protocol: a "
+        f"{p.get('prompt_len')}-token prompt's prefill, then {p.get('decode_steps')} greedy decode steps; "
+        "decode ms/token = decode ms / decode steps, tokens/s = 1000 / decode ms per token."
+    )
+
+
+REPORT_LAYOUTS: FamilyRegistry[ReportLayout] = FamilyRegistry(
+    "search report layout",
+    {
+        ENCODER_DECODER: ReportLayout(FINAL_HEADER, FINAL_RULE, final_row, _translation_note, translation_lines),
+        DECODER_ONLY: ReportLayout(LM_HEADER, LM_RULE, lm_row, _lm_note, continuation_lines),
+    },
+)
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -332,7 +523,7 @@ ROLE_COLORS = {
 
 
 def plot_front(
-    result: SearchResult, verifications: Sequence[Verification], budget_ms: float | None, path: Path
+    result: SearchResult, verifications: Sequence[Verification], budget_ms: float | None, path: Path, unit: str = "ms"
 ) -> None:
     """Evaluated archs, the front, the budget line and the re-measured points."""
     import matplotlib
@@ -376,8 +567,8 @@ def plot_front(
                 capsize=3,
             )
     if budget_ms:
-        ax.axvline(budget_ms, ls="--", c="tab:red", label=f"budget {budget_ms:g} ms")
-    ax.set_xlabel("latency (ms)")
+        ax.axvline(budget_ms, ls="--", c="tab:red", label=f"budget {budget_ms:g} {unit}")
+    ax.set_xlabel(f"latency ({unit})")
     ax.set_ylabel("validation loss (inherited weights)")
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tqdm import tqdm
 
@@ -18,10 +18,11 @@ from moenas.arch import SearchSpace, UserError
 from moenas.arch.checks import check_range
 from moenas.arch.files import atomic_write_text, check_replaceable, json_dict, output_lock
 
+from .budgets import ALL_QUANTITIES, PredictorSet, check_family_budgets
 from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
 from .evolution import Candidate, Evolution, EvolutionConfig, SearchResult, random_search
 from .final_selection import Finalist, FinalSelection, decide, largest, pool
-from .fitness import SupernetFitness
+from .fitness import FITNESS_FAMILIES, SupernetFitness
 from .fitness_runners import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
 from .report import SearchReport, Verification
 from .verify import protocol_of, verify
@@ -48,14 +49,23 @@ OUTPUT_FILES = (
 
 @dataclass
 class SearchJob:
+    """One search (see the module docstring). Latency budgets: ``max_latency_ms`` (the whole
+    inference), and for a decoder-only language model ``max_prefill_ms`` (the prompt's prefill)
+    and ``max_decode_ms_per_token`` (the decode time / the protocol's decode steps); each needs
+    a predictor of its target among ``predictor_path`` (one path, or one per target), the first
+    budget given being the primary one (budgets.ALL_QUANTITIES has the order)."""
+
     space: SearchSpace
     supernet: str
-    predictor_path: str
+    predictor_path: str | Sequence[str]  # one predictor directory, or one per target (all of one protocol)
     out: Path
     config: EvolutionConfig
     max_latency_ms: float | None = None
     max_gflops: float | None = None
     max_params: float | None = None
+    max_prefill_ms: float | None = None  # decoder-only: the prompt's prefill (ms)
+    max_decode_ms_per_token: float | None = None  # decoder-only: decode ms per generated token
+    max_active_params: float | None = None  # parameters one token passes through (top-k experts)
     confidence: float = 0.9
     valid_sentences: int | None = None
     fitness: str = "loss"  # or "bleu" (the candidates' loss column then holds -BLEU)
@@ -80,22 +90,29 @@ class SearchJob:
     overwrite: bool = False
     show_progress: bool = True
     notices: list[str] = field(default_factory=list)  # stderr lines shown once the first iteration ran
-    _predictor: Any = field(default=None, init=False, repr=False)
+    _predictors: PredictorSet | None = field(default=None, init=False, repr=False)
+    _latency_checks: list[LatencyConstraint] | None = field(default=None, init=False, repr=False)
     evaluator: Any = field(default=None, init=False, repr=False)  # the SupernetFitness, once run() loaded it
 
     # ---- inputs ----------------------------------------------------------------------------------
     def check_inputs(self) -> None:
         if not Path(self.supernet).is_file():
             raise UserError(f"{self.supernet}: no such supernet checkpoint")
-        if not Path(self.predictor_path).exists():
-            raise UserError(f"{self.predictor_path}: no such predictor")
+        for path in self.predictor_paths:
+            if not Path(path).exists():
+                raise UserError(f"{path}: no such predictor")
         for name, v in (
-            ("--max-latency-ms", self.max_latency_ms),
+            *((q.flag, getattr(self, q.option)) for q in ALL_QUANTITIES),
             ("--max-gflops", self.max_gflops),
             ("--max-params", self.max_params),
+            ("--max-active-params", self.max_active_params),
         ):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be > 0, got {v}")
+        check_family_budgets(
+            self.space.family, self.space.name, {q.option: getattr(self, q.option) for q in ALL_QUANTITIES}
+        )
+        FITNESS_FAMILIES.for_family(self.space.family).check_metric(self.fitness, f"space {self.space.name!r}")
         if self.bleu_sentences < 0:
             raise UserError(f"--bleu-sentences must be >= 0, got {self.bleu_sentences}")
         if self.valid_sentences is not None and self.valid_sentences < 1:
@@ -113,33 +130,69 @@ class SearchJob:
         if (self.out / STATE_FILE).exists() and not (self.resume or self.overwrite):
             raise UserError(f"{self.out} holds an unfinished search; pass --resume to continue it or --overwrite")
         check_search_files(self.out)
+        if len(self.predictor_paths) > 1 or self.latency_constraints():
+            self.predictors.check()  # a latency budget's predictor, or several: refused now, before any work
+
+    @property
+    def predictor_paths(self) -> list[str]:
+        """--predictor as a list (one path or several)."""
+        paths = self.predictor_path
+        return [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
+
+    @property
+    def predictors(self) -> PredictorSet:
+        """The predictors, by target (loaded on first use)."""
+        if self._predictors is None:
+            self._predictors = PredictorSet(self.predictor_paths, self.space.name)
+        return self._predictors
 
     @property
     def predictor(self):
-        if self._predictor is None:
-            from moenas.predictor import Predictor
+        """The primary predictor: of the total latency, else the first given."""
+        return self.predictors.primary
 
-            self._predictor = Predictor.load(self.predictor_path, space=self.space.name)
-        return self._predictor
+    def latency_constraints(self) -> list[LatencyConstraint]:
+        """One constraint per latency budget given, in budgets.ALL_QUANTITIES order, each on the
+        predictor of its target (a budget without one is one UserError line)."""
+        if self._latency_checks is None:
+            given = [q for q in ALL_QUANTITIES if getattr(self, q.option) is not None]
+            ps = self.predictors
+            self._latency_checks = [
+                q.constraint(ps.for_quantity(q), getattr(self, q.option), self.confidence or None, ps.protocol)
+                for q in given
+            ]
+        return self._latency_checks
+
+    def primary_latency(self) -> LatencyConstraint:
+        """The first latency budget; with none, the primary predictor's latency (no budget):
+        what candidates carry as their latency, the report's ms column and the plot show."""
+        checks = self.latency_constraints()
+        return checks[0] if checks else self.predictors.unbudgeted(self.space.family, self.confidence or None)
 
     def constraints(self) -> ConstraintSet:
-        cons = []
-        if self.max_latency_ms is not None:
-            cons.append(LatencyConstraint(self.predictor, self.max_latency_ms, self.confidence or None))
+        cons: list[Any] = list(self.latency_constraints())
         if self.max_gflops is not None:
             cons.append(FlopsConstraint(self.max_gflops, protocol_of(self.predictor)))
         if self.max_params is not None:
             cons.append(ParamsConstraint(self.max_params))
+        if self.max_active_params is not None:
+            cons.append(ParamsConstraint(self.max_active_params, active=True))
         return ConstraintSet(cons)
 
     def settings(self) -> dict[str, Any]:
+        primary = self.primary_latency()
         return {
             "space": self.space.name,
+            "family": self.space.family.name,
             "supernet": str(self.supernet),
-            "predictor": str(self.predictor_path),
-            "max_latency_ms": self.max_latency_ms,
+            "predictor": ", ".join(self.predictor_paths),
+            "predictors": self.predictors.describe(),
+            "protocol": protocol_of(self.predictor).to_dict(),
+            **{q.option: getattr(self, q.option) for q in ALL_QUANTITIES},
+            "primary_budget": {"name": primary.name, "budget": primary.max_ms, "unit": primary.unit},
             "max_gflops": self.max_gflops,
             "max_params": self.max_params,
+            "max_active_params": self.max_active_params,
             "confidence": self.confidence,
             "fitness": "validation loss" if self.fitness == "loss" else "-BLEU (validation)",
             **asdict(self.config),
@@ -167,7 +220,8 @@ class SearchJob:
 
     # ---- run -----------------------------------------------------------------------------------
     def _latency(self, archs):
-        return self.predictor.predict(list(archs), confidence=self.confidence or 0.5).mean
+        """Candidates' latency: the primary budget's predicted mean, in its unit."""
+        return self.primary_latency().mean(archs)
 
     def run(self) -> tuple[SearchReport, dict[str, Path]]:
         """The whole job under the --out folder's lock (one search writes a folder at a time).
@@ -305,7 +359,8 @@ class SearchJob:
         rows = self._measure_finalists(fins)
         for f in fins:
             f.row = replace(rows[f.arch_id], role=f.role)
-        sel = decide(fins, self.max_latency_ms, self.measure, self.fitness)
+        primary = self.primary_latency()
+        sel = decide(fins, primary.max_ms, self.measure, self.fitness, unit=primary.unit)
         if self.bleu_sentences > 0:  # each picked arch decoded once, also when it is two picks
             picks = [x for x in (sel.searched, sel.dense, sel.largest_dense, sel.random) if x]
             archs = {f.arch_id: f.candidate.arch for f in picks}
@@ -320,9 +375,11 @@ class SearchJob:
         """One Verification per distinct finalist arch, all timed in one round-robin with the
         reference. Saved to FINAL_STATE_FILE, which a --resume of the same pool reuses."""
         chosen = list({f.arch_id: (f.role, f.candidate) for f in fins}.values())
+        checks = self.latency_constraints() or [self.primary_latency()]
         key = {
             "arch_ids": [c.arch.arch_id for _, c in chosen],
-            "budget_ms": self.max_latency_ms,
+            "budget_ms": checks[0].max_ms,
+            **({"budgets": {c.name: c.max_ms for c in checks}} if len(checks) > 1 else {}),
             "measure": self.measure,
             "backend": self.backend,
             "device": self.device,
@@ -337,12 +394,13 @@ class SearchJob:
                 chosen,
                 self.predictor,
                 self.confidence or 0.5,
-                self.max_latency_ms,
+                checks[0].max_ms,
                 measure=self.measure,
                 backend=self.backend,
                 device=self.device,
                 threads=self.threads,
                 rule=self.rule,
+                budgets=checks,
             )
             atomic_write_text(path, json.dumps({"key": key, "rows": [r.to_dict() for r in rows]}, default=str))
         return {r.arch_id: r for r in rows}
@@ -350,8 +408,8 @@ class SearchJob:
     @property
     def quality_beam(self) -> int:
         """The beam BLEU and chrF decode with: the latency protocol's, so that a report's BLEU
-        and its latency come from the same decoding."""
-        return protocol_of(self.predictor).beam
+        and its latency come from the same decoding (a language model's continuations: greedy)."""
+        return FITNESS_FAMILIES.for_family(self.space.family).beam(protocol_of(self.predictor))
 
 
 def check_search_files(out: Path) -> None:

@@ -26,7 +26,6 @@ and perplexity (exp of the mean token NLL) instead of BLEU.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -61,7 +60,7 @@ from .checkpoint import (
     write_checkpoint,
     write_meta,
 )
-from .evaluation import autocast, bleu_score, validation_loss
+from .evaluation import autocast, bleu_score, perplexity, validation_loss
 from .loss import LossModule
 from .supernet import SupernetConfig, extract, supernet_from_config
 from .train_config import SAMPLING, TrainConfig, lr_at  # noqa: F401  (TrainConfig: train()'s argument)
@@ -354,7 +353,7 @@ class Trainer:
         translation model's BLEU (rank 0, when asked)."""
         cfg = self.cfg
         if self.family is DECODER_ONLY:
-            return {"val_ppl": round(math.exp(loss), 4)}
+            return {"val_ppl": round(perplexity(loss), 4)}
         if with_bleu and cfg.bleu_sentences > 0 and self.rank == 0:
             pairs = self.corpus.valid[: cfg.bleu_sentences]
             return {"bleu": round(bleu_score(self.model, arch, self.tok, pairs, cfg.beam, cfg.max_len), 3)}

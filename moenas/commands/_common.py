@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from moenas.arch import Arch, SearchSpace, UserError, load_archs
 from moenas.arch.checks import check_range, read_text
@@ -143,9 +143,34 @@ PICK_LABELS = (
 )
 
 
-def picks_table(picks: dict[str, Any], winner: str | None, beam: Any) -> str:
+Column = tuple[str, Callable[[Any], str]]  # a picks-table column: header, Verification -> cell
+
+
+def params_cell(v: Any) -> str:
+    """'active / total' parameters in millions."""
+    return f"{v.params_active_m if v.params_active_m is not None else float('nan'):.2f} / {v.params_m:.2f}"
+
+
+def translation_columns(beam: Any) -> list[Column]:
+    """A translation search's picks: BLEU / chrF, latency measured and predicted, FLOPs, params, FFN share."""
+    return [
+        (f"BLEU / chrF (beam {beam})", lambda v: "-" if v.bleu is None else f"{v.bleu:.1f} / {v.chrf:.1f}"),
+        ("measured ms", lambda v: "-" if v.measured_ms is None else f"{v.measured_ms:.3g}"),
+        (
+            "predicted ms [interval]",
+            lambda v: f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
+        ),
+        ("GFLOPs", lambda v: f"{v.gflops:.3g}"),
+        ("params M act/total", params_cell),
+        ("FFN share", lambda v: f"{100 * (v.ffn_share or 0):.0f}%"),
+    ]
+
+
+def picks_table(picks: dict[str, Any], winner: str | None, beam: Any, columns: Sequence[Column] | None = None) -> str:
     """The final selection's picks (``{"searched"|"dense"|"largest_dense"|"random": Verification}``)
-    as a terminal table, the deployed arch marked; shared by `moenas search` and `moenas demo`."""
+    as a terminal table, the deployed arch marked; shared by `moenas search` and `moenas demo`.
+    ``columns`` between the fitness and the verdict: a translation search's by default."""
+    cols = translation_columns(beam) if columns is None else columns
     rows = []
     for key, label in PICK_LABELS:
         v = picks.get(key)
@@ -156,27 +181,8 @@ def picks_table(picks: dict[str, Any], winner: str | None, beam: Any) -> str:
                 label + (" (deploy)" if v.arch_id == winner else ""),
                 v.arch_id,
                 f"{v.loss:.4f} ± {v.loss_se if v.loss_se is not None else float('nan'):.4f}",
-                "-" if v.bleu is None else f"{v.bleu:.1f} / {v.chrf:.1f}",
-                "-" if v.measured_ms is None else f"{v.measured_ms:.3g}",
-                f"{v.predicted_ms:.3g} [{v.predicted_low_ms:.3g}, {v.predicted_high_ms:.3g}]",
-                f"{v.gflops:.3g}",
-                f"{v.params_active_m if v.params_active_m is not None else float('nan'):.2f} / {v.params_m:.2f}",
-                f"{100 * (v.ffn_share or 0):.0f}%",
+                *(cell(v) for _, cell in cols),
                 {True: "yes", False: "NO", None: "?"}[v.meets_budget],
             ]
         )
-    return table(
-        rows,
-        [
-            "pick",
-            "arch",
-            "fitness ± SE",
-            f"BLEU / chrF (beam {beam})",
-            "measured ms",
-            "predicted ms [interval]",
-            "GFLOPs",
-            "params M act/total",
-            "FFN share",
-            "in budget",
-        ],
-    )
+    return table(rows, ["pick", "arch", "fitness ± SE", *(h for h, _ in cols), "in budget"])

@@ -1,14 +1,22 @@
-"""`moenas search`: constrained evolutionary search with a supernet, a predictor and a budget."""
+"""`moenas search`: constrained evolutionary search with a supernet, a predictor and a budget.
+
+Either model family: a translation space (encoder-decoder) or a decoder-only language model's,
+whose budgets may also limit the prompt's prefill and the decode time per token, each with a
+predictor of that target (``--predictor`` takes one per target)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
+from moenas.search.budgets import DECODE_PER_TOKEN, PREFILL
 from moenas.search.fitness_runners import RUNNERS
 
-from ._common import PICK_LABELS, check_range, check_writable, picks_table, print_json
+from ._common import PICK_LABELS, Column, check_range, check_writable, params_cell, picks_table, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,14 +25,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="find the best archs under a latency / FLOPs / params budget",
         description="Evolutionary search (HAT/AutoMoE; NSGA-II with --objectives loss,latency). "
         "Fitness = validation loss with inherited supernet weights; constraints are "
-        "checked before any evaluation; the winners are re-measured on this device.",
+        "checked before any evaluation; the winners are re-measured on this device. "
+        "A language-model space (e.g. lm-tiny, with a supernet from `moenas train --space lm-tiny`) "
+        "reports perplexity and sample continuations instead of BLEU and can also be limited by "
+        "--max-prefill-ms and --max-decode-ms-per-token, each with a predictor of that target.",
     )
     p.add_argument("--space", default="tiny", help="search space name or YAML [tiny]")
     p.add_argument("--supernet", required=True, help="supernet checkpoint from `moenas train`")
-    p.add_argument("--predictor", required=True, help="predictor directory from `moenas fit`")
-    p.add_argument("--max-latency-ms", type=float, default=None, help="latency budget (ms) on the predictor's device")
+    p.add_argument(
+        "--predictor",
+        required=True,
+        nargs="+",
+        metavar="DIR",
+        help="predictor directory from `moenas fit`; one per target (total, prefill, decode) when budgets "
+        "limit several, all fitted under one protocol on this space",
+    )
+    p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        help="latency budget (ms) of the whole inference on the predictor's device (a predictor of target total)",
+    )
+    p.add_argument(
+        "--max-prefill-ms",
+        type=float,
+        default=None,
+        help="language models: budget (ms) of the prompt's prefill (a predictor of target prefill)",
+    )
+    p.add_argument(
+        "--max-decode-ms-per-token",
+        type=float,
+        default=None,
+        help="language models: budget (ms) per generated token, the decode time over the protocol's "
+        "decode steps (a predictor of target decode)",
+    )
     p.add_argument("--max-gflops", type=float, default=None, help="FLOPs budget under the latency protocol (GFLOPs)")
     p.add_argument("--max-params", type=float, default=None, help="parameter budget (all experts)")
+    p.add_argument(
+        "--max-active-params",
+        type=float,
+        default=None,
+        help="budget of the parameters one token passes through (router and top-k experts)",
+    )
     p.add_argument(
         "--confidence",
         type=float,
@@ -44,13 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fitness",
         choices=["loss", "bleu"],
         default="loss",
-        help="what evolution minimises: validation loss (HAT, AutoMoE) or -BLEU of greedy decoding (~10x slower) [loss]",
+        help="what evolution minimises: validation loss (HAT, AutoMoE) or -BLEU of greedy decoding (~10x slower; "
+        "translation only) [loss]",
     )
     p.add_argument(
         "--bleu-sentences",
         type=int,
         default=200,
-        help="test-split sentences for the BLEU and translations of the re-measured archs; 0 = none [200]",
+        help="test-split sentences for the BLEU and translations of the re-measured archs (a language model: "
+        "any positive number asks for its perplexity and continuations); 0 = none [200]",
     )
     p.add_argument("--workers", type=int, default=1, help="processes (or Ray actors) evaluating fitness [1]")
     p.add_argument(
@@ -114,7 +158,14 @@ def check_args(args: argparse.Namespace) -> None:
         ("--iterations", args.iterations, 0),
     ):
         check_range(flag, value, low)
-    for flag in ("--max-latency-ms", "--max-gflops", "--max-params"):  # NaN slipped past SearchJob's `<= 0`
+    for flag in (  # NaN slipped past SearchJob's `<= 0`
+        "--max-latency-ms",
+        "--max-prefill-ms",
+        "--max-decode-ms-per-token",
+        "--max-gflops",
+        "--max-params",
+        "--max-active-params",
+    ):
         check_range(flag, getattr(args, flag[2:].replace("-", "_")), 0, low_open=True)
     check_range("--mutate-prob", args.mutate_prob, 0, 1)
     check_range("--dense-iterations", args.dense_iterations, 0)
@@ -145,8 +196,11 @@ def job_from_args(a: argparse.Namespace):
         out=Path(a.out),
         config=cfg,
         max_latency_ms=a.max_latency_ms,
+        max_prefill_ms=a.max_prefill_ms,
+        max_decode_ms_per_token=a.max_decode_ms_per_token,
         max_gflops=a.max_gflops,
         max_params=a.max_params,
+        max_active_params=a.max_active_params,
         confidence=a.confidence,
         valid_sentences=a.valid_sentences,
         fitness=a.fitness,
@@ -170,8 +224,9 @@ def job_from_args(a: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     check_args(args)
     job = job_from_args(args)
-    meta = _predictor_meta(args.predictor)
-    job.notices = _elsewhere_notice(args.predictor, meta) + _mismatch_notice(args, meta)
+    for path in job.predictor_paths:
+        meta = _predictor_meta(path)
+        job.notices += _elsewhere_notice(path, meta) + _mismatch_notice(args, meta, path)
     report, paths = job.run()
     if args.json:
         print_json(report.to_json())
@@ -213,32 +268,75 @@ def _elsewhere_notice(path: str, meta: dict | None) -> list[str]:
     return [f"moenas search: {msg}"] if msg else []
 
 
-def _mismatch_notice(args: argparse.Namespace, meta: dict | None = None) -> list[str]:
+def _mismatch_notice(args: argparse.Namespace, meta: dict | None = None, path: str | None = None) -> list[str]:
     """A warning when the finalists will be timed otherwise (backend, intra-op threads)
-    than the predictor's data was: then the budget compares two kinds of latency."""
+    than the predictor's data (at ``path``; default: the first --predictor) was: then the
+    budget compares two kinds of latency."""
     from moenas.predictor.api import fitted_on_differences, mismatch_line
 
-    meta = _predictor_meta(args.predictor) if meta is None else meta
+    path = path or (args.predictor if isinstance(args.predictor, str) else args.predictor[0])
+    meta = _predictor_meta(path) if meta is None else meta
     if meta is None or args.no_measure:
         return []
     diffs = fitted_on_differences(meta, {"backend": args.backend, "threads_intra": args.threads})
-    return [f"moenas search: warning: {mismatch_line(args.predictor, 'the re-measurement', diffs)}"] if diffs else []
+    return [f"moenas search: warning: {mismatch_line(path, 'the re-measurement', diffs)}"] if diffs else []
 
 
 def print_summary(report, paths) -> None:
-    """The answer's sentence, the picks side by side, one translation, where the report is."""
+    """The answer's sentence, the picks side by side, one sample (translation or continuation),
+    where the report is."""
     best = report.result.best
+    unit = (report.settings.get("primary_budget") or {}).get("unit", "ms")
     print(
         f"\nevolution: {len(report.result.evaluated)} archs evaluated, best by fitness {best.arch.arch_id} "
-        f"(loss {best.loss:.4f} ± {best.loss_se:.4f}, predicted {best.latency:.3g} ms)"
+        f"(loss {best.loss:.4f} ± {best.loss_se:.4f}, predicted {best.latency:.3g} {unit})"
     )
     final = report.final
     if final is not None:
+        shown = SUMMARIES.for_family(report.settings.get("family", ENCODER_DECODER.name))
         picks = {key: getattr(final, key).row for key, _ in PICK_LABELS if getattr(final, key) is not None}
         win = final.winner
-        print(picks_table(picks, win.arch_id if win else None, report.settings.get("quality_beam")))
+        print(shown.table(picks, win.arch_id if win else None, report.settings))
         print(final.verdict.sentence if final.verdict else f"nothing to deploy: {final.none_meets_message()}")
         if win is not None and win.row.samples:
-            x = win.row.samples[0]
-            print(f"{win.arch_id} translates {x['source']!r} -> {x['output']!r} (reference {x['reference']!r})")
+            print(shown.sample(win.arch_id, win.row.samples[0]))
     print(f"report: {paths['report_md']}")
+
+
+def _cell(x: float | None, fmt: str = ".3g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+# A language model's picks: perplexity and decode speed (measured) beside the fitness.
+LM_COLUMNS: list[Column] = [
+    ("perplexity", lambda v: _cell(v.perplexity, ".2f")),
+    ("prefill ms", lambda v: _cell(v.timings.get(PREFILL.name))),
+    ("decode ms/token", lambda v: _cell(v.timings.get(DECODE_PER_TOKEN.name))),
+    ("tokens/s", lambda v: _cell(v.tokens_per_s, ".0f")),
+    ("params M act/total", params_cell),
+]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """How a family's picks and one sample of the winner read on the terminal."""
+
+    table: Callable[[dict[str, Any], str | None, dict[str, Any]], str]
+    sample: Callable[[str, dict[str, str]], str]
+
+
+SUMMARIES: FamilyRegistry[Summary] = FamilyRegistry(
+    "search summary",
+    {
+        ENCODER_DECODER: Summary(
+            lambda picks, winner, settings: picks_table(picks, winner, settings.get("quality_beam")),
+            lambda arch_id, x: (
+                f"{arch_id} translates {x['source']!r} -> {x['output']!r} (reference {x['reference']!r})"
+            ),
+        ),
+        DECODER_ONLY: Summary(
+            lambda picks, winner, settings: picks_table(picks, winner, None, LM_COLUMNS),
+            lambda arch_id, x: f"{arch_id} continues {x['prompt']!r} -> {x['output']!r} (the text: {x['reference']!r})",
+        ),
+    },
+)
