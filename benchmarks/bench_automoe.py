@@ -8,6 +8,11 @@ for the same number of steps; then all of them re-measured side by side in one r
 BLEU (test split, greedy), validation loss, measured latency, FLOPs, active/total parameters,
 and the Amdahl bound (the share of the protocol's FLOPs that experts can touch).
 
+`--space lm-tiny` runs the same stages on the decoder-only language-model space (PRESETS has its
+recipe): budgets on decode ms per token (a generating user's wait, llama-bench's tg inverted),
+quality = validation perplexity, every timed component (prefill, decode) in the table beside the
+total, and tokens/s; results in bench_automoe_lm_tiny.csv.
+
 Resumable stage by stage: every stage writes its result under --work and is skipped when the
 result is there, so a rerun continues (training and fine-tuning resume from their last
 checkpoint). Stages: train -> search -> finetune -> quality -> measure -> table (item 4), then
@@ -40,6 +45,8 @@ from typing import Any, Sequence
 
 import torch
 
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
+from moenas.search.budgets import DECODE_PER_TOKEN, LATENCY, LatencyQuantity, tokens_per_s
 from moenas.search.checkpoint import read_checkpoint
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
@@ -66,6 +73,7 @@ class BenchConfig:
     corpus: str = "default"
     supernet: str = "slice"
     sampling: str = "uniform"
+    sandwich_random: int = 2  # random archs per sandwich step (sandwich sampling only)
     steps: int = 13500
     max_tokens: int = 2048
     lr: float = 3e-3
@@ -87,6 +95,65 @@ class BenchConfig:
     threads: int = 2
 
 
+# Per space, the settings that differ from BenchConfig's (the translation defaults); `--space`
+# picks one, and any flag given wins over it.
+# lm-tiny: the language-model recipe measured for the demo (search/README.md: sandwich with one
+# random arch, peak lr 2e-3, cosine, 16 blocks of 128 tokens a batch, 350 steps in ~6 minutes) run
+# six times as long: 2100 steps are ~10 passes over the 423k-token corpus, hence dropout 0.1 as for
+# translation; validation on all 60 validation blocks; fine-tuning the demo's 350 steps per arch.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "lm-tiny": dict(
+        space="lm-tiny",
+        sampling="sandwich",
+        sandwich_random=1,
+        steps=2100,
+        lr=2e-3,
+        dropout=0.1,
+        finetune_steps=350,
+        # the largest dense arch decodes at ~0.47 ms/token (shipped predictor) and the smallest arch
+        # at ~0.17: at 45% no MoE arch fits, so the budgets sit higher in the range than translation's
+        budgets=(0.6, 0.75, 0.9),
+        valid_sentences=60,
+        bleu_sentences=0,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BenchFamily:
+    """What the experiment compares for one model family: the latency quantity its budgets limit
+    (the whole inference for translation, decode ms per token for a language model, the figure a
+    user of each waits on) and its quality metric (``higher``: whether more is better)."""
+
+    budget: LatencyQuantity
+    quality: str
+    higher: bool
+
+    @property
+    def measured_column(self) -> str:
+        """The table column holding the measured budget quantity (the latency ratios' figure)."""
+        return "measured_ms" if self.budget is LATENCY else f"measured_{self.budget.name}_ms"
+
+    def at_least_as_good(self, a: float, b: float) -> bool:
+        return a >= b if self.higher else a <= b
+
+
+BENCH_FAMILIES: FamilyRegistry[BenchFamily] = FamilyRegistry(
+    "bench_automoe comparisons",
+    {
+        ENCODER_DECODER: BenchFamily(LATENCY, "bleu", True),
+        DECODER_ONLY: BenchFamily(DECODE_PER_TOKEN, "perplexity", False),
+    },
+)
+
+
+def bench_family(c: BenchConfig) -> BenchFamily:
+    from moenas.arch import SearchSpace
+
+    return BENCH_FAMILIES.for_family(SearchSpace.load(c.space).family)
+
+
 def supernet_config(c: BenchConfig) -> TrainConfig:
     return TrainConfig(
         space=c.space,
@@ -94,6 +161,7 @@ def supernet_config(c: BenchConfig) -> TrainConfig:
         steps=c.steps,
         supernet=c.supernet,
         sampling=c.sampling,
+        sandwich_random=c.sandwich_random,
         max_tokens=c.max_tokens,
         lr=c.lr,
         warmup=c.warmup,
@@ -103,7 +171,7 @@ def supernet_config(c: BenchConfig) -> TrainConfig:
         eval_every=max(c.steps // 10, 1),
         save_every=max(c.steps // 50, 1),
         valid_sentences=c.valid_sentences,
-        bleu_sentences=100,
+        bleu_sentences=min(100, c.bleu_sentences),  # a language model has no BLEU (its bleu_sentences: 0)
         progress=False,
     )  # a kill loses <= 2% of it
 
@@ -154,9 +222,10 @@ def _predictor(c: BenchConfig, work: Path, log):
     pdir = work / "predictor"
     if any(pdir.glob("*.json")):
         return Predictor.load(pdir), pdir
-    log(f"fitting the search's predictor on the shipped dataset {c.space}-cpu-ort")
+    target = bench_family(c).budget.component
+    log(f"fitting the search's predictor ({target}) on the shipped dataset {c.space}-cpu-ort")
     pred, _ = fit_predictor(
-        load_dataset([shipped(f"{c.space}-cpu-ort")], "total"), "auto", folds=5, seed=c.seed, with_learning_curve=False
+        load_dataset([shipped(f"{c.space}-cpu-ort")], target), "auto", folds=5, seed=c.seed, with_learning_curve=False
     )
     pred.save(pdir, overwrite=True)
     return pred, pdir
@@ -180,10 +249,10 @@ def _search(c: BenchConfig, space, ckpt: Path, pdir: Path, budget_ms: float, out
         predictor_path=str(pdir),
         out=out,
         config=econf,
-        max_latency_ms=budget_ms,
         confidence=0.9,
         valid_sentences=c.valid_sentences,
         bleu_sentences=0,
+        **{bench_family(c).budget.option: budget_ms},
         measure=False,
         dense_baseline=False,
         resume=(out / "search_state.json").exists(),
@@ -194,13 +263,17 @@ def _search(c: BenchConfig, space, ckpt: Path, pdir: Path, budget_ms: float, out
     return report.result.best
 
 
-def _random_moe(space, pred, budget_ms: float, seed: int):
-    """The first sampled arch that meets the budget (predicted 90% upper bound) and has experts."""
-    archs = [
-        a for a in space.sample_n(2000, seed=seed) if any(layer.is_moe for layer in a.encoder.layers + a.decoder.layers)
-    ]
+def _random_moe(space, pred, quantity: LatencyQuantity, budget: float, seed: int):
+    """The first sampled arch that meets the budget (predicted 90% upper bound of ``quantity``)
+    and has experts."""
+    from moenas.search.verify import protocol_of
+
+    archs = [a for a in space.sample_n(2000, seed=seed) if not a.is_dense]
     upper = pred.predict(archs, confidence=0.9).upper
-    return next(a for a, u in zip(archs, upper) if u <= budget_ms)
+    fits = [a for a, u in zip(archs, upper) if quantity.of(u, protocol_of(pred)) <= budget]
+    if not fits:
+        raise SystemExit(f"bench_automoe: error: no sampled MoE arch meets the {budget:.3g} {quantity.unit} budget")
+    return fits[0]
 
 
 def stage_search(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
@@ -211,17 +284,21 @@ def stage_search(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
     done = work / "archs.json"
     if done.exists():
         return json.loads(done.read_text())
+    from moenas.search.verify import protocol_of
+
     space = SearchSpace.load(c.space)
     dense = space.dense()
     pred, pdir = _predictor(c, work, log)
+    q = bench_family(c).budget
     largest = dense.largest()
-    top = float(pred.predict([largest]).mean[0])
+    top = q.of(float(pred.predict([largest]).mean[0]), protocol_of(pred))
     rows = [{"budget": None, "budget_ms": None, "role": "largest-dense", "arch": largest.to_dict()}]
     for i, frac in enumerate(c.budgets):
-        b = round(frac * top, 3)
+        b = round(frac * top, 4)
         for role, sp in (("moe-winner", space), ("dense-winner", dense)):
             log(
-                f"budget {i} ({frac:.0%} of the largest dense arch's {top:.3g} ms = {b:.3g} ms): searching the {role.split('-')[0]} space"
+                f"budget {i} ({frac:.0%} of the largest dense arch's {top:.3g} {q.unit} {q.label} = {b:.3g} {q.unit}): "
+                f"searching the {role.split('-')[0]} space"
             )
             best = _search(c, sp, work / "supernet.pt", pdir, b, work / "search" / f"{role}-{i}")
             rows.append({"budget": i, "budget_ms": b, "role": role, "arch": best.arch.to_dict()})
@@ -230,7 +307,7 @@ def stage_search(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
                 "budget": i,
                 "budget_ms": b,
                 "role": "random-moe",
-                "arch": _random_moe(space, pred, b, c.seed + i).to_dict(),
+                "arch": _random_moe(space, pred, q, b, c.seed + i).to_dict(),
             }
         )
     done.write_text(json.dumps(rows, indent=2) + "\n")
@@ -243,7 +320,7 @@ def _archs(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     out = {}
     for r in rows:
-        a = Arch.from_dict(r["arch"])
+        a = Arch.from_dict(r["arch"])  # either family: Arch.from_dict reads the arch's family
         out.setdefault(a.arch_id, a)
     return out
 
@@ -259,15 +336,20 @@ def stage_finetune(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) 
 
 
 def _quality(model, arch, meta, c: BenchConfig) -> dict[str, float]:
-    from moenas.search.checkpoint import checkpoint_corpus, load_tokenizer, validation_data
-    from moenas.search.evaluation import bleu_score, validation_loss
+    """Validation loss on the family's fixed validation subset (search fitness's), and the
+    family's quality metric: test BLEU (greedy) for translation, perplexity for a language model."""
+    from moenas.search.checkpoint import checkpoint_corpus, load_tokenizer
+    from moenas.search.evaluation import bleu_score, perplexity, validation_loss
+    from moenas.search.fitness import FITNESS_FAMILIES
 
-    batches, _ = validation_data(meta, n_sentences=c.valid_sentences)
-    test = checkpoint_corpus(meta).test[: c.bleu_sentences]
-    return {
-        "val_loss": validation_loss(model, [arch], batches)[0],
-        "bleu": bleu_score(model, arch, load_tokenizer(meta), test),
+    corpus = checkpoint_corpus(meta)
+    batches, _ = FITNESS_FAMILIES.for_family(arch.family).validation(meta, c.valid_sentences, corpus)
+    loss = validation_loss(model, [arch], batches)[0]
+    metric = {
+        "bleu": lambda: bleu_score(model, arch, load_tokenizer(meta), corpus.test[: c.bleu_sentences]),
+        "perplexity": lambda: perplexity(loss),
     }
+    return {"val_loss": loss, bench_family(c).quality: metric[bench_family(c).quality]()}
 
 
 def stage_quality(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -> dict[str, dict[str, float]]:
@@ -276,21 +358,22 @@ def stage_quality(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -
 
     path = work / "quality.json"
     q = json.loads(path.read_text()) if path.exists() else {}
+    m = bench_family(c).quality
     for aid, arch in _archs(rows).items():
         if aid in q:
             continue
-        net, meta = model_for_arch(work / "supernet.pt", arch)
+        net, meta = model_for_arch(work / "supernet.pt", arch, family=arch.family)
         inh = _quality(net.eval(), arch, meta, c)
-        model, fmeta = model_for_arch(work / "finetune" / f"{aid}.pt", arch)
+        model, fmeta = model_for_arch(work / "finetune" / f"{aid}.pt", arch, family=arch.family)
         fin = _quality(model.eval(), arch, fmeta, c)
         q[aid] = {
             "inherited_val_loss": inh["val_loss"],
-            "inherited_bleu": inh["bleu"],
+            f"inherited_{m}": inh[m],
             "val_loss": fin["val_loss"],
-            "bleu": fin["bleu"],
+            m: fin[m],
         }
         log(
-            f"{aid}: inherited loss {inh['val_loss']:.3f} BLEU {inh['bleu']:.1f}; fine-tuned {fin['val_loss']:.3f} BLEU {fin['bleu']:.1f}"
+            f"{aid}: inherited loss {inh['val_loss']:.3f} {m} {inh[m]:.1f}; fine-tuned {fin['val_loss']:.3f} {m} {fin[m]:.1f}"
         )
         path.write_text(json.dumps(q, indent=2) + "\n")
     return q
@@ -299,6 +382,7 @@ def stage_quality(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -
 def stage_measure(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -> dict[str, float]:
     """Every arch timed side by side, round-robin in one run (their ratios are fair); run it
     only on a quiet machine. ``measured.json``: arch_id -> median ms, plus the machine."""
+    from moenas.arch.protocol import protocol_for
     from moenas.profiler.fingerprint import fingerprint
     from moenas.profiler.runner import measure_archs
 
@@ -306,12 +390,16 @@ def stage_measure(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -
     if path.exists():
         return json.loads(path.read_text())
     archs = _archs(rows)
+    protocol = protocol_for(next(iter(archs.values())).family)
     log(f"timing {len(archs)} archs side by side (onnxruntime, 1 thread): keep the machine quiet")
-    ms = measure_archs(list(archs.values()), threads_intra=1)
+    ms = measure_archs(list(archs.values()), threads_intra=1, protocol=protocol)
     fp = fingerprint("cpu")
     out = {
         "ms": {m["arch_id"]: float(m["total"]["median_ms"]) for m in ms},
         "ci_rel": {m["arch_id"]: m["total"].get("ci_rel") for m in ms},
+        # each timed component's median (ms), from the same repetitions as the total
+        "components": {m["arch_id"]: {k: float(m[k]["median_ms"]) for k in protocol.family.components} for m in ms},
+        "protocol": protocol.to_dict(),
         "device": fp.get("cpu_model", "cpu"),
         "cores": fp.get("cpu_cores"),
     }
@@ -418,6 +506,7 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
     FFN share of the protocol's FLOPs: experts can save at most that share of the work)."""
     from moenas.arch import Arch
     from moenas.arch.cost import param_count, protocol_cost
+    from moenas.arch.protocol import protocol_for
     from moenas.profiler.fingerprint import bench_environment
 
     env = {
@@ -426,24 +515,31 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
         "supernet_steps": c.steps,
         "finetune_steps": c.finetune_steps,
     }
+    fam = bench_family(c)
     out = []
     for r in rows:
         a = Arch.from_dict(r["arch"])
-        cost = protocol_cost(a)
-        dec = cost.components["decoder"].flops_by_part
+        protocol = protocol_for(a.family)
+        cost = protocol_cost(a, protocol)
+        last = cost.components[a.family.components[-1]]  # the decoding component (decoder / decode)
         params = param_count(a)
+        comps = (measured.get("components") or {}).get(a.arch_id, {})
         out.append(
             {
                 "budget": r["budget"],
-                "budget_ms_predicted": r["budget_ms"],
+                "budget_ms_predicted": r["budget_ms"],  # in the budget quantity's unit
+                "budget_quantity": f"{fam.budget.name} ({fam.budget.unit})",
                 "role": r["role"],
                 "arch_id": a.arch_id,
+                "has_experts": not a.is_dense,  # the full space's winner may be dense (one expert per layer)
                 **{k: round(v, 4) for k, v in quality[a.arch_id].items()},
                 "measured_ms": round(measured["ms"][a.arch_id], 4),
+                **{f"measured_{k}_ms": round(v, 4) for k, v in comps.items()},
+                **_per_token(fam, comps, protocol),
                 "ci_rel": measured["ci_rel"].get(a.arch_id),
                 "mflops": round(cost.total_flops / 1e6, 2),
                 "ffn_flop_share": round(cost.ffn_share, 4),
-                "logits_share_of_decoder": round(dec.get("logits", 0.0) / cost.components["decoder"].flops, 4),
+                "logits_share_of_decoder": round(last.flops_by_part.get("logits", 0.0) / last.flops, 4),
                 "amdahl_max_speedup": round(1 / (1 - cost.ffn_share), 3),
                 "params_total_m": round(params.total / 1e6, 3),
                 "params_active_m": round(params.active / 1e6, 3),
@@ -453,37 +549,51 @@ def table_rows(c: BenchConfig, rows: list[dict[str, Any]], quality: dict, measur
     return out
 
 
-def comparisons(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The targets: per budget, MoE winner's BLEU minus the dense winner's; and for each dense
-    arch, the latency ratio to the fastest MoE winner of at least its BLEU (at equal BLEU)."""
+def _per_token(fam: BenchFamily, comps: dict[str, float], protocol) -> dict[str, float]:
+    """The measured budget quantity when it is a per-step figure (decode ms per token), and the
+    tokens/s it gives; nothing for a whole-inference budget (measured_ms already holds it)."""
+    if fam.budget is LATENCY or fam.budget.component not in comps:
+        return {}
+    per = fam.budget.of(comps[fam.budget.component], protocol)
+    return {fam.measured_column: round(per, 4), "tokens_per_s": round(tokens_per_s(per), 1)}
+
+
+def comparisons(table: list[dict[str, Any]], fam: BenchFamily) -> list[dict[str, Any]]:
+    """The targets: per budget, the MoE winner's quality minus the dense winner's; and for each
+    dense arch, the ratio of its measured budget quantity (latency, or decode ms per token) to
+    the fastest MoE winner's of at least its quality (at equal quality: BLEU at least as high,
+    or perplexity at least as low)."""
+    q, ms = fam.quality, fam.measured_column
     moe = [r for r in table if r["role"] == "moe-winner"]
     out = []
     for r in table:
         if r["role"] not in ("dense-winner", "largest-dense"):
             continue
-        row = {"budget": r["budget"], "dense_role": r["role"], "dense_arch": r["arch_id"], "dense_bleu": r["bleu"]}
+        row = {"budget": r["budget"], "dense_role": r["role"], "dense_arch": r["arch_id"], f"dense_{q}": r[q]}
         same = next((m for m in moe if m["budget"] == r["budget"]), None)
         if same is not None:
-            row["moe_minus_dense_bleu"] = round(same["bleu"] - r["bleu"], 2)
-        at_least = [m for m in moe if m["bleu"] >= r["bleu"]]
+            row[f"moe_minus_dense_{q}"] = round(same[q] - r[q], 2)
+        at_least = [m for m in moe if fam.at_least_as_good(m[q], r[q])]
         if at_least:
-            fast = min(at_least, key=lambda m: m["measured_ms"])
+            fast = min(at_least, key=lambda m: m[ms])
             row.update(
-                moe_arch=fast["arch_id"],
-                moe_bleu=fast["bleu"],
-                latency_ratio_at_equal_bleu=round(r["measured_ms"] / fast["measured_ms"], 3),
+                {
+                    "moe_arch": fast["arch_id"],
+                    f"moe_{q}": fast[q],
+                    f"latency_ratio_at_equal_{q}": round(r[ms] / fast[ms], 3),
+                }
             )
         out.append(row)
     return out
 
 
-def write_csv(table: list[dict[str, Any]], path: Path) -> None:
+def write_csv(table: list[dict[str, Any]], path: Path, fam: BenchFamily) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(table[0]))
         w.writeheader()
         w.writerows(table)
-    comp = comparisons(table)
+    comp = comparisons(table, fam)
     if comp:
         with path.with_name(path.stem + "_targets.csv").open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=sorted({k for row in comp for k in row}))
@@ -508,15 +618,15 @@ def write_rank_csv(rank: list[dict[str, Any]], path: Path) -> None:
         w.writerows(rows)
 
 
-def print_summary(table: list[dict[str, Any]]) -> None:
+def print_summary(table: list[dict[str, Any]], fam: BenchFamily) -> None:
     cols = (
         "budget",
         "role",
         "arch_id",
-        "bleu",
+        fam.quality,
         "val_loss",
-        "inherited_bleu",
-        "measured_ms",
+        f"inherited_{fam.quality}",
+        *dict.fromkeys(("measured_ms", fam.measured_column)),
         "mflops",
         "params_active_m",
         "params_total_m",
@@ -524,8 +634,8 @@ def print_summary(table: list[dict[str, Any]]) -> None:
     )
     print("  ".join(f"{c:>14}" for c in cols))
     for r in table:
-        print("  ".join(f"{'' if r[c] is None else r[c]!s:>14}" for c in cols))
-    for row in comparisons(table):
+        print("  ".join(f"{'' if r.get(c) is None else r[c]!s:>14}" for c in cols))
+    for row in comparisons(table, fam):
         print(json.dumps(row))
 
 
@@ -535,7 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stages", default=",".join(STAGES), help=f"comma-separated, in order (default: {','.join(STAGES)})"
     )
-    ap.add_argument("--out", type=Path, default=RESULTS / "bench_automoe.csv")
+    ap.add_argument("--space", default="tiny", choices=PRESETS, help="the space and its preset settings [tiny]")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="[benchmarks/results/bench_automoe.csv; lm-tiny: ..._lm.csv]"
+    )
     ap.add_argument(
         "--combos",
         default=",".join(RANK_COMBOS),
@@ -558,9 +671,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=None)
     args = ap.parse_args(argv)
     c = replace(
-        BenchConfig(),
+        BenchConfig(**PRESETS[args.space]),
         **{k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__ and v is not None},
     )
+    if args.out is None:
+        args.out = RESULTS / (
+            "bench_automoe.csv" if args.space == "tiny" else f"bench_automoe_{args.space.replace('-', '_')}.csv"
+        )
     stages = args.stages.split(",")
     bad = [s for s in stages if s not in STAGES]
     if bad:
@@ -615,8 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         write_rank_csv(rank, args.out.with_name(args.out.stem + "_rank.csv"))
     if "table" in stages:
         out = table_rows(c, rows, _read(args.work / "quality.json"), _read(args.work / "measured.json"))
-        write_csv(out, args.out)
-        print_summary(out)
+        write_csv(out, args.out, bench_family(c))
+        print_summary(out, bench_family(c))
     return 0
 
 

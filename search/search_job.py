@@ -274,12 +274,13 @@ class SearchJob:
             if not bars:
                 for line in self.notices:
                     sys.stderr.write(line + "\n")
-            if not bars or bars[-1].desc != desc:
+            # a disabled tqdm keeps no desc: the bar's own name is read back from its attribute we set
+            if not bars or getattr(bars[-1], "moenas_desc", None) != desc:
                 if bars:
                     bars[-1].close()
-                bars.append(
-                    tqdm(total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress)
-                )
+                bar = tqdm(total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress)
+                bar.moenas_desc = desc
+                bars.append(bar)
             bar = bars[-1]
             bar.update(1)
             bar.set_postfix(best=f"{row['best_loss']:.3f}", evals=row["evaluations"])

@@ -55,7 +55,8 @@ def test_table_and_targets(bench, tmp_path):
             1 / (1 - r["ffn_flop_share"]), rel=1e-2
         )
         assert r["params_active_m"] <= r["params_total_m"]
-    comp = {(c["budget"], c["dense_role"]): c for c in bench.comparisons(table)}
+    fam = bench.bench_family(bench.BenchConfig())
+    comp = {(c["budget"], c["dense_role"]): c for c in bench.comparisons(table, fam)}
     # budget 0: MoE 9 vs dense 8 BLEU; the fastest MoE winner with BLEU >= 8 is moe0 (8 ms): 9/8
     assert comp[(0, "dense-winner")]["moe_minus_dense_bleu"] == 1.0
     assert comp[(0, "dense-winner")]["latency_ratio_at_equal_bleu"] == pytest.approx(9 / 8, rel=1e-3)
@@ -65,9 +66,42 @@ def test_table_and_targets(bench, tmp_path):
     assert comp[(1, "dense-winner")]["moe_minus_dense_bleu"] == -1.0
     assert "latency_ratio_at_equal_bleu" not in comp[(1, "dense-winner")]
     out = tmp_path / "r.csv"
-    bench.write_csv(table, out)
+    bench.write_csv(table, out, fam)
     assert len(list(csv.DictReader(out.open()))) == 5
     assert len(list(csv.DictReader((tmp_path / "r_targets.csv").open()))) == 3
+
+
+def test_language_model_table_compares_decode_ms_per_token_at_equal_perplexity(bench):
+    """lm-tiny: budgets on decode ms/token, quality = perplexity (lower is better)."""
+    c = bench.BenchConfig(**bench.PRESETS["lm-tiny"])
+    fam = bench.bench_family(c)
+    assert fam.budget.component == "decode" and fam.quality == "perplexity" and not fam.higher
+    space = SearchSpace.load("lm-tiny")
+    dense = space.dense()
+    moe = [a for a in space.sample_n(20, seed=3) if not a.is_dense][:1]
+    rows = [
+        {"budget": None, "budget_ms": None, "role": "largest-dense", "arch": dense.largest().to_dict()},
+        {"budget": 0, "budget_ms": 0.3, "role": "moe-winner", "arch": moe[0].to_dict()},
+    ]
+    archs = [dense.largest(), moe[0]]
+    ppl = {archs[0].arch_id: 150.0, archs[1].arch_id: 140.0}  # the MoE winner is at least as good
+    decode = {archs[0].arch_id: 24.0, archs[1].arch_id: 8.0}  # ms for the protocol's 32 steps
+    quality = {
+        i: {"inherited_val_loss": 5.0, "inherited_perplexity": p + 5, "val_loss": 5.0, "perplexity": p}
+        for i, p in ppl.items()
+    }
+    measured = {
+        "ms": {i: d + 4 for i, d in decode.items()},
+        "ci_rel": {},
+        "components": {i: {"prefill": 4.0, "decode": d} for i, d in decode.items()},
+    }
+    table = bench.table_rows(c, rows, quality, measured)
+    by = {r["role"]: r for r in table}
+    assert by["moe-winner"]["measured_decode_per_token_ms"] == pytest.approx(8.0 / 32)
+    assert by["moe-winner"]["tokens_per_s"] == pytest.approx(32000 / 8.0, rel=1e-3)
+    (comp,) = bench.comparisons(table, fam)
+    assert comp["latency_ratio_at_equal_perplexity"] == pytest.approx(3.0, rel=1e-3)
+    assert comp["dense_perplexity"] == 150.0 and comp["moe_perplexity"] == 140.0
 
 
 def test_unknown_stage_is_one_line(bench, tmp_path, capsys):
