@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from moenas.arch.arch import AnyArch, LMArch
-from moenas.arch.family import DECODER_ONLY
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
 from moenas.arch.lm_model import CausalLM, build_lm_model
 from moenas.arch.protocol import LMProtocol
 
@@ -153,7 +153,13 @@ def export_lm(
     return ex
 
 
+# Each family's export function: ``exporter(arch, seed=, method=, opset=)`` -> its graphs.
+EXPORTERS: FamilyRegistry[Callable[..., ExportedArch]] = FamilyRegistry(
+    "ONNX export", {ENCODER_DECODER: export_arch, DECODER_ONLY: export_lm}
+)
+
+
 def exporter_for(arch: AnyArch) -> Callable[..., ExportedArch]:
     """The export function of ``arch``'s family (:func:`export_lm` or
     :func:`~moenas.profiler.onnx_export.export_arch`), e.g. for ``export_to_dir(exporter=...)``."""
-    return export_lm if arch.family is DECODER_ONLY else export_arch
+    return EXPORTERS.for_family(arch.family)

@@ -24,7 +24,15 @@ from torch import nn
 
 from moenas.arch import Arch, LMArch, UserError
 from moenas.arch.checks import check_fields
-from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_named, get_family
+from moenas.arch.family import (
+    DECODER_ONLY,
+    DEFAULT_FAMILY,
+    ENCODER_DECODER,
+    FamilyRegistry,
+    ModelFamily,
+    family_named,
+    get_family,
+)
 from moenas.arch.files import atomic_write, atomic_write_text, check_replaceable, json_dict
 from moenas.arch.lm_model import CausalLM
 from moenas.arch.model import SubTransformer
@@ -32,7 +40,7 @@ from moenas.arch.provenance import versions as _versions
 from moenas.data.batching import Batch
 from moenas.data.tokenizer import SubwordTokenizer
 
-from .supernet import SuperNet, SupernetConfig, extract, supernet_from_config
+from .supernet import SuperNet, SupernetConfig, extract, model_class, supernet_from_config
 from .train_config import TrainConfig
 from .train_data import lm_valid_blocks, load_corpus_for, translation_valid_batches
 
@@ -46,7 +54,9 @@ _BY_KIND = {"supernet": {"supernet_config": dict}, "standalone": {"arch": str}}
 _META_REQUIRED = {"corpus_fingerprint": str, "tokenizer": str, "train_config": dict}
 _META_OPTIONAL = {"history": list, "space": str, "kind": str, "format": str, "family": str}
 # What each family's model is called in messages.
-MODEL_NAMES = {ENCODER_DECODER.name: "translation model", DECODER_ONLY.name: "language model"}
+MODEL_NAMES: FamilyRegistry[str] = FamilyRegistry(
+    "model name", {ENCODER_DECODER: "translation model", DECODER_ONLY: "language model"}
+)
 
 
 def meta_path(ckpt: str | Path) -> Path:
@@ -86,7 +96,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         check_fields(ck["supernet_config"], f"{p} supernet config", {"space": dict, "kind": str})
     check_fields(ck["meta"], f"{p} metadata", _META_REQUIRED, _META_OPTIONAL)
     found = content_family(ck, p)
-    if ck.get("family", ENCODER_DECODER.name) != found.name:
+    if ck.get("family", DEFAULT_FAMILY.name) != found.name:
         raise UserError(f"{p}: damaged checkpoint (family {ck['family']!r} but it holds a {found.name} model)")
     for where, d in (
         ("training config", ck["train_config"]),
@@ -111,15 +121,15 @@ def content_family(ck: dict[str, Any], where: Any) -> ModelFamily:
 
 def meta_family(meta: dict[str, Any]) -> ModelFamily:
     """The family a checkpoint's metadata records (encoder-decoder when it records none)."""
-    return get_family(meta.get("family", ENCODER_DECODER.name))
+    return get_family(meta.get("family", DEFAULT_FAMILY.name))
 
 
 def check_family(found: ModelFamily, expected: ModelFamily | None, where: Any) -> None:
     """One UserError line unless ``found`` is ``expected`` (None: any family will do)."""
     if expected is not None and found is not expected:
         raise UserError(
-            f"{where}: holds a {MODEL_NAMES[found.name]} ({found.name}), not the "
-            f"{MODEL_NAMES[expected.name]} ({expected.name}) expected here"
+            f"{where}: holds a {MODEL_NAMES.for_family(found)} ({found.name}), not the "
+            f"{MODEL_NAMES.for_family(expected)} ({expected.name}) expected here"
         )
 
 
@@ -167,7 +177,7 @@ def load_model(
     if ck["kind"] != "standalone":
         raise UserError(f"{ckpt}: holds a supernet; extract an arch with moenas.search.supernet.extract")
     arch = Arch.from_json(ck["arch"])
-    model = CausalLM(arch) if isinstance(arch, LMArch) else SubTransformer(arch)
+    model = model_class(arch.family)(arch)
     load_state(model, ck["model"], ckpt)
     return model.to(device).eval(), dict(ck["meta"])
 

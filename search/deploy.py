@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from moenas.arch.arch import AnyArch
-from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER
+from moenas.arch.family import ENCODER_DECODER, FamilyRegistry
 from moenas.arch.model import BOS, EOS, MAX_LEN_A, MAX_LEN_B, MAX_LENGTH, PAD, UNK, beam_search, max_new_tokens
 from moenas.arch.protocol import Protocol
 from moenas.profiler.onnx_export import DEFAULT_OPSET, export_arch
@@ -53,12 +53,8 @@ def export_trained(
     family deploys: the arch's family, or without an arch, the checkpoint's. A checkpoint of
     the other family is one UserError line. ``protocol``: the latency protocol the arch was
     timed under (recorded; default: the family's default one)."""
-    if arch is None:
-        family = content_family(read_checkpoint(ckpt), ckpt)
-    else:
-        family = arch.family
-    deployment = LM_DEPLOYMENT if family is DECODER_ONLY else TRANSLATION
-    return export_with_weights(deployment, arch, ckpt, out_dir, opset, overwrite, protocol)
+    family = content_family(read_checkpoint(ckpt), ckpt) if arch is None else arch.family
+    return export_with_weights(DEPLOYMENTS.for_family(family), arch, ckpt, out_dir, opset, overwrite, protocol)
 
 
 def generation_conventions(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +154,8 @@ TRANSLATION = Deployment(
     generation_config=generation_config,
     genai_config=genai_config,
 )
+# How each family deploys: its Deployment, registered under the family it declares.
+DEPLOYMENTS: FamilyRegistry[Deployment] = FamilyRegistry("deployment", (TRANSLATION, LM_DEPLOYMENT))
 
 
 class OnnxTranslator:

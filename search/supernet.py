@@ -42,7 +42,7 @@ from torch import nn
 from torch.func import functional_call
 
 from moenas.arch import Arch, LayerArch, LMArch, StackArch, StackSpace, UserError
-from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, ModelFamily, family_named
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry, ModelFamily, family_named
 from moenas.arch.lm_model import CausalLM
 from moenas.arch.model import SubTransformer
 from moenas.arch.space import AnySpace, space_from_dict
@@ -308,10 +308,20 @@ class LMSuperNet(SuperNet):
         return self._run((ids,), arch, hidden)
 
 
+# Each family's supernet class (the class declares its family and the standalone model it runs).
+SUPERNETS: FamilyRegistry[type[SuperNet]] = FamilyRegistry("supernet class", (SuperNet, LMSuperNet))
+
+
 def supernet_from_config(config: SupernetConfig) -> SuperNet:
-    """The supernet of ``config``: an :class:`LMSuperNet` for a decoder-only space, else a
-    :class:`SuperNet`."""
-    return (LMSuperNet if config.family is DECODER_ONLY else SuperNet)(config)
+    """The supernet of ``config``: the class of the space's family (a :class:`SuperNet` for an
+    encoder-decoder space, an :class:`LMSuperNet` for a decoder-only one)."""
+    return SUPERNETS.for_family(config.family)(config)
+
+
+def model_class(family: ModelFamily) -> type[nn.Module]:
+    """The standalone model class of ``family``'s archs (a SubTransformer, a CausalLM): the one
+    its supernet runs and :func:`extract` fills."""
+    return SUPERNETS.for_family(family).model_cls
 
 
 def build_supernet(space: AnySpace, kind: str = "slice", **kw: Any) -> SuperNet:
@@ -345,6 +355,8 @@ __all__ = [
     "LMSuperNet",
     "build_supernet",
     "supernet_from_config",
+    "SUPERNETS",
+    "model_class",
     "extract",
     "inherited_state_dict",
 ]

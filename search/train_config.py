@@ -14,7 +14,7 @@ from typing import Any
 
 from moenas.arch import UserError
 from moenas.arch.checks import check_range
-from moenas.arch.family import ENCODER_DECODER, ModelFamily
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry, ModelFamily
 from moenas.arch.protocol import LMProtocol
 
 from .names import KINDS, MOS_INITS, MOS_MODES
@@ -23,6 +23,11 @@ SAMPLING = ("uniform", "sandwich")
 SCHEDULES = ("inverse_sqrt", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 _SHARE = (0, 1, False, True)  # [0, 1)
+# The label smoothing of a run that sets none, per family: fairseq's 0.1 for translation; none
+# for a language model, whose loss is then the next-token NLL that perplexity reports.
+LABEL_SMOOTHING: FamilyRegistry[float] = FamilyRegistry(
+    "default label smoothing", {ENCODER_DECODER: 0.1, DECODER_ONLY: 0.0}
+)
 
 
 def _at_least(low: float) -> tuple[float, None, bool, bool]:
@@ -179,11 +184,11 @@ class TrainConfig:
 
     def smoothing_for(self, family: ModelFamily) -> float:
         """The label smoothing a run of ``family`` trains with: the configured value, or when
-        unset 0.1 for translation (fairseq's) and 0 for a language model (its loss is then the
-        next-token NLL that perplexity reports)."""
+        unset the family's default (:data:`LABEL_SMOOTHING`: 0.1 for translation, fairseq's, and
+        0 for a language model, its loss then the next-token NLL that perplexity reports)."""
         if self.label_smoothing is not None:
             return self.label_smoothing
-        return 0.1 if family is ENCODER_DECODER else 0.0
+        return LABEL_SMOOTHING.for_family(family)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:

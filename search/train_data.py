@@ -7,19 +7,20 @@ pairs (``data/batching.py: BatchStream``). Language model (decoder-only): a text
 into ``block_len`` blocks (``token_stream``, ``cut_blocks``); batches of ``max_tokens //
 block_len`` blocks (``BlockStream``). Both use the same BPE tokenizer pipeline
 (``data/tokenizer.py``), sized to the space's vocabulary and cached by corpus fingerprint.
+What differs is one :class:`FamilyData` per family, looked up in :data:`TRAIN_DATA`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.distributed as dist
 
 from moenas.arch import UserError
-from moenas.arch.family import DECODER_ONLY, ModelFamily
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry, ModelFamily
 from moenas.arch.space import AnySpace
 from moenas.data.batching import (
     Batch,
@@ -41,19 +42,15 @@ from .train_config import TrainConfig
 
 def check_corpus_for(family: ModelFamily, spec: str) -> None:
     """A one-line UserError, before any work, unless ``spec`` names a corpus of ``family``'s kind."""
-    if family is not DECODER_ONLY:
-        check_corpus_spec(spec)
-    elif spec != "default" and not Path(spec).is_dir():
-        raise UserError(
-            f"--corpus {spec}: a language model reads 'default' (the shipped text corpus) or a directory of *.txt files"
-        )
+    TRAIN_DATA.for_family(family).check_corpus(spec)
 
 
 def load_corpus_for(family: ModelFamily, spec: str) -> Any:
     """The corpus ``spec`` names, of the kind ``family`` trains on: a text corpus for a language
     model, a parallel corpus for translation."""
-    check_corpus_for(family, spec)
-    return load_text_corpus(spec) if family is DECODER_ONLY else load_corpus(spec)
+    data = TRAIN_DATA.for_family(family)
+    data.check_corpus(spec)
+    return data.load_corpus(spec)
 
 
 def corpus_and_tokenizer(
@@ -106,14 +103,68 @@ def batches_for(
     cfg: TrainConfig, space: AnySpace, corpus: Any, tok: SubwordTokenizer, rank: int = 0, world: int = 1
 ) -> TrainData:
     """The training stream (rank ``rank`` of ``world``) and validation batches of ``corpus``."""
-    if space.family is DECODER_ONLY:
+    return TRAIN_DATA.for_family(space.family).batches(cfg, corpus, tok, rank, world)
+
+
+# ---- what each family reads -------------------------------------------------------------------
+class FamilyData:
+    """What a training run of one model family reads: which corpus specs it accepts, the corpus
+    they load, and the run's batches of it."""
+
+    family: ClassVar[ModelFamily]
+
+    def check_corpus(self, spec: str) -> None:
+        """A one-line UserError unless ``spec`` names a corpus of this family's kind."""
+        raise NotImplementedError
+
+    def load_corpus(self, spec: str) -> Any:
+        """The corpus ``spec`` names (already checked with :meth:`check_corpus`)."""
+        raise NotImplementedError
+
+    def batches(self, cfg: TrainConfig, corpus: Any, tok: SubwordTokenizer, rank: int, world: int) -> TrainData:
+        """The training stream (rank ``rank`` of ``world``) and validation batches of ``corpus``."""
+        raise NotImplementedError
+
+
+class TranslationData(FamilyData):
+    """Encoder-decoder translation: a parallel corpus in token-count batches of sentence pairs."""
+
+    family = ENCODER_DECODER
+
+    def check_corpus(self, spec: str) -> None:
+        check_corpus_spec(spec)
+
+    def load_corpus(self, spec: str) -> Any:
+        return load_corpus(spec)
+
+    def batches(self, cfg: TrainConfig, corpus: Any, tok: SubwordTokenizer, rank: int, world: int) -> TrainData:
+        train_ex = encode_pairs(tok, corpus.train, cfg.max_len)
+        valid = translation_valid_batches(cfg, tok, corpus.valid[: cfg.valid_sentences])
+        stream = BatchStream(train_ex, cfg.max_tokens, seed=cfg.seed, rank=rank, world=world)
+        return TrainData(stream, valid, f"{len(corpus.train)} train pairs")
+
+
+class LanguageModelData(FamilyData):
+    """Decoder-only language model: a text corpus as one token stream cut into blocks."""
+
+    family = DECODER_ONLY
+
+    def check_corpus(self, spec: str) -> None:
+        if spec != "default" and not Path(spec).is_dir():
+            raise UserError(
+                f"--corpus {spec}: a language model reads 'default' (the shipped text corpus) or a directory of *.txt files"
+            )
+
+    def load_corpus(self, spec: str) -> Any:
+        return load_text_corpus(spec)
+
+    def batches(self, cfg: TrainConfig, corpus: Any, tok: SubwordTokenizer, rank: int, world: int) -> TrainData:
         train = lm_blocks(tok, corpus.train, cfg.block_len)
         valid = fixed_block_batches(lm_valid_blocks(cfg, corpus, tok), cfg.max_tokens)
-        stream: BatchStream | BlockStream = BlockStream(train, cfg.max_tokens, seed=cfg.seed, rank=rank, world=world)
+        stream = BlockStream(train, cfg.max_tokens, seed=cfg.seed, rank=rank, world=world)
         return TrainData(
             stream, valid, f"{len(corpus.train)} train documents ({train.shape[0]} blocks of {cfg.block_len} tokens)"
         )
-    train_ex = encode_pairs(tok, corpus.train, cfg.max_len)
-    valid = translation_valid_batches(cfg, tok, corpus.valid[: cfg.valid_sentences])
-    stream = BatchStream(train_ex, cfg.max_tokens, seed=cfg.seed, rank=rank, world=world)
-    return TrainData(stream, valid, f"{len(corpus.train)} train pairs")
+
+
+TRAIN_DATA: FamilyRegistry[FamilyData] = FamilyRegistry("training data", (TranslationData(), LanguageModelData()))

@@ -38,12 +38,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from moenas.arch import Arch, LMArch, SearchSpace, UserError
+from moenas.arch import Arch, SearchSpace, UserError
 from moenas.arch.arch import AnyArch
-from moenas.arch.family import DECODER_ONLY
+from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
 from moenas.arch.files import output_lock
-from moenas.arch.lm_model import build_lm_model
-from moenas.arch.model import build_model
+from moenas.arch.model import check_fits_memory, seeded
 from moenas.arch.provenance import now_iso
 from moenas.arch.space import AnySpace
 
@@ -62,7 +61,7 @@ from .checkpoint import (
 )
 from .evaluation import autocast, bleu_score, perplexity, validation_loss
 from .loss import LossModule
-from .supernet import SupernetConfig, extract, supernet_from_config
+from .supernet import SupernetConfig, extract, model_class, supernet_from_config
 from .train_config import SAMPLING, TrainConfig, lr_at  # noqa: F401  (TrainConfig: train()'s argument)
 from .train_data import batches_for, corpus_and_tokenizer
 
@@ -178,10 +177,11 @@ def check_init_from(cfg: TrainConfig) -> None:
 
 
 def build_standalone(arch: AnyArch, seed: int, dropout: float) -> nn.Module:
-    """A freshly initialised standalone model of ``arch``: a SubTransformer or a CausalLM."""
-    if isinstance(arch, LMArch):
-        return build_lm_model(arch, seed=seed, dropout=dropout)
-    return build_model(arch, seed=seed, dropout=dropout)
+    """A freshly initialised standalone model of ``arch``, of its family's model class (a
+    SubTransformer or a CausalLM), as ``build_model`` / ``build_lm_model`` build it: seeded, and
+    one UserError line when its fp32 weights do not fit this machine."""
+    check_fits_memory(arch)
+    return seeded(seed, lambda: model_class(arch.family)(arch, dropout=dropout))
 
 
 def _with_dropout(model: nn.Module, p: float) -> nn.Module:
@@ -189,6 +189,31 @@ def _with_dropout(model: nn.Module, p: float) -> nn.Module:
         if isinstance(m, nn.Dropout):
             m.p = p
     return model
+
+
+# ---- what an evaluation reports besides the loss, per family ---------------------------------
+# (the run, the arch, its validation loss, whether BLEU is asked for) -> the row's other scores
+EvalScores = Callable[["Trainer", AnyArch, float, bool], dict[str, float]]
+
+
+def _translation_scores(run: Trainer, arch: AnyArch, loss: float, with_bleu: bool) -> dict[str, float]:
+    """A translation model's BLEU on the first ``bleu_sentences`` validation pairs (rank 0, when
+    ``with_bleu`` asks for it)."""
+    cfg = run.cfg
+    if with_bleu and cfg.bleu_sentences > 0 and run.rank == 0:
+        pairs = run.corpus.valid[: cfg.bleu_sentences]
+        return {"bleu": round(bleu_score(run.model, arch, run.tok, pairs, cfg.beam, cfg.max_len), 3)}
+    return {}
+
+
+def _lm_scores(run: Trainer, arch: AnyArch, loss: float, with_bleu: bool) -> dict[str, float]:
+    """A language model's perplexity: exp of the mean token NLL ``loss`` (on every rank)."""
+    return {"val_ppl": round(perplexity(loss), 4)}
+
+
+EVAL_SCORES: FamilyRegistry[EvalScores] = FamilyRegistry(
+    "evaluation scores", {ENCODER_DECODER: _translation_scores, DECODER_ONLY: _lm_scores}
+)
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -349,15 +374,9 @@ class Trainer:
         return rows
 
     def _scores(self, arch: AnyArch, loss: float, with_bleu: bool) -> dict[str, float]:
-        """What an evaluation reports besides the loss: a language model's perplexity, a
-        translation model's BLEU (rank 0, when asked)."""
-        cfg = self.cfg
-        if self.family is DECODER_ONLY:
-            return {"val_ppl": round(perplexity(loss), 4)}
-        if with_bleu and cfg.bleu_sentences > 0 and self.rank == 0:
-            pairs = self.corpus.valid[: cfg.bleu_sentences]
-            return {"bleu": round(bleu_score(self.model, arch, self.tok, pairs, cfg.beam, cfg.max_len), 3)}
-        return {}
+        """What an evaluation reports besides the loss, as the family says (:data:`EVAL_SCORES`):
+        a language model's perplexity, a translation model's BLEU (rank 0, when asked)."""
+        return EVAL_SCORES.for_family(self.family)(self, arch, loss, with_bleu)
 
     def state(self, torch_states: list, cuda_states: list) -> dict[str, Any]:
         cfg = self.cfg

@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+from registries import family_registries, package_modules
 
 from moenas.arch import SearchSpace
 from moenas.arch.cost import protocol_cost
@@ -143,24 +144,10 @@ def test_op_tables_of_any_number_of_components_sum_per_op():
 # ---- FamilyRegistry: what differs between families is looked up, not branched on ------------------
 
 
-def family_registries() -> dict[str, FamilyRegistry]:
-    """Every FamilyRegistry a module of the floors that dispatch on families (arch, data, profiler,
-    predictor) holds, by ``module.NAME`` where first found (each once)."""
-    import importlib
-    import pkgutil
-
-    found: dict[int, tuple[str, FamilyRegistry]] = {}
-    for package in ("moenas.arch", "moenas.data", "moenas.profiler", "moenas.predictor"):
-        for info in pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}."):
-            for name, value in vars(importlib.import_module(info.name)).items():
-                if isinstance(value, FamilyRegistry):
-                    found.setdefault(id(value), (f"{info.name}.{name}", value))
-    return dict(found.values())
-
-
 def test_every_family_registry_knows_every_family():
-    """Adding a family = registering it in each of these; this names the registries that lack it."""
-    registries = family_registries()
+    """Adding a family = registering it in each of these; this names the registries that lack it.
+    (The floors below search; tests/search/test_family_registries.py checks search's.)"""
+    registries = family_registries(package_modules("moenas.arch", "moenas.data", "moenas.profiler", "moenas.predictor"))
     short = {name.rsplit(".", 1)[1] for name in registries}
     assert {"ARCH_CLASSES", "SPACE_CLASSES", "PROTOCOLS", "WORKLOADS", "PREPARED", "STACKS", "ARRAYS"} <= short
     assert {name: r.missing() for name, r in registries.items() if r.missing()} == {}

@@ -304,18 +304,9 @@ def test_the_top_floor_is_named_from_moenas_itself(tmp_path):
 FAMILY_CONSTANTS = {"ENCODER_DECODER", "DECODER_ONLY"}
 FAMILY_TYPES = {"LMArch"}
 FAMILY_HOME = "arch/family.py"
-# Files that still branch on a family, each with who removes it: path -> why. This list only shrinks.
-ALLOWED_FAMILY_DISPATCH: dict[str, str] = {
-    # the LM export/generate work (in progress beside this check) owns these
-    "profiler/onnx_export_lm.py": "export_for picks the LM export: handled by the LM export/generate work",
-    "search/deploy.py": "the deployment of an arch's family: handled by the LM export/generate work",
-    # search/'s training modules: outside the floors that moved to registries so far
-    "search/checkpoint.py": "the model class of a checkpoint's arch: handled by the search/ owner",
-    "search/supernet.py": "the supernet class of a config's family: handled by the search/ owner",
-    "search/train_config.py": "the balance-loss default of a family: handled by the search/ owner",
-    "search/train_data.py": "the corpus and batches of a family: handled by the search/ owner",
-    "search/trainer.py": "the LM evaluation and an arch's model class: handled by the search/ owner",
-}
+# Files that still branch on a family, each with who removes it: path -> why. This list only shrinks
+# (it is empty: every floor looks its family's part up in a registry).
+ALLOWED_FAMILY_DISPATCH: dict[str, str] = {}
 
 
 def _named(node: ast.AST, names: set[str]) -> bool:
