@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Re-install only when pyproject.toml changes.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast lint demo demo-lm bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: install
 ## the main job on its embedded default (tiny scale, this CPU)
 demo: install
 	$(BIN)/moenas demo
+
+## the same job for a decoder-only MoE language model (lm-tiny space, this CPU, ~15 minutes)
+demo-lm: install
+	$(BIN)/moenas demo --space lm-tiny
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

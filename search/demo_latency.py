@@ -1,6 +1,9 @@
 """The demo's latency stage: a predictor that holds on *this* machine.
 
-Three paths, each returning (predictor saved in ``<out>/predictor``, median measured latency):
+The predictor's target is the component of the latency quantity the demo budgets
+(``demo.cfg.kind.target``: the total latency of a translation model, the decode time of a language
+model). Three paths, each returning (predictor saved in ``<out>/predictor``, the median measured
+latency of that component, in ms):
 * :func:`transfer_to_this_machine` (default): fit on the shipped dataset of the space, measure
   ``transfer_n + transfer_holdout`` fresh archs here, adapt the predictor from ``transfer_n`` of
   them (TransferModel: scale + ridge correction, intervals recalibrated from its leave-one-out
@@ -22,6 +25,7 @@ from moenas.arch import UserError
 
 
 def _profile(demo, n: int, seed: int, name: str) -> Path:
+    from moenas.arch.protocol import protocol_for
     from moenas.profiler.runner import ProfileConfig, Profiler
 
     c = demo.cfg
@@ -40,6 +44,7 @@ def _profile(demo, n: int, seed: int, name: str) -> Path:
             archs=archs,
             out=out,
             space=demo.space,
+            protocol=protocol_for(demo.space.family),  # the family's default: the shipped datasets'
             threads_intra=c.threads,
             repeat_check=repeat,
             resume=out.exists(),
@@ -96,7 +101,7 @@ def fit_from_scratch(demo):
 
     c = demo.cfg
     data = _profile(demo, c.profile_n, c.seed, "profiles.parquet")
-    ds = load_dataset([data])
+    ds = load_dataset([data], demo.cfg.kind.target)
     perm = np.random.default_rng(c.seed).permutation(len(ds))
     n_hold = max(8, len(ds) // 5)
     hold, train = ds.subset(perm[:n_hold]), ds.subset(perm[n_hold:])
@@ -110,7 +115,7 @@ def fit_from_scratch(demo):
         "holdout": holdout,
     }
     demo.facts["fit_command"] = (
-        f"moenas fit --data {data} --target total --model {c.predictor_model} --out {demo.path('predictor')}"
+        f"moenas fit --data {data} --target {demo.cfg.kind.target} --model {c.predictor_model} --out {demo.path('predictor')}"
     )
     demo.log(
         f"predictor {pred.metadata.get('chosen')}: holdout MAPE {holdout.get('mape'):.2f}%, "
@@ -127,10 +132,11 @@ def transfer_to_this_machine(demo):
 
     c = demo.cfg
     base_data = shipped(f"{c.space}-cpu-ort")
-    base = _fit_or_load(demo, load_dataset([base_data]), "base_predictor")
+    target = demo.cfg.kind.target
+    base = _fit_or_load(demo, load_dataset([base_data], target), "base_predictor")
     # A seed apart from the shipped dataset's (seed 0) so that no arch here was in the base's training set.
     data = _profile(demo, c.transfer_n + c.transfer_holdout, c.seed + 1000, "profiles.parquet")
-    ds = load_dataset([data])
+    ds = load_dataset([data], target)
     pdir = demo.path("predictor")
     n, want = len(ds), c.transfer_n + c.transfer_holdout
     # Archs that stayed drift-flagged are missing: keep the requested share held out.
@@ -168,8 +174,9 @@ def transfer_to_this_machine(demo):
         )
     demo.facts["predictor"] = facts
     demo.facts["fit_command"] = (
-        f"moenas fit --data {base_data} --out {demo.path('base_predictor')} && "
-        f"moenas fit --data {data} --base {demo.path('base_predictor')} --transfer-n {c.transfer_n} --out {pdir}"
+        f"moenas fit --data {base_data} --target {target} --out {demo.path('base_predictor')} && "
+        f"moenas fit --data {data} --target {target} --base {demo.path('base_predictor')} --transfer-n {c.transfer_n} "
+        f"--out {pdir}"
     )
     return pred, float(np.median(ds.y))
 
@@ -197,7 +204,7 @@ def reuse_shipped(demo):
         f"reusing the shipped dataset {data} as is: its latencies hold on the machine that measured it, not necessarily here"
     )
     demo.facts["profile_command"] = "(shipped dataset)"
-    ds = load_dataset([data])
+    ds = load_dataset([data], demo.cfg.kind.target)
     pred = _fit_or_load(demo, ds, "predictor")
     demo.facts["predictor"] = {
         "path": f"shipped {data.name}, not checked on this machine",
@@ -205,5 +212,7 @@ def reuse_shipped(demo):
         "n_train": len(ds),
         "n_holdout": 0,
     }
-    demo.facts["fit_command"] = f"moenas fit --data {data} --out {demo.path('predictor')}"
+    demo.facts["fit_command"] = (
+        f"moenas fit --data {data} --target {demo.cfg.kind.target} --out {demo.path('predictor')}"
+    )
     return pred, float(np.median(ds.y))

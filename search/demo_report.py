@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .report import PICKS, Verification, pick_lines, translation_lines
+from moenas.arch.protocol import protocol_from_dict
+
+from .demo_family import DEMO_FAMILIES, DemoFamily
+from .final_selection import pace
+from .report import PICKS, REPORT_LAYOUTS, Verification, amdahl_max, pick_lines
 
 
 def _largest_every(cfg) -> str:
@@ -23,6 +27,7 @@ def summary(demo, report) -> dict[str, Any]:
     picks = {key: getattr(final, key).row.to_dict() for key, _ in PICKS if getattr(final, key) is not None}
     answer = report.answer
     return {
+        "family": demo.space.family.name,
         "config": demo.cfg.to_dict(),
         "facts": demo.facts,
         "timings_s": demo.timings,
@@ -33,11 +38,6 @@ def summary(demo, report) -> dict[str, Any]:
         "dense_evaluations": len(report.dense.evaluated) if report.dense else None,
         "baseline": report.baseline,
     }
-
-
-def _beam(s: dict[str, Any]) -> Any:
-    """The beam the picks' BLEU was decoded with (as their rows record it)."""
-    return next((v.get("beam") for v in s["picks"].values() if v.get("beam")), "-")
 
 
 def stage_table(timings: dict[str, float]) -> list[str]:
@@ -89,68 +89,66 @@ def _search_line(s: dict[str, Any], cfg) -> str:
     )
 
 
-def markdown(demo, s: dict[str, Any]) -> str:
-    cfg, f, fin = demo.cfg, s["facts"], s["final"]
-    sup = f.get("supernet", {})
-    head = f"**Answer.** {fin['verdict']}" if fin.get("winner") else f"**Nothing to deploy:** {fin['verdict']}."
-    picks = [(Verification.from_dict(s["picks"][key]), label) for key, label in PICKS if key in s["picks"]]
-    lines = (
-        ["# moenas demo report", "", head, ""]
-        + pick_lines(picks)
-        + [
-            "",
-            f"Budget {f['budget_ms']:.3g} ms, measured with onnxruntime on this CPU ({cfg.threads} thread), protocol: batch 1, "
-            f"30 source tokens, 30 decoder steps with KV cache, beam 5; every arch above was timed in one round-robin with the "
-            f"reference model. Fitness: validation loss (nats/token, {cfg.valid_sentences} sentences, inherited supernet "
-            f"weights) ± its bootstrap standard error; two archs tie when their difference is within {fin['tie_z']:g} paired "
-            f"standard errors. BLEU / chrF: sacrebleu, {cfg.bleu_sentences} sentences of the corpus's test split decoded with "
-            f"beam {_beam(s)}, the beam the latency was timed with (the supernet's largest / smallest archs below: greedy). FFN share: "
-            "what experts act on; an MoE arch is at most 1 / (1 - share) times faster than a dense one with the same "
-            "attention (Amdahl).",
-            "",
-            "## Stage times",
-            "",
-        ]
-        + stage_table(s["timings_s"])
-        + ["", "## What happened", ""]
+def amdahl_line(picks: dict[str, Verification]) -> str:
+    """The MoE-versus-dense answer's bound: the share of the FLOPs the searched arch's experts
+    act on, what that allows at most (Amdahl) and what the measurement found ('' without both
+    family winners)."""
+    moe, dense = picks.get("searched"), picks.get("dense")
+    if moe is None or dense is None or moe.ffn_share is None or moe.arch_id == dense.arch_id:
+        return ""
+    line = (
+        f"**Amdahl bound.** Experts act on the FFN share of the FLOPs, {100 * moe.ffn_share:.1f}% for the searched "
+        f"arch `{moe.arch_id}`: an MoE arch is at most {amdahl_max(moe.ffn_share):.2f}x faster than a dense one "
+        "with the same attention and embeddings."
     )
-    lines += _latency_lines(f, cfg.confidence)
-    lines.append(
-        f"2. Supernet trained for {cfg.train_steps} steps of {cfg.train_max_tokens} tokens ({cfg.supernet}, {cfg.sampling} "
-        f"sampling{_largest_every(cfg)}, peak lr {cfg.train_lr:g}, {cfg.train_schedule}): "
-        + "; ".join(
-            f"{k} arch validation loss {v['val_loss']:.3f}, BLEU {v['bleu']:.1f} (greedy)" for k, v in sup.items()
+    if moe.measured_ms and dense.measured_ms:
+        line += (
+            f" Measured: searched {moe.measured_ms:.3g} {moe.unit}, dense {dense.measured_ms:.3g} {dense.unit} "
+            f"(the searched arch {pace(dense.measured_ms / moe.measured_ms)})."
         )
-        + "."
+    return line
+
+
+def _protocol_paragraph(demo, s: dict[str, Any], kind: DemoFamily) -> str:
+    """How the picks were measured and judged: the budget, the protocol, the fitness, the family's figures."""
+    cfg, f, fin = demo.cfg, s["facts"], s["final"]
+    protocol = protocol_from_dict(f.get("protocol") or {})
+    q = kind.quantity
+    return (
+        f"Budget: {q.label} {f['budget_ms']:.3g} {q.unit}, measured with onnxruntime on this CPU ({cfg.threads} "
+        f"thread), protocol: {protocol.describe()}; every arch above was timed in one round-robin with the "
+        f"reference model. Fitness: validation loss (nats/token, {cfg.valid_sentences} {kind.sample_unit}, inherited "
+        f"supernet weights) ± its bootstrap standard error; two archs tie when their difference is within "
+        f"{fin['tie_z']:g} paired standard errors. {kind.quality_note(cfg, s, protocol)} FFN share: what experts act "
+        "on; an MoE arch is at most 1 / (1 - share) times faster than a dense one with the same attention (Amdahl)."
     )
+
+
+def _supernet_lines(cfg, sup: dict[str, Any], kind: DemoFamily) -> list[str]:
+    sandwich = f", {cfg.train_sandwich_random} random arch(s) per step" if cfg.sampling == "sandwich" else ""
+    lines = [
+        f"2. Supernet trained for {cfg.train_steps} steps of {cfg.train_max_tokens} tokens ({cfg.supernet}, {cfg.sampling} "
+        f"sampling{sandwich}{_largest_every(cfg)}, peak lr {cfg.train_lr:g}, {cfg.train_schedule}): "
+        + "; ".join(f"{k} arch validation loss {v['val_loss']:.3f}, {kind.figures(v)}" for k, v in sup.items())
+        + "."
+    ]
     if "largest" in sup and "smallest" in sup:
         lines.append(
             f"   Loss spread smallest - largest: {sup['smallest']['val_loss'] - sup['largest']['val_loss']:.3f} nats."
         )
-    lines.append(_search_line(s, cfg))
+    return lines
+
+
+def _rerun_lines(cfg, f: dict[str, Any]) -> list[str]:
     dep = f.get("deploy")
-    if dep:
-        lines.append(
-            f"4. The chosen arch exported with its weights to `{dep['model_dir']}`; onnxruntime translated "
-            f'"{dep["source"]}" as "{dep["output"]}" (reference: "{dep["reference"]}").'
-        )
-    lines.append("")
-    note = next((v.drift_note() for v, _ in picks if v.machine_drifted), "")
-    lines += [f"**Machine drift:** {note}.", ""] if note else []
-    lines += translation_lines(list({v.arch_id: v for v, _ in picks}.values()))
-    rerun = [
-        f.get("profile_command", ""),
-        f.get("fit_command", ""),
-        f.get("train_command", ""),
-        f.get("search_command", ""),
-    ]
+    rerun = [f.get(k, "") for k in ("profile_command", "fit_command", "train_command", "search_command")]
     if dep:
         rerun += [
             f"moenas export {cfg.out / 'search' / 'best_arch.json'} --supernet {cfg.out / 'supernet.pt'} "
             f"--out {dep['model_dir']}",
             dep["command"],
         ]
-    lines += [
+    return [
         "## Rerun one stage",
         "",
         "```",
@@ -160,4 +158,29 @@ def markdown(demo, s: dict[str, Any]) -> str:
         "Details: `search/report.md` (every finalist), `search/pareto.png`, `predictor/`, `supernet.pt.json`.",
         "",
     ]
+
+
+def markdown(demo, s: dict[str, Any]) -> str:
+    cfg, f, fin = demo.cfg, s["facts"], s["final"]
+    kind = DEMO_FAMILIES.for_family(s["family"])
+    layout = REPORT_LAYOUTS.for_family(s["family"])
+    head = f"**Answer.** {fin['verdict']}" if fin.get("winner") else f"**Nothing to deploy:** {fin['verdict']}."
+    rows = {key: Verification.from_dict(s["picks"][key]) for key, _ in PICKS if key in s["picks"]}
+    picks = [(rows[key], label) for key, label in PICKS if key in rows]
+    amdahl = amdahl_line(rows)
+    lines = ["# moenas demo report", "", head, "", *([amdahl, ""] if amdahl else [])]
+    lines += pick_lines(picks, layout) + ["", _protocol_paragraph(demo, s, kind), "", "## Stage times", ""]
+    lines += stage_table(s["timings_s"]) + ["", "## What happened", ""]
+    lines += _latency_lines(f, cfg.confidence)
+    lines += _supernet_lines(cfg, f.get("supernet", {}), kind)
+    lines.append(_search_line(s, cfg))
+    dep = f.get("deploy")
+    if dep:
+        lines.append(f"4. The chosen arch exported with its weights to `{dep['model_dir']}`; {kind.deploy_text(dep)}.")
+    lines.append("")
+    note = next((v.drift_note() for v, _ in picks if v.machine_drifted), "")
+    lines += [f"**Machine drift:** {note}.", ""] if note else []
+    lines += layout.samples(list({v.arch_id: v for v, _ in picks}.values()))
+    lines += kind.deploy_section(dep) if dep else []
+    lines += _rerun_lines(cfg, f)
     return "\n".join(lines)

@@ -256,7 +256,7 @@ def continuation_samples(
     the output ``arch``'s greedy continuation (:func:`moenas.arch.lm_model.greedy_generate`,
     stopping at EOS) with weights inherited from an LMSuperNet, or a CausalLM's own.
     ``context``: the length the model was trained on (its block length, in tokens)."""
-    prompt_len, new = min(SAMPLE_PROMPT_TOKENS, context // 2), min(SAMPLE_NEW_TOKENS, context // 2 - 1)
+    prompt_len, new = sample_lengths(context)
     if n <= 0 or new <= 0:
         return []
     sub = _standalone(model, arch)
@@ -264,19 +264,36 @@ def continuation_samples(
     sub.eval()
     out: list[dict[str, str]] = []
     try:
-        for doc in documents:
-            if len(out) == n:
-                break
-            ids = tokenizer.encode(doc)
-            if len(ids) >= prompt_len + new:
-                output = greedy_generate(sub, [EOS, *ids[:prompt_len]], new, context)
-                out.append(
-                    {
-                        "prompt": tokenizer.decode(ids[:prompt_len]),
-                        "reference": tokenizer.decode(ids[prompt_len : prompt_len + new]),
-                        "output": tokenizer.decode(output),
-                    }
-                )
+        for prompt, reference in document_prompts(tokenizer, documents, n, prompt_len, new):
+            output = greedy_generate(sub, [EOS, *prompt], new, context)
+            out.append(
+                {
+                    "prompt": tokenizer.decode(prompt),
+                    "reference": tokenizer.decode(reference),
+                    "output": tokenizer.decode(output),
+                }
+            )
     finally:
         sub.train(was_training)
+    return out
+
+
+def sample_lengths(context: int) -> tuple[int, int]:
+    """(prompt subwords, new subwords) of a sample continuation for a model trained on
+    ``context`` tokens: SAMPLE_PROMPT_TOKENS and SAMPLE_NEW_TOKENS, each at most half of it."""
+    return min(SAMPLE_PROMPT_TOKENS, context // 2), min(SAMPLE_NEW_TOKENS, context // 2 - 1)
+
+
+def document_prompts(
+    tokenizer: SubwordTokenizer, documents: Sequence[str], n: int, prompt_len: int, new: int
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, reference ids) of the first ``n`` ``documents`` of at least ``prompt_len +
+    new`` subwords: the document's first ``prompt_len`` subwords and the ``new`` that follow."""
+    out: list[tuple[list[int], list[int]]] = []
+    for doc in documents:
+        if len(out) == n:
+            break
+        ids = tokenizer.encode(doc)
+        if len(ids) >= prompt_len + new:
+            out.append((ids[:prompt_len], ids[prompt_len : prompt_len + new]))
     return out

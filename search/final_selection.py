@@ -200,7 +200,12 @@ def verdict(
 
 def _pace(win: Finalist, lose: Finalist) -> str:
     """'1.07x faster' / '1.03x slower' / 'as fast' (the latency ratio, from the winner's side)."""
-    r = lose.latency_ms / win.latency_ms
+    return pace(lose.latency_ms / win.latency_ms)
+
+
+def pace(r: float) -> str:
+    """'1.07x faster' / '1.03x slower' / 'as fast': the latency ratio ``r`` = other / this, read
+    from this arch's side."""
     if round(r, 2) == 1:
         return "as fast"
     return f"{r:.2f}x faster" if r > 1 else f"{1 / r:.2f}x slower"

@@ -1,5 +1,10 @@
 """The end-to-end job behind `moenas demo`: latency -> supernet -> search -> quality -> deployable model.
 
+Either model family: a translation space (``--scale tiny``, ``wmt``) or a decoder-only language
+model (``--scale lm-tiny``, or ``--space lm-tiny``). What differs per family (the budgeted
+latency quantity and so the predictor's target, the quality figures, what the exported model
+is tried on, the report's wording) is one :class:`~.demo_family.DemoFamily` each.
+
 Stages (each writes into one folder and is skipped when its output is already there, so a
 re-run continues where an interrupted one stopped; each is also a subcommand of its own):
 
@@ -9,11 +14,14 @@ re-run continues where an interrupted one stopped; each is also a subcommand of 
    few-shot path; a shipped predictor is never trusted as is: two machines of one kind differ
    by ~20%). ``from_scratch``: profile ``profile_n`` archs and fit on them alone.
 2. the supernet, trained with the settings measured to translate within the budget
-   (benchmarks/bench_demo_training.py); its largest and smallest archs' BLEU on the test split.
-3. evolutionary search under the latency budget, and the same search over the space's dense
-   variant (one expert per layer); the finalists of both measured side by side, the deployable
-   arch chosen by measurement (search/final_selection.py), BLEU and translations of the picks.
-4. the chosen arch exported with its weights and one sentence translated by onnxruntime.
+   (benchmarks/bench_demo_training.py; a language model: search/README.md's recipe); its largest
+   and smallest archs' BLEU on the test split (a language model: validation perplexity).
+3. evolutionary search under the latency budget (a language model: decode ms per token), and
+   the same search over the space's dense variant (one expert per layer); the finalists of both
+   measured side by side, the deployable arch chosen by measurement (search/final_selection.py),
+   BLEU and translations (perplexity and continuations) of the picks.
+4. the chosen arch exported with its weights; onnxruntime translates one test sentence (a
+   language model: continues a few test-split prompts, timing its prefill and decode steps).
 
 The verdict answers AutoMoE's question on this machine: at this budget, is the searched MoE arch
 better or faster than the best dense arch, beyond the noise of both measurements?
@@ -31,8 +39,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from moenas.arch import SearchSpace, UserError
 from moenas.arch.checks import check_range
-from moenas.data.corpus import check_corpus_spec
 
+from .budgets import ALL_QUANTITIES, protocol_of
+from .demo_family import DEMO_FAMILIES, DemoFamily, budget_text
 from .evolution import Candidate, EvolutionConfig
 
 if TYPE_CHECKING:
@@ -92,6 +101,38 @@ SCALES = {
         valid_sentences=1000,
     ),
 }
+# lm-tiny: a decoder-only MoE language model, ~15 minutes on a 2-core CPU: tiny's measurement and
+# search sizes, with the training recipe of search/README.md "Language-model supernets" (350
+# sandwich steps, ~6 min: perplexity 242.5 largest vs 342.0 smallest) and validation on all 60
+# blocks (one fitness evaluation ~0.3-1 s on one core).
+SCALES["lm-tiny"] = {
+    **SCALES["tiny"],
+    "out": Path("runs/demo-lm"),  # beside the translation demo's runs/demo
+    "space": "lm-tiny",
+    "train_steps": 350,
+    "train_largest_every": 0,
+    "train_lr": 2e-3,
+    "sampling": "sandwich",
+    "train_sandwich_random": 1,
+    "valid_sentences": 60,
+}
+
+
+def scale_for(scale: str | None, space: str | None) -> str:
+    """The demo preset (a key of SCALES) that ``--scale`` and ``--space`` name: the scale given,
+    else the one whose preset runs ``space``, else tiny. One UserError line for a space with no
+    preset, or a scale whose preset runs another space."""
+    if space is None:
+        return scale or "tiny"
+    presets = [name for name, preset in SCALES.items() if preset["space"] == space]
+    if not presets:
+        have = ", ".join(f"{p['space']} (--scale {name})" for name, p in SCALES.items())
+        raise UserError(f"--space {space}: no demo preset runs it (the presets' spaces: {have})")
+    if scale is None:
+        return presets[0]
+    if scale not in presets:
+        raise UserError(f"--scale {scale} and --space {space} disagree: --scale {presets[0]} is the demo of {space}")
+    return scale
 
 
 @dataclass
@@ -116,9 +157,13 @@ class DemoConfig:
     train_schedule: str = "cosine"
     train_dropout: float = 0.0  # the measured recipe's (benchmarks/bench_demo_training.py); ~6 epochs: underfit
     train_largest_every: int = 0  # uniform: every N-th step trains the largest arch (0: never)
+    train_sandwich_random: int = 2  # sandwich: random archs per step beside the largest and smallest
     supernet: str = "slice"
     sampling: str = "uniform"
-    max_latency_ms: float | None = None  # None: the median measured latency of the profiled archs
+    # The budget: on the family's quantity (DemoFamily.quantity: its option names the field);
+    # None: the median measured figure of the profiled archs
+    max_latency_ms: float | None = None  # translation: the whole inference's latency
+    max_decode_ms_per_token: float | None = None  # a language model: decode ms per generated token
     confidence: float = 0.9
     population: int = 40
     parents: int = 10
@@ -159,6 +204,11 @@ class DemoConfig:
         cfg.check()
         return cfg
 
+    @property
+    def kind(self) -> DemoFamily:
+        """The demo of the space's model family (demo_family.py)."""
+        return DEMO_FAMILIES.for_family(SearchSpace.load(self.space).family)
+
     def to_dict(self) -> dict[str, Any]:
         """Every setting as JSON-ready values (paths as strings): the demo summary's ``config``."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -189,6 +239,7 @@ class DemoConfig:
             "train_steps": 0,
             "iterations": 0,
             "train_largest_every": 0,
+            "train_sandwich_random": 0,
             "mutations": 0,
             "crossovers": 0,
             "bleu_sentences": 0,
@@ -202,12 +253,27 @@ class DemoConfig:
         check_range(f"--{name.replace('_', '-')}", getattr(self, name), low)
         check_range("--profile-seconds", self.profile_seconds, 0)  # 0 = the profiler's own stop rule
         check_range("--dense-iterations", self.dense_iterations, 0, integer=True)
-        for name in ("drift_threshold", "train_lr", "max_latency_ms"):
+        for name in ("drift_threshold", "train_lr", "max_latency_ms", "max_decode_ms_per_token"):
             check_range(f"--{name.replace('_', '-')}", getattr(self, name), 0, low_open=True)
         check_range("--train-dropout", self.train_dropout, 0, 1, high_open=True)
-        check_corpus_spec(self.corpus)  # an unknown --corpus before any profiling
+        from .train_data import check_corpus_for
+
+        space = SearchSpace.load(self.space)
+        self.check_budget()
+        check_corpus_for(space.family, self.corpus)  # an unknown --corpus before any profiling
         measured = self.profile_n if self.from_scratch else self.transfer_n + self.transfer_holdout
-        SearchSpace.load(self.space).check_sample_count(measured)  # an --n that would sample for ever
+        space.check_sample_count(measured)  # an --n that would sample for ever
+
+    def check_budget(self) -> None:
+        """One UserError line for a budget on a quantity the family's demo does not budget (its
+        one predictor is fitted to the family's quantity alone)."""
+        kind = self.kind
+        for q in ALL_QUANTITIES:
+            if getattr(self, q.option, None) is not None and q != kind.quantity:
+                raise UserError(
+                    f"{q.flag}: the demo of space {self.space!r} budgets its {kind.quantity.label} "
+                    f"({kind.quantity.flag})"
+                )
 
 
 @dataclass
@@ -220,6 +286,11 @@ class Demo:
     @property
     def space(self) -> SearchSpace:
         return SearchSpace.load(self.cfg.space)
+
+    @property
+    def kind(self) -> DemoFamily:
+        """What this demo does as its space's family does (demo_family.py)."""
+        return self.cfg.kind
 
     def path(self, name: str) -> Path:
         return self.cfg.out / name
@@ -262,6 +333,7 @@ class Demo:
             dropout=c.train_dropout,
             bleu_sentences=0,
             largest_every=c.train_largest_every,
+            sandwich_random=c.train_sandwich_random,
         )
 
     def train_command(self) -> str:
@@ -269,7 +341,8 @@ class Demo:
         t = self.train_config()
         return (
             f"moenas train --space {t.space} --corpus {t.corpus} --steps {t.steps} --supernet {t.supernet} "
-            f"--sampling {t.sampling} --largest-every {t.largest_every} --max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
+            f"--sampling {t.sampling} --sandwich-random {t.sandwich_random} --largest-every {t.largest_every} "
+            f"--max-tokens {t.max_tokens} --lr {t.lr} --warmup {t.warmup} --schedule {t.schedule} "
             f"--dropout {t.dropout} --seed {t.seed} --valid-sentences {t.valid_sentences} --bleu-sentences {t.bleu_sentences} "
             f"--out {self.path('supernet.pt')}"
         )
@@ -297,25 +370,27 @@ class Demo:
         return ckpt
 
     def supernet_quality(self, ckpt: Path) -> None:
-        """Test BLEU and validation loss of the space's largest and smallest archs."""
+        """Validation loss and the family's figures (test BLEU, or perplexity) of the space's
+        largest and smallest archs."""
         from .fitness import SupernetFitness
 
         fit = SupernetFitness(str(ckpt), self.cfg.valid_sentences)
-        sp = self.space
+        sp, kind = self.space, self.kind
         rows = {}
         for name, arch in (("largest", sp.largest()), ("smallest", sp.smallest())):
             q = fit.quality(arch, self.cfg.bleu_sentences, samples=0)
-            rows[name] = {"arch_id": arch.arch_id, "val_loss": q["val_loss"], "bleu": q["bleu"]}
+            rows[name] = {"arch_id": arch.arch_id, "val_loss": q["val_loss"], **{k: q[k] for k in kind.quality_keys}}
             self.log(
-                f"supernet {name} arch {arch.arch_id}: validation loss {q['val_loss']:.3f}, test BLEU {q['bleu']:.1f}"
+                f"supernet {name} arch {arch.arch_id}: validation loss {q['val_loss']:.3f}, {kind.figures(rows[name])}"
             )
         self.facts["supernet"] = rows
 
     # ---- 3. search + re-measure ------------------------------------------------------------------
-    def search(self, ckpt: Path, budget_ms: float):
+    def search(self, ckpt: Path, budget: float):
+        """The search under ``budget`` on the family's quantity (ms, or ms per token)."""
         from .search_job import SearchJob
 
-        cfg = self.cfg
+        cfg, q = self.cfg, self.kind.quantity
         econf = EvolutionConfig(
             population=cfg.population,
             parents=cfg.parents,
@@ -331,7 +406,7 @@ class Demo:
             predictor_path=str(self.path("predictor")),
             out=out,
             config=econf,
-            max_latency_ms=budget_ms,
+            **{q.option: budget},
             confidence=cfg.confidence,
             valid_sentences=cfg.valid_sentences,
             bleu_sentences=cfg.bleu_sentences,
@@ -348,7 +423,7 @@ class Demo:
         dense = f"--dense-iterations {job.dense_iterations_run}" if job.runs_dense else "--no-dense"
         self.facts["search_command"] = (
             f"moenas search --space {cfg.space} --supernet {ckpt} --predictor {self.path('predictor')} "
-            f"--max-latency-ms {budget_ms:.4g} --confidence {cfg.confidence} --population {cfg.population} "
+            f"{q.flag} {budget:.4g} --confidence {cfg.confidence} --population {cfg.population} "
             f"--parents {cfg.parents} --mutations {cfg.mutations} --crossovers {cfg.crossovers} "
             f"--iterations {cfg.iterations} --final-k {cfg.final_k} {dense} --seed {cfg.seed} "
             f"--workers {job.workers} --random-baseline --out {out}"
@@ -357,36 +432,30 @@ class Demo:
         return job, report, paths
 
     def default_budget(self, pred, median_ms: float) -> float:
-        """The median measured latency, raised when needed so that the smallest arch's
-        predicted upper bound fits (a budget nothing can meet would only demo an error)."""
-        floor = float(pred.predict([self.space.smallest()], confidence=self.cfg.confidence).upper[0])
-        budget = round(max(median_ms, 1.1 * floor), 2)
-        if 1.1 * floor > median_ms:
+        """The median measured figure of the budgeted quantity (``median_ms``: of its component,
+        the predictor's target), raised when needed so that the smallest arch's predicted upper
+        bound fits (a budget nothing can meet would only demo an error); in the quantity's unit."""
+        q, protocol = self.kind.quantity, protocol_of(pred)
+        upper = float(pred.predict([self.space.smallest()], confidence=self.cfg.confidence).upper[0])
+        median, floor = q.of(median_ms, protocol), q.of(upper, protocol)
+        budget = float(f"{max(median, 1.1 * floor):.4g}")
+        if 1.1 * floor > median:
             self.log(
-                f"budget raised from the median measured latency {median_ms:.3g} ms to {budget:.3g} ms: "
-                f"the smallest arch's {self.cfg.confidence:.0%} upper bound is {floor:.3g} ms"
+                f"budget raised from the median measured {q.label} {median:.3g} {q.unit} to {budget:.3g} {q.unit}: "
+                f"the smallest arch's {self.cfg.confidence:.0%} upper bound is {floor:.3g} {q.unit}"
             )
         return budget
 
     # ---- 4. the deployable model --------------------------------------------------------------------
-    def deploy(self, ckpt: Path, best: Candidate, protocol=None) -> dict[str, Any]:
+    def deploy(self, ckpt: Path, best: Candidate, protocol) -> dict[str, Any]:
         """Export the chosen arch with its inherited weights (and the latency protocol it was
-        timed under) and translate one test sentence with onnxruntime."""
-        from .checkpoint import checkpoint_corpus, read_checkpoint
-        from .deploy import OnnxTranslator, export_trained
+        timed under) and try the export on the test split as its family does (one sentence
+        translated, or a few prompts continued) with onnxruntime."""
+        from .deploy import export_trained
 
         model_dir = self.path("model")
         export_trained(best.arch, ckpt, model_dir, overwrite=True, protocol=protocol)
-        src, ref = checkpoint_corpus(read_checkpoint(ckpt)["meta"]).test[0]
-        out = OnnxTranslator(model_dir, threads=self.cfg.threads).translate([src])[0]
-        self.log(f"onnxruntime, {model_dir}: {src!r} -> {out!r} (reference {ref!r})")
-        return {
-            "model_dir": str(model_dir),
-            "source": src,
-            "reference": ref,
-            "output": out,
-            "command": f"echo {json.dumps(src)} | moenas translate --model {model_dir}",
-        }
+        return {"model_dir": str(model_dir), **self.kind.try_export(self, ckpt, model_dir, protocol)}
 
     # ---- driver ---------------------------------------------------------------------------------
     def check_out(self) -> None:
@@ -418,6 +487,25 @@ class Demo:
         check_search_files(self.path("search"))
         check_sidecar(self.path("profiles.parquet"))
         check_meta_replaceable(self.path("supernet.pt"))
+        self.check_same_space()
+
+    def check_same_space(self) -> None:
+        """UserError when --out holds the stages of a demo of another space (`moenas demo` then
+        `moenas demo --space lm-tiny` in one folder): this demo would reuse them."""
+        from moenas.arch.files import json_dict
+
+        found = {
+            "demo.json": (json_dict(self.path("demo.json")) or {}).get("config") or {},
+            "supernet.pt.json": json_dict(self.path("supernet.pt.json")) or {},
+            "predictor/predictor.json": json_dict(self.path("predictor") / "predictor.json") or {},
+        }
+        for name, d in found.items():
+            other = d.get("space")
+            if other is not None and other != self.cfg.space:
+                raise UserError(
+                    f"{self.cfg.out} holds a demo of space {other!r} ({name}), whose stages the demo of "
+                    f"{self.cfg.space!r} would reuse: choose another --out"
+                )
 
     def run(self) -> dict[str, Any]:
         """The whole demo under the --out folder's lock (one demo per folder at a time)."""
@@ -429,24 +517,25 @@ class Demo:
 
     def _run(self) -> dict[str, Any]:
         from .demo_report import markdown, summary
-        from .verify import protocol_of
 
-        cfg = self.cfg
+        cfg, kind = self.cfg, self.kind
         cfg.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         pred, median_ms = self._stage("1/5 latency predictor for this machine", self.latency)
+        protocol = protocol_of(pred)
+        self.facts["protocol"] = protocol.to_dict()
         ckpt = self._stage("2/5 train the supernet", self.train)
         self._stage("3/5 supernet quality (largest and smallest arch)", lambda: self.supernet_quality(ckpt))
-        budget = cfg.max_latency_ms or self.default_budget(pred, median_ms)
-        self.facts["budget_ms"] = budget
+        budget = getattr(cfg, kind.quantity.option) or self.default_budget(pred, median_ms)
+        self.facts["budget_ms"] = budget  # in the unit of the family's quantity (ms, or ms per token)
         job, report, paths = self._stage(
-            f"4/5 search under {budget:.3g} ms (and its dense variant); finalists measured",
+            f"4/5 search under {budget_text(kind.quantity, budget)} (and its dense variant); finalists measured",
             lambda: self.search(ckpt, budget),
         )
         if report.answer is not None:
             self.facts["deploy"] = self._stage(
-                "5/5 export the chosen arch with its weights; translate with onnxruntime",
-                lambda: self.deploy(ckpt, report.answer, protocol_of(job.predictor)),
+                f"5/5 export the chosen arch with its weights; {kind.deploy_verb}",
+                lambda: self.deploy(ckpt, report.answer, protocol),
             )
         self.timings["total"] = round(time.perf_counter() - t0, 1)
         s = summary(self, report)

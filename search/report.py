@@ -395,18 +395,28 @@ def _fitness_cell(v: Verification) -> str:
     return f"{v.loss:.4f}" + (f" ± {v.loss_se:.4f}" if v.loss_se is not None else "")
 
 
+def amdahl_max(ffn_share: float) -> float:
+    """Amdahl's bound on what experts save: an MoE arch whose experts act on ``ffn_share`` of
+    the FLOPs is at most this many times faster than a dense arch with the same attention."""
+    return 1 / (1 - ffn_share)
+
+
 def _share_cell(v: Verification) -> str:
-    return "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({1 / (1 - v.ffn_share):.2f}x)"
+    return "-" if v.ffn_share is None else f"{100 * v.ffn_share:.1f}% ({amdahl_max(v.ffn_share):.2f}x)"
+
+
+def md_cell(text: str) -> str:
+    """``text`` as one Markdown table cell (pipes escaped, one line; empty shown as such)."""
+    return text.replace("|", "\\|").replace("\n", " ") or "(empty)"
 
 
 def sample_tables(verifications: Sequence[Verification], what: str, keys: Sequence[str]) -> list[str]:
     """One Markdown table per arch with samples: ``### {what} by `id` (role)``, a column per key."""
-    cell = lambda t: t.replace("|", "\\|").replace("\n", " ") or "(empty)"  # noqa: E731
     out = []
     for v in verifications:
         if v.samples:
             out += [f"### {what} by `{v.arch_id}` ({v.role})", "", f"| {' | '.join(keys)} |", "|---" * len(keys) + "|"]
-            out += ["| " + " | ".join(cell(x[k]) for k in keys) + " |" for x in v.samples]
+            out += ["| " + " | ".join(md_cell(x[k]) for k in keys) + " |" for x in v.samples]
             out.append("")
     return out
 

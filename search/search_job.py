@@ -278,7 +278,9 @@ class SearchJob:
             if not bars or getattr(bars[-1], "moenas_desc", None) != desc:
                 if bars:
                     bars[-1].close()
-                bar = tqdm(total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress)
+                bar = tqdm(
+                    total=iterations + 1, desc=desc, unit="iter", file=sys.stderr, disable=not self.show_progress
+                )
                 bar.moenas_desc = desc
                 bars.append(bar)
             bar = bars[-1]
