@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -258,6 +259,7 @@ def _search(c: BenchConfig, space, ckpt: Path, pdir: Path, budget_ms: float, out
         resume=(out / "search_state.json").exists(),
         overwrite=True,
         show_progress=False,
+        workers=os.cpu_count() or 1,  # fitness is not timed: one 1-thread evaluator per core
     )
     report, _ = job.run()
     return report.result.best

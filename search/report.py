@@ -144,7 +144,7 @@ class Verification:
         return (
             f"the reference model ran {f:.2f}x {'slower' if f > 1 else 'faster'} during this re-measurement than in the "
             f"predictor's data: the machine {'slowed' if f > 1 else 'sped up'} (a shared or throttled host), so the "
-            f"measured {self.measured_ms:.3g} ms is {self.measured_ms / f:.3g} ms at the speed the predictor was fitted "
+            f"measured {self.measured_ms:.3g} {self.unit} is {self.measured_ms / f:.3g} {self.unit} at the speed the predictor was fitted "
             "for; re-measure on a quiet machine before trusting the verdict"
         )
 
