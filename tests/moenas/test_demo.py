@@ -5,45 +5,13 @@ answer exported and translated by onnxruntime; and bad settings rejected in one 
 import json
 
 import pytest
+from demo_flags import demo_flags
 from toy_corpus import synthetic_pairs, write_parallel_dir
 
 from moenas.arch import UserError
 from moenas.cli import main
 
-SMALL = [
-    "--transfer-n",
-    "4",
-    "--transfer-holdout",
-    "2",
-    "--train-steps",
-    "4",
-    "--train-max-tokens",
-    "512",
-    "--population",
-    "6",
-    "--parents",
-    "2",
-    "--mutations",
-    "2",
-    "--crossovers",
-    "2",
-    "--iterations",
-    "1",
-    "--valid-sentences",
-    "12",
-    "--bleu-sentences",
-    "6",
-    "--final-k",
-    "1",
-    "--dense-iterations",
-    "1",
-    "--predictor-model",
-    "flops-linear",
-    "--profile-seconds",
-    "0.3",
-    "--drift-threshold",
-    "10",
-]  # quick timings; the suite's machine may be busy
+SMALL = demo_flags(population=6, valid_sentences=12, bleu_sentences=6)
 
 
 @pytest.mark.slow

@@ -8,48 +8,14 @@ import json
 import os
 
 import pytest
+from demo_flags import demo_flags
 from toy_text import toy_paragraphs, write_text_dir
 
 from moenas.arch import UserError
 from moenas.cli import main
 from moenas.search.pipeline import SCALES, DemoConfig, scale_for
 
-MICRO = [
-    "--space",
-    "lm-tiny",
-    "--transfer-n",
-    "4",
-    "--transfer-holdout",
-    "2",
-    "--profile-seconds",
-    "0.3",
-    "--drift-threshold",
-    "10",
-    "--train-steps",
-    "4",
-    "--train-max-tokens",
-    "512",
-    "--population",
-    "4",
-    "--parents",
-    "2",
-    "--mutations",
-    "2",
-    "--crossovers",
-    "2",
-    "--iterations",
-    "1",
-    "--dense-iterations",
-    "1",
-    "--valid-sentences",
-    "8",
-    "--final-k",
-    "1",
-    "--predictor-model",
-    "flops-linear",
-    "--search-workers",
-    "1",
-]  # quick timings; the suite's machine may be busy
+MICRO = ["--space", "lm-tiny", *demo_flags(population=4, valid_sentences=8, search_workers=1)]
 
 
 @pytest.mark.slow
