@@ -25,7 +25,7 @@ from . import metrics as M
 from . import persist
 from .dataset import Dataset
 from .features import as_archs, describe
-from .models import LatencyModel, conformal_halfwidth, make_model
+from .models import LatencyModel, interval_halfwidth, make_model
 from .transfer import TransferModel
 
 
@@ -106,7 +106,7 @@ class Predictor:
         """Mean and interval (ms) for every arch; one vectorised pass."""
         X = self.features(archs)
         mean = self.model.predict_features(X)
-        q = conformal_halfwidth(self.model.abs_log_residuals_, confidence)
+        q = interval_halfwidth(self.model, confidence)
         return Prediction(mean, mean * math.exp(-q), mean * math.exp(q), confidence)
 
     def __repr__(self) -> str:

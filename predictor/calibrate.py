@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from moenas.arch import UserError
 
-from .models import conformal_halfwidth
+from .models import interval_halfwidth
 
 
 class ScaledModel(RegressorMixin, BaseEstimator):
@@ -25,18 +25,27 @@ class ScaledModel(RegressorMixin, BaseEstimator):
 
     The conformal interval is relative (mean * exp(+-q)), so scaling the mean scales the
     interval and keeps its width in percent: the base model's residuals are reused as they are.
-    ``fit`` fits nothing (the factor comes from a reference timing); it exists for the
+    ``log_sd``: the factor's own uncertainty, a standard deviation of log(factor); the interval
+    at confidence c widens to mean * exp(+-sqrt(q^2 + (z_c * log_sd)^2)), z_c the normal quantile
+    of (1 + c) / 2 (the base model's error and the factor's add as independent errors in log
+    space). ``fit`` fits nothing (the factor comes from a reference timing); it exists for the
     scikit-learn contract and returns self."""
 
-    def __init__(self, base: Any = None, factor: float = 1.0):
+    def __init__(self, base: Any = None, factor: float = 1.0, log_sd: float = 0.0):
         self.base = base
         self.factor = factor
+        self.log_sd = log_sd
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({"log_sd": 0.0, **state})  # files saved before log_sd existed: no widening
 
     def fit(self, archs=None, y=None):
         if self.base is None:
             raise UserError("a scaled model needs a fitted base model")
         if not (math.isfinite(self.factor) and self.factor > 0):
             raise UserError(f"scale factor must be positive and finite, got {self.factor}")
+        if not (math.isfinite(self.log_sd) and self.log_sd >= 0):
+            raise UserError(f"the factor's log standard deviation must be >= 0 and finite, got {self.log_sd}")
         return self
 
     @property
@@ -63,12 +72,13 @@ class ScaledModel(RegressorMixin, BaseEstimator):
 
     def predict_interval(self, archs, confidence: float = 0.9):
         mean = self.predict(archs)
-        q = conformal_halfwidth(self.abs_log_residuals_, confidence)
+        q = interval_halfwidth(self, confidence)
         return mean, mean * math.exp(-q), mean * math.exp(q)
 
 
-def rescaled_model(model: Any, factor: float) -> ScaledModel:
-    """``model`` x ``factor``; an already scaled model gets one combined factor (no nesting)."""
+def rescaled_model(model: Any, factor: float, log_sd: float = 0.0) -> ScaledModel:
+    """``model`` x ``factor`` (of uncertainty ``log_sd``); an already scaled model gets one
+    combined factor (no nesting) whose uncertainties add in quadrature."""
     if isinstance(model, ScaledModel):
-        return ScaledModel(model.base, float(model.factor) * factor).fit()
-    return ScaledModel(model, factor).fit()
+        return ScaledModel(model.base, float(model.factor) * factor, math.hypot(model.log_sd, log_sd)).fit()
+    return ScaledModel(model, factor, log_sd).fit()

@@ -15,6 +15,7 @@ predictor floor may not import the profiler, so the timing is handed in as numbe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from moenas.arch import UserError
@@ -24,6 +25,28 @@ from moenas.data.reference import beyond_noise, calibration_factor, stored_refer
 from .api import Predictor
 from .calibrate import rescaled_model
 from .machine import holds_on
+
+# How far an arch's slow-down from one machine to another strays from the reference model's, as a
+# standard deviation of log(arch ratio / reference ratio): the reference (one arch) splits its time
+# between encoder and decoder unlike most archs, and the two scale differently across machines
+# (encoder 1.12x, decoder 1.50x between the shipped tiny set's machine and an AMD EPYC VM).
+# Measured with benchmarks/bench_calibrate.py on the 60 archs the demo profiled on that VM
+# (2026-12-04, three seeds): after the rescale the archs ran 3.5% slower than predicted (mean
+# log residual 0.0345), rms 0.0544 against the predictor's own 0.0396; sqrt(0.0544^2 - 0.0396^2).
+REFERENCE_REPRESENTATIVENESS_LOG_SD = 0.037
+# A 95% interval's half-width in standard deviations (what a timing's ci_rel spans).
+Z95 = 1.96
+
+
+def factor_log_sd(noise_rel: float | None, ci_rel: float | None) -> float:
+    """The calibration factor's uncertainty as a standard deviation of log(factor): how far archs
+    stray from the reference's slow-down (:data:`REFERENCE_REPRESENTATIVENESS_LOG_SD`), how far
+    one reference timing here may sit from this machine's usual speed (taken to be the data's
+    spread of one check, ``noise_rel``), and the timing's own precision (``ci_rel``, a 95%
+    half-width), added as independent errors."""
+    parts = (REFERENCE_REPRESENTATIVENESS_LOG_SD, float(noise_rel or 0.0), float(ci_rel or 0.0) / Z95)
+    return float(math.sqrt(sum(p * p for p in parts)))
+
 
 # Metadata a saved predictor gets anew from `save`: not carried over to the calibrated copy.
 SAVE_FIELDS = ("created", "model_sha256", "versions", "format", "format_version", "model_file")
@@ -53,9 +76,11 @@ def calibrated(
             "or on data without reference timings); refit it with `moenas fit --data ...` on its dataset"
         )
     factor = calibration_factor(float(here["median_ms"]), float(stored["median_ms"]))
+    log_sd = factor_log_sd(stored.get("noise_rel"), here.get("ci_rel"))
     when = when or now_iso()
     cal = _calibration_record(meta, stored, here, factor, dict(fingerprint or {}), source, when)
-    return Predictor(rescaled_model(pred.model, factor), _calibrated_metadata(meta, stored, here, cal, when))
+    cal["factor_log_sd"] = log_sd
+    return Predictor(rescaled_model(pred.model, factor, log_sd), _calibrated_metadata(meta, stored, here, cal, when))
 
 
 def _calibration_record(
@@ -84,7 +109,10 @@ def _calibration_record(
         "date": when,
         "here": dict(here),
         "previous": meta.get("calibration"),
-        "method": "predictions and intervals x factor; factor = reference model median here / in the data",
+        "method": (
+            "predictions and intervals x factor; factor = reference model median here / in the data; intervals "
+            "widened by the factor's uncertainty factor_log_sd (see predictor/calibration.py: factor_log_sd)"
+        ),
     }
 
 

@@ -45,6 +45,7 @@ import inspect
 import math
 import warnings
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
@@ -444,6 +445,16 @@ def conformal_halfwidth(abs_log_residuals: np.ndarray, confidence: float) -> flo
         return math.inf
     k = min(int(math.ceil((r.size + 1) * confidence)), r.size)
     return float(r[k - 1])
+
+
+def interval_halfwidth(model: Any, confidence: float) -> float:
+    """The log half-width of a fitted model's interval at ``confidence``: its split-conformal q,
+    widened to sqrt(q^2 + (z * log_sd)^2) when the model was scaled by a factor of uncertainty
+    ``log_sd`` (a calibrated model, :class:`moenas.predictor.calibrate.ScaledModel`; z the normal
+    quantile of (1 + confidence) / 2): the two errors add as independent errors in log space."""
+    q = conformal_halfwidth(model.abs_log_residuals_, confidence)
+    sd = float(getattr(model, "log_sd", 0.0) or 0.0)
+    return math.hypot(q, NormalDist().inv_cdf((1.0 + confidence) / 2.0) * sd) if sd else q
 
 
 # ---- the public estimator -------------------------------------------------------------------------

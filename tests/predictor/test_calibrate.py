@@ -7,6 +7,9 @@ model k times slower, so the rescaled predictor of "a" must predict what a predi
 real, under a small stop rule; nothing asserts a speed."""
 
 import json
+import math
+import pickle
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from moenas.predictor import Predictor
 from moenas.predictor import metrics as M
 from moenas.predictor.api import fit_predictor
 from moenas.predictor.calibrate import ScaledModel
-from moenas.predictor.calibration import calibrated
+from moenas.predictor.calibration import REFERENCE_REPRESENTATIVENESS_LOG_SD, calibrated, factor_log_sd
 from moenas.predictor.dataset import load_dataset
 from moenas.predictor.machine import holds_on
 from moenas.predictor.synthetic import make_profiles
@@ -86,12 +89,48 @@ def test_rescale_recovers_a_known_factor(fitted):
     assert f == pytest.approx(K, rel=0.01)
     test = SearchSpace.load("tiny").sample_n(60, seed=11)
     m, m_a, m_b = cal.predict(test), pa.predict(test), pb.predict(test)
-    np.testing.assert_allclose(m.mean, m_a.mean * f, rtol=1e-12)  # a pure rescale, intervals included
-    np.testing.assert_allclose(m.upper / m.mean, m_a.upper / m_a.mean, rtol=1e-12)
+    np.testing.assert_allclose(m.mean, m_a.mean * f, rtol=1e-12)  # the mean: a pure rescale
+    # the interval: widened by the factor's uncertainty, in log space, in quadrature
+    sd = cal.metadata["calibration"]["factor_log_sd"]
+    assert sd == pytest.approx(
+        math.hypot(REFERENCE_REPRESENTATIVENESS_LOG_SD, stored_reference(pa.metadata)["noise_rel"])
+    )
+    q_a = np.log(m_a.upper / m_a.mean)
+    np.testing.assert_allclose(np.log(m.upper / m.mean), np.hypot(q_a, NormalDist().inv_cdf(0.95) * sd), rtol=1e-9)
+    np.testing.assert_allclose(np.log(m.mean / m.lower), np.log(m.upper / m.mean), rtol=1e-9)  # symmetric in log
     assert M.mape(m_b.mean, m.mean) < 3.0  # what machine b's own predictor says
     assert M.mape(m_b.mean, m_a.mean) > 20.0  # ... and what the uncorrected one missed
     assert beyond_noise(f, stored_reference(pa.metadata)["noise_rel"])
     assert not beyond_noise(1.01, 0.004) and holds_on(cal.metadata) == "machine-b"
+
+
+def test_factor_uncertainties_add_and_compose_in_quadrature(fitted):
+    assert factor_log_sd(None, None) == REFERENCE_REPRESENTATIVENESS_LOG_SD
+    assert factor_log_sd(0.03, 0.0392) == pytest.approx(
+        math.sqrt(REFERENCE_REPRESENTATIVENESS_LOG_SD**2 + 0.03**2 + 0.02**2)
+    )
+    pa = fitted["a"]
+    ref = stored_reference(pa.metadata)["median_ms"]
+    once = calibrated(pa, {"median_ms": ref * 1.2})
+    twice = calibrated(once, {"median_ms": ref * 1.2 * 0.9})
+    sd1 = once.metadata["calibration"]["factor_log_sd"]
+    sd2 = twice.metadata["calibration"]["factor_log_sd"]
+    assert twice.model.factor == pytest.approx(1.2 * 0.9) and twice.model.log_sd == pytest.approx(math.hypot(sd1, sd2))
+
+
+def test_a_scaled_model_saved_before_the_widening_loads_unwidened(fitted):
+    """A ScaledModel pickled without ``log_sd`` (files calibrated before it existed): the same
+    intervals as then, a pure rescale."""
+    pa = fitted["a"]
+    old = ScaledModel(pa.model, 1.5).fit()
+    del old.log_sd
+    back = pickle.loads(pickle.dumps(old))
+    archs = SearchSpace.load("tiny").sample_n(5, seed=2)
+    mean, lo, hi = back.predict_interval(archs, 0.9)
+    _, lo_a, hi_a = pa.model.predict_interval(archs, 0.9)
+    assert back.log_sd == 0.0
+    np.testing.assert_allclose(lo, lo_a * 1.5, rtol=1e-12)
+    np.testing.assert_allclose(hi, hi_a * 1.5, rtol=1e-12)
 
 
 def test_reference_metadata_round_trip(machines, fitted, tmp_path):
@@ -188,7 +227,10 @@ def test_calibrate_cli_times_the_reference(here_predictor, tmp_path, capsys):
     p, p2 = Predictor.load(here_predictor), Predictor.load(out)
     assert p2.metadata["calibration"]["factor"] == rep["factor"] and p2.metadata["chosen"].startswith("calibrated(")
     archs = SearchSpace.load(p.metadata["space"]).sample_n(5, seed=1)
-    np.testing.assert_allclose(p2.predict(archs).lower, p.predict(archs).lower * rep["factor"], rtol=1e-12)
+    np.testing.assert_allclose(p2.predict(archs).mean, p.predict(archs).mean * rep["factor"], rtol=1e-12)
+    sd = p2.metadata["calibration"]["factor_log_sd"]  # the timing's own precision counts too
+    assert sd > math.hypot(REFERENCE_REPRESENTATIVENESS_LOG_SD, stored_reference(p.metadata)["noise_rel"])
+    assert np.all(p2.predict(archs).lower < p.predict(archs).lower * rep["factor"])
     assert main(["calibrate", "--predictor", str(here_predictor), "--out", str(out)]) == 2  # exists
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--overwrite" in err
