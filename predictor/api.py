@@ -11,7 +11,6 @@ Search uses only this::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,7 +24,7 @@ from . import metrics as M
 from . import persist
 from .dataset import Dataset
 from .features import as_archs, describe
-from .models import LatencyModel, interval_halfwidth, make_model
+from .models import LatencyModel, make_model
 from .transfer import TransferModel
 
 
@@ -103,11 +102,11 @@ class Predictor:
         return self.model.features_.transform(as_archs(archs))
 
     def predict(self, archs: Arch | str | Sequence[Arch | str], confidence: float = 0.9) -> Prediction:
-        """Mean and interval (ms) for every arch; one vectorised pass."""
-        X = self.features(archs)
-        mean = self.model.predict_features(X)
-        q = interval_halfwidth(self.model, confidence)
-        return Prediction(mean, mean * math.exp(-q), mean * math.exp(q), confidence)
+        """Mean and interval (ms) for every arch, the interval of the model's own kind
+        (split-conformal; a transfer's jackknife+; a calibration's widened by its factor's
+        uncertainty): what its benchmarks measure is what every caller gets."""
+        mean, lower, upper = self.model.predict_interval(as_archs(archs), confidence)
+        return Prediction(np.asarray(mean), np.asarray(lower), np.asarray(upper), confidence)
 
     def __repr__(self) -> str:
         m = self._metadata

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from moenas.arch import UserError
 
-from .models import interval_halfwidth
+from .models import widened
 
 
 class ScaledModel(RegressorMixin, BaseEstimator):
@@ -71,9 +71,11 @@ class ScaledModel(RegressorMixin, BaseEstimator):
         return self.predict_features(self.features_.transform(archs))
 
     def predict_interval(self, archs, confidence: float = 0.9):
-        mean = self.predict(archs)
-        q = interval_halfwidth(self, confidence)
-        return mean, mean * math.exp(-q), mean * math.exp(q)
+        """The base model's interval (its own kind: split-conformal, or a transfer's jackknife+)
+        times the factor, widened by the factor's uncertainty ``log_sd``."""
+        mean, lo, hi = (np.asarray(v) * self.factor for v in self.base.predict_interval(archs, confidence))
+        lo, hi = widened(mean, lo, hi, self.log_sd, confidence)
+        return mean, lo, hi
 
 
 def rescaled_model(model: Any, factor: float, log_sd: float = 0.0) -> ScaledModel:

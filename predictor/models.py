@@ -447,14 +447,19 @@ def conformal_halfwidth(abs_log_residuals: np.ndarray, confidence: float) -> flo
     return float(r[k - 1])
 
 
-def interval_halfwidth(model: Any, confidence: float) -> float:
-    """The log half-width of a fitted model's interval at ``confidence``: its split-conformal q,
-    widened to sqrt(q^2 + (z * log_sd)^2) when the model was scaled by a factor of uncertainty
-    ``log_sd`` (a calibrated model, :class:`moenas.predictor.calibrate.ScaledModel`; z the normal
-    quantile of (1 + confidence) / 2): the two errors add as independent errors in log space."""
-    q = conformal_halfwidth(model.abs_log_residuals_, confidence)
-    sd = float(getattr(model, "log_sd", 0.0) or 0.0)
-    return math.hypot(q, NormalDist().inv_cdf((1.0 + confidence) / 2.0) * sd) if sd else q
+def widened(
+    mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, log_sd: float, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """An interval (ms) widened by an independent error of ``log_sd`` (a standard deviation of
+    log latency; a calibration factor's uncertainty): each side's log half-width h becomes
+    sqrt(h^2 + (z * log_sd)^2), z the normal quantile of (1 + confidence) / 2 (independent
+    errors add in quadrature in log space). ``log_sd`` 0: the interval as it was."""
+    if not log_sd:
+        return lower, upper
+    z = NormalDist().inv_cdf((1.0 + confidence) / 2.0) * log_sd
+    lo = mean * np.exp(-np.hypot(np.log(mean / lower), z))
+    hi = mean * np.exp(np.hypot(np.log(upper / mean), z))
+    return lo, hi
 
 
 # ---- the public estimator -------------------------------------------------------------------------

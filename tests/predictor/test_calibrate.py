@@ -291,3 +291,24 @@ def test_warning_follows_the_machine_a_predictor_holds_on():
     assert elsewhere_message({**meta, "calibration": {"fingerprint_id": "here"}}, "P", here) is None  # calibrated here
     assert elsewhere_message({**meta, "backend": "synthetic"}, "P", here) is None  # no machine at all
     assert elsewhere_message({"backend": "onnxruntime"}, "P", here) is None  # unknown: silent
+
+
+def test_a_transferred_predictor_predicts_its_own_jackknife_intervals(machines, fitted):
+    """Predictor.predict gives the model's own interval (a transfer's jackknife+), so what the
+    transfer-coverage benchmark measures on TransferModel is what search and the demo get; a
+    calibration of it scales that interval and widens it."""
+    from moenas.predictor.api import transfer_predictor
+
+    b = machines["b"]
+    few = b.subset(list(range(12)))
+    tp, _ = transfer_predictor(fitted["a"], few, n_samples=len(few), seed=0, confidence=0.9)
+    archs = SearchSpace.load("tiny").sample_n(8, seed=5)
+    mean, lo, hi = tp.model.predict_interval(archs, 0.9)
+    p = tp.predict(archs, 0.9)
+    np.testing.assert_allclose(p.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(p.lower, lo, rtol=1e-12)
+    np.testing.assert_allclose(p.upper, hi, rtol=1e-12)
+    cal = calibrated(tp, {"median_ms": stored_reference(tp.metadata)["median_ms"] * 1.1})
+    c = cal.predict(archs, 0.9)
+    np.testing.assert_allclose(c.mean, mean * 1.1, rtol=1e-9)
+    assert np.all(c.lower < lo * 1.1) and np.all(c.upper > hi * 1.1)
