@@ -12,6 +12,11 @@ over ``--repeats`` random draws, because one draw of 20 archs is one coin: the t
 mean coverage over draws, its 10th percentile (how bad an unlucky user's draw is), MAPE and
 Kendall tau. Target: 90% intervals cover >= 88% on held-out archs of the new machine.
 
+``--demo DIR ...``: instead, each demo folder's own transferred predictor (``DIR/predictor``,
+as `moenas demo` fitted it from its first ``transfer_n`` archs) on the archs the demo held out
+(the last ``n_holdout`` of ``DIR/profiles.parquet``, its predictor's target), predicted through
+``Predictor.predict``, the path search and the demo use (bench_transfer_coverage_demo.csv).
+
 Results: benchmarks/results/bench_transfer_coverage.csv (both machines and the versions in every row).
 """
 
@@ -54,6 +59,39 @@ def draws(base_model, other: Dataset, n: int, confidences: tuple[float, ...], re
     return out
 
 
+def demo_rows(dirs: list[Path], confidence: float = 0.9) -> list[dict]:
+    """One row per demo folder: its held-out archs' coverage, MAPE and count (see the docstring)."""
+    import json
+
+    from moenas.predictor import Predictor
+
+    rows = []
+    for d in dirs:
+        facts = json.loads((d / "demo.json").read_text())["facts"]["predictor"]
+        pred = Predictor.load(d / "predictor")
+        ds = load_dataset([d / "profiles.parquet"], pred.metadata.get("target") or "total")
+        n_hold = int(facts["n_holdout"])
+        hold = ds.subset(list(range(len(ds) - n_hold, len(ds))))
+        p = pred.predict(hold.archs, confidence)
+        inside = (hold.y >= p.lower) & (hold.y <= p.upper)
+        rows.append(
+            {
+                "demo": str(d),
+                "space": pred.metadata.get("space"),
+                "target": pred.metadata.get("target"),
+                "model": pred.metadata.get("chosen"),
+                "n_transfer": int(facts["n_train"]),
+                "n_holdout": n_hold,
+                "confidence": confidence,
+                "covered": int(inside.sum()),
+                "coverage": float(100 * inside.mean()),
+                "mape": float(100 * np.mean(np.abs(p.mean / hold.y - 1))),
+                "device_eval": device_label(ds),
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shipped", type=Path, default=SHIPPED, help="machine A's dataset (the predictor's base)")
@@ -69,7 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="auto", help="base predictor's model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_transfer_coverage.csv")
+    ap.add_argument("--demo", type=Path, nargs="+", default=None, help="demo folders: their held-out archs instead")
     a = ap.parse_args(argv)
+    if a.demo:
+        missing = [d for d in a.demo if not (d / "demo.json").is_file()]
+        if missing:
+            print(f"{missing[0]}: no demo.json (not a moenas demo folder)", file=sys.stderr)
+            return 2
+        rows = demo_rows(a.demo)
+        out = a.out.with_name(a.out.stem + "_demo.csv")
+        write_csv(out, rows)
+        for r in rows:
+            print(f"{r['demo']}: {r['target']} {r['covered']}/{r['n_holdout']} covered, MAPE {r['mape']:.2f}%")
+        n, k = sum(r["n_holdout"] for r in rows), sum(r["covered"] for r in rows)
+        print(f"pooled: {k}/{n} = {100 * k / n:.1f}% at 90% -> {out}")
+        return 0
     paths = [p for p in (a.other or OTHER) if p.exists()]
     if not paths:
         print(
