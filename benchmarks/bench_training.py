@@ -74,7 +74,7 @@ def make_trainer(max_tokens: int, variant: str, work: Path) -> Trainer:
     )
     tr = Trainer(cfg, work / f"{variant}-{max_tokens}.pt", None, 0, 1, torch.device("cpu"), lambda m: None)
     if variant == "before":
-        tr.runner = UnfusedLoss(tr.model, cfg.label_smoothing, cfg.aux_coef)
+        tr.runner = UnfusedLoss(tr.model, cfg.smoothing_for(tr.model.space.family), cfg.aux_coef)
         tr.opt = torch.optim.AdamW(
             tr.model.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay, foreach=True
         )
@@ -84,7 +84,7 @@ def make_trainer(max_tokens: int, variant: str, work: Path) -> Trainer:
 def step_flops(tr: Trainer) -> float:
     """Matmul FLOPs of the trainer's next step (forward + backward), without advancing it."""
     state = (tr.sampler.state_dict(), tr.stream.state_dict())
-    archs = tr.sampler.next()
+    archs = tr.sampler.next(tr.step_no)
     b = next(tr.stream)
     with FlopCounterMode(display=False) as fc:
         loss, _ = tr.runner(b.src, b.tgt_in, b.tgt_out, archs)
