@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -47,7 +48,7 @@ from typing import Any, Sequence
 import torch
 
 from moenas.arch.family import DECODER_ONLY, ENCODER_DECODER, FamilyRegistry
-from moenas.search.budgets import DECODE_PER_TOKEN, LATENCY, LatencyQuantity, tokens_per_s
+from moenas.search.budgets import DECODE_PER_TOKEN, LATENCY, LatencyQuantity, protocol_of, tokens_per_s
 from moenas.search.checkpoint import read_checkpoint
 from moenas.search.train_config import TrainConfig
 from moenas.search.trainer import train
@@ -150,9 +151,15 @@ BENCH_FAMILIES: FamilyRegistry[BenchFamily] = FamilyRegistry(
 
 
 def bench_family(c: BenchConfig) -> BenchFamily:
+    return BENCH_FAMILIES.for_family(_space_family(c.space))
+
+
+@functools.cache
+def _space_family(space: str):
+    """The family of a space (read from its YAML once: every stage asks, the quality stage per arch)."""
     from moenas.arch import SearchSpace
 
-    return BENCH_FAMILIES.for_family(SearchSpace.load(c.space).family)
+    return SearchSpace.load(space).family
 
 
 def supernet_config(c: BenchConfig) -> TrainConfig:
@@ -268,11 +275,10 @@ def _search(c: BenchConfig, space, ckpt: Path, pdir: Path, budget_ms: float, out
 def _random_moe(space, pred, quantity: LatencyQuantity, budget: float, seed: int):
     """The first sampled arch that meets the budget (predicted 90% upper bound of ``quantity``)
     and has experts."""
-    from moenas.search.verify import protocol_of
-
     archs = [a for a in space.sample_n(2000, seed=seed) if not a.is_dense]
     upper = pred.predict(archs, confidence=0.9).upper
-    fits = [a for a, u in zip(archs, upper) if quantity.of(u, protocol_of(pred)) <= budget]
+    protocol = protocol_of(pred)
+    fits = [a for a, u in zip(archs, upper) if quantity.of(u, protocol) <= budget]
     if not fits:
         raise SystemExit(f"bench_automoe: error: no sampled MoE arch meets the {budget:.3g} {quantity.unit} budget")
     return fits[0]
@@ -286,8 +292,6 @@ def stage_search(c: BenchConfig, work: Path, log) -> list[dict[str, Any]]:
     done = work / "archs.json"
     if done.exists():
         return json.loads(done.read_text())
-    from moenas.search.verify import protocol_of
-
     space = SearchSpace.load(c.space)
     dense = space.dense()
     pred, pdir = _predictor(c, work, log)
@@ -351,7 +355,8 @@ def _quality(model, arch, meta, c: BenchConfig) -> dict[str, float]:
         "bleu": lambda: bleu_score(model, arch, load_tokenizer(meta), corpus.test[: c.bleu_sentences]),
         "perplexity": lambda: perplexity(loss),
     }
-    return {"val_loss": loss, bench_family(c).quality: metric[bench_family(c).quality]()}
+    quality = bench_family(c).quality
+    return {"val_loss": loss, quality: metric[quality]()}
 
 
 def stage_quality(c: BenchConfig, work: Path, rows: list[dict[str, Any]], log) -> dict[str, dict[str, float]]:

@@ -18,14 +18,14 @@ from moenas.arch import SearchSpace, UserError
 from moenas.arch.checks import check_range
 from moenas.arch.files import atomic_write_text, check_replaceable, json_dict, output_lock
 
-from .budgets import ALL_QUANTITIES, PredictorSet, check_family_budgets
+from .budgets import ALL_QUANTITIES, PredictorSet, check_family_budgets, protocol_of
 from .constraints import ConstraintSet, FlopsConstraint, LatencyConstraint, ParamsConstraint
 from .evolution import Candidate, Evolution, EvolutionConfig, SearchResult, random_search
 from .final_selection import Finalist, FinalSelection, decide, largest, pool
 from .fitness import FITNESS_FAMILIES, SupernetFitness
 from .fitness_runners import RUNNERS, CachedFitness, InProcessRunner, ProcessPoolRunner, Runner
 from .report import SearchReport, Verification
-from .verify import protocol_of, verify
+from .verify import verify
 
 STATE_FILE = "search_state.json"
 DENSE_STATE_FILE = "dense_state.json"  # the dense baseline's evolution (resumable like the search's)

@@ -33,7 +33,7 @@ from .checkpoint import MODEL_NAMES, load_tokenizer, model_for_arch, read_checkp
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILES = ("generation_config.json", "genai_config.json")
 # The command that runs each family's export (named when a folder of the other family is given).
-RUNNERS = {ENCODER_DECODER.name: "moenas translate", DECODER_ONLY.name: "moenas generate"}
+RUN_COMMANDS = {ENCODER_DECODER.name: "moenas translate", DECODER_ONLY.name: "moenas generate"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def open_export(model_dir: str | Path, family: ModelFamily, threads: int = 0) ->
     ex = ExportedArch.load(d)
     if ex.arch.family is not family:
         found = ex.arch.family.name
-        raise UserError(f"{d}: holds a {MODEL_NAMES[found]} ({found}); run it with {RUNNERS[found]}")
+        raise UserError(f"{d}: holds a {MODEL_NAMES[found]} ({found}); run it with {RUN_COMMANDS[found]}")
     if not ex.manifest.get("tokenizer"):
         raise UserError(
             f"{d}: an export without trained weights and tokenizer (export with --supernet or --checkpoint)"

@@ -17,7 +17,7 @@ from moenas.arch.cost import protocol_cost
 from moenas.arch.family import TOTAL
 from moenas.arch.protocol import Protocol
 
-from .budgets import QUANTITIES, protocol_of  # protocol_of: read from here by search_job and the demo
+from .budgets import QUANTITIES, protocol_of
 from .constraints import LatencyConstraint, PredictsLatency
 from .evolution import Candidate
 from .report import BudgetCheck, Verification
